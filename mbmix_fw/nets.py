@@ -1,0 +1,87 @@
+"""Policy, critic and observation normaliser shared by every estimator (written once)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def mlp(sizes: list[int], activation: str = "elu", layer_norm: bool = True) -> nn.Sequential:
+    """Linear layers of ``sizes``; hidden layers get LayerNorm (optional) and the activation."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            if layer_norm:
+                layers.append(nn.LayerNorm(fan_out))
+            layers.append(_ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class TanhGaussianPolicy(nn.Module):
+    """``a = tanh(μ(o) + σ·ε)``, ``ε ~ N(0, I)`` drawn from the caller's generator (reparameterised).
+
+    State-independent log-std as in SHAC. Actions lie in ``(-1, 1)``; envs scale them. With
+    ``hidden=[]`` and ``squash=False`` it is the linear-Gaussian policy ``a = W·o + b + σ·ε`` whose exact
+    gradient the study envs (LQR, tabular MDP) can compute.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden=(64, 64), activation="elu",
+                 layer_norm=True, init_log_std: float = -1.0, squash: bool = True):
+        super().__init__()
+        self.squash = squash
+        self.mean = mlp([obs_dim, *hidden, action_dim], activation, layer_norm)
+        self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def forward(self, obs: torch.Tensor, generator: torch.Generator | None = None,
+                deterministic: bool = False) -> torch.Tensor:
+        mu = self.mean(obs)
+        if deterministic:
+            pre = mu
+        else:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            pre = mu + self.log_std.exp() * eps
+        return torch.tanh(pre) if self.squash else pre
+
+
+class Critic(nn.Module):
+    """State-value MLP ``V(o) -> [...]``."""
+
+    def __init__(self, obs_dim: int, hidden=(64, 64), activation="elu", layer_norm=True):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden, 1], activation, layer_norm)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class ObsNormalizer(nn.Module):
+    """Running mean/variance of observations, frozen while a window is rolled out.
+
+    ``normalize`` uses the statistics as they were after the last ``update``; the trainer calls
+    ``update`` once per iteration with that window's observations, so statistics never move inside a
+    window (the gradient path stays consistent). Buffers, so they are part of ``state_dict``.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
+        self.eps, self.clip = eps, clip
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        mean = self.mean.to(obs.dtype)
+        std = (self.var.to(obs.dtype) + self.eps).sqrt()
+        return ((obs - mean) / std).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        flat = obs.reshape(-1, obs.shape[-1]).to(torch.float64)
+        batch_mean, batch_var, n = flat.mean(0), flat.var(0, unbiased=False), flat.shape[0]
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)

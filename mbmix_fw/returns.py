@@ -1,0 +1,38 @@
+"""Discounted returns: TD(λ) critic targets (λ-returns over a window with episode boundaries)."""
+from __future__ import annotations
+
+import torch
+
+
+def bootstrap_values(next_values: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+    """``V(s_{t+1})`` with terminal states worth 0 (termination bootstraps 0; truncation keeps V)."""
+    return torch.where(terminated, torch.zeros_like(next_values), next_values)
+
+
+def lambda_returns(
+    rewards: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    done: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """λ-returns ``G_t`` for every step of a window, all tensors ``[T, N]``.
+
+    ``G_t = r_t + γ·[(1-λ)·V_{t+1} + λ·G_{t+1}]`` inside an episode;
+    ``G_t = r_t + γ·V_{t+1}`` where the episode ends at ``t+1`` (``done``) or the window does.
+    ``V_{t+1}`` is ``next_values`` with 0 at terminated states. Differentiable in every input, so the
+    same function serves as critic target (on detached inputs) and as an actor objective.
+    """
+    boot = bootstrap_values(next_values, terminated)
+    steps = rewards.shape[0]
+    out = [None] * steps
+    g = boot[-1]
+    for t in reversed(range(steps)):
+        if t == steps - 1:
+            g = rewards[t] + gamma * boot[t]
+        else:
+            mixed = (1.0 - lam) * boot[t] + lam * g
+            g = rewards[t] + gamma * torch.where(done[t], boot[t], mixed)
+        out[t] = g
+    return torch.stack(out)

@@ -1,0 +1,64 @@
+"""Core (non-plugin) recipe tables: ``[run]``, ``[policy]``, ``[critic]``, ``[optim]``."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class RunSettings(_Settings):
+    seed: int = 0
+    """Seeds torch, numpy, python's random and the run's generator."""
+    iterations: int = Field(100, ge=1)
+    """Policy updates (one estimator window each)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` picks cuda when available."""
+    out: str = "runs/{name}"
+    """Run folder; ``{name}`` is the recipe file's stem. The CLI's ``--out`` wins."""
+    checkpoint_every: int = Field(50, ge=1)
+    """Iterations between checkpoints; one is also written at the end."""
+    eval_every: int = Field(0, ge=0)
+    """Iterations between deterministic evaluations (0: only before and after training)."""
+    eval_envs: int = Field(16, ge=1)
+    """Episodes run in parallel for each evaluation."""
+
+
+Activation = Literal["elu", "relu", "tanh", "silu"]
+
+
+class PolicySettings(_Settings):
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the tanh-Gaussian MLP."""
+    activation: Activation = "elu"
+    layer_norm: bool = True
+    init_log_std: float = -1.0
+    """Initial state-independent log standard deviation (SHAC: -1)."""
+    squash: bool = True
+    """tanh-squash actions into (-1, 1). Off for the linear-Gaussian policies of the study envs."""
+    normalize_obs: bool = True
+    """Running observation normalisation, frozen per window."""
+
+
+class CriticSettings(_Settings):
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    activation: Activation = "elu"
+    layer_norm: bool = True
+    lam: float = Field(0.95, ge=0.0, le=1.0)
+    """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
+    target_tau: float = Field(0.2, ge=0.0, le=1.0)
+    """Polyak factor: ``target ← tau·target + (1-tau)·critic`` after each iteration (SHAC: 0.2)."""
+    iterations: int = Field(16, ge=0)
+    """Passes of critic regression per iteration (a scheduler may override)."""
+    minibatches: int = Field(4, ge=1)
+
+
+class OptimSettings(_Settings):
+    actor_lr: float = Field(2e-3, gt=0)
+    critic_lr: float = Field(2e-3, gt=0)
+    betas: tuple[float, float] = (0.7, 0.95)
+    grad_clip: float = Field(1.0, gt=0)
+    """Gradient-norm clipping for actor and critic."""

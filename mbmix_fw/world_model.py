@@ -1,0 +1,57 @@
+"""The ``WorldModel`` extension point: learned dynamics that can stand in for the simulator."""
+from __future__ import annotations
+
+import abc
+
+import attrs
+import torch
+
+from .component import ComponentConfig
+
+
+class WorldModelConfig(ComponentConfig):
+    """Base config of every world-model plugin (recipe table ``[world_model]``, optional)."""
+
+
+@attrs.frozen(eq=False)
+class TransitionBatch:
+    """Transitions for model fitting, all ``[B, ·]`` tensors on the training device, detached.
+
+    ``probe_u`` ``[B, P, S]`` are random unit vectors on the output side; ``probe_s`` ``[B, P, S]`` and
+    ``probe_a`` ``[B, P, A]`` are the simulator's vector-Jacobian products ``uᵀ∂s'/∂s`` and ``uᵀ∂s'/∂a``
+    (its own adjoint). They are ``None`` when the model asked for no probes.
+    """
+
+    state: torch.Tensor
+    action: torch.Tensor
+    next_state: torch.Tensor
+    probe_u: torch.Tensor | None = None
+    probe_s: torch.Tensor | None = None
+    probe_a: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.state.shape[0]
+
+
+class WorldModel(torch.nn.Module, abc.ABC):
+    """Learned dynamics with the env's ``step`` signature, so estimators can roll it out unchanged.
+
+    ``probes`` tells the trainer how many Jacobian probes per transition to collect from the
+    simulator (0: none, the model trains on states only).
+    """
+
+    probes: int = 0
+
+    @abc.abstractmethod
+    def step(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Predicted next states ``[N, S]``, differentiable w.r.t. ``state``, ``action`` and parameters."""
+
+    @abc.abstractmethod
+    def fit(self, batch: TransitionBatch) -> dict[str, float]:
+        """One optimisation step on ``batch``; returns scalar metrics (``model/loss``…)."""
+
+    def evaluate(self, batch: TransitionBatch) -> dict[str, float]:
+        """Held-out error metrics (``model/state_error``, ``model/jacobian_error``…). Default: none."""
+        return {}
