@@ -37,10 +37,13 @@ class WorldModel(torch.nn.Module, abc.ABC):
     """Learned dynamics with the env's ``step`` signature, so estimators can roll it out unchanged.
 
     ``probes`` tells the trainer how many Jacobian probes per transition to collect from the
-    simulator (0: none, the model trains on states only).
+    simulator (0: none, the model trains on states only); ``batch_size`` is the minibatch the trainer
+    samples from the replay buffer for each ``fit`` call. Anything ``fit`` learns (weights, optimiser,
+    normalisation statistics) must live in ``state_dict()`` so a resumed run continues exactly.
     """
 
     probes: int = 0
+    batch_size: int = 256
 
     @abc.abstractmethod
     def step(
