@@ -1,0 +1,6 @@
+"""``python -m mbmix_fw`` is ``mbmix-fw``."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""From a validated recipe to components, a trainer and a run folder."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+
+from .context import BuildContext
+from .env import DiffEnv
+from .errors import UserError
+from .estimator import GradientEstimator
+from .recipe import Recipe
+from .registry import Registry
+from .scheduler import Scheduler
+from .world_model import WorldModel
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+RECIPE_JSON = "recipe.json"
+PLUGINS_JSON = "plugins.json"
+
+
+@attrs.frozen(eq=False)
+class Components:
+    """The four built components of a recipe (``world_model`` is ``None`` for model-free recipes)."""
+
+    env: DiffEnv
+    world_model: WorldModel | None
+    estimator: GradientEstimator
+    scheduler: Scheduler
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` → cuda when available, else cpu. Asking for cuda without one is a user error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{name}' requested but CUDA is not available; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; expected auto, cpu or cuda") from None
+
+
+def build_components(recipe: Recipe, registry: Registry, device: str | torch.device) -> Components:
+    """Build env → world_model → estimator → scheduler; the world model's context carries the env."""
+    ctx = BuildContext(device=resolve_device(device), seed=recipe.run.seed)
+    env = registry.env.build(recipe.env, ctx)
+    ctx = ctx.with_env(env)
+    world_model = registry.world_model.build(recipe.world_model, ctx) if recipe.world_model else None
+    estimator = registry.estimator.build(recipe.estimator, ctx)
+    scheduler = registry.scheduler.build(recipe.scheduler, ctx)
+    return Components(env, world_model, estimator, scheduler)
+
+
+def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch.device,
+                 registry: Registry, progress: bool = True) -> "Trainer":
+    """Build the recipe's components and the :class:`~mbmix_fw.trainer.Trainer` that trains them.
+
+    Plugins' event hooks (``on_iteration_end``, ``on_run_end``) receive the trainer's events.
+    """
+    from .trainer import Trainer  # the training loop is only needed once a run starts
+
+    device = resolve_device(device)
+    parts = build_components(recipe, registry, device)
+    return Trainer(
+        parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
+        run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
+        out_dir=out_dir, device=device, hooks=registry.hooks, progress=progress,
+    )
+
+
+def run_dir_for(recipe: Recipe, name: str) -> Path:
+    """``recipe.run.out`` with ``{name}`` replaced (relative paths are relative to the working directory)."""
+    return Path(recipe.run.out.replace("{name}", name))
+
+
+def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
+    """Every loaded plugin (name, distribution, version, kinds) and which recipe tables it provides."""
+    used: dict[str, list[str]] = {}
+    for table in ("env", "world_model", "estimator", "scheduler"):
+        config = getattr(recipe, table)
+        if config is not None:
+            entry = registry.slot(table).get(config.kind)
+            used.setdefault(entry.plugin.name, []).append(table)
+    return [
+        {**info.to_json(), "kinds": registry.kinds_of(info.name), "provides": used.get(info.name, [])}
+        for info in registry.plugins
+    ]
+
+
+def write_run_files(out_dir: str | Path, recipe: Recipe, registry: Registry) -> None:
+    """Write ``recipe.json`` (the resolved recipe, defaults included) and ``plugins.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / RECIPE_JSON, recipe.model_dump(mode="json"))
+    _write_json(out / PLUGINS_JSON, used_plugins(recipe, registry))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,311 @@
+"""``mbmix-fw``: run, validate, resume and report on recipes; list plugins; diagnose estimators.
+
+Exit codes: 0 success, 2 user error (bad recipe, missing file, unknown plugin: one line per problem,
+``mbmix-fw: error: …``, no traceback), 1 internal error. ``-v`` or ``MBMIX_FW_DEBUG=1`` shows tracebacks.
+
+Imports stay inside the commands so ``plugins`` and ``validate`` never load the trainer, matplotlib or
+anything a plugin keeps behind its factories.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+PROG = "mbmix-fw"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = None) -> int:
+    """Run the CLI; returns the exit code. Tests pass an explicit ``registry`` (else: installed plugins)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    asked = getattr(args, "verbose_errors", False) or getattr(args, "verbose", False)
+    debug = bool(asked) or os.environ.get("MBMIX_FW_DEBUG", "") not in ("", "0")
+    try:
+        return args.command(args, _Registries(registry))
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).splitlines() or [""])[0]
+        print(f"{PROG}: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
+        if not debug:
+            print(f"{PROG}: run with -v (or MBMIX_FW_DEBUG=1) for the traceback", file=sys.stderr)
+        return 1
+
+
+class _Registries:
+    """Loads the installed plugins once, on first use, and warns about broken ones (once)."""
+
+    def __init__(self, given: "Registry | None"):
+        self._registry = given
+
+    def get(self, warn: bool = True) -> "Registry":
+        if self._registry is None:
+            from .registry import load_registry
+
+            self._registry = load_registry()
+            if warn:
+                for failure in self._registry.failures:
+                    print(f"{PROG}: warning: {failure.message}", file=sys.stderr)
+        return self._registry
+
+
+# ---- commands ----
+def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
+    from .build import make_trainer, run_dir_for, write_run_files
+    from .recipe import load_recipe
+
+    registry = registries.get()
+    overrides: list[Any] = list(args.set)
+    if args.device is not None:
+        overrides.append(("run.device", args.device))
+    if args.out is not None:
+        overrides.append(("run.out", args.out))
+    recipe = load_recipe(args.recipe, registry, overrides)
+    out_dir = run_dir_for(recipe, Path(args.recipe).stem)
+    if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
+        raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}' "
+                        f"or choose another folder with --out")
+    trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
+    write_run_files(out_dir, recipe, registry)
+    final = trainer.train()
+    _print_summary(out_dir, final)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
+    from .build import RECIPE_JSON, make_trainer
+    from .recipe import validate_recipe
+
+    run_dir = Path(args.run_dir)
+    recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    for needed in (recipe_path, checkpoint):
+        if not needed.is_file():
+            raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
+    try:
+        data = json.loads(recipe_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
+    recipe = validate_recipe(data, registries.get(), str(recipe_path))
+    device = args.device if args.device is not None else recipe.run.device
+    trainer = make_trainer(recipe, run_dir, device, registries.get(), progress=not args.no_progress)
+    trainer.load_checkpoint(checkpoint)
+    final = trainer.train()
+    _print_summary(run_dir, final)
+    return 0
+
+
+def _print_summary(out_dir: Path, final: dict[str, float]) -> None:
+    shown = {k: final[k] for k in ("eval/initial_return", "eval/return") if k in final}
+    values = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    print(f"run finished: {out_dir}  {values}".rstrip())
+
+
+def _cmd_validate(args: argparse.Namespace, registries: _Registries) -> int:
+    from .errors import RecipeError
+    from .recipe import load_recipe
+
+    registry = registries.get()
+    problems: list[str] = []
+    for path in args.recipes:
+        try:
+            load_recipe(path, registry, args.set)
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+        else:
+            print(f"{path}: ok")
+    if problems:
+        raise RecipeError(problems)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
+    registry = registries.get(warn=False)
+    rows = _plugin_rows(registry)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("plugins:")
+    for info in registry.plugins:
+        kinds = "; ".join(f"{slot}: {', '.join(ks)}" for slot, ks in registry.kinds_of(info.name).items() if ks)
+        print(f"  {info.name:<16} {info.origin or '(module)':<24} {kinds or '(registers nothing)'}")
+    for slot in registry.slots:
+        print(f"{slot.name}:")
+        for kind in slot.kinds():
+            entries = [e for e in slot.entries() if e.kind == kind]
+            status = "  CONFLICT: " + slot.conflict_message(kind) if len(entries) > 1 else ""
+            print(f"  {kind:<20} from {', '.join(e.plugin.name for e in entries)}{status}")
+            if args.verbose:
+                for entry in entries:
+                    _print_fields(entry.config)
+        if not slot.kinds():
+            print("  (none)")
+    if registry.failures:
+        print("broken:")
+        for failure in registry.failures:
+            print(f"  {failure.message}")
+    return 0
+
+
+def _print_fields(config: Any) -> None:
+    for name, field in config.model_fields.items():
+        if name == "kind":
+            continue
+        default = "required" if field.is_required() else f"= {field.get_default(call_default_factory=True)!r}"
+        doc = f"  # {field.description.splitlines()[0]}" if field.description else ""
+        print(f"      {name} {default}{doc}")
+
+
+def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
+    """One JSON object per registered component plus one per failed plugin (status ``broken``)."""
+    rows = []
+    for slot in registry.slots:
+        conflicts = slot.conflicts()
+        for entry in slot.entries():
+            broken = entry.kind in conflicts
+            rows.append({
+                "extension_point": slot.name, "kind": entry.kind, "plugin": entry.plugin.name,
+                "distribution": entry.plugin.distribution, "status": "broken" if broken else "ok",
+                "error": slot.conflict_message(entry.kind) if broken else None,
+            })
+    for failure in registry.failures:
+        rows.append({
+            "extension_point": failure.slot, "kind": None, "plugin": failure.plugin.name,
+            "distribution": failure.plugin.distribution, "status": "broken", "error": failure.reason,
+        })
+    return rows
+
+
+def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
+    from .report import plot_learning_curves
+
+    path = plot_learning_curves(args.run_dirs, args.out, metric=args.metric, x=args.x, group=args.group)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) -> int:
+    from .build import resolve_device
+    from .recipe import load_recipe
+
+    registry = registries.get()
+    recipe = load_recipe(args.recipe, registry, args.set)
+    from .diagnose import variance_from_recipe  # written separately; imported only when asked for
+
+    device = resolve_device(args.device if args.device is not None else recipe.run.device)
+    options: dict[str, Any] = {"progress": lambda message: print(message, file=sys.stderr)}
+    if args.checkpoint is not None:
+        if not Path(args.checkpoint).is_file():
+            raise UserError(f"{args.checkpoint}: no such checkpoint file")
+        options["checkpoint"] = args.checkpoint
+    if args.critic_iterations is not None:
+        options["critic_iterations"] = args.critic_iterations
+    result = variance_from_recipe(recipe, registry, args.samples, args.json, args.png, device, **options)
+    if args.json is None and args.png is None and result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    for path in (args.json, args.png):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+# ---- argument parsing ----
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", dest="verbose_errors", action="store_true",
+                        default=argparse.SUPPRESS, help="show tracebacks (also MBMIX_FW_DEBUG=1)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[common],
+        description="First-order model-based RL (MB-MIX, SHAC, BPTT) from TOML recipes.")
+    sub = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Any, help: str, inherit: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common] if inherit else [], help=help, description=help)
+        p.set_defaults(command=func)
+        return p
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a recipe value (TOML syntax; repeatable), e.g. --set estimator.lam=0.95")
+
+    devices = ["auto", "cpu", "cuda"]
+    p = command("run", _cmd_run, "train the recipe; writes the run folder (run.out, or --out)")
+    p.add_argument("recipe", metavar="RECIPE")
+    overrides(p)
+    p.add_argument("--out", help="run folder (overrides run.out; {name} is the recipe's file stem)")
+    p.add_argument("--device", choices=devices, help="overrides run.device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = command("validate", _cmd_validate, "check recipes without running them (writes nothing)")
+    p.add_argument("recipes", nargs="+", metavar="RECIPE")
+    overrides(p)
+
+    p = command("plugins", _cmd_plugins, "list installed plugins, their kinds and any that failed to load",
+                inherit=False)
+    p.add_argument("--json", action="store_true", help="one JSON object per registered component")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also show each config's fields, defaults and docs (and tracebacks)")
+
+    p = command("resume", _cmd_resume, "continue a run from RUN_DIR/checkpoints/last.pt")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--device", choices=devices, help="overrides the recipe's run.device")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="learning_curves.png", help="PNG to write (default: %(default)s)")
+    p.add_argument("--metric", default="eval/return", help="column to plot (default: %(default)s)")
+    p.add_argument("--x", default="iteration", help="column for the x axis (default: %(default)s)")
+    p.add_argument("--group", action="store_true",
+                   help="draw runs that differ only in run.seed as mean ± std")
+
+    p = command("diagnose", None, "diagnostics of estimators at fixed parameters")
+    diag = p.add_subparsers(dest="diagnostic", required=True, metavar="DIAGNOSTIC")
+    p = diag.add_parser("variance", parents=[common],
+                        help="gradient variance (and bias, where known) of the recipe's estimator")
+    p.set_defaults(command=_cmd_diagnose_variance)
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--samples", type=_positive_int, default=64, help="gradient samples (default: %(default)s)")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--png", metavar="OUT", help="write a plot")
+    p.add_argument("--device", choices=devices, help="overrides run.device")
+    p.add_argument("--checkpoint", metavar="PT", help="measure at a trained policy (a run's checkpoints/last.pt)")
+    p.add_argument("--critic-iterations", type=int, metavar="N",
+                   help="TD(λ) windows to fit the critic to the fixed policy")
+    overrides(p)
+    return parser
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Recipes: a TOML file naming one plugin per extension point, validated in two stages.
+
+Stage 1, the envelope :class:`Recipe`: the tables ``[run]``, ``[env]`` (required), ``[world_model]``
+(optional: absent means model-free), ``[estimator]`` (required), ``[scheduler]`` (optional, default
+``kind = "model_free"``), ``[policy]``, ``[critic]``, ``[optim]``; anything else is an error.
+Stage 2, each plugin table: a wrap validator reads its ``kind``, looks the kind up in the registry passed
+in the validation context (``context={"registry": reg}``, else :func:`~mbmix_fw.registry.default_registry`)
+and validates the table with that plugin's config model. There is no union of all configs, so plugins can
+be added without rebuilding any model.
+
+Every problem becomes one line ``"{file}: {dotted.field}: {message}"`` in a :class:`~mbmix_fw.RecipeError`.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Union, get_args, get_origin
+
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo,
+                      ValidatorFunctionWrapHandler, field_validator)
+from pydantic_core import PydanticCustomError
+
+from .env import EnvConfig
+from .errors import PluginError, RecipeError
+from .estimator import EstimatorConfig
+from .scheduler import SchedulerConfig
+from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from .world_model import WorldModelConfig
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+PLUGIN_TABLES = ("env", "world_model", "estimator", "scheduler")
+DEFAULT_SCHEDULER = {"kind": "model_free"}
+"""The scheduler used when a recipe has no ``[scheduler]`` table: train through the simulator only."""
+
+_KIND_ERRORS = ("missing_kind", "unknown_kind", "kind_conflict", "kind_type")
+
+Override = Union[str, tuple[str, Any]]
+"""``"section.key=value"`` (value parsed as TOML, else kept as a string) or ``("section.key", value)``."""
+
+
+class Recipe(BaseModel):
+    """A validated recipe. Build one from TOML with :func:`load_recipe` or directly in Python::
+
+        Recipe(env=PendulumConfig(num_envs=8), estimator=ShacConfig(horizon=16))
+
+    ``model_dump(mode="json")`` keeps every plugin field (``SerializeAsAny``) and validates back to an
+    equal recipe, which is how ``recipe.json`` in a run folder reproduces the run.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: RunSettings = Field(default_factory=RunSettings)
+    env: SerializeAsAny[EnvConfig]
+    world_model: SerializeAsAny[WorldModelConfig] | None = None
+    estimator: SerializeAsAny[EstimatorConfig]
+    scheduler: SerializeAsAny[SchedulerConfig] = Field(
+        default_factory=lambda: dict(DEFAULT_SCHEDULER), validate_default=True)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+    optim: OptimSettings = Field(default_factory=OptimSettings)
+
+    @field_validator(*PLUGIN_TABLES, mode="wrap")
+    @classmethod
+    def _validate_plugin_table(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                               info: ValidationInfo) -> Any:
+        if not isinstance(value, dict):  # a config object (programmatic use), None, or a wrong type
+            return handler(value)
+        registry = (info.context or {}).get("registry")
+        if registry is None:
+            from .registry import default_registry
+
+            registry = default_registry()
+        slot = registry.slot(info.field_name)
+        kind = value.get("kind")
+        if kind is None:
+            raise PydanticCustomError("missing_kind", "{message}", {"message": slot.missing_kind_message()})
+        if not isinstance(kind, str):
+            raise PydanticCustomError("kind_type", "{message}", {
+                "message": f"kind must be a string, got {type(kind).__name__}"})
+        try:
+            entry = slot.get(kind)
+        except PluginError as exc:
+            error_type = "kind_conflict" if len(slot.conflicts().get(kind, [])) > 1 else "unknown_kind"
+            raise PydanticCustomError(error_type, "{message}", {"message": str(exc)}) from None
+        return entry.config.model_validate(value, context=info.context)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"estimator.lam=0.95"`` → ``("estimator.lam", 0.95)``; the value is read as a TOML value when it is
+    one (numbers, booleans, ``[1, 2]``, ``"quoted"``), else kept as the raw string (``run.out=runs/x``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
+        raise RecipeError([f"--set {text}: expected section.key=value, e.g. --set estimator.lam=0.95"])
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """A copy of the raw recipe ``data`` with the overrides set (tables created as needed)."""
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, value = parse_override(override) if isinstance(override, str) else override
+        parts = [part.strip() for part in key.split(".")]
+        table = data
+        for depth, part in enumerate(parts[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise RecipeError([f"--set {key}: '{'.'.join(parts[:depth + 1])}' is not a table"])
+        table[parts[-1]] = value
+    return data
+
+
+def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
+                    source: str = "<recipe>") -> Recipe:
+    """Validate plain recipe data (parsed TOML or a ``recipe.json``); errors name ``source``."""
+    if registry is None:
+        from .registry import default_registry
+
+        registry = default_registry()
+    try:
+        return Recipe.model_validate(data, context={"registry": registry})
+    except ValidationError as exc:
+        raise RecipeError(format_problems(exc, data, registry, source)) from None
+
+
+def load_recipe(path: str | Path, registry: "Registry | None" = None,
+                overrides: Iterable[Override] = ()) -> Recipe:
+    """Read, override and validate a TOML recipe; raises :class:`RecipeError` with one line per problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{source}: no such file"]) from None
+    except IsADirectoryError:
+        raise RecipeError([f"{source}: is a directory, expected a .toml recipe"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"{source}: cannot read: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError([f"{source}: {exc}"]) from None
+    return validate_recipe(apply_overrides(data, overrides), registry, source)
+
+
+# ---- error formatting ----
+def format_problems(exc: ValidationError, data: Any, registry: "Registry", source: str) -> list[str]:
+    """One ``"{source}: {dotted.field}: {message}"`` line per pydantic error, rewritten for humans."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"]
+        if error["type"] in _KIND_ERRORS:
+            loc.append("kind")
+        elif error["type"] == "extra_forbidden":
+            message = _unknown_field_message(loc[-1], _fields_at(loc[:-1], data, registry))
+        elif error["type"] == "missing" and len(loc) == 1 and loc[0] in PLUGIN_TABLES:
+            slot = registry.slot(loc[0])
+            kinds = ", ".join(slot.kinds()) or "none registered"
+            message = f"missing required table [{loc[0]}]; add it with kind = one of: {kinds}"
+        elif error["type"] == "model_type" and len(loc) == 1:
+            message = f"expected a table [{loc[0]}], got {type(error['input']).__name__}"
+        lines.append(f"{source}: {'.'.join(loc)}: {message}" if loc else f"{source}: {message}")
+    return lines
+
+
+def _unknown_field_message(name: str, fields: list[str]) -> str:
+    close = difflib.get_close_matches(name, fields, n=1)
+    if close:
+        return f"unknown field (did you mean '{close[0]}'?)"
+    if fields:
+        return f"unknown field; expected one of: {', '.join(fields)}"
+    return "unknown field"
+
+
+def _fields_at(loc: list[str], data: Any, registry: "Registry") -> list[str]:
+    """Field names of the model that validates the table at ``loc`` (for did-you-mean hints)."""
+    model: Any = Recipe
+    for depth, part in enumerate(loc):
+        if model is Recipe and depth == 0 and part in PLUGIN_TABLES:
+            table = data.get(part) if isinstance(data, dict) else None
+            kind = table.get("kind") if isinstance(table, dict) else None
+            try:
+                model = registry.slot(part).get(kind).config
+            except (PluginError, TypeError):
+                return []
+            continue
+        field = model.model_fields.get(part) if _is_model(model) else None
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return []
+    return sorted(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (``Model``, ``Model | None``, ``SerializeAsAny[Model]``)."""
+    if _is_model(annotation):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) is not None else ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = ["DEFAULT_SCHEDULER", "Recipe", "apply_overrides", "load_recipe",
+           "parse_override", "validate_recipe"]

@@ -1,0 +1,447 @@
+"""The ``mbmix-fw`` CLI: exit codes, one-line errors, nothing written on bad input, the plugins listing,
+run → resume, report, and the diagnose dispatch."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+from typing import Literal
+
+import mbmix_schedulers
+import pytest
+import torch
+from pydantic import Field
+
+import mbmix_fw as mb
+from mbmix_fw.cli import main
+from mbmix_fw.testing import LinearEnv
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ---- a small but real plugin: LinearEnv and a total-reward (BPTT-style) estimator ----
+class LinearConfig(mb.EnvConfig):
+    kind: Literal["linear"] = "linear"
+    num_envs: int = Field(4, ge=1)
+    episode_length: int = Field(6, ge=1)
+
+
+class TotalRewardConfig(mb.EstimatorConfig):
+    kind: Literal["total_reward"] = "total_reward"
+    horizon: int = Field(3, ge=1)
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+
+
+class TotalReward(mb.GradientEstimator):
+    """Minus the mean reward of one differentiable window: the smallest real estimator."""
+
+    uses_critic = False
+
+    def __init__(self, config: TotalRewardConfig, ctx: mb.BuildContext):
+        self.config, self.gamma = config, config.gamma
+
+    def horizon(self, env):
+        return self.config.horizon
+
+    def estimate(self, inp):
+        window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, self.config.horizon, inp.generator)
+        return mb.Estimate(-window.rewards.mean(), window, {})
+
+
+class CrashConfig(mb.EnvConfig):
+    kind: Literal["crash"] = "crash"
+
+
+class WrongTypeConfig(mb.EnvConfig):
+    kind: Literal["wrong_type"] = "wrong_type"
+
+
+class NeedsJaxConfig(mb.EnvConfig):
+    kind: Literal["needs_jax"] = "needs_jax"
+
+
+def crash(config, ctx):
+    raise RuntimeError("simulated plugin bug")
+
+
+def needs_jax(config, ctx):
+    mb.require("jax_missing_for_test", extra="brax")
+
+
+def _register_envs(register):
+    register(LinearConfig, lambda config, ctx: LinearEnv(num_envs=config.num_envs,
+                                                         episode_length=config.episode_length, ctx=ctx))
+    register(CrashConfig, crash)
+    register(WrongTypeConfig, lambda config, ctx: "not an env")
+    register(NeedsJaxConfig, needs_jax)
+
+
+def _module(name: str, **hooks) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for hook, function in hooks.items():
+        setattr(module, hook, mb.hookimpl(function))
+    return module
+
+
+TEST_PLUGIN = _module("cli_test_plugin", register_envs=_register_envs,
+                      register_estimators=lambda register: register(TotalRewardConfig, TotalReward))
+BROKEN_PLUGIN = _module("cli_broken_plugin", register_env=lambda register: None)
+
+
+@pytest.fixture
+def registry():
+    return mb.make_registry(TEST_PLUGIN, mbmix_schedulers)
+
+
+GOOD = """
+[run]
+seed = 0
+iterations = 2
+device = "cpu"
+eval_envs = 2
+checkpoint_every = 1
+
+[env]
+kind = "linear"
+
+[estimator]
+kind = "total_reward"
+
+[policy]
+hidden = [8]
+
+[critic]
+hidden = [8]
+iterations = 1
+"""
+
+
+def write(folder: Path, text: str, name: str = "exp.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_lines(stderr: str) -> list[str]:
+    lines = stderr.strip().splitlines()
+    assert lines and all(line.startswith("mbmix-fw: error: ") for line in lines), stderr
+    assert "Traceback" not in stderr
+    return [line.removeprefix("mbmix-fw: error: ") for line in lines]
+
+
+# ---- validate ----
+def test_validate_reports_every_problem_of_every_file(tmp_path, registry, capsys):
+    good = write(tmp_path, GOOD, "good.toml")
+    bad1 = write(tmp_path, GOOD.replace('"linear"', '"lineer"'), "bad1.toml")
+    bad2 = write(tmp_path, GOOD.replace("seed = 0", "sede = 0").replace("iterations = 2", "iterations = 0"),
+                 "bad2.toml")
+    assert main(["validate", str(good)], registry=registry) == 0
+    assert capsys.readouterr().out == f"{good}: ok\n"
+
+    assert main(["validate", str(bad1), str(good), str(bad2)], registry=registry) == 2
+    captured = capsys.readouterr()
+    assert error_lines(captured.err) == [
+        f"{bad1}: env.kind: unknown env kind 'lineer' (did you mean 'linear'?); available: crash, linear, "
+        f"needs_jax, wrong_type",
+        f"{bad2}: run.iterations: Input should be greater than or equal to 1",
+        f"{bad2}: run.sede: unknown field (did you mean 'seed'?)",
+    ]
+    assert captured.out == f"{good}: ok\n"
+
+
+# ---- run: every class of bad input exits 2 with one line per problem and writes nothing ----
+BAD_RUNS = {
+    "unknown kind": (GOOD.replace('"linear"', '"lineer"'), []),
+    "unknown field": (GOOD.replace("seed = 0", "sede = 0"), []),
+    "out of range": (GOOD.replace("iterations = 2", "iterations = -3"), []),
+    "wrong type": (GOOD.replace("seed = 0", 'seed = "zero"'), []),
+    "toml syntax": (GOOD.replace("[env]", "[env"), []),
+    "missing table": (GOOD.replace('[estimator]\nkind = "total_reward"', ""), []),
+    "missing file": (None, []),
+    "malformed --set": (GOOD, ["--set", "estimator.horizon"]),
+    "bad --set value": (GOOD, ["--set", "estimator.horizon=0"]),
+    "unknown kind by --set": (GOOD, ["--set", "estimator.kind=ppo"]),
+    "factory returns the wrong type": (GOOD.replace('"linear"', '"wrong_type"'), []),
+    "missing optional dependency": (GOOD.replace('"linear"', '"needs_jax"'), []),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_run_exits_2_and_creates_no_run_folder(tmp_path, monkeypatch, registry, capsys, case):
+    text, extra = BAD_RUNS[case]
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "exp.toml" if text is None else write(tmp_path, text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), "--out", str(out), "--no-progress", *extra], registry=registry) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert all(line.startswith((str(recipe), "--set", "plugin 'cli_test_plugin'")) for line in lines), lines
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # not even runs/{name}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error shown when CUDA is missing")
+def test_cuda_without_cuda_is_a_user_error(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD)
+    assert main(["run", str(recipe), "--device", "cuda", "--out", str(tmp_path / "out")], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "device 'cuda' requested but CUDA is not available; use --device cpu or auto"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_errors_exit_2():
+    for argv in (["frobnicate"], ["run"], ["plugins", "--jsn"], ["diagnose", "variance", "x", "--samples", "0"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+
+
+def test_internal_error_exits_1_with_a_traceback_only_when_asked(tmp_path, monkeypatch, registry, capsys):
+    monkeypatch.delenv("MBMIX_FW_DEBUG", raising=False)
+    recipe = write(tmp_path, GOOD.replace('"linear"', '"crash"'))
+    args = ["run", str(recipe), "--out", str(tmp_path / "out")]
+    assert main(args, registry=registry) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["mbmix-fw: internal error: RuntimeError: simulated plugin bug",
+                                "mbmix-fw: run with -v (or MBMIX_FW_DEBUG=1) for the traceback"]
+    assert main(["-v", *args], registry=registry) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert main([*args, "--verbose"], registry=registry) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("MBMIX_FW_DEBUG", "1")
+    assert main(args, registry=registry) == 1
+    assert "while building env 'crash' with plugin 'cli_test_plugin'" in capsys.readouterr().err
+
+
+# ---- plugins ----
+def test_plugins_json_lists_components_and_broken_plugins(capsys):
+    twin = _module("cli_twin", register_estimators=lambda register: register(TotalRewardConfig, TotalReward))
+    registry = mb.make_registry(TEST_PLUGIN, mbmix_schedulers, BROKEN_PLUGIN, twin)
+    assert main(["plugins", "--json"], registry=registry) == 0
+    rows = json.loads(capsys.readouterr().out)
+    keys = {"extension_point", "kind", "plugin", "distribution", "status", "error"}
+    assert all(set(row) == keys for row in rows)
+    by_kind = {(r["extension_point"], r["kind"], r["plugin"]): r for r in rows}
+    assert by_kind[("env", "linear", "cli_test_plugin")]["status"] == "ok"
+    assert by_kind[("scheduler", "dyna", "mbmix_schedulers")]["error"] is None
+    conflict = by_kind[("estimator", "total_reward", "cli_twin")]
+    assert conflict["status"] == "broken" and "registered by 2 plugins" in conflict["error"]
+    broken = [r for r in rows if r["plugin"] == "cli_broken_plugin"]
+    assert broken == [{"extension_point": None, "kind": None, "plugin": "cli_broken_plugin",
+                       "distribution": None, "status": "broken",
+                       "error": "unknown hook 'register_env' (did you mean 'register_envs'?)"}]
+
+
+def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
+    registry = mb.make_registry(TEST_PLUGIN, mbmix_schedulers, BROKEN_PLUGIN)
+    assert main(["plugins"], registry=registry) == 0
+    out = capsys.readouterr().out
+    assert "cli_test_plugin" in out and "estimator: total_reward" in out
+    assert "plugin 'cli_broken_plugin' not loaded: unknown hook 'register_env'" in out
+    assert main(["plugins", "--verbose"], registry=registry) == 0
+    out = capsys.readouterr().out
+    assert "lr_schedule = 'linear'  # Learning-rate schedule for actor and critic" in out
+
+
+def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
+    """Beyond importing mbmix_fw itself (torch: ~1.5 s on 2 cores), listing plugins costs well under a second."""
+    code = textwrap.dedent("""
+        import sys, time
+        t0 = time.perf_counter()
+        import mbmix_fw
+        t1 = time.perf_counter()
+        from mbmix_fw.cli import main
+        rc = main(["plugins", "--json"])
+        t2 = time.perf_counter()
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"jax", "jaxlib", "warp", "brax"})
+        print("TIMES", t1 - t0, t2 - t1, "HEAVY", heavy, file=sys.stderr)
+        sys.exit(rc)
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert {"pendulum", "shac", "model_free"} <= {r["kind"] for r in rows}
+    report = proc.stderr.strip().splitlines()[-1].split()
+    assert report[-2:] == ["HEAVY", "[]"], proc.stderr
+    import_seconds, listing_seconds = float(report[1]), float(report[2])
+    assert listing_seconds < 1.0, (import_seconds, listing_seconds)
+
+
+# ---- run → files → resume ----
+def test_run_writes_resolved_recipe_and_plugins_then_resume_continues(tmp_path, monkeypatch, registry, capsys):
+    monkeypatch.chdir(tmp_path)
+    recipe = write(tmp_path, GOOD, "linear_total.toml")
+    assert main(["run", str(recipe), "--no-progress", "--set", "estimator.horizon=2"], registry=registry) == 0
+    run_dir = tmp_path / "runs" / "linear_total"  # run.out = "runs/{name}"
+    assert f"run finished: {Path('runs/linear_total')}" in capsys.readouterr().out
+    for name in ("recipe.json", "plugins.json", "metrics.csv", "checkpoints/last.pt"):
+        assert (run_dir / name).is_file(), name
+    resolved = json.loads((run_dir / "recipe.json").read_text())
+    assert resolved["estimator"] == {"kind": "total_reward", "horizon": 2, "gamma": 0.99}
+    assert resolved["scheduler"] == {"kind": "model_free", "lr_schedule": "linear"}
+    assert mb.validate_recipe(resolved, registry) == mb.load_recipe(recipe, registry, ["estimator.horizon=2"])
+    plugins = {p["name"]: p for p in json.loads((run_dir / "plugins.json").read_text())}
+    assert plugins["cli_test_plugin"]["provides"] == ["env", "estimator"]
+    assert plugins["mbmix_schedulers"]["provides"] == ["scheduler"]
+    assert len(_rows(run_dir)) == 2
+
+    # the same folder again: refused, nothing changed
+    assert main(["run", str(recipe), "--no-progress"], registry=registry) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+    # extend the run by one iteration and resume it from its checkpoint
+    resolved["run"]["iterations"] = 3
+    (run_dir / "recipe.json").write_text(json.dumps(resolved))
+    assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
+    assert [int(r["iteration"]) for r in _rows(run_dir)] == [1, 2, 3]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_resume_without_a_run_folder_or_checkpoint_is_a_user_error(tmp_path, registry, capsys):
+    assert main(["resume", str(tmp_path / "nope")], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [f"{tmp_path / 'nope'}: no such run folder"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.json").write_text("{}")
+    assert main(["resume", str(tmp_path / "run")], registry=registry) == 2
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert error_lines(capsys.readouterr().err) == [
+        f"{checkpoint}: no such file; is {tmp_path / 'run'} a run folder written by 'mbmix-fw run'?"]
+
+
+def test_resume_validates_the_saved_recipe(tmp_path, registry, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "recipe.json").write_text(json.dumps({"env": {"kind": "gone"}, "estimator": {"kind": "total_reward"}}))
+    assert main(["resume", str(run)], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"{run / 'recipe.json'}: env.kind: unknown env kind 'gone'; available: crash, linear, needs_jax, wrong_type"]
+
+
+def test_builtin_pendulum_with_shac_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    registry = mb.load_registry()
+    if "pendulum" not in registry.env or "shac" not in registry.estimator:
+        pytest.skip("built-in plugins mbmix_toy (pendulum) / mbmix_estimators (shac) are not registered yet")
+    monkeypatch.chdir(tmp_path)
+    recipe = write(tmp_path, """
+        [run]
+        iterations = 2
+        eval_envs = 2
+        [env]
+        kind = "pendulum"
+        num_envs = 4
+        episode_length = 16
+        [estimator]
+        kind = "shac"
+        horizon = 8
+        [policy]
+        hidden = [16]
+        [critic]
+        hidden = [16]
+        iterations = 2
+        """, "pendulum_shac.toml")
+    assert main(["run", str(recipe), "--device", "cpu", "--no-progress", "--out", "r/{name}"]) == 0
+    run_dir = tmp_path / "r" / "pendulum_shac"
+    rows = _rows(run_dir)
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert math.isfinite(float(rows[-1]["eval/return"]))
+    plugins = {p["name"]: p for p in json.loads((run_dir / "plugins.json").read_text())}
+    assert plugins["toy"]["provides"] == ["env"] and plugins["toy"]["distribution"] == "mbmix-fw"
+    assert main(["resume", str(run_dir), "--no-progress"]) == 0
+    assert len(_rows(run_dir)) == 2  # already finished: resuming adds nothing
+    capsys.readouterr()
+
+
+# ---- report ----
+def _fake_run(folder: Path, seed: int, returns: list[float | None], recipe: dict | None = None) -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "metrics.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["iteration", "train/return", "eval/return"])
+        for i, value in enumerate(returns, start=1):
+            writer.writerow([i, -100 + i + seed, "" if value is None else value])
+    if recipe is not None:
+        (folder / "recipe.json").write_text(json.dumps({**recipe, "run": {"seed": seed, "out": str(folder)}}))
+    return folder
+
+
+def test_report_plots_runs_and_groups_seeds(tmp_path, capsys):
+    recipe = {"env": {"kind": "linear"}, "estimator": {"kind": "shac"}}
+    a = _fake_run(tmp_path / "shac_seed0", 0, [-50.0, None, -30.0, float("nan"), -10.0], recipe)
+    b = _fake_run(tmp_path / "shac_seed1", 1, [-60.0, None, -20.0, None, -15.0], recipe)
+    out = tmp_path / "plots" / "curves.png"
+    assert main(["report", str(a), str(b), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}\n"
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    grouped = tmp_path / "grouped.png"
+    assert main(["report", str(a), str(b), "--out", str(grouped), "--group", "--metric", "train/return"]) == 0
+    assert grouped.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_groups_by_recipe_not_by_folder_name(tmp_path):
+    from mbmix_fw.report import _group_key
+
+    a = _fake_run(tmp_path / "a", 0, [1.0], {"env": {"kind": "linear"}, "estimator": {"kind": "shac"}})
+    b = _fake_run(tmp_path / "b", 1, [1.0], {"env": {"kind": "linear"}, "estimator": {"kind": "shac"}})
+    c = _fake_run(tmp_path / "c", 1, [1.0], {"env": {"kind": "linear"}, "estimator": {"kind": "mix"}})
+    assert _group_key(a) == _group_key(b) != _group_key(c)
+
+
+def test_report_errors_are_user_errors(tmp_path, capsys):
+    run = _fake_run(tmp_path / "run", 0, [1.0, 2.0])
+    assert main(["report", str(run), "--metric", "eval/retrun", "--out", str(tmp_path / "x.png")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"{run / 'metrics.csv'}: no column 'eval/retrun'; available: train/return, eval/return"]
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+# ---- diagnose ----
+def test_diagnose_validates_the_recipe_first(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD.replace('"linear"', '"lineer"'))
+    out = tmp_path / "v.json"
+    assert main(["diagnose", "variance", str(recipe), "--json", str(out)], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err)[0].startswith(f"{recipe}: env.kind: unknown env kind 'lineer'")
+    assert not out.exists()
+    assert main(["diagnose", "variance", str(write(tmp_path, GOOD, "ok.toml")), "--checkpoint",
+                 str(tmp_path / "none.pt")], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [f"{tmp_path / 'none.pt'}: no such checkpoint file"]
+
+
+def test_diagnose_variance_runs_on_the_builtin_lqr(tmp_path, capsys):
+    pytest.importorskip("mbmix_fw.diagnose")
+    registry = mb.load_registry()
+    if "lqr" not in registry.env or "shac" not in registry.estimator:
+        pytest.skip("built-in lqr env / shac estimator are not registered yet")
+    recipe = write(tmp_path, """
+        [run]
+        device = "cpu"
+        [env]
+        kind = "lqr"
+        [estimator]
+        kind = "shac"
+        horizon = 4
+        [policy]
+        hidden = []
+        normalize_obs = false
+        squash = false
+        [critic]
+        hidden = [8]
+        """)
+    out = tmp_path / "variance.json"
+    code = main(["diagnose", "variance", str(recipe), "--samples", "3", "--critic-iterations", "2",
+                 "--json", str(out)], registry=registry)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(out.read_text())["rows"]

@@ -1,0 +1,70 @@
+"""A third-party plugin travels the whole road: pip install → ``mbmix-fw plugins`` → a recipe runs with it.
+
+Installs ``examples/mbmix-example-plugin`` into the running environment and uninstalls it afterwards.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "mbmix-example-plugin"
+DIST = "mbmix-example-plugin"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MBMIX_FW_")}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def installed_example():
+    if _run("-m", "pip", "--version").returncode != 0:
+        pytest.skip("pip is not available in this environment")
+    install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+    assert install.returncode == 0, install.stderr
+    yield
+    uninstall = _run("-m", "pip", "uninstall", "--quiet", "--yes", DIST)
+    assert uninstall.returncode == 0, uninstall.stderr
+
+
+def test_installed_plugin_is_listed(installed_example):
+    proc = _run("-m", "mbmix_fw", "plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = [r for r in json.loads(proc.stdout) if r["plugin"] == DIST]
+    assert rows == [{"extension_point": "env", "kind": "double_integrator", "plugin": DIST,
+                     "distribution": DIST, "status": "ok", "error": None}]
+
+
+def test_recipe_runs_with_the_plugin_env_and_builtin_shac(installed_example, tmp_path):
+    from mbmix_fw import load_registry
+
+    if "shac" not in load_registry(allow=["estimators"]).estimator:
+        pytest.skip("the built-in shac estimator is not registered yet")
+    recipe = tmp_path / "cart.toml"
+    recipe.write_text(
+        '[run]\ndevice = "cpu"\neval_envs = 2\n\n[env]\nkind = "double_integrator"\nnum_envs = 4\n'
+        'episode_length = 16\n\n[estimator]\nkind = "shac"\nhorizon = 8\n\n[policy]\nhidden = [16]\n\n'
+        '[critic]\nhidden = [16]\niterations = 2\n')
+    proc = _run("-m", "mbmix_fw", "run", str(recipe), "--set", "run.iterations=2", "--no-progress",
+                "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [1, 2]
+    plugins = {p["name"]: p for p in json.loads((tmp_path / "run" / "plugins.json").read_text())}
+    assert plugins[DIST] | {"kinds": None} == {"name": DIST, "distribution": DIST, "version": "0.1.0",
+                                               "kinds": None, "provides": ["env"]}
+
+
+def test_the_example_packages_own_tests_pass(installed_example):
+    proc = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), cwd=EXAMPLE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
