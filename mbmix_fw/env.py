@@ -95,5 +95,11 @@ class DiffEnv(abc.ABC):
 
         Study envs (LQR, tabular MDP) implement it so ``mbmix-fw diagnose variance`` can report bias.
         Returns a list of tensors shaped like the parameters, or ``None`` when unknown.
+
+        Contract for implementers: the objective is one episode from the reset distribution,
+        ``E[Σ_{t<T} γ^t r_t]`` with ``T = episode_length`` (what full-episode BPTT estimates), with
+        ``policy`` acting on raw observations (observation normalisation off); the gradients come in
+        the order of ``list(policy.parameters())``, in float64. A policy whose form the env cannot
+        differentiate exactly raises :class:`~mbmix_fw.UserError` saying which form is supported.
         """
         return None

@@ -1,0 +1,135 @@
+"""Linear-quadratic regulator with process noise: the study env whose policy gradient is exact.
+
+Why it is here: for a linear-Gaussian policy the expected discounted return is a closed-form function
+of the policy parameters, so estimators (BPTT, SHAC, MB-MIX) can be scored for *bias* against the true
+gradient, not only for variance (``mbmix-fw diagnose variance``).
+
+Contract (``S = state_dim``, ``A = action_dim``; observation = state)::
+
+    s' = A s + B u + w,    u = action_scale · a,    w ~ N(0, noise_std² I)   (w = 0 when generator is None)
+    r(s, a) = -(state_cost · |s|² + action_cost · |u|²)                       (on the state *before* the step)
+    s_0 ~ N(0, init_std² I)
+
+Actions are *not* clipped to ``[-1, 1]`` (a clip would break the closed form); use an unsquashed policy.
+``A`` is a Gaussian matrix rescaled to spectral radius ``spectral_radius``; ``B`` is Gaussian with
+entries of variance ``1/S``. Both depend only on ``config.seed`` (never the run seed), so a recipe
+names one system.
+
+Exact return (see :meth:`LQR.expected_return`): with ``a = W s + b + σ ε`` and ``K = A + c B W``
+(``c = action_scale``) the state stays Gaussian, ``s_t ~ N(μ_t, Σ_t)``::
+
+    μ_{t+1} = K μ_t + c B b,    Σ_{t+1} = K Σ_t Kᵀ + c² B diag(σ²) Bᵀ + noise_std² I
+    E[r_t]  = -(q (tr Σ_t + |μ_t|²) + r c² (tr(W Σ_t Wᵀ + diag σ²) + |W μ_t + b|²))
+    J       = Σ_{t<T} γ^t E[r_t]        (T = episode_length: one episode from the reset distribution)
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+import mbmix_fw as mb
+
+from .linear_policy import exact_gradient, policy_value
+
+
+class LQRConfig(mb.EnvConfig):
+    kind: Literal["lqr"] = "lqr"
+    state_dim: int = Field(4, ge=1, le=256)
+    action_dim: int = Field(2, ge=1, le=256)
+    seed: int = Field(0, ge=0)
+    """Seed of the random system matrices A and B (independent of the run seed)."""
+    spectral_radius: float = Field(0.95, gt=0, le=2.0)
+    """Spectral radius of A: < 1 stable, > 1 unstable without control."""
+    action_scale: float = Field(1.0, gt=0)
+    """Control u = action_scale · action."""
+    state_cost: float = Field(1.0, gt=0)
+    """Q = state_cost · I."""
+    action_cost: float = Field(0.1, ge=0)
+    """R = action_cost · I."""
+    noise_std: float = Field(0.05, ge=0)
+    """Standard deviation of the process noise w."""
+    init_std: float = Field(1.0, ge=0)
+    """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
+    episode_length: int = Field(50, ge=1)
+    num_envs: int = Field(64, ge=1)
+
+
+def system_matrices(config: LQRConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A [S, S], B [S, A])`` in float64 on the CPU, a function of ``config`` alone."""
+    g = torch.Generator().manual_seed(config.seed)
+    s, a = config.state_dim, config.action_dim
+    raw = torch.randn(s, s, generator=g, dtype=torch.float64)
+    radius = torch.linalg.eigvals(raw).abs().max()
+    A = raw * (config.spectral_radius / radius)
+    B = torch.randn(s, a, generator=g, dtype=torch.float64) / s**0.5
+    return A, B
+
+
+class LQR(mb.DiffEnv):
+    """Noisy LQR (see the module docstring for dynamics, reward and the exact gradient)."""
+
+    def __init__(self, config: LQRConfig, ctx: mb.BuildContext | None = None):
+        ctx = ctx or mb.BuildContext.cpu()
+        self.config = config
+        self.num_envs, self.episode_length = config.num_envs, config.episode_length
+        self.state_dim = self.obs_dim = config.state_dim
+        self.action_dim = config.action_dim
+        self.device, self.dtype = ctx.device, ctx.dtype
+        A, B = system_matrices(config)
+        self.A64, self.B64 = A.to(self.device), B.to(self.device)
+
+    def reset(self, n, generator=None):
+        shape = (n, self.state_dim)
+        return self.config.init_std * torch.randn(shape, generator=generator, device=self.device, dtype=self.dtype)
+
+    def step(self, state, action, generator=None):
+        A, B = self.A64.to(state.dtype), self.B64.to(state.dtype)
+        nxt = state @ A.T + (self.config.action_scale * action) @ B.T
+        if generator is not None and self.config.noise_std > 0:
+            noise = torch.randn(nxt.shape, generator=generator, device=nxt.device, dtype=nxt.dtype)
+            nxt = nxt + self.config.noise_std * noise
+        return nxt
+
+    def reward(self, state, action, next_state):
+        c = self.config
+        u = c.action_scale * action
+        return -(c.state_cost * state.pow(2).sum(-1) + c.action_cost * u.pow(2).sum(-1))
+
+    def observe(self, state):
+        return state
+
+    def closed_form_return(self, W: torch.Tensor, b: torch.Tensor, log_std: torch.Tensor, gamma: float) -> torch.Tensor:
+        """``E[Σ_{t<T} γ^t r_t]`` (float64 scalar) for ``a = W s + b + exp(log_std) ε``; differentiable."""
+        c = self.config
+        A, B = self.A64.to(W.device), self.B64.to(W.device)
+        eye = torch.eye(self.state_dim, dtype=torch.float64, device=W.device)
+        var_a = torch.exp(2 * log_std)
+        K = A + c.action_scale * B @ W
+        shift = c.action_scale * B @ b
+        injected = c.action_scale**2 * (B * var_a) @ B.T + c.noise_std**2 * eye
+        mean = torch.zeros(self.state_dim, dtype=torch.float64, device=W.device)
+        cov = c.init_std**2 * eye
+        total = torch.zeros((), dtype=torch.float64, device=W.device)
+        for t in range(self.episode_length):
+            action_mean = W @ mean + b
+            action_second = torch.trace(W @ cov @ W.T) + var_a.sum() + action_mean.pow(2).sum()
+            state_second = torch.trace(cov) + mean.pow(2).sum()
+            expected_reward = -(c.state_cost * state_second + c.action_cost * c.action_scale**2 * action_second)
+            total = total + gamma**t * expected_reward
+            mean = K @ mean + shift
+            cov = K @ cov @ K.T + injected
+        return total
+
+    def expected_return(self, policy, gamma: float) -> torch.Tensor:
+        """Exact expected discounted return of one episode under ``policy`` (float64, differentiable
+        w.r.t. the policy's parameters). Raises :class:`mbmix_fw.UserError` for unsupported policies."""
+        return policy_value(policy, self.obs_dim, self.action_dim, "lqr",
+                            lambda W, b, ls: self.closed_form_return(W, b, ls, gamma))
+
+    def exact_policy_gradient(self, policy, gamma: float) -> list[torch.Tensor]:
+        """``∇θ E[Σ_{t<T} γ^t r_t]`` for the linear-Gaussian ``policy`` (float64, by autograd on the
+        closed form; observation normalisation must be off: the policy sees the raw state)."""
+        return exact_gradient(policy, self.obs_dim, self.action_dim, "lqr",
+                              lambda W, b, ls: self.closed_form_return(W, b, ls, gamma))
