@@ -86,6 +86,8 @@ def rollout(
     start: Cursor,
     steps: int,
     generator: torch.Generator | None = None,
+    *,
+    checkpoint_segments: int = 0,
 ) -> Rollout:
     """Roll ``policy_fn`` for ``steps`` steps through ``dynamics`` (rewards, observations, termination
     and resets come from ``env``). Gradients flow from every reward back to the policy parameters and,
@@ -93,8 +95,53 @@ def rollout(
 
     Episodes that end inside the window are reset with ``env.reset_done``; the fresh rows carry no
     history, so gradients never cross an episode boundary.
+
+    ``checkpoint_segments = k > 0`` trades compute for memory on long windows (BPTT through whole
+    episodes): the window is cut into ``k`` segments run under ``torch.utils.checkpoint``, so only each
+    segment's inputs and the per-step outputs are kept, and a segment's internals (policy and
+    simulator activations) are recomputed during backward. ``generator``'s state is recorded at each
+    segment start and replayed during recomputation (then restored), so the recomputed actions, noise
+    and resets are those of the forward pass and the gradient is exactly the one without checkpointing.
+    Without autograd (``torch.no_grad``) it has no effect.
     """
-    state, t = start.state, start.t
+    if checkpoint_segments <= 0 or not torch.is_grad_enabled() or steps <= 1:
+        columns, state, t = _roll_steps(policy_fn, env, dynamics, start.state, start.t, steps, generator)
+        return Rollout(**columns, end=Cursor(state, t).detach())
+    from torch.utils.checkpoint import checkpoint
+
+    size = -(-steps // min(checkpoint_segments, steps))  # ceil: segments of equal length but the last
+    state, t, pieces = start.state, start.t, []
+    for begin in range(0, steps, size):
+        run = _replaying_segment(policy_fn, env, dynamics, min(size, steps - begin), generator)
+        columns, state, t = checkpoint(run, state, t, use_reentrant=False)
+        pieces.append(columns)
+    stacked = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
+    return Rollout(**stacked, end=Cursor(state, t).detach())
+
+
+def _replaying_segment(policy_fn, env, dynamics, steps, generator):
+    """A checkpointable segment: its first call runs forward; later calls (recomputation during
+    backward) replay ``generator`` from the state it had when the segment was created."""
+    recorded = generator.get_state() if generator is not None else None
+    calls = 0
+
+    def run(state, t):
+        nonlocal calls
+        replay, calls = calls > 0, calls + 1
+        if not replay or generator is None:
+            return _roll_steps(policy_fn, env, dynamics, state, t, steps, generator)
+        resume = generator.get_state()
+        generator.set_state(recorded)
+        try:
+            return _roll_steps(policy_fn, env, dynamics, state, t, steps, generator)
+        finally:
+            generator.set_state(resume)
+
+    return run
+
+
+def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
+    """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in attrs.fields_dict(Rollout) if k != "end"}
     for _ in range(steps):
         obs = env.observe(state)
@@ -122,5 +169,4 @@ def rollout(
         state = env.reset_done(next_state, done, generator)
         if t is not None:
             t = torch.where(done, torch.zeros_like(t), t)
-    stacked = {k: torch.stack(v) for k, v in columns.items()}
-    return Rollout(**stacked, end=Cursor(state, t).detach())
+    return {k: torch.stack(v) for k, v in columns.items()}, state, t

@@ -1,0 +1,78 @@
+"""Built-in policy-gradient estimators: ``shac``, ``mix`` (MB-MIX) and ``bptt``.
+
+Recipe table ``[estimator]``. One setting, not a copied class, is each ablation: ``mix`` with
+``lam = 1`` is ``shac`` with ``horizon = H_max`` (the same gradient, to round-off).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+import mbmix_fw as mb
+
+
+class ShacConfig(mb.EstimatorConfig):
+    """SHAC (Xu et al., ICLR 2022): short windows of ``horizon`` steps bootstrapped with the target critic."""
+
+    kind: Literal["shac"] = "shac"
+    horizon: int = Field(32, ge=1)
+    """Window length H: steps rolled out and differentiated per policy update (SHAC: 32)."""
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    """Discount, shared with the critic's TD(λ) targets."""
+
+
+class MixConfig(mb.EstimatorConfig):
+    """MB-MIX's λ-mixture of truncated windows ``J^mix = Σ_H w_H J_H`` (arXiv 2503.01178; truncation,
+    ``interval`` and ``start_times`` are our reconstruction, see ``mbmix_fw.mix_returns``)."""
+
+    kind: Literal["mix"] = "mix"
+    lam: float = Field(0.97, ge=0.0, le=1.0)
+    """λ: weight ``(1-λ)λ^(k-1)`` on window length ``kΔ``, the tail on ``horizon``. 1 = SHAC, 0 = Δ-step.
+    Default 0.97 is our measured choice for ``horizon = 32`` (benchmarks/variance.py: variance 0.35–0.46×
+    SHAC-32's with bias below SHAC-16's on both study envs); rule of thumb λ ≈ 1 − 1/horizon."""
+    horizon: int = Field(32, ge=1)
+    """H_max: the one rollout's length; the longest window mixed."""
+    interval: int = Field(1, ge=1)
+    """Mix interval Δ (ours): only lengths Δ, 2Δ, …, H_max are mixed. Must divide ``horizon``."""
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    """Discount, shared with the critic's TD(λ) targets."""
+    start_times: Literal["first", "all"] = "first"
+    """``first``: one mixture per episode segment, started at its first step (SHAC's choice).
+    ``all`` (ours, like Dreamer): average the λ-returns started at every step; needs ``interval = 1``."""
+
+    @model_validator(mode="after")
+    def _interval_fits(self) -> "MixConfig":
+        if self.horizon % self.interval:
+            raise ValueError(
+                f"interval={self.interval} must divide horizon={self.horizon} (mixed lengths are "
+                f"interval, 2·interval, …, horizon); choose a divisor of {self.horizon}"
+            )
+        if self.start_times == "all" and self.interval != 1:
+            raise ValueError("start_times='all' needs interval=1 (set interval = 1 or start_times = 'first')")
+        return self
+
+
+class BpttConfig(mb.EstimatorConfig):
+    """Backpropagation through whole episodes from fresh resets (the DiffRL BPTT baseline); no critic."""
+
+    kind: Literal["bptt"] = "bptt"
+    gamma: float = Field(0.99, gt=0.0, le=1.0)
+    """Discount of the episode return."""
+    checkpoint_segments: int = Field(0, ge=0)
+    """Gradient checkpointing: recompute the episode in this many segments during backward to save
+    memory (0 = off). Gives the same gradient."""
+
+
+from .bptt import Bptt  # noqa: E402 - the classes import the configs above
+from .mix import Mix  # noqa: E402
+from .shac import Shac  # noqa: E402
+
+__all__ = ["Bptt", "BpttConfig", "Mix", "MixConfig", "Shac", "ShacConfig"]
+
+
+@mb.hookimpl
+def register_estimators(register):
+    register(ShacConfig, Shac)
+    register(MixConfig, Mix)
+    register(BpttConfig, Bptt)

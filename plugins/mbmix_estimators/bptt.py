@@ -1,0 +1,51 @@
+"""Backpropagation through time over whole episodes, the first-order baseline of the SHAC paper
+(DiffRL's ``bptt.py``; method.md §3.3).
+
+Every estimate starts ``N`` fresh episodes (``env.reset(N, generator)``, ``t = 0``; the trainer's
+cursor is ignored), rolls ``T = env.episode_length`` steps through the dynamics and maximises the
+discounted return with no critic:
+
+    loss = -(1/(T·N)) Σ_n Σ_t γ^{t - t_seg} r_t
+
+where ``t_seg`` is the start of the step's episode segment: an episode that terminates early is reset
+and the fresh one runs to the end of the window with its own discount, as in DiffRL. This is SHAC's
+objective with ``V ≡ 0`` over the whole episode (:func:`mbmix_fw.shac_objective` with zero values).
+
+Long episodes make the autograd graph large; ``checkpoint_segments = k`` recomputes the rollout in
+``k`` segments during backward (:func:`mbmix_fw.rollout`), with the same gradient.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+import mbmix_fw as mb
+
+from .shac import window_metrics
+
+if TYPE_CHECKING:
+    from . import BpttConfig
+
+
+class Bptt(mb.GradientEstimator):
+    uses_critic = False
+
+    def __init__(self, config: "BpttConfig", ctx: mb.BuildContext | None = None):
+        self.config = config
+        self.gamma = config.gamma
+
+    def horizon(self, env: mb.DiffEnv) -> int:
+        return env.episode_length
+
+    def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
+        env, n = inp.env, inp.start.state.shape[0]
+        start = mb.Cursor(env.reset(n, inp.generator), torch.zeros(n, dtype=torch.long, device=env.device))
+        window = mb.rollout(
+            inp.policy_fn, env, inp.dynamics, start, env.episode_length, inp.generator,
+            checkpoint_segments=self.config.checkpoint_segments,
+        )
+        no_critic = torch.zeros_like(window.rewards)
+        per_env = mb.shac_objective(window.rewards, no_critic, window.terminated, window.done, self.gamma)
+        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        return mb.Estimate(loss, window, window_metrics(window, loss))
