@@ -1,27 +1,76 @@
 """mbmix-fw: first-order model-based RL (MB-MIX, SHAC, BPTT) as composable pluggy plugins.
 
 Everything a plugin or research script needs is importable from here; other modules are private.
+
+Only the torch-free part (config bases, settings, errors, ``hookimpl``, recipes, registry) is imported
+eagerly. Everything that needs torch loads on first attribute access, so listing plugins and
+validating recipes never pay for importing torch.
 """
-from .component import ComponentConfig
-from .context import BuildContext
-from .env import DiffEnv, EnvConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
 from .errors import MbmixError, MissingDependency, PluginError, RecipeError, UserError, require
-from .estimator import Estimate, EstimatorConfig, EstimatorInput, GradientEstimator
 from .hookspecs import hookimpl
-from .nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
-from .returns import bootstrap_values, lambda_returns
-from .rollout import Cursor, Dynamics, Rollout, rollout
-from .scheduler import Plan, Scheduler, SchedulerConfig
+from .recipe import Recipe, load_recipe, validate_recipe
+from .registry import Registry, default_registry, load_registry, make_registry
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
-from .world_model import TransitionBatch, WorldModel, WorldModelConfig
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BuildContext", "ComponentConfig", "Critic", "CriticSettings", "Cursor", "DiffEnv", "Dynamics",
-    "EnvConfig", "Estimate", "EstimatorConfig", "EstimatorInput", "GradientEstimator", "MbmixError",
-    "MissingDependency", "ObsNormalizer", "OptimSettings", "Plan", "PluginError", "PolicySettings",
-    "RecipeError", "Rollout", "RunSettings", "Scheduler", "SchedulerConfig", "TanhGaussianPolicy",
-    "TransitionBatch", "UserError", "WorldModel", "WorldModelConfig", "bootstrap_values", "hookimpl",
-    "lambda_returns", "mlp", "require", "rollout",
-]
+_LAZY = {
+    ".buffer": ["ReplayBuffer"],
+    ".build": ["Components", "build_components", "make_trainer", "resolve_device"],
+    ".context": ["BuildContext"],
+    ".env": ["DiffEnv"],
+    ".estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
+    ".mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
+    ".nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
+    ".probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
+                "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
+    ".returns": ["bootstrap_values", "lambda_returns"],
+    ".rollouts": ["Cursor", "Dynamics", "Rollout", "rollout"],
+    ".scheduler": ["Plan", "Scheduler"],
+    ".trainer": ["Trainer"],
+    ".world_model": ["TransitionBatch", "WorldModel"],
+}
+_LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = sorted([
+    "ComponentConfig", "CriticSettings", "EnvConfig", "EstimatorConfig", "MbmixError", "MissingDependency",
+    "OptimSettings", "PluginError", "PolicySettings", "Recipe", "RecipeError", "Registry", "RunSettings",
+    "SchedulerConfig", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "load_recipe",
+    "load_registry", "make_registry", "require", "validate_recipe", *_LAZY_MODULE,
+])
+
+
+def __getattr__(name: str):
+    module = _LAZY_MODULE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mbmix_fw' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imports
+    from .buffer import ReplayBuffer
+    from .build import Components, build_components, make_trainer, resolve_device
+    from .context import BuildContext
+    from .env import DiffEnv
+    from .estimator import Estimate, EstimatorInput, GradientEstimator
+    from .mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
+    from .nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
+    from .probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
+                         collect_transitions, random_unit_vectors, vector_jacobian_products)
+    from .returns import bootstrap_values, lambda_returns
+    from .rollouts import Cursor, Dynamics, Rollout, rollout
+    from .scheduler import Plan, Scheduler
+    from .trainer import Trainer
+    from .world_model import TransitionBatch, WorldModel

@@ -1,4 +1,6 @@
-"""Base of every plugin config model (the ``[env]``, ``[estimator]``… tables of a recipe)."""
+"""Config bases of plugins (the ``[env]``, ``[estimator]``… tables of a recipe).
+
+pydantic only, no torch: registering plugins and validating recipes must stay instant."""
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
@@ -15,3 +17,19 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     kind: str
+
+
+class EnvConfig(ComponentConfig):
+    """Base config of every env plugin (recipe table ``[env]``)."""
+
+
+class WorldModelConfig(ComponentConfig):
+    """Base config of every world-model plugin (recipe table ``[world_model]``, optional)."""
+
+
+class EstimatorConfig(ComponentConfig):
+    """Base config of every estimator plugin (recipe table ``[estimator]``)."""
+
+
+class SchedulerConfig(ComponentConfig):
+    """Base config of every scheduler plugin (recipe table ``[scheduler]``)."""

@@ -37,7 +37,7 @@ from .errors import UserError
 from .estimator import EstimatorInput, GradientEstimator
 from .nets import Critic, TanhGaussianPolicy
 from .returns import lambda_returns
-from .rollout import Cursor, PolicyFn, ValueFn, rollout
+from .rollouts import Cursor, PolicyFn, ValueFn, rollout
 
 
 @attrs.frozen(eq=False)

@@ -5,11 +5,8 @@ import abc
 
 import torch
 
-from .component import ComponentConfig
+from .component import EnvConfig
 
-
-class EnvConfig(ComponentConfig):
-    """Base config of every env plugin (recipe table ``[env]``)."""
 
 
 class DiffEnv(abc.ABC):

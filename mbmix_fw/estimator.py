@@ -6,13 +6,10 @@ import abc
 import attrs
 import torch
 
-from .component import ComponentConfig
+from .component import EstimatorConfig
 from .env import DiffEnv
-from .rollout import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
+from .rollouts import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
 
-
-class EstimatorConfig(ComponentConfig):
-    """Base config of every estimator plugin (recipe table ``[estimator]``)."""
 
 
 @attrs.frozen(eq=False)

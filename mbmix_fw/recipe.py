@@ -22,12 +22,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
                       ValidatorFunctionWrapHandler, field_validator)
 from pydantic_core import PydanticCustomError
 
-from .env import EnvConfig
+from .component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
 from .errors import PluginError, RecipeError
-from .estimator import EstimatorConfig
-from .scheduler import SchedulerConfig
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
-from .world_model import WorldModelConfig
 
 if TYPE_CHECKING:
     from .registry import Registry

@@ -21,24 +21,23 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import importlib.metadata
 import inspect
 import os
 import re
 import warnings
-from typing import Any, Callable, Iterable, Literal, Sequence, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence, get_args, get_origin
 
 import attrs
 import pluggy
 
 from . import hookspecs
-from .component import ComponentConfig
-from .context import BuildContext
-from .env import DiffEnv, EnvConfig
+from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
 from .errors import MissingDependency, PluginError
-from .estimator import EstimatorConfig, GradientEstimator
-from .scheduler import Scheduler, SchedulerConfig
-from .world_model import WorldModel, WorldModelConfig
+
+if TYPE_CHECKING:
+    from .context import BuildContext
 
 ENTRY_POINT_GROUP = "mbmix_fw"
 SLOT_NAMES = ("env", "world_model", "estimator", "scheduler")
@@ -110,11 +109,17 @@ class Slot:
     looking the conflicting kind up raises an error naming both plugins.
     """
 
-    def __init__(self, name: str, hook: str, base: type[ComponentConfig], interface: type,
+    def __init__(self, name: str, hook: str, base: type[ComponentConfig], interface: str,
                  registry: "Registry"):
-        self.name, self.hook, self.base, self.interface = name, hook, base, interface
+        self.name, self.hook, self.base, self._interface = name, hook, base, interface
         self._registry = registry
         self._entries: dict[str, list[Entry]] = {}
+
+    @property
+    def interface(self) -> type:
+        """The class built components must be (imported on first use: it needs torch)."""
+        module, _, name = self._interface.rpartition(".")
+        return getattr(importlib.import_module(module, __package__), name)
 
     # ---- queries ----
     def kinds(self) -> list[str]:
@@ -241,10 +246,10 @@ class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.env = Slot("env", "register_envs", EnvConfig, DiffEnv, self)
-        self.world_model = Slot("world_model", "register_world_models", WorldModelConfig, WorldModel, self)
-        self.estimator = Slot("estimator", "register_estimators", EstimatorConfig, GradientEstimator, self)
-        self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig, Scheduler, self)
+        self.env = Slot("env", "register_envs", EnvConfig, ".env.DiffEnv", self)
+        self.world_model = Slot("world_model", "register_world_models", WorldModelConfig, ".world_model.WorldModel", self)
+        self.estimator = Slot("estimator", "register_estimators", EstimatorConfig, ".estimator.GradientEstimator", self)
+        self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig, ".scheduler.Scheduler", self)
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
 

@@ -5,11 +5,8 @@ import abc
 
 import attrs
 
-from .component import ComponentConfig
+from .component import SchedulerConfig
 
-
-class SchedulerConfig(ComponentConfig):
-    """Base config of every scheduler plugin (recipe table ``[scheduler]``)."""
 
 
 @attrs.frozen

@@ -67,7 +67,7 @@ def check_env(env: DiffEnv, *, batch_sizes=(1, 2, 5), seed: int = 0, surrogate_s
       sampled value (the tabular MDP's relaxations);
     - a short :func:`mbmix_fw.rollout` with resets runs and yields finite rewards.
     """
-    from .rollout import Cursor, rollout  # late import: testing helpers only
+    from .rollouts import Cursor, rollout  # late import: testing helpers only
 
     problems: list[str] = []
 

@@ -23,7 +23,7 @@ from .estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from .nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .returns import lambda_returns
-from .rollout import Cursor, Rollout
+from .rollouts import Cursor, Rollout
 from .scheduler import Plan, Scheduler
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from .world_model import WorldModel

@@ -6,11 +6,8 @@ import abc
 import attrs
 import torch
 
-from .component import ComponentConfig
+from .component import WorldModelConfig
 
-
-class WorldModelConfig(ComponentConfig):
-    """Base config of every world-model plugin (recipe table ``[world_model]``, optional)."""
 
 
 @attrs.frozen(eq=False)

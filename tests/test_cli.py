@@ -249,7 +249,7 @@ def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
 
 
 def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
-    """Beyond importing mbmix_fw itself (torch: ~1.5 s on 2 cores), listing plugins costs well under a second."""
+    """Listing plugins imports neither torch nor any optional heavy package, so it is instant."""
     code = textwrap.dedent("""
         import sys, time
         t0 = time.perf_counter()
@@ -258,7 +258,7 @@ def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
         from mbmix_fw.cli import main
         rc = main(["plugins", "--json"])
         t2 = time.perf_counter()
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"jax", "jaxlib", "warp", "brax"})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "jax", "jaxlib", "warp", "brax"})
         print("TIMES", t1 - t0, t2 - t1, "HEAVY", heavy, file=sys.stderr)
         sys.exit(rc)
         """)
@@ -269,7 +269,7 @@ def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
     report = proc.stderr.strip().splitlines()[-1].split()
     assert report[-2:] == ["HEAVY", "[]"], proc.stderr
     import_seconds, listing_seconds = float(report[1]), float(report[2])
-    assert listing_seconds < 1.0, (import_seconds, listing_seconds)
+    assert import_seconds + listing_seconds < 2.0, (import_seconds, listing_seconds)
 
 
 # ---- run → files → resume ----

@@ -93,7 +93,11 @@ def test_plugin_registers_three_estimators_through_its_entry_point():
     assert entry and entry[0].value == "mbmix_estimators"
     seen = {}
     register_estimators(lambda config, factory: seen.setdefault(config.model_fields["kind"].default, factory))
-    assert seen == {"shac": Shac, "mix": Mix, "bptt": Bptt}
+    assert set(seen) == {"shac", "mix", "bptt"}
+    ctx = mb.BuildContext.cpu()
+    assert isinstance(seen["shac"](ShacConfig(), ctx), Shac)
+    assert isinstance(seen["mix"](MixConfig(), ctx), Mix)
+    assert isinstance(seen["bptt"](BpttConfig(), ctx), Bptt)
     env = NoisyFallingEnv()
     assert seen["mix"](MixConfig(horizon=12), mb.BuildContext.cpu()).horizon(env) == 12
     bptt = seen["bptt"](BpttConfig(), mb.BuildContext.cpu())

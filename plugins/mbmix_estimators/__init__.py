@@ -5,6 +5,7 @@ Recipe table ``[estimator]``. One setting, not a copied class, is each ablation:
 """
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -64,15 +65,28 @@ class BpttConfig(mb.EstimatorConfig):
     memory (0 = off). Gives the same gradient."""
 
 
-from .bptt import Bptt  # noqa: E402 - the classes import the configs above
-from .mix import Mix  # noqa: E402
-from .shac import Shac  # noqa: E402
+_CLASSES = {"Shac": "shac", "Mix": "mix", "Bptt": "bptt"}
 
 __all__ = ["Bptt", "BpttConfig", "Mix", "MixConfig", "Shac", "ShacConfig"]
 
 
+def __getattr__(name: str):
+    """The estimator classes import torch, so they load on first use, not at registration."""
+    if name in _CLASSES:
+        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _factory(class_name: str):
+    def make(config, ctx):
+        return __getattr__(class_name)(config, ctx)
+
+    make.__name__ = f"make_{_CLASSES[class_name]}"
+    return make
+
+
 @mb.hookimpl
 def register_estimators(register):
-    register(ShacConfig, Shac)
-    register(MixConfig, Mix)
-    register(BpttConfig, Bptt)
+    register(ShacConfig, _factory("Shac"))
+    register(MixConfig, _factory("Mix"))
+    register(BpttConfig, _factory("Bptt"))

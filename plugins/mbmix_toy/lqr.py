@@ -31,29 +31,9 @@ from pydantic import Field
 
 import mbmix_fw as mb
 
+from .configs import LQRConfig
+
 from .linear_policy import exact_gradient, policy_value
-
-
-class LQRConfig(mb.EnvConfig):
-    kind: Literal["lqr"] = "lqr"
-    state_dim: int = Field(4, ge=1, le=256)
-    action_dim: int = Field(2, ge=1, le=256)
-    seed: int = Field(0, ge=0)
-    """Seed of the random system matrices A and B (independent of the run seed)."""
-    spectral_radius: float = Field(0.95, gt=0, le=2.0)
-    """Spectral radius of A: < 1 stable, > 1 unstable without control."""
-    action_scale: float = Field(1.0, gt=0)
-    """Control u = action_scale · action."""
-    state_cost: float = Field(1.0, gt=0)
-    """Q = state_cost · I."""
-    action_cost: float = Field(0.1, ge=0)
-    """R = action_cost · I."""
-    noise_std: float = Field(0.05, ge=0)
-    """Standard deviation of the process noise w."""
-    init_std: float = Field(1.0, ge=0)
-    """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
-    episode_length: int = Field(50, ge=1)
-    num_envs: int = Field(64, ge=1)
 
 
 def system_matrices(config: LQRConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,27 +35,7 @@ from pydantic import Field
 
 import mbmix_fw as mb
 
-
-class PendulumConfig(mb.EnvConfig):
-    kind: Literal["pendulum"] = "pendulum"
-    num_envs: int = Field(64, ge=1)
-    """Environments rolled out in parallel for training."""
-    episode_length: int = Field(200, ge=1)
-    """Steps per episode (gym: 200)."""
-    max_torque: float = Field(2.0, gt=0)
-    """Torque (N·m) applied for action ±1 (gym: 2)."""
-    max_speed: float = Field(8.0, gt=0)
-    """Angular speed limit (rad/s) (gym: 8)."""
-    speed_limit_width: float = Field(0.25, ge=0)
-    """Width (rad/s) of the smooth speed limit; 0 = gym's hard clamp (zero gradient when saturated)."""
-    dt: float = Field(0.05, gt=0, le=0.5)
-    """Integration step (s) (gym: 0.05)."""
-    gravity: float = Field(10.0, ge=0)
-    """g (m/s²) (gym: 10)."""
-    mass: float = Field(1.0, gt=0)
-    length: float = Field(1.0, gt=0)
-    init_max_speed: float = Field(1.0, ge=0)
-    """Initial θ̇ ~ U(-init_max_speed, init_max_speed); initial θ ~ U(-π, π)."""
+from .configs import PendulumConfig
 
 
 def angle_normalize(theta: torch.Tensor) -> torch.Tensor:

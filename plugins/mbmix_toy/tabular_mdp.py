@@ -46,24 +46,12 @@ from pydantic import Field
 
 import mbmix_fw as mb
 
+from .configs import TabularMDPConfig
+
 from .linear_policy import exact_gradient, linear_gaussian_parts, policy_value
 
 MAX_POLICY_STD = 1e-6
 """Largest policy σ for which the exact gradient (which assumes σ → 0) is accepted."""
-
-
-class TabularMDPConfig(mb.EnvConfig):
-    kind: Literal["tabular_mdp"] = "tabular_mdp"
-    n_states: int = Field(20, ge=2, le=10_000)
-    n_actions: int = Field(5, ge=2, le=1_000)
-    seed: int = Field(0, ge=0)
-    """Seed of the random rewards R and transitions P (independent of the run seed)."""
-    transition_temperature: float = Field(0.5, gt=0)
-    """Softmax temperature of the random transition rows: smaller = closer to deterministic."""
-    relaxation: Literal["score", "straight_through"] = "score"
-    """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
-    episode_length: int = Field(50, ge=1)
-    num_envs: int = Field(64, ge=1)
 
 
 def mdp_tables(config: TabularMDPConfig) -> tuple[torch.Tensor, torch.Tensor]:

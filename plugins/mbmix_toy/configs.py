@@ -1,0 +1,65 @@
+"""Config models of the toy envs, importable without torch so ``mbmix-fw plugins`` stays instant."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+import mbmix_fw as mb
+
+class PendulumConfig(mb.EnvConfig):
+    kind: Literal["pendulum"] = "pendulum"
+    num_envs: int = Field(64, ge=1)
+    """Environments rolled out in parallel for training."""
+    episode_length: int = Field(200, ge=1)
+    """Steps per episode (gym: 200)."""
+    max_torque: float = Field(2.0, gt=0)
+    """Torque (N·m) applied for action ±1 (gym: 2)."""
+    max_speed: float = Field(8.0, gt=0)
+    """Angular speed limit (rad/s) (gym: 8)."""
+    speed_limit_width: float = Field(0.25, ge=0)
+    """Width (rad/s) of the smooth speed limit; 0 = gym's hard clamp (zero gradient when saturated)."""
+    dt: float = Field(0.05, gt=0, le=0.5)
+    """Integration step (s) (gym: 0.05)."""
+    gravity: float = Field(10.0, ge=0)
+    """g (m/s²) (gym: 10)."""
+    mass: float = Field(1.0, gt=0)
+    length: float = Field(1.0, gt=0)
+    init_max_speed: float = Field(1.0, ge=0)
+    """Initial θ̇ ~ U(-init_max_speed, init_max_speed); initial θ ~ U(-π, π)."""
+
+
+class LQRConfig(mb.EnvConfig):
+    kind: Literal["lqr"] = "lqr"
+    state_dim: int = Field(4, ge=1, le=256)
+    action_dim: int = Field(2, ge=1, le=256)
+    seed: int = Field(0, ge=0)
+    """Seed of the random system matrices A and B (independent of the run seed)."""
+    spectral_radius: float = Field(0.95, gt=0, le=2.0)
+    """Spectral radius of A: < 1 stable, > 1 unstable without control."""
+    action_scale: float = Field(1.0, gt=0)
+    """Control u = action_scale · action."""
+    state_cost: float = Field(1.0, gt=0)
+    """Q = state_cost · I."""
+    action_cost: float = Field(0.1, ge=0)
+    """R = action_cost · I."""
+    noise_std: float = Field(0.05, ge=0)
+    """Standard deviation of the process noise w."""
+    init_std: float = Field(1.0, ge=0)
+    """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
+    episode_length: int = Field(50, ge=1)
+    num_envs: int = Field(64, ge=1)
+
+
+class TabularMDPConfig(mb.EnvConfig):
+    kind: Literal["tabular_mdp"] = "tabular_mdp"
+    n_states: int = Field(20, ge=2, le=10_000)
+    n_actions: int = Field(5, ge=2, le=1_000)
+    seed: int = Field(0, ge=0)
+    """Seed of the random rewards R and transitions P (independent of the run seed)."""
+    transition_temperature: float = Field(0.5, gt=0)
+    """Softmax temperature of the random transition rows: smaller = closer to deterministic."""
+    relaxation: Literal["score", "straight_through"] = "score"
+    """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
+    episode_length: int = Field(50, ge=1)
+    num_envs: int = Field(64, ge=1)
