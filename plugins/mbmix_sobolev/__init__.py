@@ -1,0 +1,88 @@
+"""Built-in world model ``sobolev_mlp``: an MLP (ensemble) trained on next states and simulator Jacobians.
+
+Recipe::
+
+    [world_model]
+    kind = "sobolev_mlp"
+    hidden = [256, 256]
+    alpha_s = 1.0        # 0 and alpha_a = 0: the plain-MSE ablation (no probes are collected)
+    probes = 4
+
+The loss, the coordinates it works in and the probe estimator are documented in
+:mod:`mbmix_sobolev.model`. Registration imports only the config; the model (and torch) loads when a
+run builds one or on first access to ``SobolevMLP``.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+import mbmix_fw as mb
+
+if TYPE_CHECKING:
+    from .model import EnsembleMLP, RunningMoments, SobolevMLP
+
+_MODEL_NAMES = ("EnsembleMLP", "RunningMoments", "SobolevMLP")
+
+
+def __getattr__(name: str):
+    if name in _MODEL_NAMES:
+        return getattr(importlib.import_module(".model", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class SobolevConfig(mb.WorldModelConfig):
+    kind: Literal["sobolev_mlp"] = "sobolev_mlp"
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)
+    """Hidden layer widths (each followed by LayerNorm and the activation)."""
+    activation: Literal["silu", "elu"] = "silu"
+    """Smooth activations only: the Jacobian term differentiates the network twice."""
+    layer_norm: bool = True
+    members: int = Field(1, ge=1)
+    """Ensemble size; ``step`` returns the members' mean."""
+    alpha_s: float = Field(1.0, ge=0.0)
+    """Weight of the state-Jacobian term ``∂s'/∂s`` (normalised units; 1 balances the state term)."""
+    alpha_a: float = Field(1.0, ge=0.0)
+    """Weight of the action-Jacobian term ``∂s'/∂a``."""
+    probes: int = Field(4, ge=0, le=1024)
+    """Random Jacobian probes collected per transition. Ignored (0) when both alphas are 0."""
+    probe_mixing: bool = True
+    """Per fit step, match one random combination of a transition's probes (cost of one probe,
+    unbiased) instead of every probe separately."""
+    jacobian_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Fraction of each minibatch whose rows also get the Jacobian term (all rows get the state term);
+    below 1 it trades Jacobian-gradient variance for a cheaper step (the double backward is the cost)."""
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    """Decoupled (AdamW) weight decay."""
+    batch_size: int = Field(256, ge=1)
+    """Transitions per fit step, sampled from the replay buffer."""
+    buffer_capacity: int = Field(100_000, ge=1)
+    """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
+    clip_probe_norm: float | None = Field(None, gt=0.0)
+    """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).
+    Off by default: smooth simulators need no clipping, and a clip biases the Jacobians learned."""
+
+    @model_validator(mode="after")
+    def _probes_for_jacobian_terms(self) -> "SobolevConfig":
+        if (self.alpha_s > 0 or self.alpha_a > 0) and self.probes == 0:
+            raise ValueError("alpha_s or alpha_a > 0 needs probes >= 1; for the plain-MSE model set "
+                             "alpha_s = alpha_a = 0")
+        return self
+
+
+def make_sobolev(config: SobolevConfig, ctx: "mb.BuildContext") -> "SobolevMLP":
+    """Factory: a :class:`SobolevMLP` sized for ``ctx.env`` on ``ctx.device``, seeded by ``ctx.seed``."""
+    from .model import SobolevMLP
+
+    return SobolevMLP.from_config(config, ctx)
+
+
+@mb.hookimpl
+def register_world_models(register):
+    register(SobolevConfig, make_sobolev)
+
+
+__all__ = ["EnsembleMLP", "RunningMoments", "SobolevConfig", "SobolevMLP", "make_sobolev"]

@@ -1,0 +1,307 @@
+"""The Sobolev world model: an MLP ensemble trained to match next states *and* simulator Jacobians.
+
+Our reconstruction of MB-MIX's model loss ``J_M(φ)`` (method.md §1.3(d); the paper's exact form is
+not known), following Czarnecki et al. 2017 with random projections::
+
+    L(φ) = E‖g_φ(s_n, a) − Δ_n‖²/S  +  α_s · E‖w̃ᵀ(∂g/∂s_n − G_s*)‖²  +  α_a · E‖w̃ᵀ(∂g/∂a − G_a*)‖²
+
+Coordinates. The network ``g`` maps normalised inputs to the normalised state change:
+
+- ``s_n = (s − μ_s) / σ_s``; actions are used as they are (the env contract keeps them in [-1, 1]);
+- ``Δ = s' − s``, ``Δ_n = (Δ − μ_Δ) / σ_Δ``; prediction ``ŝ' = s + μ_Δ + σ_Δ ⊙ g(s_n, a)``.
+
+So ``∂ŝ'/∂s = I + diag(σ_Δ) G_s diag(1/σ_s)`` and ``∂ŝ'/∂a = diag(σ_Δ) G_a``, and the targets in the
+network's coordinates are ``G_s* = diag(1/σ_Δ)(J_s − I) diag(σ_s)`` and ``G_a* = diag(1/σ_Δ) J_a``.
+
+Probes. A stored probe is a raw-space unit vector ``u`` with the simulator's ``uᵀJ_s``, ``uᵀJ_a``.
+Multiplying the identities above by ``uᵀ`` on the left gives, for the network-space vector
+``w = σ_Δ ⊙ u``: ``wᵀG_s* = (uᵀJ_s − uᵀ) ⊙ σ_s`` and ``wᵀG_a* = uᵀJ_a``. Both sides are divided by
+``rms(σ_Δ)`` (written ``w̃``, ``t̃``) so the Jacobian term is dimensionless like the state term. Since
+``E[uuᵀ] = I/S`` for ``u`` uniform on the sphere, the Jacobian term estimates, without bias,
+``(1/S) Σ_i (σ_Δ,i² / mean σ_Δ²) ‖row_i(G − G*)‖²``: the *mean over output dimensions* of the
+squared Jacobian-row error in normalised coordinates — the same per-output-dimension averaging as the
+state term, which is why α = 1 balances them. Output rows are weighted by their share of the step-change
+variance (exactly 1 when all ``σ_Δ`` are equal): probes are drawn in raw space, so the network-space
+directions are not isotropic. That is the price of a buffer whose probes do not depend on the model's
+moving statistics; a dimension that barely changes gets little Jacobian weight.
+
+Cost. The model side of each probe is a VJP with ``create_graph=True`` (double backward), so the
+update costs grow with the probes used per step. ``probe_mixing=True`` (default) uses *one* random
+Gaussian combination ``Σ_p c_p w_p`` of a transition's stored probes per step, with the matching
+combination of targets: since ``E[c_p c_q] = δ_pq`` it is an unbiased estimate of the sum of the
+per-probe losses (we divide by ``P`` for their mean) at the cost of a single probe; every stored probe
+still contributes across steps. ``probe_mixing=False`` differentiates every stored probe (lower
+variance, ``P`` double-backward passes). ``jacobian_fraction < 1`` applies the Jacobian term to that
+fraction of each minibatch only (the state term always sees every row): cheaper, noisier. Measured on
+the 2-core CPU sandbox (``benchmarks/sobolev_cost.py``, ``sobolev_accuracy.py``): the default update
+costs 2.1-2.35x a plain-MSE update; ``jacobian_fraction=0.25`` 1.75x (1 thread; the split forward
+adds fixed overhead), and its models were
+worse than the default's on the pendulum (sparse data: Jacobian error 0.040 vs 0.030; dense data:
+worse than plain MSE), so it is not the default.
+
+Why autograd and not ``torch.func``: ``torch.func.vjp`` gives bit-identical gradients at the same cost
+(measured 18.7 vs 17.9 ms per step); ``autograd.grad(create_graph=True)`` keeps the code plain.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import mbmix_fw as mb
+
+_ACTIVATIONS = {"silu": F.silu, "elu": F.elu}
+
+
+class RunningMoments(nn.Module):
+    """Running mean and variance of every sample ever passed to :meth:`update` (float64 buffers).
+
+    Updated from each fit minibatch, so the statistics converge to those of the replay data and
+    change by ``O(1/steps)`` late in training; they are buffers, hence in ``state_dict``. ``std`` is
+    floored at ``min_std`` so a dimension that never changes cannot divide by zero.
+    """
+
+    def __init__(self, dim: int, min_std: float = 1e-6):
+        super().__init__()
+        self.min_std = min_std
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        n = x.shape[0]
+        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
+        self.mean += delta * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def std(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.var.sqrt().clamp_min(self.min_std).to(dtype)
+
+
+class EnsembleMLP(nn.Module):
+    """``members`` independent MLPs evaluated together: ``x [M, N, in] -> [M, N, out]``.
+
+    One batched matmul per layer instead of a Python loop over members. Hidden layers: Linear →
+    LayerNorm (per member affine) → activation. Initialisation is ``nn.Linear``'s
+    (``U(±1/√fan_in)``), drawn from the given generator so a seed fixes the model.
+    """
+
+    def __init__(self, members: int, sizes: list[int], activation: str = "silu", layer_norm: bool = True,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.activation, self.layer_norm = _ACTIVATIONS[activation], layer_norm
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        self.norm_scales, self.norm_shifts = nn.ParameterList(), nn.ParameterList()
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = 1.0 / math.sqrt(fan_in)
+            self.weights.append(nn.Parameter((torch.rand(members, fan_in, fan_out, generator=generator) * 2 - 1) * bound))
+            self.biases.append(nn.Parameter((torch.rand(members, 1, fan_out, generator=generator) * 2 - 1) * bound))
+            if layer_norm and i < len(sizes) - 2:
+                self.norm_scales.append(nn.Parameter(torch.ones(members, 1, fan_out)))
+                self.norm_shifts.append(nn.Parameter(torch.zeros(members, 1, fan_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight)
+            if i < last:
+                if self.layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:]) * self.norm_scales[i] + self.norm_shifts[i]
+                x = self.activation(x)
+        return x
+
+
+class SobolevMLP(mb.WorldModel):
+    """Learned dynamics ``ŝ' = s + μ_Δ + σ_Δ ⊙ mean_m g_m(s_n, a)`` trained with the Sobolev loss.
+
+    ``alpha_s = alpha_a = 0`` is the plain-MSE model (then ``probes`` is 0 and the trainer collects
+    none): the ablation is a setting. ``members > 1`` is an ensemble whose members share every
+    minibatch and differ by initialisation; ``step`` returns the *mean* of the members — deterministic
+    and smooth, so policy gradients through the model do not jump between members from call to call
+    and the generator is not consumed (the random-member alternative would make the rollout's noise
+    stream depend on whether a model is used).
+
+    Checkpointing: the Adam(W) optimiser and the probe-mixing generator live inside the module and are
+    saved by ``get_extra_state`` (part of ``state_dict()`` under ``_extra_state``), so
+    ``load_state_dict(state_dict())`` restores the model *and* makes the next ``fit`` identical. The
+    state dict holds tensors, numbers, tuples and dicts only (``torch.load(weights_only=True)``).
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, *, hidden=(256, 256), activation: str = "silu",
+                 layer_norm: bool = True, members: int = 1, alpha_s: float = 1.0, alpha_a: float = 1.0,
+                 probes: int = 4, probe_mixing: bool = True, jacobian_fraction: float = 1.0,
+                 lr: float = 1e-3, weight_decay: float = 0.0,
+                 batch_size: int = 256, buffer_capacity: int = 100_000, clip_probe_norm: float | None = None,
+                 seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if (alpha_s > 0 or alpha_a > 0) and probes < 1:
+            raise ValueError("alpha_s/alpha_a > 0 need probes >= 1 (set probes, or both alphas to 0)")
+        self.state_dim, self.action_dim, self.members = state_dim, action_dim, members
+        self.alpha_s, self.alpha_a = float(alpha_s), float(alpha_a)
+        self.probes = probes if (alpha_s > 0 or alpha_a > 0) else 0
+        self.probe_mixing, self.clip_probe_norm = probe_mixing, clip_probe_norm
+        self.jacobian_fraction = float(jacobian_fraction)
+        self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
+        init = torch.Generator().manual_seed(seed)
+        self.net = EnsembleMLP(members, [state_dim + action_dim, *hidden, state_dim], activation,
+                               layer_norm, generator=init)
+        self.state_stats = RunningMoments(state_dim)
+        self.delta_stats = RunningMoments(state_dim)
+        self.to(device=device, dtype=dtype)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self._mixing = torch.Generator().manual_seed(seed + 1)
+        self.fit_steps = 0
+
+    @classmethod
+    def from_config(cls, config, ctx: mb.BuildContext) -> "SobolevMLP":
+        env = ctx.env
+        if env is None:
+            raise mb.PluginError("world_model 'sobolev_mlp' needs the env built first (ctx.env is None)")
+        fields = config.model_dump(exclude={"kind"})
+        return cls(env.state_dim, env.action_dim, **fields, seed=ctx.seed, device=ctx.device, dtype=ctx.dtype)
+
+    # --- the dynamics -------------------------------------------------------------------------
+
+    def _normalised_input(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        mean, std = self.state_stats.mean.to(state.dtype), self.state_stats.std(state.dtype)
+        return torch.cat([(state - mean) / std, action], -1)
+
+    def _members_delta_n(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised state change per member ``[M, N, S]`` from network inputs ``[M, N, S+A]``."""
+        return self.net(x)
+
+    def step(self, state: torch.Tensor, action: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[N, S]`` predicted next states (mean over members); differentiable w.r.t. state, action
+        and parameters. ``generator`` is unused (the model is deterministic)."""
+        x = self._normalised_input(state, action)
+        delta_n = self._members_delta_n(x.unsqueeze(0).expand(self.members, *x.shape)).mean(0)
+        mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
+        return state + mean + std * delta_n
+
+    # --- training -----------------------------------------------------------------------------
+
+    def update_statistics(self, batch: mb.TransitionBatch) -> None:
+        """Fold ``batch`` into the normalisation statistics (``fit`` does this before each step)."""
+        self.state_stats.update(batch.state)
+        self.delta_stats.update(batch.next_state - batch.state)
+
+    def _clipped_targets(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target probe rows ``(uᵀJ_s, uᵀJ_a)``, each row ``[uᵀJ_s, uᵀJ_a]`` scaled down to norm at
+        most ``clip_probe_norm`` (stiff contacts); unchanged when clipping is off."""
+        probe_s, probe_a = batch.probe_s, batch.probe_a
+        if self.clip_probe_norm is None:
+            return probe_s, probe_a
+        norm = torch.cat([probe_s, probe_a], -1).norm(dim=-1, keepdim=True)
+        scale = (self.clip_probe_norm / norm.clamp_min(1e-30)).clamp(max=1.0)
+        return probe_s * scale, probe_a * scale
+
+    def loss(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
+        w.r.t. parameters). ``jacobian_loss`` is ``α``-unweighted ``L_s + L_a``, ``None`` without α > 0."""
+        dtype = batch.state.dtype
+        s_std, d_mean, d_std = (self.state_stats.std(dtype), self.delta_stats.mean.to(dtype),
+                                self.delta_stats.std(dtype))
+        target_n = (batch.next_state - batch.state - d_mean) / d_std
+        x = self._normalised_input(batch.state, batch.action)
+        x = x.unsqueeze(0).expand(self.members, *x.shape)
+        use_jacobian = self.probes > 0 and batch.probe_u is not None
+        if not use_jacobian:
+            pred_n = self._members_delta_n(x)
+            state_loss = (pred_n - target_n).pow(2).mean(-1).mean()
+            return state_loss, state_loss, None
+        # The first k rows (a uniform subset: buffer samples are i.i.d.) also get the Jacobian term;
+        # they go through their own forward so the double backward runs on k rows only.
+        k = self.jacobian_rows(len(batch))
+        x_jac = x[:, :k].detach().requires_grad_(True)
+        pred_jac = self._members_delta_n(x_jac)
+        pred_n = pred_jac if k == len(batch) else torch.cat([pred_jac, self._members_delta_n(x[:, k:])], 1)
+        state_loss = (pred_n - target_n).pow(2).mean(-1).mean()
+        batch = mb.TransitionBatch(*(v[:k] for v in (batch.state, batch.action, batch.next_state,
+                                                      batch.probe_u, batch.probe_s, batch.probe_a)))
+        probe_s, probe_a = self._clipped_targets(batch)
+        rms = d_std.pow(2).mean().sqrt()
+        w = batch.probe_u * (d_std / rms)  # [B, P, S]
+        t_s = (probe_s - batch.probe_u) * (s_std / rms)  # [B, P, S]
+        t_a = probe_a / rms  # [B, P, A]
+        if self.probe_mixing:
+            c = torch.randn(self.members, *w.shape[:2], 1, generator=self._mixing).to(w)  # [M, B, P, 1]
+            c = c / math.sqrt(w.shape[1])
+            w, t_s, t_a = ((c * v.unsqueeze(0)).sum(2, keepdim=True) for v in (w, t_s, t_a))
+        else:
+            w, t_s, t_a = (v.unsqueeze(0).expand(self.members, *v.shape) for v in (w, t_s, t_a))
+        # w, t_s, t_a: [M, B, P', ·] with P' = 1 (mixed) or P
+        rows = [torch.autograd.grad(pred_jac, x_jac, w[:, :, p], create_graph=True)[0] for p in range(w.shape[2])]
+        model_rows = torch.stack(rows, 2)  # [M, B, P', S+A]
+        err_s = (model_rows[..., :self.state_dim] - t_s).pow(2).sum(-1).mean()
+        err_a = (model_rows[..., self.state_dim:] - t_a).pow(2).sum(-1).mean()
+        total = state_loss + self.alpha_s * err_s + self.alpha_a * err_a
+        return total, state_loss, err_s + err_a
+
+    def jacobian_rows(self, batch_size: int) -> int:
+        """Rows of a ``batch_size`` minibatch that also get the Jacobian term (at least one)."""
+        return max(1, min(batch_size, round(self.jacobian_fraction * batch_size)))
+
+    def fit(self, batch: mb.TransitionBatch) -> dict[str, float]:
+        """Update the statistics, then one AdamW step on :meth:`loss`. Metrics: ``model/loss``,
+        ``model/state_loss`` and, for α > 0, ``model/jacobian_loss``."""
+        self.update_statistics(batch)
+        total, state_loss, jacobian_loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.fit_steps += 1
+        metrics = {"model/loss": float(total.detach()), "model/state_loss": float(state_loss.detach())}
+        if jacobian_loss is not None:
+            metrics["model/jacobian_loss"] = float(jacobian_loss.detach())
+        return metrics
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, batch: mb.TransitionBatch) -> dict[str, float]:
+        """Held-out errors, in the env's raw coordinates for Jacobians.
+
+        - ``model/state_error``: mean over samples and dimensions of ``((ŝ' − s') / σ_Δ)²``, the squared
+          next-state error in units of the typical one-step change (the model's ``σ_Δ``).
+        - ``model/jacobian_error`` (when ``batch`` carries probes): pooled relative Frobenius error
+          ``sqrt(Σ_b ‖U_b(J_m − J_env)‖²_F / Σ_b ‖U_b J_env‖²_F)`` over ``J = [∂s'/∂s, ∂s'/∂a]``, with
+          ``U_b`` the batch's probe rows. Exact when the batch holds basis probes
+          (:func:`mbmix_fw.collect_jacobians`); with random probes the ``S`` factors cancel and it is a
+          consistent ratio estimate. ``model/jacobian_error_s`` / ``_a`` are the two blocks alone.
+          Targets are never clipped here.
+        """
+        with torch.no_grad():
+            pred = self.step(batch.state, batch.action)
+            d_std = self.delta_stats.std(pred.dtype)
+            metrics = {"model/state_error": float(((pred - batch.next_state) / d_std).pow(2).mean())}
+        if batch.probe_u is None:
+            return metrics
+        _, model_s, model_a = mb.vector_jacobian_products(self, batch.state, batch.action, batch.probe_u)
+        num_s, num_a = (model_s - batch.probe_s).pow(2).sum(), (model_a - batch.probe_a).pow(2).sum()
+        den_s, den_a = batch.probe_s.pow(2).sum(), batch.probe_a.pow(2).sum()
+        tiny = torch.finfo(num_s.dtype).tiny
+        metrics["model/jacobian_error"] = float(((num_s + num_a) / (den_s + den_a).clamp_min(tiny)).sqrt())
+        metrics["model/jacobian_error_s"] = float((num_s / den_s.clamp_min(tiny)).sqrt())
+        metrics["model/jacobian_error_a"] = float((num_a / den_a.clamp_min(tiny)).sqrt())
+        return metrics
+
+    # --- checkpointing ------------------------------------------------------------------------
+
+    def get_extra_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "mixing_generator": self._mixing.get_state(),
+                "fit_steps": self.fit_steps}
+
+    def set_extra_state(self, state: dict) -> None:
+        # Deep copy: Optimizer.load_state_dict keeps the given tensors, and Adam updates them in place.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self._mixing.set_state(state["mixing_generator"].clone())
+        self.fit_steps = int(state["fit_steps"])
