@@ -31,6 +31,7 @@ from .world_model import WorldModel
 log = logging.getLogger("mbmix_fw")
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
+EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
 
 
 def seed_everything(seed: int) -> None:
@@ -266,17 +267,25 @@ class Trainer:
             target.mul_(tau).add_(online, alpha=1.0 - tau)
 
     def _update_world_model(self, rollout: Rollout, plan: Plan) -> dict[str, float]:
-        from .probes import collect_transitions
+        from .probes import collect_eval_transitions, collect_transitions
 
         started = time.perf_counter()
         flat = lambda x: x.detach().reshape(-1, x.shape[-1])  # noqa: E731 - [T, N, D] -> [T*N, D]
+        states, actions, next_states = flat(rollout.states), flat(rollout.actions), flat(rollout.next_states)
         fresh = collect_transitions(
-            self.env, flat(rollout.states), flat(rollout.actions), self.world_model.probes,
-            self.generator, next_state=flat(rollout.next_states),
+            self.env, states, actions, self.world_model.probes, self.generator, next_state=next_states,
         )
         metrics = {}
-        if len(self.buffer) > 0:  # the new window is held out: the model has never trained on it
-            metrics.update(self.world_model.evaluate(fresh))
+        if len(self.buffer) > 0:
+            # The new window is held out (the model never trained on it). Its error is measured against
+            # the full simulator Jacobian on small envs and random probes on large ones, for every model
+            # (the α = 0 ablation included), on a random subsample to bound the cost.
+            pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
+            pick = pick[:EVAL_TRANSITIONS]
+            held_out = collect_eval_transitions(
+                self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
+            )
+            metrics.update(self.world_model.evaluate(held_out))
         self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
         for _ in range(plan.model_fit_steps):
