@@ -25,8 +25,9 @@ class MetricsLog:
         self._purge_step: int | None = None
 
     def set_initial_eval(self, value: float) -> None:
+        """The untrained policy's evaluation: row 0 of the CSV, so learning curves start from it."""
         self.initial_eval = value
-        self._scalar("eval/return", value, 0)
+        self.append(0, {"eval/return": value})
 
     def append(self, iteration: int, metrics: dict[str, float]) -> None:
         row = {"iteration": float(iteration), **{k: float(v) for k, v in metrics.items()}}

@@ -65,4 +65,4 @@ def test_kill_9_then_resume_matches_uninterrupted_run(tmp_path):
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     rows = (cut / "metrics.csv").read_text().strip().splitlines()
-    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 41))
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(0, 41))

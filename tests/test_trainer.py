@@ -82,7 +82,7 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
     resumed.train()
     assert all(torch.equal(x, y) for x, y in zip(params(full), params(resumed)))
     rows = (tmp_path / "cut" / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 12 and rows[-1].startswith("12,")
+    assert len(rows) == 1 + 13 and rows[1].startswith("0,") and rows[-1].startswith("12,")
 
 
 def test_failed_checkpoint_write_keeps_the_previous_file(tmp_path):
