@@ -5,7 +5,6 @@ import abc
 
 import torch
 
-from .component import EnvConfig
 
 
 

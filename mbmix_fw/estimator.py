@@ -6,7 +6,6 @@ import abc
 import attrs
 import torch
 
-from .component import EstimatorConfig
 from .env import DiffEnv
 from .rollouts import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
 

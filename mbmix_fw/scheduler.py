@@ -5,7 +5,6 @@ import abc
 
 import attrs
 
-from .component import SchedulerConfig
 
 
 

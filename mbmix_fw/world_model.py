@@ -6,7 +6,6 @@ import abc
 import attrs
 import torch
 
-from .component import WorldModelConfig
 
 
 

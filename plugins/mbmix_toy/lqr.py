@@ -24,10 +24,8 @@ Exact return (see :meth:`LQR.expected_return`): with ``a = W s + b + σ ε`` and
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import Field
 
 import mbmix_fw as mb
 

@@ -28,10 +28,8 @@ Differentiability choices (documented deviations from gym):
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
-from pydantic import Field
 
 import mbmix_fw as mb
 

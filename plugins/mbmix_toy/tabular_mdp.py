@@ -39,10 +39,8 @@ the env computes it (finite horizon, not ``(I - γP_π)^{-1}``). ``R[s, k] ~ N(0
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
-from pydantic import Field
 
 import mbmix_fw as mb
 
