@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
 from .errors import MbmixError, MissingDependency, PluginError, RecipeError, UserError, require
 from .hookspecs import hookimpl
+from .lazy import lazy_attributes, lazy_factory
 from .recipe import Recipe, load_recipe, validate_recipe
 from .registry import Registry, default_registry, load_registry, make_registry
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
@@ -41,7 +42,8 @@ _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in name
 __all__ = sorted([
     "ComponentConfig", "CriticSettings", "EnvConfig", "EstimatorConfig", "MbmixError", "MissingDependency",
     "OptimSettings", "PluginError", "PolicySettings", "Recipe", "RecipeError", "Registry", "RunSettings",
-    "SchedulerConfig", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "load_recipe",
+    "SchedulerConfig", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "lazy_attributes",
+    "lazy_factory", "load_recipe",
     "load_registry", "make_registry", "require", "validate_recipe", *_LAZY_MODULE,
 ])
 

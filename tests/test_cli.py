@@ -288,7 +288,7 @@ def test_run_writes_resolved_recipe_and_plugins_then_resume_continues(tmp_path, 
     plugins = {p["name"]: p for p in json.loads((run_dir / "plugins.json").read_text())}
     assert plugins["cli_test_plugin"]["provides"] == ["env", "estimator"]
     assert plugins["mbmix_schedulers"]["provides"] == ["scheduler"]
-    assert len(_rows(run_dir)) == 2
+    assert len(_rows(run_dir)) == 3  # row 0: the initial evaluation
 
     # the same folder again: refused, nothing changed
     assert main(["run", str(recipe), "--no-progress"], registry=registry) == 2
@@ -298,7 +298,7 @@ def test_run_writes_resolved_recipe_and_plugins_then_resume_continues(tmp_path, 
     resolved["run"]["iterations"] = 3
     (run_dir / "recipe.json").write_text(json.dumps(resolved))
     assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
-    assert [int(r["iteration"]) for r in _rows(run_dir)] == [1, 2, 3]
+    assert [int(r["iteration"]) for r in _rows(run_dir)] == [0, 1, 2, 3]
 
 
 def _rows(run_dir: Path) -> list[dict[str, str]]:
@@ -352,12 +352,12 @@ def test_builtin_pendulum_with_shac_runs_end_to_end(tmp_path, monkeypatch, capsy
     assert main(["run", str(recipe), "--device", "cpu", "--no-progress", "--out", "r/{name}"]) == 0
     run_dir = tmp_path / "r" / "pendulum_shac"
     rows = _rows(run_dir)
-    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
     assert math.isfinite(float(rows[-1]["eval/return"]))
     plugins = {p["name"]: p for p in json.loads((run_dir / "plugins.json").read_text())}
     assert plugins["toy"]["provides"] == ["env"] and plugins["toy"]["distribution"] == "mbmix-fw"
     assert main(["resume", str(run_dir), "--no-progress"]) == 0
-    assert len(_rows(run_dir)) == 2  # already finished: resuming adds nothing
+    assert len(_rows(run_dir)) == 3  # already finished: resuming adds nothing
     capsys.readouterr()
 
 

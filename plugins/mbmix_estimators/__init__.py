@@ -5,7 +5,6 @@ Recipe table ``[estimator]``. One setting, not a copied class, is each ablation:
 """
 from __future__ import annotations
 
-import importlib
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -65,28 +64,14 @@ class BpttConfig(mb.EstimatorConfig):
     memory (0 = off). Gives the same gradient."""
 
 
-_CLASSES = {"Shac": "shac", "Mix": "mix", "Bptt": "bptt"}
-
 __all__ = ["Bptt", "BpttConfig", "Mix", "MixConfig", "Shac", "ShacConfig"]
 
-
-def __getattr__(name: str):
-    """The estimator classes import torch, so they load on first use, not at registration."""
-    if name in _CLASSES:
-        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _factory(class_name: str):
-    def make(config, ctx):
-        return __getattr__(class_name)(config, ctx)
-
-    make.__name__ = f"make_{_CLASSES[class_name]}"
-    return make
+# The estimator classes import torch: they load on first use, not at registration.
+__getattr__ = mb.lazy_attributes(__name__, {"Shac": ".shac", "Mix": ".mix", "Bptt": ".bptt"})
 
 
 @mb.hookimpl
 def register_estimators(register):
-    register(ShacConfig, _factory("Shac"))
-    register(MixConfig, _factory("Mix"))
-    register(BpttConfig, _factory("Bptt"))
+    register(ShacConfig, mb.lazy_factory(f"{__name__}.shac:Shac"))
+    register(MixConfig, mb.lazy_factory(f"{__name__}.mix:Mix"))
+    register(BpttConfig, mb.lazy_factory(f"{__name__}.bptt:Bptt"))

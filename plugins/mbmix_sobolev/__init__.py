@@ -14,7 +14,6 @@ run builds one or on first access to ``SobolevMLP``.
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -24,13 +23,7 @@ import mbmix_fw as mb
 if TYPE_CHECKING:
     from .model import EnsembleMLP, RunningMoments, SobolevMLP
 
-_MODEL_NAMES = ("EnsembleMLP", "RunningMoments", "SobolevMLP")
-
-
-def __getattr__(name: str):
-    if name in _MODEL_NAMES:
-        return getattr(importlib.import_module(".model", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = mb.lazy_attributes(__name__, dict.fromkeys(("EnsembleMLP", "RunningMoments", "SobolevMLP"), ".model"))
 
 
 class SobolevConfig(mb.WorldModelConfig):

@@ -8,33 +8,17 @@ Registration imports only the config models; the env classes (and torch) load wh
 """
 from __future__ import annotations
 
-import importlib
-
 import mbmix_fw as mb
 
 from .configs import LQRConfig, PendulumConfig, TabularMDPConfig
 
-_CLASSES = {"Pendulum": "pendulum", "LQR": "lqr", "TabularMDP": "tabular_mdp"}
-
 __all__ = ["LQR", "LQRConfig", "Pendulum", "PendulumConfig", "TabularMDP", "TabularMDPConfig"]
 
-
-def __getattr__(name: str):
-    if name in _CLASSES:
-        return getattr(importlib.import_module(f".{_CLASSES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _factory(class_name: str):
-    def make(config, ctx):
-        return __getattr__(class_name)(config, ctx)
-
-    make.__name__ = f"make_{_CLASSES[class_name]}"
-    return make
+__getattr__ = mb.lazy_attributes(__name__, {"Pendulum": ".pendulum", "LQR": ".lqr", "TabularMDP": ".tabular_mdp"})
 
 
 @mb.hookimpl
 def register_envs(register):
-    register(PendulumConfig, _factory("Pendulum"))
-    register(LQRConfig, _factory("LQR"))
-    register(TabularMDPConfig, _factory("TabularMDP"))
+    register(PendulumConfig, mb.lazy_factory(f"{__name__}.pendulum:Pendulum"))
+    register(LQRConfig, mb.lazy_factory(f"{__name__}.lqr:LQR"))
+    register(TabularMDPConfig, mb.lazy_factory(f"{__name__}.tabular_mdp:TabularMDP"))
