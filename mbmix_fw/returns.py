@@ -24,15 +24,6 @@ def lambda_returns(
     ``V_{t+1}`` is ``next_values`` with 0 at terminated states. Differentiable in every input, so the
     same function serves as critic target (on detached inputs) and as an actor objective.
     """
-    boot = bootstrap_values(next_values, terminated)
-    steps = rewards.shape[0]
-    out = [None] * steps
-    g = boot[-1]
-    for t in reversed(range(steps)):
-        if t == steps - 1:
-            g = rewards[t] + gamma * boot[t]
-        else:
-            mixed = (1.0 - lam) * boot[t] + lam * g
-            g = rewards[t] + gamma * torch.where(done[t], boot[t], mixed)
-        out[t] = g
-    return torch.stack(out)
+    from .mix_returns import mixed_returns  # one recursion serves the critic and the MIX objective
+
+    return mixed_returns(rewards, next_values, terminated, done, gamma, lam, interval=1)
