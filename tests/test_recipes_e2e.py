@@ -60,3 +60,19 @@ def test_diagnose_variance_from_the_cli(name, tmp_path):
     assert len(labels) == len(set(labels)) >= 5
     assert all(r["variance"] >= 0 and r["bias"] is not None and r["bias"] >= 0 for r in rows)
     assert out_png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("override, field", [
+    ("estimator.lam=1.5", "estimator.lam"),
+    ("estimator.lam=-0.1", "estimator.lam"),
+    ("estimator.interval=5", "estimator.interval"),
+    ("estimator.horizon=0", "estimator.horizon"),
+])
+def test_bad_mix_options_exit_2_naming_the_field_and_write_nothing(override, field, tmp_path):
+    out = tmp_path / "never"
+    done = subprocess.run([*CLI, "run", str(ROOT / "recipes" / "pendulum_mix.toml"), "--set", override,
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"recipes/pendulum_mix.toml: {field}:" in lines[0], lines
+    assert not out.exists()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
 
@@ -41,16 +41,24 @@ class MixConfig(mb.EstimatorConfig):
     """``first``: one mixture per episode segment, started at its first step (SHAC's choice).
     ``all`` (ours, like Dreamer): average the λ-returns started at every step; needs ``interval = 1``."""
 
-    @model_validator(mode="after")
-    def _interval_fits(self) -> "MixConfig":
-        if self.horizon % self.interval:
+    # Field validators (not a model validator) so an error names the field: estimator.interval, …
+    @field_validator("interval")
+    @classmethod
+    def _interval_divides_horizon(cls, interval: int, info: ValidationInfo) -> int:
+        horizon = info.data.get("horizon")
+        if horizon is not None and horizon % interval:
             raise ValueError(
-                f"interval={self.interval} must divide horizon={self.horizon} (mixed lengths are "
-                f"interval, 2·interval, …, horizon); choose a divisor of {self.horizon}"
+                f"interval={interval} must divide horizon={horizon} (mixed lengths are interval, "
+                f"2·interval, …, horizon); choose a divisor of {horizon}"
             )
-        if self.start_times == "all" and self.interval != 1:
+        return interval
+
+    @field_validator("start_times")
+    @classmethod
+    def _all_starts_need_unit_interval(cls, start_times: str, info: ValidationInfo) -> str:
+        if start_times == "all" and info.data.get("interval", 1) != 1:
             raise ValueError("start_times='all' needs interval=1 (set interval = 1 or start_times = 'first')")
-        return self
+        return start_times
 
 
 class BpttConfig(mb.EstimatorConfig):
