@@ -328,9 +328,6 @@ def test_resume_validates_the_saved_recipe(tmp_path, registry, capsys):
 
 
 def test_builtin_pendulum_with_shac_runs_end_to_end(tmp_path, monkeypatch, capsys):
-    registry = mb.load_registry()
-    if "pendulum" not in registry.env or "shac" not in registry.estimator:
-        pytest.skip("built-in plugins mbmix_toy (pendulum) / mbmix_estimators (shac) are not registered yet")
     monkeypatch.chdir(tmp_path)
     recipe = write(tmp_path, """
         [run]
@@ -420,10 +417,7 @@ def test_diagnose_validates_the_recipe_first(tmp_path, registry, capsys):
 
 
 def test_diagnose_variance_runs_on_the_builtin_lqr(tmp_path, capsys):
-    pytest.importorskip("mbmix_fw.diagnose")
     registry = mb.load_registry()
-    if "lqr" not in registry.env or "shac" not in registry.estimator:
-        pytest.skip("built-in lqr env / shac estimator are not registered yet")
     recipe = write(tmp_path, """
         [run]
         device = "cpu"

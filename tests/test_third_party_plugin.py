@@ -28,8 +28,6 @@ def _run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.
 
 @pytest.fixture(scope="module")
 def installed_example():
-    if _run("-m", "pip", "--version").returncode != 0:
-        pytest.skip("pip is not available in this environment")
     install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE))
     assert install.returncode == 0, install.stderr
     yield
@@ -46,10 +44,6 @@ def test_installed_plugin_is_listed(installed_example):
 
 
 def test_recipe_runs_with_the_plugin_env_and_builtin_shac(installed_example, tmp_path):
-    from mbmix_fw import load_registry
-
-    if "shac" not in load_registry(allow=["estimators"]).estimator:
-        pytest.skip("the built-in shac estimator is not registered yet")
     recipe = tmp_path / "cart.toml"
     recipe.write_text(
         '[run]\ndevice = "cpu"\neval_envs = 2\n\n[env]\nkind = "double_integrator"\nnum_envs = 4\n'
