@@ -53,7 +53,7 @@ def test_recipe_runs_with_the_plugin_env_and_builtin_shac(installed_example, tmp
                 "--out", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     with (tmp_path / "run" / "metrics.csv").open() as handle:
-        assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [1, 2]
+        assert [int(row["iteration"]) for row in csv.DictReader(handle)] == [0, 1, 2]  # row 0: the initial evaluation
     plugins = {p["name"]: p for p in json.loads((tmp_path / "run" / "plugins.json").read_text())}
     assert plugins[DIST] | {"kinds": None} == {"name": DIST, "distribution": DIST, "version": "0.1.0",
                                                "kinds": None, "provides": ["env"]}
