@@ -49,7 +49,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def build_components(recipe: Recipe, registry: Registry, device: str | torch.device) -> Components:
-    """Build env → world_model → estimator → scheduler; the world model's context carries the env."""
+    """Build env → world_model → estimator → scheduler; the world model's context carries the env.
+
+    Global RNGs are seeded from ``run.seed`` first, so factories that initialise from torch's global
+    generator (a plain ``nn.Linear``) build the same component for the same seed.
+    """
+    from .trainer import seed_everything
+
+    seed_everything(recipe.run.seed)
     ctx = BuildContext(device=resolve_device(device), seed=recipe.run.seed)
     env = registry.env.build(recipe.env, ctx)
     ctx = ctx.with_env(env)

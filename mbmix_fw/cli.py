@@ -234,11 +234,20 @@ def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) ->
 
 
 # ---- argument parsing ----
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -296,12 +305,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="gradient variance (and bias, where known) of the recipe's estimator")
     p.set_defaults(command=_cmd_diagnose_variance)
     p.add_argument("recipe", metavar="RECIPE")
-    p.add_argument("--samples", type=_positive_int, default=64, help="gradient samples (default: %(default)s)")
+    p.add_argument("--samples", type=_int_at_least(2), default=64,
+                   help="gradient samples, at least 2 for a variance (default: %(default)s)")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON")
     p.add_argument("--png", metavar="OUT", help="write a plot")
     p.add_argument("--device", choices=devices, help="overrides run.device")
     p.add_argument("--checkpoint", metavar="PT", help="measure at a trained policy (a run's checkpoints/last.pt)")
-    p.add_argument("--critic-iterations", type=int, metavar="N",
+    p.add_argument("--critic-iterations", type=_positive_int, metavar="N",
                    help="TD(λ) windows to fit the critic to the fixed policy")
     overrides(p)
     return parser

@@ -3,6 +3,8 @@
 pydantic only, no torch: registering plugins and validating recipes must stay instant."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict
 
 
@@ -32,4 +34,10 @@ class EstimatorConfig(ComponentConfig):
 
 
 class SchedulerConfig(ComponentConfig):
-    """Base config of every scheduler plugin (recipe table ``[scheduler]``)."""
+    """Base config of every scheduler plugin (recipe table ``[scheduler]``).
+
+    A scheduler whose plans use a world model (model branches, model fitting) sets
+    ``requires_world_model = True`` so a recipe without ``[world_model]`` fails validation, not silently
+    trains model-free."""
+
+    requires_world_model: ClassVar[bool] = False

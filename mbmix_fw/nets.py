@@ -71,6 +71,13 @@ class ObsNormalizer(nn.Module):
         self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
         self.eps, self.clip = eps, clip
 
+    def _apply(self, fn, recurse=True):
+        """Keep the statistics float64 whatever ``.to(dtype)`` the module receives."""
+        super()._apply(fn, recurse)
+        for name, value in self._buffers.items():
+            self._buffers[name] = value.to(torch.float64)
+        return self
+
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         mean = self.mean.to(obs.dtype)
         std = (self.var.to(obs.dtype) + self.eps).sqrt()

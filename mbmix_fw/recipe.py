@@ -124,9 +124,13 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
 
         registry = default_registry()
     try:
-        return Recipe.model_validate(data, context={"registry": registry})
+        recipe = Recipe.model_validate(data, context={"registry": registry})
     except ValidationError as exc:
         raise RecipeError(format_problems(exc, data, registry, source)) from None
+    if recipe.scheduler.requires_world_model and recipe.world_model is None:
+        raise RecipeError([f"{source}: world_model: missing; scheduler '{recipe.scheduler.kind}' trains "
+                           f"through a world model: add a [world_model] table (e.g. kind = \"sobolev_mlp\")"])
+    return recipe
 
 
 def load_recipe(path: str | Path, registry: "Registry | None" = None,

@@ -1,9 +1,9 @@
 """Core (non-plugin) recipe tables: ``[run]``, ``[policy]``, ``[critic]``, ``[optim]``."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 
 class _Settings(BaseModel):
@@ -11,7 +11,7 @@ class _Settings(BaseModel):
 
 
 class RunSettings(_Settings):
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     """Seeds torch, numpy, python's random and the run's generator."""
     iterations: int = Field(100, ge=1)
     """Policy updates (one estimator window each)."""
@@ -28,10 +28,11 @@ class RunSettings(_Settings):
 
 
 Activation = Literal["elu", "relu", "tanh", "silu"]
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class PolicySettings(_Settings):
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
     """Hidden layer widths of the tanh-Gaussian MLP."""
     activation: Activation = "elu"
     layer_norm: bool = True
@@ -44,7 +45,7 @@ class PolicySettings(_Settings):
 
 
 class CriticSettings(_Settings):
-    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
     activation: Activation = "elu"
     layer_norm: bool = True
     lam: float = Field(0.95, ge=0.0, le=1.0)
@@ -59,6 +60,7 @@ class CriticSettings(_Settings):
 class OptimSettings(_Settings):
     actor_lr: float = Field(2e-3, gt=0)
     critic_lr: float = Field(2e-3, gt=0)
-    betas: tuple[float, float] = (0.7, 0.95)
+    betas: tuple[Beta, Beta] = (0.7, 0.95)
+    """Adam's β1, β2 (SHAC: 0.7, 0.95)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clipping for actor and critic."""

@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
 from .env import DiffEnv
+from .errors import UserError
 from .estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from .nets import Critic, ObsNormalizer, TanhGaussianPolicy
@@ -101,6 +102,11 @@ class Trainer:
                 world_model.probes, self.device,
             )
 
+        if world_model is not None:
+            first = scheduler.plan(0, run.iterations)
+            if not (first.model_branches or first.model_fit_steps):
+                log.warning("a world model is configured but %s never fits or uses it; use a scheduler "
+                            "such as 'dyna'", type(scheduler).__name__)
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
             torch.zeros(env.num_envs, dtype=torch.long, device=self.device),
@@ -354,9 +360,11 @@ class Trainer:
             "cursor_state": self.cursor.state,
             "cursor_t": self.cursor.t,
             "episode_return": self.episode_return,
+            "device": self.device.type,
             "rng": {
                 "generator": self.generator.get_state(),
                 "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                 "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
                 "python": random.getstate(),
             },
@@ -364,6 +372,10 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["device"] != self.device.type:
+            # generator states are device-specific: a run continues bit-for-bit only where it started
+            raise UserError(f"checkpoint was written by a run on {state['device']}; resume it with "
+                            f"--device {state['device']}")
         self.iteration, self.env_steps = state["iteration"], state["env_steps"]
         self.skipped_updates = state["skipped_updates"]
         self.policy.load_state_dict(state["policy"])
@@ -381,6 +393,8 @@ class Trainer:
         rng = state["rng"]
         self.generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
+        if rng["cuda"]:
+            torch.cuda.set_rng_state_all(rng["cuda"])
         kind, keys, *rest = rng["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
         version, internal, gauss = rng["python"]
@@ -398,8 +412,12 @@ class Trainer:
         return save_checkpoint_file(self.state_dict(), Path(path))
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`; ``train()`` then continues from it."""
-        self.load_state_dict(load_checkpoint_file(Path(path), map_location=self.device))
+        """Restore a checkpoint written by :meth:`save_checkpoint`; ``train()`` then continues from it.
+
+        Loaded onto the CPU: RNG states must stay CPU byte tensors, and every module, optimiser and
+        buffer moves its own tensors onto the trainer's device.
+        """
+        self.load_state_dict(load_checkpoint_file(Path(path), map_location="cpu"))
 
     def _progress_bar(self, total: int):
         if not self.progress:

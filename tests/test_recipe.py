@@ -224,7 +224,7 @@ def test_json_dump_round_trips_with_every_plugin_field(tmp_path, registry):
 
 def test_programmatic_recipe_needs_no_registry_and_round_trips(registry):
     recipe = mb.Recipe(env=LinearConfig(num_envs=2), estimator=TotalRewardConfig(),
-                       scheduler=mbmix_schedulers.DynaConfig(env_weight=1.0))
+                       scheduler=mbmix_schedulers.ModelFreeConfig(lr_schedule="constant"))
     assert recipe.env.num_envs == 2 and recipe.world_model is None
     assert mb.validate_recipe(recipe.model_dump(mode="json"), registry) == recipe
 

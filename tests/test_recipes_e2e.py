@@ -67,8 +67,12 @@ def test_diagnose_variance_from_the_cli(name, tmp_path):
     ("estimator.lam=-0.1", "estimator.lam"),
     ("estimator.interval=5", "estimator.interval"),
     ("estimator.horizon=0", "estimator.horizon"),
+    ("policy.hidden=[0]", "policy.hidden.0"),
+    ("optim.betas=[0.9,1.5]", "optim.betas.1"),
+    ("run.seed=-1", "run.seed"),
+    ('scheduler.kind="dyna"', "world_model"),  # dyna trains through a model: the table is required
 ])
-def test_bad_mix_options_exit_2_naming_the_field_and_write_nothing(override, field, tmp_path):
+def test_bad_options_exit_2_naming_the_field_and_write_nothing(override, field, tmp_path):
     out = tmp_path / "never"
     done = subprocess.run([*CLI, "run", str(ROOT / "recipes" / "pendulum_mix.toml"), "--set", override,
                            "--out", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)

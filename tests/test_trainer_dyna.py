@@ -83,3 +83,20 @@ def test_mse_only_model_still_reports_jacobian_error():
     trainer.train()
     assert trainer.world_model.probes == 0
     assert "model/jacobian_error" in trainer.log.history[-1]
+
+
+def test_checkpoint_from_another_device_is_refused_with_a_hint(tmp_path):
+    trainer = make_trainer(tmp_path, iterations=3)
+    trainer.train()
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    state["device"] = "cuda"
+    with pytest.raises(mb.UserError, match="resume it with --device cuda"):
+        make_trainer(tmp_path).load_state_dict(state)
+
+
+def test_normalisation_statistics_stay_float64_under_dtype_casts():
+    trainer = make_trainer(iterations=1)
+    trainer.world_model.to(dtype=torch.float32)
+    trainer.obs_norm.to(dtype=torch.float32)
+    buffers = [*trainer.obs_norm.buffers(), *trainer.world_model.state_stats.buffers()]
+    assert buffers and all(b.dtype == torch.float64 for b in buffers)

@@ -31,6 +31,7 @@ class ModelFree(mb.Scheduler):
 
 
 class DynaConfig(mb.SchedulerConfig):
+    requires_world_model = True
     kind: Literal["dyna"] = "dyna"
     env_weight: float = Field(0.5, ge=0.0, le=1.0)
     """β: weight of the simulator-rollout loss; 1-β goes to model branches. β=1 is pure simulator

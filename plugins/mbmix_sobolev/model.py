@@ -72,6 +72,13 @@ class RunningMoments(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
+    def _apply(self, fn, recurse=True):
+        """Keep the statistics float64 whatever ``.to(dtype)`` / ``.half()`` the model receives."""
+        super()._apply(fn, recurse)
+        for name, value in self._buffers.items():
+            self._buffers[name] = value.to(torch.float64)
+        return self
+
     def update(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).to(torch.float64)
         n = x.shape[0]
