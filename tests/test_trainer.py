@@ -61,21 +61,10 @@ def test_same_seed_same_parameters():
     assert not all(torch.equal(x, y) for x, y in zip(params(a), params(c)))
 
 
-def test_resume_from_checkpoint_is_exact(tmp_path):
+def test_resume_from_checkpoint_is_exact(tmp_path, crash_after_checkpoint):
     full = make_trainer(tmp_path / "full")
     full.train()
-
-    interrupted = make_trainer(tmp_path / "cut")
-    save = interrupted.save_checkpoint
-
-    def crash_after_second_checkpoint(*args, **kwargs):
-        save(*args, **kwargs)
-        if interrupted.iteration == 8:
-            raise KeyboardInterrupt
-
-    interrupted.save_checkpoint = crash_after_second_checkpoint
-    with pytest.raises(KeyboardInterrupt):
-        interrupted.train()
+    crash_after_checkpoint(make_trainer(tmp_path / "cut"), 8)
     resumed = make_trainer(tmp_path / "cut")
     resumed.load_checkpoint(tmp_path / "cut" / CHECKPOINT)
     assert resumed.iteration == 8

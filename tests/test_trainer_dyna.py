@@ -33,20 +33,11 @@ def state_tensors(trainer):
                                          *trainer.world_model.parameters()]]
 
 
-def test_resume_with_world_model_and_buffer_is_exact(tmp_path):
+def test_resume_with_world_model_and_buffer_is_exact(tmp_path, crash_after_checkpoint):
     full = make_trainer(tmp_path / "full")
     full.train()
     cut = make_trainer(tmp_path / "cut")
-    save = cut.save_checkpoint
-
-    def crash(*args, **kwargs):
-        save(*args, **kwargs)
-        if cut.iteration == 6:
-            raise KeyboardInterrupt
-
-    cut.save_checkpoint = crash
-    with pytest.raises(KeyboardInterrupt):
-        cut.train()
+    crash_after_checkpoint(cut, 6)
     resumed = make_trainer(tmp_path / "cut")
     resumed.load_checkpoint(tmp_path / "cut" / CHECKPOINT)
     assert len(resumed.buffer) == len(cut.buffer) > 0

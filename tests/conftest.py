@@ -1,0 +1,24 @@
+"""Shared test helpers."""
+from __future__ import annotations
+
+import pytest
+
+
+def _train_until_checkpoint_at(trainer, iteration: int) -> None:
+    """Train until the checkpoint of ``iteration`` is on disk, then stop as a crash would."""
+    save = trainer.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        save(*args, **kwargs)
+        if trainer.iteration == iteration:
+            raise KeyboardInterrupt
+
+    trainer.save_checkpoint = save_then_crash
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+
+
+@pytest.fixture
+def crash_after_checkpoint():
+    """``crash_after_checkpoint(trainer, iteration)``: an interrupted run whose last checkpoint is ``iteration``."""
+    return _train_until_checkpoint_at
