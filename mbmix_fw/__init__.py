@@ -25,7 +25,7 @@ _LAZY = {
     ".buffer": ["ReplayBuffer"],
     ".build": ["Components", "build_components", "make_trainer", "resolve_device"],
     ".context": ["BuildContext"],
-    ".env": ["DiffEnv"],
+    ".env": ["DiffEnv", "Transition"],
     ".estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
     ".mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
@@ -65,7 +65,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .buffer import ReplayBuffer
     from .build import Components, build_components, make_trainer, resolve_device
     from .context import BuildContext
-    from .env import DiffEnv
+    from .env import DiffEnv, Transition
     from .estimator import Estimate, EstimatorInput, GradientEstimator
     from .mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
     from .nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp

@@ -3,9 +3,24 @@ from __future__ import annotations
 
 import abc
 
+import attrs
 import torch
 
 
+@attrs.frozen(eq=False)
+class Transition:
+    """What one step of a batch produces: the reached state and everything the env says about it.
+
+    ``next_state [N, S]``, ``reward [N]``, ``terminated`` (bool ``[N]``) and ``next_obs [N, O]`` of the
+    state reached *before* any reset. Returned by :meth:`DiffEnv.transition` (simulator steps) and
+    :meth:`DiffEnv.score` (steps predicted by a world model), so a simulator behind a bridge (JAX, Warp)
+    can produce all four in one crossing instead of four.
+    """
+
+    next_state: torch.Tensor
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    next_obs: torch.Tensor
 
 
 class DiffEnv(abc.ABC):
@@ -73,6 +88,30 @@ class DiffEnv(abc.ABC):
     def terminated(self, state: torch.Tensor) -> torch.Tensor:
         """Bool ``[N]``: the episode ends in failure or success at this state. Default: never."""
         return torch.zeros(state.shape[0], dtype=torch.bool, device=state.device)
+
+    def score(self, state: torch.Tensor, action: torch.Tensor, next_state: torch.Tensor) -> Transition:
+        """Reward, termination and observation of ``next_state`` reached from ``state`` by ``action``.
+
+        The rollout calls this for transitions it did not get from :meth:`transition` (world-model
+        branches). The default calls :meth:`reward`, :meth:`terminated` and :meth:`observe`; an env
+        whose methods each cross a bridge may override it with one fused call. Must agree with them.
+        """
+        return Transition(
+            next_state=next_state,
+            reward=self.reward(state, action, next_state),
+            terminated=self.terminated(next_state),
+            next_obs=self.observe(next_state),
+        )
+
+    def transition(
+        self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
+    ) -> Transition:
+        """One simulator step and its score: what the rollout calls when the dynamics is the env itself.
+
+        The default is :meth:`step` followed by :meth:`score`; overriding it (one jitted call for the
+        physics, reward, termination and observation) is an optimisation, never a change of meaning.
+        """
+        return self.score(state, action, self.step(state, action, generator))
 
     def reset_done(
         self, state: torch.Tensor, done: torch.Tensor, generator: torch.Generator | None = None

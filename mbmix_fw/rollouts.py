@@ -146,9 +146,11 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     for _ in range(steps):
         obs = env.observe(state)
         action = policy_fn(obs, generator)
-        next_state = dynamics.step(state, action, generator)
-        reward = env.reward(state, action, next_state)
-        terminated = env.terminated(next_state)
+        if dynamics is env:  # the simulator: one fused call where the env provides it
+            step = env.transition(state, action, generator)
+        else:  # a world model predicts the state, the env scores it
+            step = env.score(state, action, dynamics.step(state, action, generator))
+        next_state, reward, terminated = step.next_state, step.reward, step.terminated
         if t is not None:
             t = t + 1
             truncated = (t >= env.episode_length) & ~terminated
@@ -159,7 +161,7 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
             ("obs", obs),
             ("actions", action),
             ("rewards", reward),
-            ("next_obs", env.observe(next_state)),
+            ("next_obs", step.next_obs),
             ("terminated", terminated),
             ("truncated", truncated),
             ("states", state),
