@@ -149,6 +149,8 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    if args.verbose:
+        _print_core_tables()
     print("plugins:")
     for info in registry.plugins:
         kinds = "; ".join(f"{slot}: {', '.join(ks)}" for slot, ks in registry.kinds_of(info.name).items() if ks)
@@ -172,12 +174,21 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
 
 
 def _print_fields(config: Any) -> None:
-    for name, field in config.model_fields.items():
-        if name == "kind":
-            continue
-        default = "required" if field.is_required() else f"= {field.get_default(call_default_factory=True)!r}"
-        doc = f"  # {field.description.splitlines()[0]}" if field.description else ""
-        print(f"      {name} {default}{doc}")
+    from .config_docs import describe_model
+
+    for line in describe_model(config, indent="      "):
+        print(line)
+
+
+def _print_core_tables() -> None:
+    """``[run]``, ``[policy]``, ``[critic]``, ``[optim]``: every recipe may hold them, all fields optional."""
+    from .config_docs import CORE_TABLES, describe_model
+
+    print("core tables (optional in every recipe):")
+    for table, model in CORE_TABLES.items():
+        print(f"  [{table}]")
+        for line in describe_model(model, indent="      "):
+            print(line)
 
 
 def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:

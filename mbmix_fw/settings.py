@@ -35,7 +35,9 @@ class PolicySettings(_Settings):
     hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
     """Hidden layer widths of the tanh-Gaussian MLP."""
     activation: Activation = "elu"
+    """Hidden-layer activation of the policy MLP."""
     layer_norm: bool = True
+    """LayerNorm after each hidden layer of the policy (SHAC: on)."""
     init_log_std: float = -1.0
     """Initial state-independent log standard deviation (SHAC: -1)."""
     squash: bool = True
@@ -46,8 +48,11 @@ class PolicySettings(_Settings):
 
 class CriticSettings(_Settings):
     hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the critic MLP."""
     activation: Activation = "elu"
+    """Hidden-layer activation of the critic MLP."""
     layer_norm: bool = True
+    """LayerNorm after each hidden layer of the critic (SHAC: on)."""
     lam: float = Field(0.95, ge=0.0, le=1.0)
     """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
     target_tau: float = Field(0.2, ge=0.0, le=1.0)
@@ -55,11 +60,14 @@ class CriticSettings(_Settings):
     iterations: int = Field(16, ge=0)
     """Passes of critic regression per iteration (a scheduler may override)."""
     minibatches: int = Field(4, ge=1)
+    """Minibatches each critic pass splits the iteration's transitions into (one Adam step each)."""
 
 
 class OptimSettings(_Settings):
     actor_lr: float = Field(2e-3, gt=0)
+    """Adam learning rate of the policy (scaled by the scheduler's learning-rate schedule)."""
     critic_lr: float = Field(2e-3, gt=0)
+    """Adam learning rate of the critic (scaled by the scheduler's learning-rate schedule)."""
     betas: tuple[Beta, Beta] = (0.7, 0.95)
     """Adam's β1, β2 (SHAC: 0.7, 0.95)."""
     grad_clip: float = Field(1.0, gt=0)

@@ -23,6 +23,7 @@ from .errors import UserError
 from .estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from .nets import Critic, ObsNormalizer, TanhGaussianPolicy
+from .progress import SkippedUpdates, TrainingProgress
 from .returns import lambda_returns
 from .rollouts import Cursor, Rollout
 from .scheduler import Plan, Scheduler
@@ -115,13 +116,14 @@ class Trainer:
         self.iteration = 0
         self.env_steps = 0
         self.skipped_updates = 0
+        self.skipped = SkippedUpdates()  # this iteration's skips, summarised by TrainingProgress
         self.log = MetricsLog(self.out_dir)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
         """Run the remaining iterations (all of them, or those left after ``load_checkpoint``)."""
         total = self.run.iterations
-        bar = self._progress_bar(total)
+        shown = TrainingProgress(total, self.iteration, enabled=self.progress, skipped=self.skipped)
         if self.iteration == 0:
             self.log.set_initial_eval(self.evaluate())
         try:
@@ -140,13 +142,10 @@ class Trainer:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
                 if last or self.iteration % self.run.checkpoint_every == 0:
                     self.save_checkpoint()
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(ret=f"{self.log.latest('train/return'):.1f}",
-                                    sps=f"{metrics['time/steps_per_s']:.0f}")
+                shown.update(self.iteration, metrics, self.log.latest("train/return"),
+                             self.log.latest("eval/return"), self.skipped_updates)
         finally:
-            if bar is not None:
-                bar.close()
+            shown.close()
             self.log.close()
         final = self.log.final_metrics()
         if self.hooks is not None:
@@ -240,8 +239,7 @@ class Trainer:
     def _skip(self, module, opt, name: str, what: str) -> float:
         opt.zero_grad(set_to_none=True)
         self.skipped_updates += 1
-        log.warning("iteration %d: non-finite %s %s; update skipped (%d skipped so far)",
-                    self.iteration, name, what, self.skipped_updates)
+        self.skipped.record(f"{name} {what}")
         return float("nan")
 
     def _update_critic(self, rollouts: list[Rollout], plan: Plan) -> float:
@@ -419,9 +417,3 @@ class Trainer:
         """
         self.load_state_dict(load_checkpoint_file(Path(path), map_location="cpu"))
 
-    def _progress_bar(self, total: int):
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=self.iteration, desc="train", unit="it", dynamic_ncols=True)

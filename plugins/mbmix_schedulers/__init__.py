@@ -44,6 +44,8 @@ class DynaConfig(mb.SchedulerConfig):
     """Iterations of pure simulator training (β=1, model fitted but unused) before model branches start,
     so the policy never follows an untrained model."""
     lr_schedule: Literal["constant", "linear"] = "linear"
+    """Learning-rate schedule for actor and critic: ``linear`` decays to 0 over ``run.iterations`` (SHAC),
+    ``constant`` keeps ``optim.actor_lr`` and ``optim.critic_lr``."""
 
 
 class Dyna(mb.Scheduler):

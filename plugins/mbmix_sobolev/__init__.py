@@ -33,6 +33,7 @@ class SobolevConfig(mb.WorldModelConfig):
     activation: Literal["silu", "elu"] = "silu"
     """Smooth activations only: the Jacobian term differentiates the network twice."""
     layer_norm: bool = True
+    """LayerNorm after each hidden layer (steadier fits across state scales)."""
     members: int = Field(1, ge=1)
     """Ensemble size; ``step`` returns the members' mean."""
     alpha_s: float = Field(1.0, ge=0.0)
@@ -48,6 +49,7 @@ class SobolevConfig(mb.WorldModelConfig):
     """Fraction of each minibatch whose rows also get the Jacobian term (all rows get the state term);
     below 1 it trades Jacobian-gradient variance for a cheaper step (the double backward is the cost)."""
     lr: float = Field(1e-3, gt=0.0)
+    """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)
     """Decoupled (AdamW) weight decay."""
     batch_size: int = Field(256, ge=1)

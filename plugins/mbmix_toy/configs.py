@@ -24,7 +24,9 @@ class PendulumConfig(mb.EnvConfig):
     gravity: float = Field(10.0, ge=0)
     """g (m/s²) (gym: 10)."""
     mass: float = Field(1.0, gt=0)
+    """Pendulum mass m (kg) (gym: 1)."""
     length: float = Field(1.0, gt=0)
+    """Pendulum length l (m) (gym: 1)."""
     init_max_speed: float = Field(1.0, ge=0)
     """Initial θ̇ ~ U(-init_max_speed, init_max_speed); initial θ ~ U(-π, π)."""
 
@@ -32,7 +34,9 @@ class PendulumConfig(mb.EnvConfig):
 class LQRConfig(mb.EnvConfig):
     kind: Literal["lqr"] = "lqr"
     state_dim: int = Field(4, ge=1, le=256)
+    """Dimension of the state s."""
     action_dim: int = Field(2, ge=1, le=256)
+    """Dimension of the action a."""
     seed: int = Field(0, ge=0)
     """Seed of the random system matrices A and B (independent of the run seed)."""
     spectral_radius: float = Field(0.95, gt=0, le=2.0)
@@ -48,13 +52,17 @@ class LQRConfig(mb.EnvConfig):
     init_std: float = Field(1.0, ge=0)
     """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
     episode_length: int = Field(50, ge=1)
+    """Steps per episode."""
     num_envs: int = Field(64, ge=1)
+    """Systems rolled out in parallel for training."""
 
 
 class TabularMDPConfig(mb.EnvConfig):
     kind: Literal["tabular_mdp"] = "tabular_mdp"
     n_states: int = Field(20, ge=2, le=10_000)
+    """Number of states."""
     n_actions: int = Field(5, ge=2, le=1_000)
+    """Number of actions."""
     seed: int = Field(0, ge=0)
     """Seed of the random rewards R and transitions P (independent of the run seed)."""
     transition_temperature: float = Field(0.5, gt=0)
@@ -62,4 +70,6 @@ class TabularMDPConfig(mb.EnvConfig):
     relaxation: Literal["score", "straight_through"] = "score"
     """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
     episode_length: int = Field(50, ge=1)
+    """Steps per episode."""
     num_envs: int = Field(64, ge=1)
+    """MDPs rolled out in parallel for training."""
