@@ -245,7 +245,8 @@ def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
     assert "plugin 'cli_broken_plugin' not loaded: unknown hook 'register_env'" in out
     assert main(["plugins", "--verbose"], registry=registry) == 0
     out = capsys.readouterr().out
-    assert "lr_schedule = 'linear'  # Learning-rate schedule for actor and critic" in out
+    assert 'lr_schedule: "constant" | "linear" = "linear"\n' in out
+    assert "          Learning-rate schedule for actor and critic" in out
 
 
 def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
