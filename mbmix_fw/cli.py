@@ -235,12 +235,18 @@ def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) ->
         options["checkpoint"] = args.checkpoint
     if args.critic_iterations is not None:
         options["critic_iterations"] = args.critic_iterations
-    result = variance_from_recipe(recipe, registry, args.samples, args.json, args.png, device, **options)
-    if args.json is None and args.png is None and result is not None:
-        print(json.dumps(result, indent=2, default=str))
-    for path in (args.json, args.png):
+    json_to_stdout = args.json == "-"
+    json_file = None if json_to_stdout else args.json
+    rows = variance_from_recipe(recipe, registry, args.samples, json_file, args.png, device, **options)
+    if json_to_stdout:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    else:
+        from .diagnose import variance_table
+
+        print(variance_table(rows))
+    for path in (json_file, args.png):
         if path is not None:
-            print(f"wrote {path}")
+            print(f"wrote {path}", file=sys.stderr if json_to_stdout else sys.stdout)
     return 0
 
 
@@ -318,7 +324,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--samples", type=_int_at_least(2), default=64,
                    help="gradient samples, at least 2 for a variance (default: %(default)s)")
-    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--json", metavar="OUT",
+                   help="also write the results as JSON to OUT ('-': print JSON instead of the table)")
     p.add_argument("--png", metavar="OUT", help="write a plot")
     p.add_argument("--device", choices=devices, help="overrides run.device")
     p.add_argument("--checkpoint", metavar="PT", help="measure at a trained policy (a run's checkpoints/last.pt)")

@@ -243,6 +243,28 @@ def plot_variance_study(rows: Sequence[dict[str, Any]], path: str | Path, title:
     return path
 
 
+def variance_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The study's rows as an aligned plain-text table (``mbmix-fw diagnose variance`` prints it).
+
+    Columns: estimator, window H, λ, total variance ``tr Cov(g)``, ``‖E g‖``, bias ``‖E g − ∇J‖`` ± its
+    standard error, bias relative to ``‖∇J‖`` and the bias noise floor; ``—`` where there is no exact
+    gradient. Notes (why a bias is missing) follow the table, each once.
+    """
+    def number(value: Any) -> str:
+        return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+    headers = ["estimator", "H", "λ", "variance", "|mean g|", "bias", "± s.e.", "rel. bias", "noise floor"]
+    body = [[str(r["label"]), str(r["horizon"]), number(r.get("lam")), number(r["variance"]),
+             number(r["mean_grad_norm"]), number(r.get("bias")), number(r.get("bias_se")),
+             number(r.get("relative_bias")), number(r.get("noise_floor"))] for r in rows]
+    widths = [max(len(line[i]) for line in [headers, *body]) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+             for line in [headers, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = list(dict.fromkeys(r["exact_note"] for r in rows if r.get("exact_note")))
+    return "\n".join([*lines, *(f"note: {n}" for n in notes)])
+
+
 def fit_critic_to_policy(
     env: DiffEnv,
     policy_fn: PolicyFn,

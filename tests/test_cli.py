@@ -440,3 +440,12 @@ def test_diagnose_variance_runs_on_the_builtin_lqr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(out.read_text())["rows"]
+    assert captured.out.splitlines()[0].split() == ["estimator", "H", "λ", "variance", "|mean", "g|", "bias",
+                                                    "±", "s.e.", "rel.", "bias", "noise", "floor"]
+    assert "shac H=4" in captured.out and "{" not in captured.out  # a table, not JSON
+    assert captured.out.rstrip().endswith(f"wrote {out}")
+    code = main(["diagnose", "variance", str(recipe), "--samples", "3", "--critic-iterations", "2",
+                 "--json", "-"], registry=registry)
+    captured = capsys.readouterr()
+    assert code == 0 and [row["label"] for row in json.loads(captured.out)][-1] == "mix λ=1 H=4"
+    assert not (tmp_path / "-").exists()
