@@ -85,14 +85,22 @@ def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
         overrides.append(("run.out", args.out))
     recipe = load_recipe(args.recipe, registry, overrides)
     out_dir = run_dir_for(recipe, Path(args.recipe).stem)
-    if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
-        raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}' "
-                        f"or choose another folder with --out")
+    _refuse_occupied(out_dir)
     trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
     write_run_files(out_dir, recipe, registry)
     final = trainer.train()
     _print_summary(out_dir, final)
     return 0
+
+
+def _refuse_occupied(out_dir: Path) -> None:
+    """A run writes only into a new or empty folder: never over a run, never among someone's files."""
+    if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
+        raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}', "
+                        f"choose another folder with --out, or remove it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir}: exists, is not empty and is not a run folder; choose another folder "
+                        f"with --out (a new or empty one)")
 
 
 def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
@@ -114,6 +122,11 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     device = args.device if args.device is not None else recipe.run.device
     trainer = make_trainer(recipe, run_dir, device, registries.get(), progress=not args.no_progress)
     trainer.load_checkpoint(checkpoint)
+    if trainer.iteration >= recipe.run.iterations:
+        # exit 0: the run is complete, which is what the caller wanted (scripts may resume every run)
+        print(f"{run_dir}: already finished ({trainer.iteration} of {recipe.run.iterations} iterations); "
+              f"nothing to resume. To train longer, raise run.iterations in {recipe_path} and resume again")
+        return 0
     final = trainer.train()
     _print_summary(run_dir, final)
     return 0
@@ -212,9 +225,10 @@ def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
 
 
 def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
-    from .report import plot_learning_curves
+    from .report import default_report_path, plot_learning_curves
 
-    path = plot_learning_curves(args.run_dirs, args.out, metric=args.metric, x=args.x, group=args.group)
+    out = args.out if args.out is not None else default_report_path(args.run_dirs)
+    path = plot_learning_curves(args.run_dirs, out, metric=args.metric, x=args.x, group=args.group)
     print(f"wrote {path}")
     return 0
 
@@ -310,7 +324,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default="learning_curves.png", help="PNG to write (default: %(default)s)")
+    p.add_argument("--out", metavar="PNG",
+                   help="PNG to write (default: RUN_DIR/learning_curves.png for one run; for several, "
+                        "learning_curves.png in the deepest folder that holds them all, e.g. the sweep folder)")
     p.add_argument("--metric", default="eval/return", help="column to plot (default: %(default)s)")
     p.add_argument("--x", default="iteration", help="column for the x axis (default: %(default)s)")
     p.add_argument("--group", action="store_true",

@@ -149,7 +149,27 @@ def load_recipe(path: str | Path, registry: "Registry | None" = None,
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError([f"{source}: {exc}"]) from None
-    return validate_recipe(apply_overrides(data, overrides), registry, source)
+    overrides = list(overrides)
+    try:
+        return validate_recipe(apply_overrides(data, overrides), registry, source)
+    except RecipeError as exc:
+        raise RecipeError(blame_overrides(exc.problems, source, overrides)) from None
+
+
+def blame_overrides(problems: list[str], source: str, overrides: Iterable[Override]) -> list[str]:
+    """Lines ``"{source}: a.b: …"`` about a value an override set name it instead: ``--set a.b=2: a.b: …``
+    (the value that is wrong came from the command line, not from the file)."""
+    texts: dict[str, str] = {}
+    for override in overrides:
+        if isinstance(override, str):  # (key, value) pairs come from code (e.g. --out), not from --set
+            key = ".".join(part.strip() for part in parse_override(override)[0].split("."))
+            texts[key] = override.strip()
+    blamed = []
+    for line in problems:
+        loc = line.removeprefix(f"{source}: ").split(": ", 1)[0] if line.startswith(f"{source}: ") else None
+        key = next((k for k in texts if loc is not None and (loc == k or loc.startswith(k + "."))), None)
+        blamed.append(f"--set {texts[key]}: {line.removeprefix(f'{source}: ')}" if key is not None else line)
+    return blamed
 
 
 # ---- error formatting ----

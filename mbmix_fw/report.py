@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +19,7 @@ import numpy as np
 from .errors import UserError
 
 METRICS_CSV = "metrics.csv"
+REPORT_PNG = "learning_curves.png"
 _SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)[-_]?\d+$")
 
 
@@ -59,6 +61,29 @@ def _label(run_dirs: Sequence[Path], run_dir: Path) -> str:
     names = [d.resolve().name for d in run_dirs]
     name = run_dir.resolve().name
     return str(run_dir) if names.count(name) > 1 else name
+
+
+def default_report_path(run_dirs: Sequence[str | Path]) -> Path:
+    """Where ``mbmix-fw report`` writes without ``--out``: beside the runs, never in the working directory.
+
+    One run: ``RUN_DIR/learning_curves.png``. Several: ``learning_curves.png`` in the deepest folder that
+    holds them all (``runs/sweep/`` for ``runs/sweep/seed0 runs/sweep/seed1``); runs with no common folder
+    but the filesystem root need ``--out``.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    for run_dir in dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such run folder")
+    if len({d.resolve() for d in dirs}) == 1:
+        return dirs[0] / REPORT_PNG
+    common = Path(os.path.commonpath([str(d.resolve()) for d in dirs]))
+    if common == Path(common.anchor):
+        raise UserError(f"the runs share no folder but {common}; say where the plot goes with --out PNG")
+    try:
+        common = common.relative_to(Path.cwd())  # shown as the user typed the runs, where it can be
+    except ValueError:
+        pass
+    return common / REPORT_PNG
 
 
 def plot_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "eval/return",

@@ -449,3 +449,63 @@ def test_diagnose_variance_runs_on_the_builtin_lqr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0 and [row["label"] for row in json.loads(captured.out)][-1] == "mix λ=1 H=4"
     assert not (tmp_path / "-").exists()
+
+
+# ---- outputs where they belong ----
+def test_errors_from_a_set_override_name_the_override(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD)
+    argv = ["validate", str(recipe), "--set", "estimator.horizon=0", "--set", "run.sede=1",
+            "--set", "policy.hidden=[8, 0]", "--set", "run.seed=3"]
+    assert main(argv, registry=registry) == 2
+    assert sorted(error_lines(capsys.readouterr().err)) == sorted([
+        "--set estimator.horizon=0: estimator.horizon: Input should be greater than or equal to 1",
+        "--set run.sede=1: run.sede: unknown field (did you mean 'seed'?)",
+        "--set policy.hidden=[8, 0]: policy.hidden.1: Input should be greater than 0",
+    ])
+    bad_file = write(tmp_path, GOOD.replace("seed = 0", "seed = -1"), "bad.toml")
+    assert main(["validate", str(bad_file), "--set", "run.iterations=3"], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [  # the file's own mistake still names the file
+        f"{bad_file}: run.seed: Input should be greater than or equal to 0"]
+
+
+def test_an_existing_folder_that_is_not_a_run_is_refused(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    assert main(["run", str(recipe), "--out", str(notes), "--no-progress"], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"{notes}: exists, is not empty and is not a run folder; choose another folder with --out "
+        f"(a new or empty one)"]
+    assert [p.name for p in notes.iterdir()] == ["todo.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["run", str(recipe), "--out", str(empty), "--no-progress"], registry=registry) == 0
+    assert (empty / "metrics.csv").is_file()
+
+
+def test_resuming_a_finished_run_says_it_is_finished(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run_dir), "--no-progress"], registry=registry) == 0
+    capsys.readouterr()
+    before = (run_dir / "metrics.csv").read_text()
+    assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
+    assert capsys.readouterr().out == (
+        f"{run_dir}: already finished (2 of 2 iterations); nothing to resume. To train longer, raise "
+        f"run.iterations in {run_dir / 'recipe.json'} and resume again\n")
+    assert (run_dir / "metrics.csv").read_text() == before
+
+
+def test_report_writes_beside_the_runs_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    sweep = Path("runs") / "sweep"
+    a = _fake_run(sweep / "seed0", 0, [-50.0, -10.0])
+    b = _fake_run(sweep / "seed1", 1, [-60.0, -15.0])
+    assert main(["report", str(a)]) == 0
+    assert capsys.readouterr().out == f"wrote {a / 'learning_curves.png'}\n"
+    assert (a / "learning_curves.png").read_bytes().startswith(PNG_MAGIC)
+    assert main(["report", str(a), str(b)]) == 0
+    assert capsys.readouterr().out == f"wrote {sweep / 'learning_curves.png'}\n"
+    assert (sweep / "learning_curves.png").read_bytes().startswith(PNG_MAGIC)
+    assert not Path("learning_curves.png").exists()

@@ -112,7 +112,7 @@ CATALOGUE = {
     "E4 out of range": (GOOD.replace("num_envs = 4", "num_envs = 0"), (),
                         ["{p}: env.num_envs: Input should be greater than or equal to 1"]),
     "E4 out of range (upper)": (GOOD, ("estimator.gamma=1.5",),
-                                ["{p}: estimator.gamma: Input should be less than or equal to 1"]),
+                                ["--set estimator.gamma=1.5: estimator.gamma: Input should be less than or equal to 1"]),
     "wrong type": (GOOD.replace("num_envs = 4", 'num_envs = "four"'), (),
                    ["{p}: env.num_envs: Input should be a valid integer, unable to parse string as an integer"]),
     "wrong type in a core table": (GOOD.replace("seed = 3", "seed = [3]"), (),
@@ -143,9 +143,10 @@ CATALOGUE = {
             "{p}: env.num_env: unknown field (did you mean 'num_envs'?)",
             "{p}: estimator.horizon: Input should be greater than or equal to 1"]),
     "unknown kind by --set": (GOOD, ("env.kind=lineer",),
-                              ["{p}: env.kind: unknown env kind 'lineer' (did you mean 'linear'?); available: linear"]),
+                              ["--set env.kind=lineer: env.kind: unknown env kind 'lineer' (did you mean "
+                               "'linear'?); available: linear"]),
     "bad value by --set": (GOOD, ("estimator.horizon=0",),
-                           ["{p}: estimator.horizon: Input should be greater than or equal to 1"]),
+                           ["--set estimator.horizon=0: estimator.horizon: Input should be greater than or equal to 1"]),
     "unknown scheduler": (GOOD + '[scheduler]\nkind = "dina"\n', (),
                           ["{p}: scheduler.kind: unknown scheduler kind 'dina' (did you mean 'dyna'?); "
                            "available: dyna, model_free"]),
