@@ -152,12 +152,13 @@ class Slot:
             close = difflib.get_close_matches(kind, kinds, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             message = f"unknown {self.name} kind '{kind}'{hint}; available: {', '.join(kinds)}"
-        return message + self._registry.failure_note()
+        return message + self._registry.failure_note() + self._registry.filter_note
 
     def missing_kind_message(self) -> str:
         kinds = self.kinds()
         if not kinds:
-            return f"missing; no {self.name} plugin is registered" + self._registry.failure_note()
+            return (f"missing; no {self.name} plugin is registered" + self._registry.failure_note()
+                    + self._registry.filter_note)
         return f"missing; set kind to one of: {', '.join(kinds)}"
 
     def conflict_message(self, kind: str) -> str:
@@ -252,6 +253,7 @@ class Registry:
         self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig, ".scheduler.Scheduler", self)
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
+        self.filter_note = ""  # set by load_registry when an environment variable filtered the plugins
 
     @property
     def slots(self) -> tuple[Slot, ...]:
@@ -408,6 +410,8 @@ def load_registry(
     failure instead of recording it. ``modules`` are registered under their ``__name__`` after the
     entry points, without any filtering.
     """
+    allow_from_env = _env_list("MBMIX_FW_PLUGINS") if allow is None and entry_points else None
+    disabled_from_env = _env_list("MBMIX_FW_DISABLE_PLUGINS") if disable is None and entry_points else None
     allow = _env_list("MBMIX_FW_PLUGINS") if allow is None else list(allow)
     disabled = set(_env_list("MBMIX_FW_DISABLE_PLUGINS") or []) if disable is None else set(disable)
     strict = os.environ.get("MBMIX_FW_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
@@ -433,7 +437,20 @@ def load_registry(
                                                   f"(installed: {names})", None, strict)
     for module in modules:
         registry.add_plugin(module, PluginInfo(getattr(module, "__name__", repr(module))), strict=strict)
+    registry.filter_note = _filter_note(allow_from_env, disabled_from_env)
     return registry
+
+
+def _filter_note(allow: list[str] | None, disable: list[str] | None) -> str:
+    """Why a kind may be missing: the environment variables that limited which plugins loaded."""
+    notes = []
+    if allow is not None:
+        notes.append("MBMIX_FW_PLUGINS is set but empty, so no installed plugin was loaded; unset it or "
+                     "name the plugins to load (e.g. MBMIX_FW_PLUGINS=toy,estimators,schedulers)" if not allow
+                     else f"MBMIX_FW_PLUGINS={','.join(allow)} loads only these plugins")
+    if disable:
+        notes.append(f"MBMIX_FW_DISABLE_PLUGINS={','.join(disable)} skips these plugins")
+    return "".join(f"; note: {n}" for n in notes)
 
 
 def make_registry(*modules: Any, strict: bool = False) -> Registry:

@@ -509,3 +509,21 @@ def test_report_writes_beside_the_runs_by_default(tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().out == f"wrote {sweep / 'learning_curves.png'}\n"
     assert (sweep / "learning_curves.png").read_bytes().startswith(PNG_MAGIC)
     assert not Path("learning_curves.png").exists()
+
+
+def test_an_empty_plugin_allow_list_is_named_when_no_env_is_registered(tmp_path, monkeypatch, capsys):
+    recipe = write(tmp_path, '[env]\nkind = "pendulum"\n[estimator]\nkind = "shac"\n')
+    monkeypatch.delenv("MBMIX_FW_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setenv("MBMIX_FW_PLUGINS", "")
+    assert main(["validate", str(recipe)]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert lines[0] == (
+        f"{recipe}: env.kind: unknown env kind 'pendulum'; no env plugin is registered; note: MBMIX_FW_PLUGINS "
+        f"is set but empty, so no installed plugin was loaded; unset it or name the plugins to load "
+        f"(e.g. MBMIX_FW_PLUGINS=toy,estimators,schedulers)")
+    monkeypatch.setenv("MBMIX_FW_PLUGINS", "estimators")
+    assert main(["validate", str(recipe)]) == 2
+    assert error_lines(capsys.readouterr().err)[0].endswith(
+        "no env plugin is registered; note: MBMIX_FW_PLUGINS=estimators loads only these plugins")
+    monkeypatch.delenv("MBMIX_FW_PLUGINS")
+    assert main(["validate", str(recipe)]) == 0
