@@ -1,6 +1,7 @@
-"""A third-party plugin travels the whole road: pip install → ``mbmix-fw plugins`` → a recipe runs with it.
+"""Third-party plugins travel the whole road: pip install → ``mbmix-fw plugins`` → a recipe runs with them.
 
-Installs ``examples/mbmix-example-plugin`` into the running environment and uninstalls it afterwards.
+Installs ``examples/mbmix-example-plugin`` (an env) and ``examples/mbmix-example-estimator`` (an estimator)
+into the running environment and uninstalls them afterwards.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mbmix-example-plugin"
 DIST = "mbmix-example-plugin"
+ESTIMATOR_EXAMPLE = REPO / "examples" / "mbmix-example-estimator"
+ESTIMATOR_DIST = "mbmix-example-estimator"
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +31,11 @@ def _run(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.
 
 @pytest.fixture(scope="module")
 def installed_example():
-    install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE))
+    install = _run("-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", str(EXAMPLE),
+                   str(ESTIMATOR_EXAMPLE))
     assert install.returncode == 0, install.stderr
     yield
-    uninstall = _run("-m", "pip", "uninstall", "--quiet", "--yes", DIST)
+    uninstall = _run("-m", "pip", "uninstall", "--quiet", "--yes", DIST, ESTIMATOR_DIST)
     assert uninstall.returncode == 0, uninstall.stderr
 
 
@@ -41,6 +45,9 @@ def test_installed_plugin_is_listed(installed_example):
     rows = [r for r in json.loads(proc.stdout) if r["plugin"] == DIST]
     assert rows == [{"extension_point": "env", "kind": "double_integrator", "plugin": DIST,
                      "distribution": DIST, "status": "ok", "error": None}]
+    rows = [r for r in json.loads(proc.stdout) if r["plugin"] == ESTIMATOR_DIST]
+    assert rows == [{"extension_point": "estimator", "kind": "uniform_mix", "plugin": ESTIMATOR_DIST,
+                     "distribution": ESTIMATOR_DIST, "status": "ok", "error": None}]
 
 
 def test_recipe_runs_with_the_plugin_env_and_builtin_shac(installed_example, tmp_path):
@@ -61,4 +68,27 @@ def test_recipe_runs_with_the_plugin_env_and_builtin_shac(installed_example, tmp
 
 def test_the_example_packages_own_tests_pass(installed_example):
     proc = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests"), cwd=EXAMPLE)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_recipe_runs_with_both_third_party_plugins(installed_example, tmp_path):
+    recipe = tmp_path / "cart_uniform.toml"
+    recipe.write_text(
+        '[run]\ndevice = "cpu"\neval_envs = 2\n\n[env]\nkind = "double_integrator"\nnum_envs = 4\n'
+        'episode_length = 16\n\n[estimator]\nkind = "uniform_mix"\nhorizon = 8\n\n[policy]\nhidden = [16]\n\n'
+        '[critic]\nhidden = [16]\niterations = 2\n')
+    proc = _run("-m", "mbmix_fw", "run", str(recipe), "--set", "run.iterations=2", "--no-progress",
+                "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    resolved = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert resolved["estimator"] == {"kind": "uniform_mix", "horizon": 8, "gamma": 0.99}
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["iteration"]) for row in rows] == [0, 1, 2]
+    assert all(row["estimator/objective"] for row in rows[1:])  # the plugin's own metric reached the log
+
+
+def test_the_estimator_example_packages_own_tests_pass(installed_example):
+    proc = _run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(ESTIMATOR_EXAMPLE / "tests"),
+                cwd=ESTIMATOR_EXAMPLE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
