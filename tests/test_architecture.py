@@ -138,3 +138,5 @@ def test_contributing_example_is_the_shipped_example_package():
     for name in ("mbmix_example_plugin.py", "pyproject.toml"):
         assert (example / name).read_text().strip() in text, f"{name} differs from CONTRIBUTING.md"
     assert re.search(r"mbmix-example-plugin = \"mbmix_example_plugin\"", text)
+    estimator = REPO / "examples" / "mbmix-example-estimator" / "mbmix_example_estimator.py"
+    assert estimator.read_text().strip() in text, "mbmix_example_estimator.py differs from CONTRIBUTING.md"
