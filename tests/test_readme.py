@@ -29,3 +29,49 @@ def test_programmatic_composition_example_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     initial, arrow, final = done.stdout.split()
     assert arrow == "->" and math.isfinite(float(initial)) and math.isfinite(float(final))
+
+
+def _commands(parser, prefix=()):
+    """``(("run",), parser), (("diagnose", "variance"), parser), …`` for every (sub)command of the CLI."""
+    import argparse
+
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        yield prefix, parser
+        return
+    for name, sub in subparsers[0].choices.items():
+        yield from _commands(sub, (*prefix, name))
+
+
+def _readme_cli_lines() -> dict[str, str]:
+    """The README's CLI block: command path → its synopsis (continuation lines joined)."""
+    block = re.search(r"## CLI\n\n```\n(.*?)```", README, flags=re.S).group(1)
+    synopses: dict[str, str] = {}
+    current = None
+    for line in block.splitlines():
+        if line.startswith("mbmix-fw "):
+            words = line.split()[1:]
+            path = []
+            for word in words:  # the command path: the leading lowercase words (then RECIPE, [--opt], …)
+                if not re.fullmatch(r"[a-z][a-z-]*", word):
+                    break
+                path.append(word)
+            current = " ".join(path)
+            synopses[current] = line.split("#")[0]
+        elif line.startswith(" ") and current is not None:
+            synopses[current] += " " + line.split("#")[0].strip()
+    return synopses
+
+
+def test_readme_cli_block_shows_every_command_and_option():
+    from mbmix_fw.cli import _parser
+
+    synopses = _readme_cli_lines()
+    for path, parser in _commands(_parser()):
+        name = " ".join(path)
+        assert name in synopses, f"README's CLI block has no line for 'mbmix-fw {name}'"
+        for action in parser._actions:
+            if action.dest in ("help", "verbose_errors"):  # -h and -v are on every command (said below it)
+                continue
+            shown = max(action.option_strings, key=len) if action.option_strings else action.metavar
+            assert shown in synopses[name], f"README's CLI line for 'mbmix-fw {name}' does not show {shown}"
