@@ -305,7 +305,8 @@ def _parser() -> argparse.ArgumentParser:
     overrides(p)
     p.add_argument("--out", help="run folder (overrides run.out; {name} is the recipe's file stem)")
     p.add_argument("--device", choices=devices, help="overrides run.device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
     p = command("validate", _cmd_validate, "check recipes without running them (writes nothing)")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
@@ -320,7 +321,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("resume", _cmd_resume, "continue a run from RUN_DIR/checkpoints/last.pt")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--device", choices=devices, help="overrides the recipe's run.device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
     p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -100,8 +100,8 @@ class TrainingProgress:
         }
         shown = {k: v for k, v in fields.items() if v is not None}
         if self._bar is not None:
-            self._bar.update(1)
             self._bar.set_postfix(shown, refresh=False)
+            self._bar.update(1)  # redraws, with the new postfix
             return
         now = self._clock()
         due = (iteration % LINE_EVERY_ITERATIONS == 0 or iteration == self.total
