@@ -23,6 +23,7 @@ import warp as wp
 from . import kernels
 
 _VEC = {torch.float32: (wp.vec3f, wp.float32), torch.float64: (wp.vec3d, wp.float64)}
+_NAME = {torch.float32: "float32", torch.float64: "float64"}
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,25 @@ class ClothSimulator:
         return _ClothStep.apply(self, x, v, grip_pos, grip_vel)
 
     # ---- kernel launches (shared by forward and the recomputation in backward)
-    def pins_on(self, device: wp.context.Device) -> wp.array:
+    def pins_on(self, device) -> wp.array:
         key = str(device)
         if key not in self._pins:
             self._pins[key] = wp.array(self.pinned_by, dtype=wp.int32, device=device)
         return self._pins[key]
 
-    def launch(self, k: int, x, v, grip_pos, grip_vel, x_out, v_out, scalar, device) -> None:
-        c = self.physics
+    def arguments(self, k: int, x, v, grip_pos, grip_vel, dtype: torch.dtype, device) -> list:
+        """The kernel's inputs for substep ``k`` (``elapsed = (k + 1)·dt`` is the last one)."""
+        c, scalar = self.physics, _VEC[dtype][1]
         constants = [scalar(value) for value in (
             c.spacing, c.k_stretch, c.k_shear, c.k_bend, c.spring_damping, c.particle_mass, c.gravity,
             c.drag, c.radius, c.contact_width, c.k_contact, c.contact_damping, c.friction,
             c.friction_smoothing, c.dt, (k + 1) * c.dt)]
-        wp.launch(kernels.cloth_substep, dim=x.shape, device=device,
-                  inputs=[x, v, grip_pos, grip_vel, self.pins_on(device), c.side, *constants],
-                  outputs=[x_out, v_out])
+        return [x, v, grip_pos, grip_vel, self.pins_on(device), c.side, *constants]
+
+    def launch(self, k: int, x, v, grip_pos, grip_vel, x_out, v_out, dtype: torch.dtype, device) -> None:
+        """One substep through ``wp.launch`` (recorded by an active :class:`warp.Tape`)."""
+        wp.launch(kernels.SUBSTEP[_NAME[dtype]], dim=x.shape, device=device,
+                  inputs=self.arguments(k, x, v, grip_pos, grip_vel, dtype, device), outputs=[x_out, v_out])
 
 
 def init_warp() -> None:
@@ -112,26 +117,36 @@ class _ClothStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, sim: ClothSimulator, x, v, grip_pos, grip_vel):
         x, v, grip_pos, grip_vel = (t.detach().contiguous() for t in (x, v, grip_pos, grip_vel))
-        vec, scalar = _VEC[x.dtype]
+        if x.dtype not in _VEC:
+            raise TypeError(f"cloth simulation runs in float32 or float64, got {x.dtype}")
+        vec = _VEC[x.dtype][0]
         device = wp.device_from_torch(x.device)
-        buffers = [(torch.empty_like(x), torch.empty_like(v)) for _ in range(min(sim.physics.substeps, 2))]
-        gp, gv = _wrap(grip_pos, vec), _wrap(grip_vel, vec)
-        cur_x, cur_v = x, v
+        ping = [(torch.empty_like(x), torch.empty_like(v)) for _ in range(min(sim.physics.substeps, 2))]
+        wrapped = [(_wrap(a, vec), _wrap(b, vec)) for a, b in ping]
+        current = (_wrap(x, vec), _wrap(v, vec))
+        inputs = sim.arguments(0, *current, _wrap(grip_pos, vec), _wrap(grip_vel, vec), x.dtype, device)
+        elapsed = len(inputs) - 1
         with _torch_stream(x.device):
+            # a recorded command: replaying it with new pointers skips wp.launch's argument handling
+            cmd = wp.launch(kernels.SUBSTEP[_NAME[x.dtype]], dim=x.shape[:2], device=device, inputs=inputs,
+                            outputs=list(wrapped[0]), record_cmd=True)
             for k in range(sim.physics.substeps):
-                out_x, out_v = buffers[k % 2]
-                sim.launch(k, _wrap(cur_x, vec), _wrap(cur_v, vec), gp, gv, _wrap(out_x, vec),
-                           _wrap(out_v, vec), scalar, device)
-                cur_x, cur_v = out_x, out_v
+                out = wrapped[k % 2]
+                for index, value in ((0, current[0]), (1, current[1]), (elapsed + 1, out[0]), (elapsed + 2, out[1])):
+                    cmd.set_param_at_index(index, value)
+                cmd.set_param_at_index(elapsed, _VEC[x.dtype][1]((k + 1) * sim.physics.dt))
+                cmd.launch()
+                current = out
         ctx.sim = sim
         ctx.save_for_backward(x, v, grip_pos, grip_vel)
-        return cur_x.clone() if cur_x is x else cur_x, cur_v.clone() if cur_v is v else cur_v
+        last = ping[(sim.physics.substeps - 1) % 2]
+        return last
 
     @staticmethod
     def backward(ctx, grad_x, grad_v):
         sim: ClothSimulator = ctx.sim
         x, v, grip_pos, grip_vel = ctx.saved_tensors
-        vec, scalar = _VEC[x.dtype]
+        vec = _VEC[x.dtype][0]
         device = wp.device_from_torch(x.device)
         grads = [torch.zeros_like(t) for t in (x, v, grip_pos, grip_vel)]
         inputs = [wp.from_torch(t, dtype=vec, requires_grad=True, grad=g)
@@ -143,7 +158,7 @@ class _ClothStep(torch.autograd.Function):
                 for k in range(sim.physics.substeps):
                     xs.append(_fresh(x, vec))
                     vs.append(_fresh(v, vec))
-                    sim.launch(k, xs[k], vs[k], inputs[2], inputs[3], xs[k + 1], vs[k + 1], scalar, device)
+                    sim.launch(k, xs[k], vs[k], inputs[2], inputs[3], xs[k + 1], vs[k + 1], x.dtype, device)
             # copies of the incoming gradients: warp zeroes an output's gradient once it has read it
             for arr, g in ((xs[-1], grad_x), (vs[-1], grad_v)):
                 if g is not None:

@@ -40,7 +40,16 @@ def _spring(xp: Any, vp: Any, xq: Any, vq: Any, stiffness: Any, damping: Any, re
 
 @wp.func
 def _softplus(u: Any):
+    """``log(1 + e^u)`` without overflow (``e^{-|u|}`` never exceeds 1)."""
     return wp.max(u, type(u)(0.0)) + wp.log(type(u)(1.0) + wp.exp(-wp.abs(u)))
+
+
+@wp.func
+def _sigmoid(u: Any):
+    """``1 / (1 + e^{-u})`` without overflow: in float32, ``e^{-u}`` is inf for u < -88 and its adjoint NaN."""
+    one = type(u)(1.0)
+    e = wp.exp(-wp.abs(u))
+    return wp.where(u >= type(u)(0.0), one / (one + e), e / (one + e))
 
 
 @wp.kernel
@@ -126,7 +135,7 @@ def cloth_substep(
     # smooth penalty contact with the ground plane z = 0, and regularised Coulomb friction
     u = (radius - xp[2]) / contact_width
     penetration = contact_width * _softplus(u)
-    touching = one / (one + wp.exp(-u))
+    touching = _sigmoid(u)
     normal = k_contact * penetration
     tangential = type(xp)(vp[0], vp[1], zero)
     slip = wp.sqrt(wp.dot(tangential, tangential) + friction_smoothing * friction_smoothing)
@@ -137,13 +146,13 @@ def cloth_substep(
     x_out[env, p] = xp + v_new * dt
 
 
-def _overload(vec, scalar) -> None:
+def _overload(vec, scalar):
     arrays = {name: wp.array2d(dtype=vec) for name in ("x", "v", "grip_pos", "grip_vel", "x_out", "v_out")}
     scalars = {name: scalar for name in (
         "spacing", "k_stretch", "k_shear", "k_bend", "spring_damping", "mass", "gravity", "drag", "radius",
         "contact_width", "k_contact", "contact_damping", "friction", "friction_smoothing", "dt", "elapsed")}
-    wp.overload(cloth_substep, {**arrays, **scalars})
+    return wp.overload(cloth_substep, {**arrays, **scalars})
 
 
-_overload(wp.vec3f, wp.float32)
-_overload(wp.vec3d, wp.float64)
+SUBSTEP = {"float32": _overload(wp.vec3f, wp.float32), "float64": _overload(wp.vec3d, wp.float64)}
+"""The concrete kernels by float type: launching them skips generic type inference (most of a CPU launch)."""
