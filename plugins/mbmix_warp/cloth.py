@@ -11,8 +11,10 @@ Particle ``p = row·grid_size + column`` rests at ``((column - c)·h, (row - c)�
 ``concat(positions [P, 3], velocities [P, 3], gripper positions [G, 3])``.
 
 **Action** ``[N, 3G]`` in ``[-1, 1]``: each gripper's velocity ``max_speed · a`` (m/s) during the step
-(clamped to ``[-1, 1]``: zero gradient outside the contract). A gripper moves freely; the particle it
-holds follows it exactly (it ignores its forces).
+(clamped to ``[-1, 1]``: zero gradient outside the contract). A gripper moves freely above the ground: its
+height stops at ``particle_radius`` (``z' = max(z + dt·v_z, particle_radius)``, so pushing into the
+ground has no effect and no gradient). The particle it holds follows it exactly, at constant velocity
+within the step (it ignores its forces).
 
 **Fold and reward.** The fold line is the middle row: particle ``(row, col)`` with ``row < grid_size // 2``
 belongs to the half that folds over, and its folded target is the *current* position of its mirror image
@@ -84,8 +86,8 @@ class ClothFold(mb.DiffEnv):
         rest = torch.stack([(cols - centre) * self.spacing, (rows - centre) * self.spacing,
                             torch.full((n, n), c.particle_radius)], -1).reshape(self.particles, 3)
         self.rest = rest.to(device=self.device, dtype=torch.float64)
-        self.flat_distance = float((self.rest[self.key] - self.rest[self.key_mirror]).norm(dim=-1).mean())
         self.eta = self.spacing / 100
+        self.flat_distance = float(self._distance(self.rest[None]).mean())
 
         self.num_envs, self.episode_length = c.num_envs, c.episode_length
         self.state_dim = 6 * self.particles + 3 * self.num_grippers
@@ -113,20 +115,24 @@ class ClothFold(mb.DiffEnv):
         return torch.cat([x.reshape(n, -1), torch.zeros_like(x).reshape(n, -1), grippers.reshape(n, -1)], 1)
 
     def step(self, state, action, generator=None):
+        c = self.config
         x, v, grip = self.split(state)
-        grip_vel = self.config.max_speed * action.to(state.dtype).clamp(-1.0, 1.0).reshape(grip.shape)
-        x_next, v_next = self.sim.step(x, v, grip, grip_vel)
-        grip_next = grip + self.config.dt * grip_vel
+        commanded = grip + c.dt * c.max_speed * action.to(state.dtype).clamp(-1.0, 1.0).reshape(grip.shape)
+        floor = torch.full_like(commanded[..., 2:], c.particle_radius)
+        grip_next = torch.cat([commanded[..., :2], torch.maximum(commanded[..., 2:], floor)], -1)
+        x_next, v_next = self.sim.step(x, v, grip, (grip_next - grip) / c.dt)
         n = state.shape[0]
         return torch.cat([x_next.reshape(n, -1), v_next.reshape(n, -1), grip_next.reshape(n, -1)], 1)
 
     # ---- reward and observation: torch on the flat state
+    def _distance(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, K]`` smoothed distances of the key particles to their fold targets (smooth at 0)."""
+        gap = x[:, self.key] - x[:, self.key_mirror]
+        return torch.sqrt(gap.pow(2).sum(-1) + self.eta**2) - self.eta
+
     def fold_quality(self, state: torch.Tensor) -> torch.Tensor:
         """``[N]``: 0 for the flat rest cloth, 1 for a perfect fold (see the module docstring)."""
-        x = self.split(state)[0]
-        gap = x[:, self.key] - x[:, self.key_mirror]
-        distance = torch.sqrt(gap.pow(2).sum(-1) + self.eta**2) - self.eta
-        return 1.0 - distance.mean(-1) / self.flat_distance
+        return 1.0 - self._distance(self.split(state)[0]).mean(-1) / self.flat_distance
 
     def reward(self, state, action, next_state):
         return self.fold_quality(next_state) - self.config.action_cost * action.to(next_state.dtype).pow(2).mean(-1)

@@ -130,10 +130,8 @@ def stability_problem(c: dict) -> str | None:
     limit = min(h_stiff, h_damp)
     if h <= limit:
         return None
-    fewest = math.ceil(c["dt"] / limit)
-    which = ("sqrt(m/K) with m = mass/grid_size² and K = 4·(stretch_stiffness + shear_stiffness + "
-             "bend_stiffness) + contact_stiffness" if h_stiff <= h_damp else
-             "m/C with C = 24·spring_damping + contact_damping + friction·m·gravity/friction_smoothing + "
-             "drag·m")
     return (f"unstable: the substep dt/substeps = {h * 1e3:.3g} ms exceeds the stability bound "
-            f"{limit * 1e3:.3g} ms ({which}); set substeps >= {fewest}, or lower the stiffness, or raise mass")
+            f"{limit * 1e3:.3g} ms = min(sqrt(m/K), m/C) with m = mass/grid_size², K = 4·(stretch_stiffness + "
+            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + contact_damping + "
+            f"friction·m·gravity/friction_smoothing + drag·m; set substeps >= {math.ceil(c['dt'] / limit)}, "
+            f"or lower the stiffness or damping, or raise mass")
