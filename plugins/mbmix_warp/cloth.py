@@ -19,9 +19,10 @@ within the step (it ignores its forces).
 **Fold and reward.** The fold line is the middle row: particle ``(row, col)`` with ``row < grid_size // 2``
 belongs to the half that folds over, and its folded target is the *current* position of its mirror image
 ``(grid_size - 1 - row, col)``. The scored ("key") particles are, DaXBench-style, the corners and edges of
-that half: its outer row (which holds the default grippers' corners) and its two side edges. With ``D`` the
-mean smoothed distance ``sqrt(|x_p - x_mirror(p)|² + η²) - η`` (``η = h/100``) over key particles and
-``D_flat`` its value for the flat rest cloth,
+that half: its outer row (which holds the default grippers' corners) and its two side edges. The half
+below must stay on the ground (a fold, not a cloth stood up on its edge). With ``D`` the mean over key
+particles of ``|x_p - x_mirror(p)|_η + |z_mirror(p) - particle_radius|_η`` (``|d|_η = sqrt(|d|² + η²) - η``,
+a norm smoothed at 0, ``η = h/100``) and ``D_flat`` its value for the flat rest cloth,
 
     fold quality  q = 1 - D / D_flat,       reward = q(next state) - action_cost · mean(a²)
 
@@ -30,9 +31,13 @@ the per-step reward is at most 1. An episode's return divided by ``episode_lengt
 quality over the episode (a policy that folds in the first half of an episode and holds scores about
 0.5–0.7 of ``episode_length``).
 
-**Observation** ``[N, 6G + 3K + 6Q]``, differentiable: gripper positions (3G); each gripper minus the
-fold target of the particle it holds (3G); each key particle minus its fold target (3K); positions and
-velocities of the ``Q`` particles on every ``obs_stride``-th row and column (6Q).
+**Observation** ``[N, 6G + 3K + 6Q]``, differentiable, of order 1 without normalisation (positions in
+units of ``cloth_size``, velocities in units of ``max_speed``): gripper positions (3G); each gripper minus
+the fold target of the particle it holds (3G); each key particle minus its fold target (3K); positions and
+velocities of the ``Q`` particles on every ``obs_stride``-th row and column (6Q). The recipes switch the
+policy's running observation normalisation off (``policy.normalize_obs = false``): a flat cloth's heights
+and velocities barely vary at first, and dividing by their tiny standard deviations multiplies the
+gradient along every observation → action path by hundreds (measured: actor gradient norms of 10³–10⁴).
 
 **One bridge crossing per step**: only the physics crosses into warp (:mod:`mbmix_warp.bridge`); reward,
 observation and termination are torch on the flat state, so :meth:`DiffEnv.transition`'s default
@@ -126,9 +131,12 @@ class ClothFold(mb.DiffEnv):
 
     # ---- reward and observation: torch on the flat state
     def _distance(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, K]`` smoothed distances of the key particles to their fold targets (smooth at 0)."""
+        """``[N, K]``: each key particle's smoothed distance to its fold target plus its mirror's height
+        above the resting height (smooth at 0)."""
         gap = x[:, self.key] - x[:, self.key_mirror]
-        return torch.sqrt(gap.pow(2).sum(-1) + self.eta**2) - self.eta
+        lift = x[:, self.key_mirror, 2] - self.config.particle_radius
+        return (torch.sqrt(gap.pow(2).sum(-1) + self.eta**2) + torch.sqrt(lift.pow(2) + self.eta**2)
+                - 2 * self.eta)
 
     def fold_quality(self, state: torch.Tensor) -> torch.Tensor:
         """``[N]``: 0 for the flat rest cloth, 1 for a perfect fold (see the module docstring)."""
@@ -139,13 +147,13 @@ class ClothFold(mb.DiffEnv):
 
     def observe(self, state):
         x, v, grip = self.split(state)
-        n = state.shape[0]
+        n, size, speed = state.shape[0], self.config.cloth_size, self.config.max_speed
         return torch.cat([
-            grip.reshape(n, -1),
-            (grip - x[:, self.held_mirror]).reshape(n, -1),
-            (x[:, self.key] - x[:, self.key_mirror]).reshape(n, -1),
-            x[:, self.observed].reshape(n, -1),
-            v[:, self.observed].reshape(n, -1),
+            grip.reshape(n, -1) / size,
+            (grip - x[:, self.held_mirror]).reshape(n, -1) / size,
+            (x[:, self.key] - x[:, self.key_mirror]).reshape(n, -1) / size,
+            x[:, self.observed].reshape(n, -1) / size,
+            v[:, self.observed].reshape(n, -1) / speed,
         ], 1)
 
     # ---- pictures (mbmix-fw render)

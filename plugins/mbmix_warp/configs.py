@@ -32,15 +32,15 @@ class ClothFoldConfig(mb.EnvConfig):
     """Particles per side: the cloth has grid_size² particles (8: CPU; 32 or more: GPU)."""
     cloth_size: float = Field(0.5, gt=0)
     """Side length of the square cloth at rest (m)."""
-    mass: float = Field(0.2, gt=0)
+    mass: float = Field(0.5, gt=0)
     """Total cloth mass (kg), spread evenly over the particles."""
-    stretch_stiffness: float = Field(40.0, gt=0)
+    stretch_stiffness: float = Field(25.0, gt=0)
     """Stiffness (N/m) of the springs between direct grid neighbours."""
-    shear_stiffness: float = Field(10.0, gt=0)
+    shear_stiffness: float = Field(6.0, gt=0)
     """Stiffness (N/m) of the diagonal springs."""
-    bend_stiffness: float = Field(2.0, gt=0)
+    bend_stiffness: float = Field(1.5, gt=0)
     """Stiffness (N/m) of the springs between particles two cells apart (resists bending)."""
-    spring_damping: float = Field(0.02, ge=0)
+    spring_damping: float = Field(0.01, ge=0)
     """Damping (N·s/m) of every spring along its direction."""
     gravity: float = Field(9.81, ge=0)
     """g (m/s²), along -z."""
@@ -48,11 +48,11 @@ class ClothFoldConfig(mb.EnvConfig):
     """Air drag rate (1/s): force -drag·m·v on each particle."""
     particle_radius: float = Field(0.005, ge=0)
     """Height (m) above the ground at which contact starts."""
-    contact_stiffness: float = Field(100.0, gt=0)
+    contact_stiffness: float = Field(60.0, gt=0)
     """Ground penalty stiffness (N/m) per particle."""
     contact_width: float = Field(0.002, gt=0)
     """Smoothing width w (m) of the contact: penetration = w·softplus((radius - z)/w)."""
-    contact_damping: float = Field(0.2, ge=0)
+    contact_damping: float = Field(0.1, ge=0)
     """Normal damping (N·s/m) in contact."""
     friction: float = Field(0.5, ge=0)
     """Coulomb friction coefficient μ with the ground."""
@@ -74,7 +74,7 @@ class ClothFoldConfig(mb.EnvConfig):
     """The observation holds every obs_stride-th particle of each row and column."""
     dt: float = Field(0.05, gt=0)
     """Length of one env step (s)."""
-    substeps: int = Field(16, ge=1, le=10_000)
+    substeps: int = Field(8, ge=1, le=10_000)
     """Semi-implicit Euler substeps per env step; substep length dt / substeps (checked for stability)."""
 
     @field_validator("grippers")
