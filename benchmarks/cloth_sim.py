@@ -76,7 +76,7 @@ class TorchCloth:
             u = (c.particle_radius - x[..., 2]) / c.contact_width
             normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
             slip = torch.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2 + c.friction_smoothing**2)
-            fz = normal - c.contact_damping * torch.sigmoid(u) * v[..., 2] - c.gravity * self.m
+            fz = normal - c.contact_damping * self.m * torch.sigmoid(u) * v[..., 2] - c.gravity * self.m
             fxy = -v[..., :2] * (c.friction * normal / slip)[..., None]
             force = force + torch.cat([fxy, fz[..., None]], -1)
             v = v + force * (self.h / self.m)

@@ -159,7 +159,7 @@ def reference_substep(c: ClothFoldConfig, x, v, grip, grip_vel, held, elapsed):
         force[q] -= f
     u = (c.particle_radius - x[:, 2]) / c.contact_width
     normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-    force[:, 2] += normal - c.contact_damping * torch.sigmoid(u) * v[:, 2]
+    force[:, 2] += normal - c.contact_damping * m * torch.sigmoid(u) * v[:, 2]
     slip = torch.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + c.friction_smoothing**2)
     force[:, :2] -= v[:, :2] * (c.friction * normal / slip)[:, None]
     dt = c.dt / c.substeps

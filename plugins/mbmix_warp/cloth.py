@@ -75,7 +75,8 @@ class ClothFold(mb.DiffEnv):
             side=n, spacing=self.spacing, k_stretch=c.stretch_stiffness, k_shear=c.shear_stiffness,
             k_bend=c.bend_stiffness, spring_damping=c.spring_damping, particle_mass=c.mass / self.particles,
             gravity=c.gravity, drag=c.drag, radius=c.particle_radius, contact_width=c.contact_width,
-            k_contact=c.contact_stiffness, contact_damping=c.contact_damping, friction=c.friction,
+            k_contact=c.contact_stiffness, contact_damping=c.contact_damping * c.mass / self.particles,
+            friction=c.friction,
             friction_smoothing=c.friction_smoothing, dt=c.dt / c.substeps, substeps=c.substeps,
         ), pinned_by)
 

@@ -14,7 +14,7 @@ Model (the config docstring gives units and defaults):
   particles coincide.
 - **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)`` (``r`` the particle
   radius, ``w`` the contact width: a smooth ``max(0, r - z)``, exact to within ``w·ln 2``), normal force
-  ``k_contact·δ - c_contact·σ((r - z)/w)·v_z`` (σ the logistic function, the smoothed contact indicator)
+  ``k_contact·δ - c_contact·σ((r - z)/w)·v_z`` (``c_contact`` = the config's rate × particle mass) (σ the logistic function, the smoothed contact indicator)
   and regularised Coulomb friction ``-μ·k_contact·δ·v_t / sqrt(|v_t|² + ε²)``: it equals Coulomb
   friction for ``|v_t| ≫ ε`` and is viscous below ``ε`` (the smoothing that keeps it differentiable).
 - **gravity** ``-g ẑ`` and air drag ``-drag·m·v``.
