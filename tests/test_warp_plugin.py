@@ -71,3 +71,18 @@ def test_render_refuses_an_env_that_cannot_draw(tmp_path, capsys):
 def test_render_of_a_folder_that_is_no_run(tmp_path, capsys):
     assert main(["render", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, field", [
+    ("env.grid_size=2", "env.grid_size"), ("env.mass=0", "env.mass"), ("env.substeps=0", "env.substeps"),
+    ("env.bend_stiffness=-1", "env.bend_stiffness"), ("env.grippers=[[0, 12]]", "env.grippers"),
+    ("env.substeps=2", "env.substeps"),  # too long a substep for the stiffness
+])
+def test_bad_cloth_settings_exit_2_naming_the_field_and_write_nothing(override, field, tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "never"
+    assert main(["run", "recipes/cloth_mix.toml", "--set", override, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"recipes/cloth_mix.toml: {field}:" in lines[0], lines
+    assert not out.exists()

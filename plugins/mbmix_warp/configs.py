@@ -60,15 +60,14 @@ class ClothFoldConfig(mb.EnvConfig):
     friction_smoothing: float = Field(0.1, gt=0)
     """Slip speed ε (m/s) below which friction turns viscous (the differentiable regularisation)."""
     grippers: list[tuple[int, int]] = Field(default_factory=lambda: [(0, 0), (0, -1)], min_length=1, max_length=4)
-    """Held particles as (row, column); negative indices count from the far side. Default: the two
-    corners of the edge that folds over (row 0)."""
+    """Held particles (row, column), negative = from the far side; default: the corners of row 0.
+    Row 0 is the outer edge of the half that folds over (rows < grid_size // 2)."""
     max_speed: float = Field(1.0, gt=0)
     """Gripper speed (m/s) per axis at action ±1."""
     action_cost: float = Field(0.01, ge=0)
     """Weight of the mean squared action subtracted from the reward."""
     reset_noise: float = Field(0.005, ge=0)
-    """Reset: each particle's position is perturbed by U(-reset_noise, reset_noise) (m) per axis
-    (upwards only along z)."""
+    """Reset: each particle moves by U(-reset_noise, reset_noise) (m) per axis (z: upwards only)."""
     reset_yaw: float = Field(0.2, ge=0, le=math.pi)
     """Reset: the whole cloth is rotated about z by U(-reset_yaw, reset_yaw) (rad)."""
     obs_stride: int = Field(2, ge=1)
