@@ -161,7 +161,7 @@ class ClothFold(mb.DiffEnv):
     def draw(self, ax, state_row: torch.Tensor) -> None:
         """Draw one state ``[S]`` on 3-D matplotlib axes: the cloth's mesh, the grippers, the fold quality."""
         x, _, grip = (t[0].detach().cpu().double().numpy() for t in self.split(state_row.reshape(1, -1)))
-        n, half = self.side, self.config.cloth_size * 0.75
+        n, half = self.side, self.config.cloth_size * 0.8
         grid = x.reshape(n, n, 3)
         ax.plot_surface(grid[..., 0], grid[..., 1], grid[..., 2], color="tab:blue", alpha=0.35, linewidth=0)
         ax.plot_wireframe(grid[..., 0], grid[..., 1], grid[..., 2], color="navy", linewidth=0.5)
