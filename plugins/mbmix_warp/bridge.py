@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import warp as wp
+from torch.autograd.function import once_differentiable
 
 from . import kernels
 
@@ -143,6 +144,7 @@ class _ClothStep(torch.autograd.Function):
         return last
 
     @staticmethod
+    @once_differentiable  # a second derivative through the tape is not implemented: raise, never return 0
     def backward(ctx, grad_x, grad_v):
         sim: ClothSimulator = ctx.sim
         x, v, grip_pos, grip_vel = ctx.saved_tensors
