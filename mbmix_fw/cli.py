@@ -233,6 +233,13 @@ def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
     return 0
 
 
+def _cmd_render(args: argparse.Namespace, registries: _Registries) -> int:
+    from .render import render_run
+
+    print(f"wrote {render_run(args.run_dir, args.out, frames=args.frames, registry=registries.get())}")
+    return 0
+
+
 def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) -> int:
     from .build import resolve_device
     from .recipe import load_recipe
@@ -333,6 +340,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--x", default="iteration", help="column for the x axis (default: %(default)s)")
     p.add_argument("--group", action="store_true",
                    help="draw runs that differ only in run.seed as mean ± std")
+
+    p = command("render", _cmd_render, "draw the env under the initial and the trained policy (PNG)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="PNG to write (default: RUN_DIR/render.png)")
+    p.add_argument("--frames", type=_positive_int, default=4, help="frames per policy (default: %(default)s)")
 
     p = command("diagnose", None, "diagnostics of estimators at fixed parameters")
     diag = p.add_subparsers(dest="diagnostic", required=True, metavar="DIAGNOSTIC")

@@ -1,0 +1,158 @@
+"""The cloth's warp kernel: one semi-implicit Euler substep of every particle of every cloth.
+
+One kernel, launched over ``(num_envs, particles)``, gathers each particle's forces from a fixed stencil
+of grid neighbours (no atomics: the forward pass is deterministic on CPU and GPU) and integrates it. It is
+generic over the float type (``float32`` for training, ``float64`` for finite-difference checks) and
+differentiated by warp's reverse mode (:class:`warp.Tape`); see :mod:`mbmix_warp.bridge`.
+
+Model (the config docstring gives units and defaults):
+
+- **springs** between grid neighbours, each ``f = k (|d| - L) d̂ + c ((v_q - v_p)·d̂) d̂`` with the rest
+  length ``L`` of the flat grid: *stretch* (4 direct neighbours, ``k_stretch``), *shear* (4 diagonal
+  neighbours, ``k_shear``) and *bending* (4 neighbours two cells away, ``k_bend``); the damping
+  coefficient ``c`` is shared. ``|d|`` is ``sqrt(d·d + 1e-12)`` so the force stays finite even when two
+  particles coincide.
+- **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)`` (``r`` the particle
+  radius, ``w`` the contact width: a smooth ``max(0, r - z)``, exact to within ``w·ln 2``), normal force
+  ``k_contact·δ - c_contact·σ((r - z)/w)·v_z`` (``c_contact`` = the config's rate × particle mass) (σ the logistic function, the smoothed contact indicator)
+  and regularised Coulomb friction ``-μ·k_contact·δ·v_t / sqrt(|v_t|² + ε²)``: it equals Coulomb
+  friction for ``|v_t| ≫ ε`` and is viscous below ``ε`` (the smoothing that keeps it differentiable).
+- **gravity** ``-g ẑ`` and air drag ``-drag·m·v``.
+- **grippers**: a pinned particle ignores its forces; after substep ``k`` it sits at
+  ``gripper + elapsed·gripper_velocity`` (``elapsed = (k+1)·dt``) with the gripper's velocity.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import warp as wp
+
+wp.set_module_options({"enable_backward": True})
+
+
+@wp.func
+def _spring(xp: Any, vp: Any, xq: Any, vq: Any, stiffness: Any, damping: Any, rest: Any):
+    d = xq - xp
+    length = wp.sqrt(wp.dot(d, d) + type(stiffness)(1.0e-12))
+    direction = d / length
+    return direction * (stiffness * (length - rest) + damping * wp.dot(vq - vp, direction))
+
+
+@wp.func
+def _softplus(u: Any):
+    """``log(1 + e^u)`` without overflow (``e^{-|u|}`` never exceeds 1)."""
+    return wp.max(u, type(u)(0.0)) + wp.log(type(u)(1.0) + wp.exp(-wp.abs(u)))
+
+
+@wp.func
+def _sigmoid(u: Any):
+    """``1 / (1 + e^{-u})`` without overflow: in float32, ``e^{-u}`` is inf for u < -88 and its adjoint NaN."""
+    one = type(u)(1.0)
+    e = wp.exp(-wp.abs(u))
+    return wp.where(u >= type(u)(0.0), one / (one + e), e / (one + e))
+
+
+@wp.kernel
+def cloth_substep(
+    x: wp.array2d(dtype=Any),
+    v: wp.array2d(dtype=Any),
+    grip_pos: wp.array2d(dtype=Any),
+    grip_vel: wp.array2d(dtype=Any),
+    pinned_by: wp.array(dtype=wp.int32),
+    side: int,
+    spacing: Any,
+    k_stretch: Any,
+    k_shear: Any,
+    k_bend: Any,
+    spring_damping: Any,
+    mass: Any,
+    gravity: Any,
+    drag: Any,
+    radius: Any,
+    contact_width: Any,
+    k_contact: Any,
+    contact_damping: Any,
+    friction: Any,
+    friction_smoothing: Any,
+    dt: Any,
+    elapsed: Any,
+    x_out: wp.array2d(dtype=Any),
+    v_out: wp.array2d(dtype=Any),
+):
+    env, p = wp.tid()
+    grip = pinned_by[p]
+    if grip >= 0:
+        x_out[env, p] = grip_pos[env, grip] + grip_vel[env, grip] * elapsed
+        v_out[env, p] = grip_vel[env, grip]
+        return
+    xp = x[env, p]
+    vp = v[env, p]
+    one = type(mass)(1.0)
+    zero = type(mass)(0.0)
+    row = p // side
+    col = p - row * side
+    diagonal = spacing * wp.sqrt(type(mass)(2.0))
+    force = type(xp)(zero, zero, -gravity * mass) - vp * (drag * mass)
+    # the 12-neighbour stencil: (row offset, column offset, stiffness, rest length)
+    for n in range(12):
+        dr = 0
+        dc = 0
+        k = k_stretch
+        rest = spacing
+        if n == 0:
+            dr = 1
+        elif n == 1:
+            dr = -1
+        elif n == 2:
+            dc = 1
+        elif n == 3:
+            dc = -1
+        elif n < 8:
+            k = k_shear
+            rest = diagonal
+            dr = 1
+            dc = 1
+            if n == 5 or n == 7:
+                dr = -1
+            if n == 6 or n == 7:
+                dc = -1
+        else:
+            k = k_bend
+            rest = spacing * type(mass)(2.0)
+            if n == 8:
+                dr = 2
+            elif n == 9:
+                dr = -2
+            elif n == 10:
+                dc = 2
+            else:
+                dc = -2
+        r = row + dr
+        c = col + dc
+        if r >= 0 and r < side and c >= 0 and c < side:
+            q = r * side + c
+            force = force + _spring(xp, vp, x[env, q], v[env, q], k, spring_damping, rest)
+    # smooth penalty contact with the ground plane z = 0, and regularised Coulomb friction
+    u = (radius - xp[2]) / contact_width
+    penetration = contact_width * _softplus(u)
+    touching = _sigmoid(u)
+    normal = k_contact * penetration
+    tangential = type(xp)(vp[0], vp[1], zero)
+    slip = wp.sqrt(wp.dot(tangential, tangential) + friction_smoothing * friction_smoothing)
+    force = force + type(xp)(zero, zero, normal - contact_damping * touching * vp[2])
+    force = force - tangential * (friction * normal / slip)
+    v_new = vp + force * (dt / mass)
+    v_out[env, p] = v_new
+    x_out[env, p] = xp + v_new * dt
+
+
+def _overload(vec, scalar):
+    arrays = {name: wp.array2d(dtype=vec) for name in ("x", "v", "grip_pos", "grip_vel", "x_out", "v_out")}
+    scalars = {name: scalar for name in (
+        "spacing", "k_stretch", "k_shear", "k_bend", "spring_damping", "mass", "gravity", "drag", "radius",
+        "contact_width", "k_contact", "contact_damping", "friction", "friction_smoothing", "dt", "elapsed")}
+    return wp.overload(cloth_substep, {**arrays, **scalars})
+
+
+SUBSTEP = {"float32": _overload(wp.vec3f, wp.float32), "float64": _overload(wp.vec3d, wp.float64)}
+"""The concrete kernels by float type: launching them skips generic type inference (most of a CPU launch)."""

@@ -1,0 +1,281 @@
+"""The warp cloth (plugin ``warp``, env ``cloth_fold``): gradients against float64 finite differences,
+the forward against an independent torch re-implementation, the DiffEnv contract, memory retained for
+backward, long rollouts, and bad settings.
+
+One module-scoped env (a 4×4 cloth) is shared: the warp module compiles once per process (and is cached
+on disk), so the whole file costs seconds after the first compile.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("warp", reason="the [warp] extra is installed in CI (README test command)")
+
+import mbmix_fw as mb  # noqa: E402
+from mbmix_fw.testing import check_env  # noqa: E402
+from mbmix_warp import ClothFoldConfig, make_cloth_fold  # noqa: E402
+
+F64 = torch.float64
+
+
+def make_env(**fields):
+    return make_cloth_fold(ClothFoldConfig(**fields), mb.BuildContext.cpu())
+
+
+@pytest.fixture(scope="module")
+def env():
+    return make_env(num_envs=3, grid_size=4, substeps=8)
+
+
+def settled(env, n=3, steps=4, seed=0):
+    """float64 states after a few still steps: the cloth rests on the ground, in contact."""
+    s = env.reset(n, torch.Generator().manual_seed(seed)).to(F64)
+    for _ in range(steps):
+        s = env.step(s, torch.zeros(n, env.action_dim, dtype=F64))
+    return s.detach()
+
+
+def actions(env, n, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (2 * torch.rand(steps, n, env.action_dim, generator=g, dtype=F64) - 1) * 0.9
+
+
+def rollout_dot(env, s, acts, u):
+    for a in acts:
+        s = env.step(s, a)
+    return (s * u).sum()
+
+
+# ---------------------------------------------------------------- gradients
+def test_gradients_over_three_steps_match_float64_finite_differences(env):
+    """Steps in ground contact (the cloth rests on it, with friction) and with the grippers moving."""
+    s0 = settled(env)
+    x, _, _ = env.split(s0)
+    radius, width = env.config.particle_radius, env.config.contact_width
+    in_contact = (x[..., 2] < radius + 2 * width).double().mean()
+    assert in_contact > 0.5, "the check must exercise the contact force"
+    acts = actions(env, 3, 3)
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(s0.shape, generator=g, dtype=F64)
+    leaf_s, leaf_a = s0.clone().requires_grad_(True), acts.clone().requires_grad_(True)
+    grad_s, grad_a = torch.autograd.grad(rollout_dot(env, leaf_s, leaf_a, u), (leaf_s, leaf_a))
+    assert grad_a.abs().sum() > 0 and grad_s.abs().sum() > 0
+    eps = 1e-7  # the error of central differences falls as eps² down to here (contact is stiff)
+    for _ in range(3):  # random directions in state and action space together
+        ds = torch.randn(s0.shape, generator=g, dtype=F64)
+        da = torch.randn(acts.shape, generator=g, dtype=F64)
+        with torch.no_grad():
+            numeric = (rollout_dot(env, s0 + eps * ds, acts + eps * da, u)
+                       - rollout_dot(env, s0 - eps * ds, acts - eps * da, u)) / (2 * eps)
+        auto = (grad_s * ds).sum() + (grad_a * da).sum()
+        assert float(abs(auto - numeric)) <= 1e-7 * max(1.0, float(abs(numeric))), (float(auto), float(numeric))
+
+
+def test_gradient_of_each_state_block_matches_finite_differences(env):
+    """Positions, velocities and gripper positions separately (a wrong adjoint of one block shows here)."""
+    s0 = settled(env, n=2)
+    a = actions(env, 2, 1)[0]
+    u = torch.randn(s0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    leaf = s0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((env.step(leaf, a) * u).sum(), leaf)
+    P = env.particles
+    for block in (slice(0, 3 * P), slice(3 * P, 6 * P), slice(6 * P, None)):
+        d = torch.zeros_like(s0)
+        d[:, block] = torch.randn(d[:, block].shape, generator=torch.Generator().manual_seed(4), dtype=F64)
+        with torch.no_grad():
+            numeric = ((env.step(s0 + 1e-7 * d, a) - env.step(s0 - 1e-7 * d, a)) * u).sum() / 2e-7
+        assert float(abs((grad * d).sum() - numeric)) <= 1e-7 * max(1.0, float(abs(numeric)))
+
+
+def test_no_hidden_gradient_clipping(env):
+    """The vector-Jacobian product is linear in the incoming gradient, at any scale."""
+    s0 = settled(env).requires_grad_(True)
+    a = actions(env, 3, 1)[0].requires_grad_(True)
+    out = env.step(s0, a)
+    u = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=F64)
+    small = torch.autograd.grad(out, (s0, a), u, retain_graph=True)
+    large = torch.autograd.grad(out, (s0, a), 1e9 * u)
+    for g_small, g_large in zip(small, large):
+        torch.testing.assert_close(g_large, 1e9 * g_small, rtol=1e-12, atol=0)
+
+
+def test_backward_leaves_the_incoming_gradient_untouched(env):
+    s0 = settled(env).requires_grad_(True)
+    out = env.step(s0, torch.zeros(3, env.action_dim, dtype=F64))
+    u = torch.randn(out.shape, generator=torch.Generator().manual_seed(6), dtype=F64)
+    kept = u.clone()
+    torch.autograd.grad(out, s0, u)
+    assert torch.equal(u, kept)
+
+
+def test_memory_retained_for_backward_does_not_grow_with_substeps():
+    """The graph keeps only each step's inputs; the substeps are recomputed inside backward."""
+    def saved_numel(substeps: int) -> int:
+        env = make_env(num_envs=2, grid_size=4, substeps=substeps)
+        s = env.reset(2).requires_grad_(True)
+        a = torch.zeros(2, env.action_dim, requires_grad=True)
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            env.step(s, a)
+        return total
+
+    few, many = saved_numel(8), saved_numel(64)
+    assert few == many
+    assert few <= 4 * make_env(num_envs=2, grid_size=4).state_dim  # a few copies of the step's input
+
+
+# ---------------------------------------------------------------- the forward
+def reference_substep(c: ClothFoldConfig, x, v, grip, grip_vel, held, elapsed):
+    """One substep of the documented model, written independently in torch with an explicit spring list."""
+    n = c.grid_size
+    h = c.cloth_size / (n - 1)
+    m = c.mass / n**2
+    springs = []
+    for p in range(n * n):
+        for q in range(p + 1, n * n):
+            dr, dc = abs(p // n - q // n), abs(p % n - q % n)
+            kind = {(0, 1): c.stretch_stiffness, (1, 0): c.stretch_stiffness, (1, 1): c.shear_stiffness,
+                    (0, 2): c.bend_stiffness, (2, 0): c.bend_stiffness}.get((dr, dc))
+            if kind is not None:
+                springs.append((p, q, kind, h * math.hypot(dr, dc)))
+    force = torch.zeros_like(x)
+    force[:, 2] -= c.gravity * m
+    force -= c.drag * m * v
+    for p, q, k, rest in springs:
+        d = x[q] - x[p]
+        length = torch.sqrt(d @ d + 1e-12)
+        unit = d / length
+        f = unit * (k * (length - rest) + c.spring_damping * ((v[q] - v[p]) @ unit))
+        force[p] += f
+        force[q] -= f
+    u = (c.particle_radius - x[:, 2]) / c.contact_width
+    normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
+    force[:, 2] += normal - c.contact_damping * m * torch.sigmoid(u) * v[:, 2]
+    slip = torch.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + c.friction_smoothing**2)
+    force[:, :2] -= v[:, :2] * (c.friction * normal / slip)[:, None]
+    dt = c.dt / c.substeps
+    v_new = v + force * dt / m
+    x_new = x + v_new * dt
+    for g, p in enumerate(held):
+        x_new[p] = grip[g] + grip_vel[g] * elapsed
+        v_new[p] = grip_vel[g]
+    return x_new, v_new
+
+
+def test_forward_equals_an_independent_torch_reference_on_a_3x3_cloth():
+    c = ClothFoldConfig(num_envs=2, grid_size=3, substeps=3, dt=0.015, grippers=[(0, 0)])
+    env = make_cloth_fold(c, mb.BuildContext.cpu())
+    gen = torch.Generator().manual_seed(7)
+    s = env.reset(2, gen).to(F64)
+    s[:, 3 * 9:6 * 9] = 0.2 * torch.randn(2, 27, generator=gen, dtype=F64)  # moving, some particles lifting
+    s[:, :27] += 0.01 * torch.randn(2, 27, generator=gen, dtype=F64)
+    a = torch.tensor([[0.5, -0.3, 0.8], [-0.2, 0.1, -0.6]], dtype=F64)
+    out = env.step(s, a)
+    x, v, grip = env.split(s)
+    for e in range(2):
+        xe, ve = x[e].clone(), v[e].clone()
+        grip_next = grip[e] + c.dt * c.max_speed * a[e].reshape(1, 3)
+        grip_next[:, 2] = grip_next[:, 2].clamp(min=c.particle_radius)  # the ground stops the gripper
+        grip_vel = (grip_next - grip[e]) / c.dt
+        for k in range(c.substeps):
+            xe, ve = reference_substep(c, xe, ve, grip[e], grip_vel, env.held, (k + 1) * c.dt / c.substeps)
+        xo, vo, go = env.split(out[e:e + 1])
+        torch.testing.assert_close(xo[0], xe, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(vo[0], ve, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(go[0], grip_next, rtol=1e-12, atol=1e-14)
+
+
+def test_float32_follows_float64(env):
+    s = settled(env)
+    a = actions(env, 3, 1)[0]
+    out64 = env.step(s, a)
+    out32 = env.step(s.float(), a.float())
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-5)
+
+
+def test_the_cloth_rests_on_the_ground_and_follows_the_grippers(env):
+    s = settled(env, steps=10)
+    x, v, grip = env.split(s)
+    assert v.abs().max() < 0.05  # settled: nearly at rest
+    assert x[..., 2].min() > 0 and x[..., 2].max() < 2 * env.config.particle_radius
+    up = torch.zeros(3, env.action_dim, dtype=F64)
+    up[:, 2::3] = 1.0
+    for _ in range(5):
+        s = env.step(s, up)
+    x, _, grip = env.split(s)
+    torch.testing.assert_close(x[:, env.held], grip)
+    assert torch.allclose(grip[..., 2], env.split(settled(env, steps=10))[2][..., 2] + 5 * env.config.dt
+                          * env.config.max_speed)
+
+
+def test_long_random_rollout_stays_finite_and_above_the_ground():
+    env = make_env(num_envs=8)  # the default 8×8 cloth, float32
+    g = torch.Generator().manual_seed(8)
+    s = env.reset(8, g)
+    for _ in range(300):
+        s = env.step(s, 2 * torch.rand(8, env.action_dim, generator=g) - 1)
+        assert torch.isfinite(s).all()
+    x, _, grip = env.split(s)
+    assert x[..., 2].min() > -0.02 and grip[..., 2].min() >= env.config.particle_radius
+
+
+def test_keeps_the_diffenv_contract(env):
+    check_env(env, fd_eps=1e-7)  # stiff contact: central differences need a small step
+
+
+# ---------------------------------------------------------------- reward and observation
+def test_fold_quality_is_zero_flat_and_one_folded(env):
+    flat = env.reset(2, torch.Generator().manual_seed(9)).to(F64)
+    flat_rest = torch.cat([env.rest.reshape(1, -1), torch.zeros(1, 3 * env.particles, dtype=F64),
+                           env.rest[env.held].reshape(1, -1)], 1)
+    assert abs(float(env.fold_quality(flat_rest))) < 1e-12
+    assert env.fold_quality(flat).abs().max() < 0.05  # reset noise only
+    folded = flat_rest.clone()
+    x = env.split(folded)[0][0]
+    n = env.side
+    for row in range(n // 2):
+        x[row * n:(row + 1) * n] = x[(n - 1 - row) * n:(n - row) * n]
+    assert abs(float(env.fold_quality(folded)) - 1.0) < 1e-12
+    a = torch.ones(1, env.action_dim, dtype=F64)
+    assert float(env.reward(folded, a, folded)) == pytest.approx(1.0 - env.config.action_cost)
+
+
+# ---------------------------------------------------------------- bad settings
+@pytest.mark.parametrize("field, value", [
+    ("grid_size", 2), ("stretch_stiffness", 0.0), ("shear_stiffness", -1.0), ("bend_stiffness", 0.0),
+    ("contact_stiffness", 0.0), ("mass", 0.0), ("substeps", 0), ("grippers", [(0, 8)]),
+    ("grippers", [(-9, 0)]), ("grippers", [(0, 0), (0, 8 - 8)]),
+])
+def test_bad_settings_fail_validation_naming_the_field(field, value):
+    with pytest.raises(mb.RecipeError) as info:
+        mb.validate_recipe({"env": {"kind": "cloth_fold", field: value}, "estimator": {"kind": "shac"}},
+                           mb.default_registry(), "r.toml")
+    assert info.value.problems[0].startswith(f"r.toml: env.{field}:"), info.value.problems
+
+
+def test_a_substep_too_long_for_the_stiffness_names_the_fields():
+    with pytest.raises(mb.RecipeError) as info:
+        mb.validate_recipe({"env": {"kind": "cloth_fold", "substeps": 4}, "estimator": {"kind": "shac"}},
+                           mb.default_registry(), "r.toml")
+    line, = info.value.problems
+    assert line.startswith("r.toml: env.substeps: ") and "unstable" in line
+    for name in ("stretch_stiffness", "contact_stiffness", "mass", "grid_size", "substeps >= "):
+        assert name in line
+    # the bound is a real one: at 4x the stable substep the cloth does blow up
+    hot = ClothFoldConfig.model_construct(**{**ClothFoldConfig().model_dump(), "substeps": 2, "num_envs": 2})
+    env = make_cloth_fold(hot, mb.BuildContext.cpu())
+    s = env.reset(2)
+    with torch.no_grad():
+        for _ in range(40):
+            s = env.step(s, torch.zeros(2, env.action_dim))
+    assert not (torch.isfinite(s).all() and s.abs().max() < 10)
