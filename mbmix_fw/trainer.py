@@ -594,7 +594,7 @@ class Trainer:
         adaptive schedule) defines ``state_dict() -> dict`` of tensors and plain Python values
         (``torch.load(weights_only=True)`` must read it) and ``load_state_dict(state)``; the trainer
         saves it in every checkpoint and restores it on resume. World models (``nn.Module`` objects) are
-        are saved whole (``WorldModel`` docs).
+        saved whole (``WorldModel`` docs).
         """
         return {"env": self.env, "estimator": self.estimator, "scheduler": self.scheduler}
 
