@@ -151,6 +151,7 @@ class Trainer:
         self.skipped_streak = 0  # consecutive iterations whose every update was skipped
         self.first_nonfinite = ""  # what went non-finite first (named by the divergence error)
         self.log = MetricsLog(self.out_dir)
+        self._reset_guard_counters()
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
@@ -202,9 +203,7 @@ class Trainer:
         self._set_learning_rates(plan)
         metrics: dict[str, Any] = {}
         beta = plan.env_weight
-        zero = torch.zeros((), device=self.device)
-        self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
-        self._bad_actor_loss = zero.bool()
+        self._reset_guard_counters()
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
         with torch.set_grad_enabled(beta > 0):
@@ -252,6 +251,12 @@ class Trainer:
         metrics["_bad_actor_loss"] = self._bad_actor_loss
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
+
+    def _reset_guard_counters(self) -> None:
+        """This iteration's skipped/tried updates per kind, skips counted on the device."""
+        zero = torch.zeros((), device=self.device)
+        self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
+        self._bad_actor_loss = zero.bool()
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""
