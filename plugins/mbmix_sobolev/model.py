@@ -282,8 +282,7 @@ class SobolevMLP(mb.WorldModel):
             return {"model/skipped": 1.0}
         self.optimizer.step()
         self.fit_steps += 1
-        metrics = {"model/loss": float(total.detach()), "model/state_loss": float(state_loss.detach()),
-                   "model/skipped": 0.0}
+        metrics = {"model/loss": float(total.detach()), "model/state_loss": float(state_loss.detach())}
         if jacobian_loss is not None:
             metrics["model/jacobian_loss"] = float(jacobian_loss.detach())
         return metrics
