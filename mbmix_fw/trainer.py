@@ -2,7 +2,26 @@
 
 Read it top to bottom: ``train`` → ``_iterate`` (one policy update) → helpers. Everything a run needs to
 continue bit-for-bit after a crash (weights, optimisers, RNG states, env batch state, buffer, metric
-history) is in the checkpoint, written atomically.
+history, and the optional ``state_dict`` of the env, estimator and scheduler) is in the checkpoint,
+written atomically.
+
+Non-finite numbers (a diverging simulator is bad input, not a crash):
+
+- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds
+  1e6 in magnitude, ends its episode like a termination (value 0, DiffRL's rule) and is reset
+  (:func:`mbmix_fw.rollouts.diverged`). It never reaches the observation normaliser, the critic's
+  regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- An update (actor step, critic minibatch, world-model fit) whose loss or gradient is non-finite is
+  skipped on the device and counted in ``guard/skipped_updates``; one warning line per iteration sums
+  up what was skipped. A world-model fit that leaves the model non-finite is undone.
+- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped stop the
+  run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what went non-finite first; a
+  checkpoint is never written with a non-finite tensor in it.
+
+The GPU hot loop reads the device from the host once per model-free iteration: metrics stay device
+tensors until :meth:`Trainer._read_metrics` reads them together, the NaN guard feeds its finite flag to
+the fused Adam kernel (``found_inf``) instead of branching on it in Python, and resets are masked
+(``DiffEnv.reset_done``) rather than tested (``tests/test_gpu_loop.py`` keeps the count at one).
 """
 from __future__ import annotations
 
