@@ -12,7 +12,8 @@ import importlib
 from typing import TYPE_CHECKING
 
 from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from .errors import MbmixError, MissingDependency, PluginError, RecipeError, UserError, require
+from .errors import (MbmixError, MissingDependency, PluginError, RecipeError, TrainingDiverged, UserError,
+                     require)
 from .hookspecs import hookimpl
 from .lazy import lazy_attributes, lazy_factory
 from .recipe import Recipe, load_recipe, validate_recipe
@@ -31,7 +32,7 @@ _LAZY = {
     ".nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
     ".probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
-    ".returns": ["bootstrap_values", "lambda_returns"],
+    ".returns": ["bootstrap_values", "lambda_returns", "safe_values"],
     ".rollouts": ["Cursor", "Dynamics", "Rollout", "rollout"],
     ".scheduler": ["Plan", "Scheduler"],
     ".trainer": ["Trainer"],
@@ -42,7 +43,7 @@ _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in name
 __all__ = sorted([
     "ComponentConfig", "CriticSettings", "EnvConfig", "EstimatorConfig", "MbmixError", "MissingDependency",
     "OptimSettings", "PluginError", "PolicySettings", "Recipe", "RecipeError", "Registry", "RunSettings",
-    "SchedulerConfig", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "lazy_attributes",
+    "SchedulerConfig", "TrainingDiverged", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "lazy_attributes",
     "lazy_factory", "load_recipe",
     "load_registry", "make_registry", "require", "validate_recipe", *_LAZY_MODULE,
 ])
@@ -71,7 +72,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
     from .probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
-    from .returns import bootstrap_values, lambda_returns
+    from .returns import bootstrap_values, lambda_returns, safe_values
     from .rollouts import Cursor, Dynamics, Rollout, rollout
     from .scheduler import Plan, Scheduler
     from .trainer import Trainer

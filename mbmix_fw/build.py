@@ -57,7 +57,8 @@ def build_components(recipe: Recipe, registry: Registry, device: str | torch.dev
     from .trainer import seed_everything
 
     seed_everything(recipe.run.seed)
-    ctx = BuildContext(device=resolve_device(device), seed=recipe.run.seed)
+    dtype = torch.float64 if recipe.run.dtype == "float64" else torch.float32  # "auto": envs build in float32
+    ctx = BuildContext(device=resolve_device(device), seed=recipe.run.seed, dtype=dtype)
     env = registry.env.build(recipe.env, ctx)
     ctx = ctx.with_env(env)
     world_model = registry.world_model.build(recipe.world_model, ctx) if recipe.world_model else None

@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import UserError
+from .errors import MbmixError, UserError
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = Non
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
+    except MbmixError as exc:  # raised on purpose, not a user's mistake (e.g. training diverged): exit 1
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into e.g. `head`, which closed early
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

@@ -119,9 +119,12 @@ class DiffEnv(abc.ABC):
         """``state`` with the rows where ``done`` is set replaced by fresh initial states.
 
         Rows that are not reset keep their autograd history.
+
+        Draws ``reset(N)`` at every call, whether or not a row is done: testing ``done.any()`` first
+        would make the host wait for the device at every rollout step (the dominant cost of a GPU
+        iteration at small batch sizes). The price is one ``reset`` per step and a generator stream
+        that advances every step. An env whose ``reset`` is expensive may override this method.
         """
-        if not bool(done.any()):
-            return state
         fresh = self.reset(state.shape[0], generator).to(state.dtype)
         return torch.where(done.unsqueeze(-1), fresh, state)
 

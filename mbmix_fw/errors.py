@@ -16,6 +16,11 @@ class UserError(MbmixError):
     """Something the user can fix (exit code 2)."""
 
 
+class TrainingDiverged(MbmixError):
+    """Training cannot continue: every update was skipped as non-finite for too long, or a state about
+    to be checkpointed is non-finite (exit code 1; the message names what went non-finite first)."""
+
+
 class RecipeError(UserError):
     """A recipe failed validation. ``problems`` holds one line per problem, each naming file and field."""
 

@@ -35,11 +35,13 @@ class Estimate:
     """A policy loss to *minimise* (already normalised by its number of terms) and the rollout behind it.
 
     The trainer trains the critic on ``rollout`` (detached) and carries ``rollout.end`` to the next window.
+    ``metrics`` values may be floats or 0-d tensors; tensors are best (keep them on the device: the
+    trainer reads all of an iteration's metrics in one host–device transfer).
     """
 
     loss: torch.Tensor
     rollout: Rollout
-    metrics: dict[str, float] = attrs.field(factory=dict)
+    metrics: "dict[str, float | torch.Tensor]" = attrs.field(factory=dict)
 
 
 class GradientEstimator(abc.ABC):

@@ -13,9 +13,13 @@ TB_DIR = "tb"
 
 
 class MetricsLog:
-    """One row per iteration. The CSV is rewritten atomically from the history (every ``flush_every``
-    rows, at checkpoints and at the end), so after a resume it holds exactly the checkpointed rows plus
-    the new ones — never rows from the killed continuation."""
+    """One row per iteration, kept in memory (and in checkpoints) and appended to the CSV.
+
+    New rows are appended every ``flush_every`` rows, at checkpoints and at the end, so writing costs
+    what the new rows cost. The file is rewritten whole only when a row brings a column the header
+    lacks (a handful of times per run: model metrics after warm-up, …) and on resume, where it is
+    rewritten from the checkpoint's history — so after a resume it holds exactly the checkpointed rows
+    plus the new ones, never rows from the killed continuation."""
 
     def __init__(self, out_dir: Path | None, flush_every: int = 10):
         self.out_dir, self.flush_every = out_dir, flush_every
@@ -23,6 +27,8 @@ class MetricsLog:
         self.initial_eval = float("nan")
         self._writer = None
         self._purge_step: int | None = None
+        self._columns: list[str] = []  # the CSV's header as written
+        self._written = 0  # history rows already in the CSV
 
     def set_initial_eval(self, value: float) -> None:
         """The untrained policy's evaluation: row 0 of the CSV, so learning curves start from it."""
@@ -39,37 +45,71 @@ class MetricsLog:
             self.flush()
 
     def latest(self, key: str) -> float:
+        """The last non-NaN value of ``key`` (NaN if there is none)."""
         for row in reversed(self.history):
             value = row.get(key, float("nan"))
             if not math.isnan(value):
                 return value
         return float("nan")
 
+    def last(self, key: str) -> float:
+        """The last value recorded for ``key``, NaN included (NaN if never recorded)."""
+        for row in reversed(self.history):
+            if key in row:
+                return row[key]
+        return float("nan")
+
     def final_metrics(self) -> dict[str, float]:
+        """The last row, with the *true* last evaluation (NaN if it was NaN) and the last finite
+        training return (an iteration in which no episode ended has none)."""
         final = dict(self.history[-1]) if self.history else {}
         final["eval/initial_return"] = self.initial_eval
-        final["eval/return"] = self.latest("eval/return")
+        final["eval/return"] = self.last("eval/return")
         final["train/return"] = self.latest("train/return")
         return final
 
     def flush(self) -> None:
-        if self.out_dir is None or not self.history:
+        if self.out_dir is None or self._written == len(self.history):
+            if self._writer is not None:
+                self._writer.flush()
             return
-        columns: dict[str, None] = {"iteration": None}
-        for row in self.history:
+        new_rows = self.history[self._written:]
+        columns = dict.fromkeys(self._columns or ["iteration"])
+        for row in new_rows:
             columns.update(dict.fromkeys(row))
+        path = self.out_dir / CSV_NAME
+        if list(columns) != self._columns or not path.exists():
+            self._rewrite(list(columns))
+        else:
+            text = io.StringIO()
+            writer = csv.DictWriter(text, fieldnames=self._columns, restval="")
+            for row in new_rows:
+                writer.writerow(self._cells(row))
+            with open(path, "a", encoding="utf-8", newline="") as handle:
+                handle.write(text.getvalue())
+        self._written = len(self.history)
+        if self._writer is not None:
+            self._writer.flush()
+
+    @staticmethod
+    def _cells(row: dict[str, float]) -> dict[str, str | int]:
+        return {k: (int(v) if k == "iteration" else repr(v)) for k, v in row.items()}
+
+    def _rewrite(self, columns: list[str]) -> None:
+        """Write the whole history atomically (new header, or after a resume)."""
+        for row in self.history:
+            columns += [k for k in row if k not in columns]
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(columns), restval="")
+        writer = csv.DictWriter(text, fieldnames=columns, restval="")
         writer.writeheader()
         for row in self.history:
-            writer.writerow({k: (int(v) if k == "iteration" else repr(v)) for k, v in row.items()})
+            writer.writerow(self._cells(row))
         path = self.out_dir / CSV_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".csv.tmp")
         tmp.write_text(text.getvalue())
         os.replace(tmp, path)
-        if self._writer is not None:
-            self._writer.flush()
+        self._columns = columns
 
     def close(self) -> None:
         self.flush()
@@ -85,7 +125,9 @@ class MetricsLog:
         self.history = [dict(r) for r in state["history"]]
         self.initial_eval = state["initial_eval"]
         self._purge_step = int(self.history[-1]["iteration"]) + 1 if self.history else 0
-        self.flush()
+        if self.out_dir is not None and self.history:  # drop rows the killed continuation appended
+            self._rewrite(["iteration"])
+        self._written = len(self.history)
 
     def _scalar(self, key: str, value: float, step: int) -> None:
         if self.out_dir is None:

@@ -61,11 +61,16 @@ def mix_weights(lam: float, horizon: int, interval: int = 1) -> torch.Tensor:
 
 
 def segment_offsets(done: torch.Tensor) -> torch.Tensor:
-    """Steps since the start of each step's segment (long ``[T, N]``): 0 at ``t = 0`` and after a ``done``."""
-    offsets = torch.zeros(done.shape, dtype=torch.long, device=done.device)
-    for t in range(1, done.shape[0]):
-        offsets[t] = torch.where(done[t - 1], torch.zeros_like(offsets[t]), offsets[t - 1] + 1)
-    return offsets
+    """Steps since the start of each step's segment (long ``[T, N]``): 0 at ``t = 0`` and after a ``done``.
+
+    Vectorised (a running maximum of segment-start indices), so it launches a handful of kernels
+    whatever ``T`` is and never reads the device from the host.
+    """
+    steps = torch.arange(done.shape[0], device=done.device).unsqueeze(-1).expand(done.shape)
+    starts = torch.zeros(done.shape, dtype=torch.bool, device=done.device)
+    starts[1:] = done[:-1]
+    last_start = torch.where(starts, steps, torch.zeros_like(steps)).cummax(0).values
+    return steps - last_start
 
 
 def shac_objective(

@@ -84,11 +84,24 @@ class ObsNormalizer(nn.Module):
         return ((obs - mean) / std).clamp(-self.clip, self.clip)
 
     @torch.no_grad()
-    def update(self, obs: torch.Tensor) -> None:
+    def update(self, obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Fold the observations ``[..., O]`` into the statistics; with ``mask`` (bool, ``obs``'s leading
+        shape) only the rows where it is set. Rows with a non-finite entry are always left out, so one
+        diverged simulator state cannot poison the statistics. Runs on the device without reading it
+        back (a batch with no valid row changes nothing)."""
         flat = obs.reshape(-1, obs.shape[-1]).to(torch.float64)
-        batch_mean, batch_var, n = flat.mean(0), flat.var(0, unbiased=False), flat.shape[0]
+        keep = torch.isfinite(flat).all(-1)
+        if mask is not None:
+            keep = keep & mask.reshape(-1)
+        weight = keep.to(torch.float64).unsqueeze(-1)
+        flat = torch.where(keep.unsqueeze(-1), flat, torch.zeros_like(flat))
+        n = weight.sum()
+        safe_n = n.clamp_min(1.0)
+        batch_mean = (flat * weight).sum(0) / safe_n
+        batch_var = ((flat - batch_mean).pow(2) * weight).sum(0) / safe_n
         delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
-        self.var.copy_(m2 / total)
+        mean = self.mean + delta * n / total
+        var = (self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total) / total
+        self.mean.copy_(mean)
+        self.var.copy_(var)
         self.count.copy_(total)

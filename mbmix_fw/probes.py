@@ -52,6 +52,7 @@ def vector_jacobian_products(dynamics: Dynamics, state: torch.Tensor, action: to
     than a loop at P = 4 and 3× at P = 8, the loop 1.4× faster at P = 1. So P = 1 loops and P > 1
     vmaps; a simulator bridge whose backward cannot be vmapped (a ``torch.autograd.Function`` calling
     JAX or Warp) raises inside vmap, and that class then uses the loop for the rest of the process.
+    An out-of-memory error propagates instead (it says nothing about vmap support).
     """
     s = state.detach().clone().requires_grad_(True)
     a = action.detach().clone().requires_grad_(True)
@@ -63,7 +64,10 @@ def vector_jacobian_products(dynamics: Dynamics, state: torch.Tensor, action: to
         try:
             g_s, g_a = torch.autograd.grad(out, (s, a), grad_outputs=u.transpose(0, 1),
                                            retain_graph=True, allow_unused=True, is_grads_batched=True)
-        except Exception:  # noqa: BLE001 - any vmap failure of a foreign backward; the loop re-raises real bugs
+        except (torch.OutOfMemoryError, MemoryError):
+            raise  # out of memory is not "this backward cannot be vmapped": never a silent permanent slow path
+        except Exception:  # noqa: BLE001 - a foreign backward fails under vmap in its own way (RuntimeError,
+            # NotImplementedError, a JAX TypeError…); the loop below re-raises real bugs
             _UNBATCHABLE.add(type(dynamics))
         else:
             g_s = torch.zeros(probes, *s.shape, dtype=s.dtype, device=s.device) if g_s is None else g_s

@@ -33,23 +33,35 @@ LINE_EVERY_SECONDS = 30.0
 
 
 class SkippedUpdates:
-    """Counts the updates skipped during one iteration, by what was non-finite (``"critic gradient"``)."""
+    """Counts what went non-finite during one iteration: updates skipped, by what was skipped
+    (``"critic gradient"``), and simulator transitions masked out of the critic, buffer and normaliser."""
 
     def __init__(self) -> None:
         self._this_iteration: Counter[str] = Counter()
+        self._masked = 0
 
-    def record(self, what: str) -> None:
-        self._this_iteration[what] += 1
+    def record(self, what: str, count: int = 1) -> None:
+        if count:
+            self._this_iteration[what] += count
+
+    def mask(self, transitions: int) -> None:
+        self._masked += transitions
 
     def summary(self, iteration: int, so_far: int) -> str | None:
-        """The iteration's one-line summary (``None`` when nothing was skipped); resets the tally."""
-        if not self._this_iteration:
+        """The iteration's one-line summary (``None`` when nothing went non-finite); resets the tally."""
+        if not self._this_iteration and not self._masked:
             return None
         count = sum(self._this_iteration.values())
-        parts = ", ".join(f"{what} ×{n}" for what, n in self._this_iteration.most_common())
-        self._this_iteration.clear()
         noun = "update" if count == 1 else "updates"
-        return f"iteration {iteration}: {count} {noun} skipped (non-finite {parts}); {so_far} so far"
+        line = f"iteration {iteration}: "
+        if self._masked:
+            line += f"{self._masked} non-finite transition(s) masked; "
+        line += f"{count} {noun} skipped"
+        if count:
+            line += " (non-finite " + ", ".join(f"{what} ×{n}" for what, n in self._this_iteration.most_common()) + ")"
+        self._this_iteration.clear()
+        self._masked = 0
+        return f"{line}; {so_far} so far"
 
 
 def _format(value: float, spec: str) -> str | None:

@@ -9,6 +9,20 @@ def bootstrap_values(next_values: torch.Tensor, terminated: torch.Tensor) -> tor
     return torch.where(terminated, torch.zeros_like(next_values), next_values)
 
 
+def safe_values(value_fn, obs: torch.Tensor) -> torch.Tensor:
+    """``value_fn(obs)`` with value 0 where an observation is non-finite or diverged (DiffRL's rule).
+
+    The critic never sees the broken rows (they are replaced by zeros before it runs), so neither its
+    output nor the gradient flowing back through it to the policy turns NaN. The bound is
+    :data:`mbmix_fw.rollouts.DIVERGED_MAGNITUDE` (1e6, DiffRL's).
+    """
+    from .rollouts import DIVERGED_MAGNITUDE
+
+    ok = (torch.isfinite(obs) & (obs.abs() <= DIVERGED_MAGNITUDE)).all(-1)
+    values = value_fn(torch.where(ok.unsqueeze(-1), obs, torch.zeros_like(obs)))
+    return torch.where(ok, values, torch.zeros_like(values))
+
+
 def lambda_returns(
     rewards: torch.Tensor,
     next_values: torch.Tensor,

@@ -61,6 +61,18 @@ class Rollout:
         return self.terminated | self.truncated
 
     @property
+    def finite(self) -> torch.Tensor:
+        """Bool ``[T, N]``: every number of the transition (observations, action, reward, states) is finite.
+
+        The trainer feeds only these rows to the observation normaliser, the critic and the replay
+        buffer; the others are counted (``guard/nonfinite_transitions``). Computed on the device.
+        """
+        rows = torch.isfinite(self.rewards.detach())
+        for column in (self.obs, self.actions, self.next_obs, self.states, self.next_states):
+            rows = rows & torch.isfinite(column.detach()).all(-1)
+        return rows
+
+    @property
     def steps(self) -> int:
         return self.rewards.shape[0]
 
@@ -77,6 +89,20 @@ class Rollout:
                 if f.name != "end"
             },
         )
+
+
+DIVERGED_MAGNITUDE = 1e6
+"""An observation entry larger than this in magnitude counts as a diverged simulator (DiffRL's SHAC zeroes
+the bootstrap value of ``obs_before_reset`` that is non-finite or exceeds 1e6 in magnitude, the same bound)."""
+
+
+def diverged(reward: torch.Tensor, next_state: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    """Bool ``[N]``: the step's reward, reached state or its observation is non-finite, or an observation
+    entry exceeds :data:`DIVERGED_MAGNITUDE`. The rollout ends such episodes like a termination (bootstrap
+    value 0, as DiffRL does, and a reset), so the batch never carries a broken state into the next step."""
+    with torch.no_grad():
+        bad = ~torch.isfinite(reward) | ~torch.isfinite(next_state).all(-1) | ~torch.isfinite(next_obs).all(-1)
+        return bad | (next_obs.abs() > DIVERGED_MAGNITUDE).any(-1)
 
 
 def rollout(
@@ -150,7 +176,9 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
             step = env.transition(state, action, generator)
         else:  # a world model predicts the state, the env scores it
             step = env.score(state, action, dynamics.step(state, action, generator))
-        next_state, reward, terminated = step.next_state, step.reward, step.terminated
+        next_state, reward = step.next_state, step.reward
+        # A diverged transition (non-finite or absurd) ends its episode as a termination: value 0, reset.
+        terminated = step.terminated | diverged(reward, next_state, step.next_obs)
         if t is not None:
             t = t + 1
             truncated = (t >= env.episode_length) & ~terminated

@@ -25,6 +25,12 @@ class RunSettings(_Settings):
     """Iterations between deterministic evaluations (0: only before and after training)."""
     eval_envs: int = Field(16, ge=1)
     """Episodes run in parallel for each evaluation."""
+    max_skipped_iterations: int = Field(20, ge=1)
+    """Stop with an error (exit 1, naming what went non-finite first) after this many consecutive
+    iterations in which every update (actor, critic, world model) was skipped as non-finite."""
+    dtype: Literal["auto", "float32", "float64"] = "auto"
+    """Floating-point type of the env, nets, replay buffer and world model. ``auto``: the env's (the
+    dtype of its ``reset`` states; the built-in envs build in float32); ``float64`` builds the env in it."""
 
 
 Activation = Literal["elu", "relu", "tanh", "silu"]
@@ -55,8 +61,10 @@ class CriticSettings(_Settings):
     """LayerNorm after each hidden layer of the critic (SHAC: on)."""
     lam: float = Field(0.95, ge=0.0, le=1.0)
     """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
-    target_tau: float = Field(0.2, ge=0.0, le=1.0)
-    """Polyak factor: ``target ← tau·target + (1-tau)·critic`` after each iteration (SHAC: 0.2)."""
+    tau: float = Field(0.8, ge=0.0, le=1.0)
+    """Polyak weight of the online critic, the usual τ: ``target ← (1-τ)·target + τ·critic`` after each
+    iteration. DiffRL's SHAC writes the same update with ``target_critic_alpha = 0.2 = 1-τ`` on the old
+    target, hence 0.8. (Replaces ``target_tau``, which weighted the old target.)"""
     iterations: int = Field(16, ge=0)
     """Passes of critic regression per iteration (a scheduler may override)."""
     minibatches: int = Field(4, ge=1)

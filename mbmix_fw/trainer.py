@@ -2,7 +2,26 @@
 
 Read it top to bottom: ``train`` → ``_iterate`` (one policy update) → helpers. Everything a run needs to
 continue bit-for-bit after a crash (weights, optimisers, RNG states, env batch state, buffer, metric
-history) is in the checkpoint, written atomically.
+history, and the optional ``state_dict`` of the env, estimator and scheduler) is in the checkpoint,
+written atomically.
+
+Non-finite numbers (a diverging simulator is bad input, not a crash):
+
+- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds
+  1e6 in magnitude, ends its episode like a termination (value 0, DiffRL's rule) and is reset
+  (:func:`mbmix_fw.rollouts.diverged`). It never reaches the observation normaliser, the critic's
+  regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- An update (actor step, critic minibatch, world-model fit) whose loss or gradient is non-finite is
+  skipped on the device and counted in ``guard/skipped_updates``; one warning line per iteration sums
+  up what was skipped. A world-model fit that leaves the model non-finite is undone.
+- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped stop the
+  run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what went non-finite first; a
+  checkpoint is never written with a non-finite tensor in it.
+
+The GPU hot loop reads the device from the host once per model-free iteration: metrics stay device
+tensors until :meth:`Trainer._read_metrics` reads them together, the NaN guard feeds its finite flag to
+the fused Adam kernel (``found_inf``) instead of branching on it in Python, and resets are masked
+(``DiffEnv.reset_done``) rather than tested (``tests/test_gpu_loop.py`` keeps the count at one).
 """
 from __future__ import annotations
 
@@ -19,12 +38,12 @@ import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
 from .env import DiffEnv
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from .nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
-from .returns import lambda_returns
+from .returns import lambda_returns, safe_values
 from .rollouts import Cursor, Rollout
 from .scheduler import Plan, Scheduler
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
@@ -43,8 +62,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
+def _nonfinite_entries(obj: Any) -> bool:
+    """Whether any floating tensor inside ``obj`` (a state dict, possibly nested) is NaN/inf."""
+    if isinstance(obj, torch.Tensor):
+        return obj.is_floating_point() and not bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return any(_nonfinite_entries(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_nonfinite_entries(v) for v in obj)
+    return False
+
+
+def _adam(params, lr: float, betas) -> torch.optim.Adam:
+    """Adam on the fused kernel, whose ``found_inf`` input skips a step on the device (see ``_guarded_step``)."""
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+
+
+def _component_state(component: Any) -> Any:
+    """The optional ``state_dict()`` of an env, estimator or scheduler (``None`` if it has none)."""
+    getter = getattr(component, "state_dict", None)
+    return getter() if callable(getter) else None
+
+
+def resolve_dtype(setting: str, env: DiffEnv, device: torch.device) -> torch.dtype:
+    """The run's floating-point type: ``run.dtype``, or the env's (its ``reset`` states) for ``auto``."""
+    produced = env.reset(1, torch.Generator(device=device).manual_seed(0)).dtype
+    if setting == "auto":
+        return produced
+    wanted = getattr(torch, setting)
+    if produced != wanted:
+        raise UserError(f"run.dtype: {setting} requested but the env produces {produced} states; "
+                        f"build the env in {setting} (its plugin must honour BuildContext.dtype)")
+    return wanted
 
 
 class Trainer:
@@ -83,24 +132,26 @@ class Trainer:
         seed_everything(run.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(run.seed)
 
+        self.dtype = resolve_dtype(run.dtype, env, self.device)
+        to = dict(device=self.device, dtype=self.dtype)
         self.policy = TanhGaussianPolicy(
             env.obs_dim, env.action_dim, policy.hidden, policy.activation, policy.layer_norm,
             policy.init_log_std, policy.squash,
-        ).to(self.device)
-        self.critic = Critic(env.obs_dim, critic.hidden, critic.activation, critic.layer_norm).to(self.device)
+        ).to(**to)
+        self.critic = Critic(env.obs_dim, critic.hidden, critic.activation, critic.layer_norm).to(**to)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.obs_norm = ObsNormalizer(env.obs_dim).to(self.device) if policy.normalize_obs else None
-        self.actor_opt = torch.optim.Adam(self.policy.parameters(), lr=optim.actor_lr, betas=optim.betas)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=optim.critic_lr, betas=optim.betas)
+        self.actor_opt = _adam(self.policy.parameters(), optim.actor_lr, optim.betas)
+        self.critic_opt = _adam(self.critic.parameters(), optim.critic_lr, optim.betas)
 
         self.buffer = None
         if world_model is not None:
             from .buffer import ReplayBuffer
 
-            world_model.to(self.device)
+            world_model.to(**to)
             self.buffer = ReplayBuffer(
                 getattr(world_model, "buffer_capacity", 100_000), env.state_dim, env.action_dim,
-                world_model.probes, self.device,
+                world_model.probes, self.device, self.dtype,
             )
 
         if world_model is not None:
@@ -112,16 +163,24 @@ class Trainer:
             env.reset(env.num_envs, self.generator),
             torch.zeros(env.num_envs, dtype=torch.long, device=self.device),
         )
-        self.episode_return = torch.zeros(env.num_envs, device=self.device)
+        self.episode_return = torch.zeros(env.num_envs, device=self.device, dtype=self.dtype)
         self.iteration = 0
         self.env_steps = 0
         self.skipped_updates = 0
         self.skipped = SkippedUpdates()  # this iteration's skips, summarised by TrainingProgress
+        self.nonfinite_transitions = 0
+        self.skipped_streak = 0  # consecutive iterations whose every update was skipped
+        self.first_nonfinite = ""  # what went non-finite first (named by the divergence error)
         self.log = MetricsLog(self.out_dir)
+        self._reset_guard_counters()
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
-        """Run the remaining iterations (all of them, or those left after ``load_checkpoint``)."""
+        """Run the remaining iterations (all of them, or those left after ``load_checkpoint``).
+
+        Raises :class:`~mbmix_fw.TrainingDiverged` after ``run.max_skipped_iterations`` consecutive
+        iterations whose every update was skipped as non-finite (the last good checkpoint stays on disk).
+        """
         total = self.run.iterations
         shown = TrainingProgress(total, self.iteration, enabled=self.progress, skipped=self.skipped)
         if self.iteration == 0:
@@ -129,7 +188,7 @@ class Trainer:
         try:
             while self.iteration < total:
                 started = time.perf_counter()
-                metrics = self._iterate(self.scheduler.plan(self.iteration, total))
+                metrics = self._read_metrics(self._iterate(self.scheduler.plan(self.iteration, total)))
                 self.iteration += 1
                 elapsed = time.perf_counter() - started
                 metrics["time/iteration_s"] = elapsed
@@ -140,10 +199,11 @@ class Trainer:
                 self.log.append(self.iteration, metrics)
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
-                if last or self.iteration % self.run.checkpoint_every == 0:
-                    self.save_checkpoint()
                 shown.update(self.iteration, metrics, self.log.latest("train/return"),
                              self.log.latest("eval/return"), self.skipped_updates)
+                self._stop_if_diverged()
+                if last or self.iteration % self.run.checkpoint_every == 0:
+                    self.save_checkpoint()
         finally:
             shown.close()
             self.log.close()
@@ -152,28 +212,34 @@ class Trainer:
             self.hooks.on_run_end(run_dir=self.out_dir, metrics=final)
         return final
 
-    def _iterate(self, plan: Plan) -> dict[str, float]:
-        """One policy update: real window → model branches → policy step → critic → model fit."""
+    def _iterate(self, plan: Plan) -> dict[str, Any]:
+        """One policy update: real window → model branches → policy step → critic → model fit.
+
+        Metric values may be device tensors: :meth:`_read_metrics` reads them all in one transfer, so
+        the model-free iteration never waits for the device before its end (``benchmarks/gpu_loop.py``).
+        """
         self._set_learning_rates(plan)
-        metrics: dict[str, float] = {}
+        metrics: dict[str, Any] = {}
         beta = plan.env_weight
+        self._reset_guard_counters()
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
         with torch.set_grad_enabled(beta > 0):
             real = self.estimator.estimate(self._estimator_input(self.env, self.cursor))
-        self._track_episode_returns(real.rollout, metrics)
+        real_finite = real.rollout.finite
+        metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
+        self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
         self.env_steps += metrics["_steps"]
-        for key, value in real.metrics.items():
-            metrics[key] = value
+        metrics.update(real.metrics)
 
         # ---- model branches from buffer states
         branch: Estimate | None = None
         if plan.model_branches and self.world_model is not None and len(self.buffer) > 0:
             starts = self.buffer.sample_states(plan.model_branches, self.generator)
             branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None)))
-            metrics["loss/actor_model"] = float(branch.loss.detach())
+            metrics["loss/actor_model"] = branch.loss.detach()
 
         # ---- policy update on β·L_env + (1-β)·L_model
         loss = beta * real.loss if beta > 0 else None
@@ -181,7 +247,7 @@ class Trainer:
             term = (1.0 - beta) * branch.loss
             loss = term if loss is None else loss + term
         if loss is not None and loss.requires_grad:
-            metrics["loss/actor"] = float(loss.detach())
+            metrics["loss/actor"] = loss.detach()
             metrics["grad/actor_norm"] = self._guarded_step(loss, self.policy, self.actor_opt, "actor")
         if self.world_model is not None:
             self.world_model.zero_grad(set_to_none=True)  # the branch loss reached the model's weights
@@ -194,23 +260,83 @@ class Trainer:
 
         # ---- world model: held-out error on the new window, then fit on the buffer
         if self.world_model is not None:
-            metrics.update(self._update_world_model(real.rollout, plan))
+            metrics.update(self._update_world_model(real.rollout, real_finite, plan))
 
         if self.obs_norm is not None:
-            self.obs_norm.update(real.rollout.obs.detach())
-        metrics["guard/skipped_updates"] = float(self.skipped_updates)
-        metrics["env/steps"] = float(self.env_steps)
+            self.obs_norm.update(real.rollout.obs.detach(), real_finite)
+        for name, (skipped, tried) in self._skips.items():
+            metrics[f"_skipped/{name}"], metrics[f"_tried/{name}"] = skipped, float(tried)
+        metrics["_bad_actor_loss"] = self._bad_actor_loss
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
+
+    def _reset_guard_counters(self) -> None:
+        """This iteration's skipped/tried updates per kind, skips counted on the device."""
+        zero = torch.zeros((), device=self.device)
+        self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
+        self._bad_actor_loss = zero.bool()
+
+    def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""
+        keys = [k for k, v in metrics.items() if isinstance(v, torch.Tensor)]
+        if keys:
+            values = torch.stack([metrics[k].detach().to(torch.float64).reshape(()) for k in keys]).tolist()
+            metrics = {**metrics, **dict(zip(keys, values))}
+        out = {k: float(v) for k, v in metrics.items() if not k.startswith(("_skipped/", "_tried/", "_bad"))}
+        out["_steps"] = metrics["_steps"]
+        if "train/episodes" in out and out["train/episodes"] == 0:
+            del out["train/return"], out["train/episodes"]
+        self._guard_report(metrics, out)
+        out["env/steps"] = float(self.env_steps)
+        return out
+
+    def _guard_report(self, metrics: dict[str, Any], out: dict[str, float]) -> None:
+        """Count skipped updates and masked transitions, log them in one line, track the skip streak."""
+        names = list(self._skips)
+        skipped = {n: int(metrics[f"_skipped/{n}"]) for n in names}
+        tried = {n: int(metrics[f"_tried/{n}"]) for n in names}
+        masked = int(out.get("guard/nonfinite_transitions", 0))
+        self.nonfinite_transitions += masked
+        self.skipped_updates += sum(skipped.values())
+        out["guard/skipped_updates"] = float(self.skipped_updates)
+        iteration = self.iteration + 1
+        if not self.first_nonfinite:
+            if masked:
+                self.first_nonfinite = (f"iteration {iteration}: {masked} simulator transition(s) with a "
+                                        f"non-finite or diverged (|obs| > 1e6) reward, state or observation")
+            else:
+                for name in names:
+                    if skipped[name]:
+                        what = "loss" if name == "actor" and metrics["_bad_actor_loss"] else "loss or gradient"
+                        self.first_nonfinite = f"iteration {iteration}: the {name} {what}"
+                        break
+        self.skipped.mask(masked)
+        for name in names:
+            self.skipped.record(name, skipped[name])
+        attempted = sum(tried.values())
+        all_skipped = attempted > 0 and sum(skipped.values()) == attempted
+        self.skipped_streak = self.skipped_streak + 1 if all_skipped else 0
+
+    def _stop_if_diverged(self) -> None:
+        if self.skipped_streak >= self.run.max_skipped_iterations:
+            raise TrainingDiverged(
+                f"every update of the last {self.skipped_streak} iterations was skipped as non-finite "
+                f"(run.max_skipped_iterations = {self.run.max_skipped_iterations}); first non-finite: "
+                f"{self.first_nonfinite or 'unknown'}. The last checkpoint holds the last finite state."
+            )
 
     # ------------------------------------------------------------------ pieces of an iteration
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return self.obs_norm.normalize(obs) if self.obs_norm is not None else obs
 
+    def _target_value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
+        return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
+
     def _estimator_input(self, dynamics, start: Cursor) -> EstimatorInput:
         return EstimatorInput(
             policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
-            value_fn=lambda obs: self.target_critic(self._normalize(obs)),
+            value_fn=self._target_value,
             env=self.env,
             dynamics=dynamics,
             start=start,
@@ -224,63 +350,100 @@ class Trainer:
             group["lr"] = self.optim_cfg.critic_lr * plan.critic_lr_scale
 
     def _guarded_step(self, loss: torch.Tensor, module: torch.nn.Module, opt: torch.optim.Optimizer,
-                      name: str) -> float:
-        """Backward, clip, step — unless the loss or gradient is NaN/inf: then skip, count and log."""
+                      name: str, empty: torch.Tensor | None = None) -> torch.Tensor:
+        """Backward, clip, step — a step that the device skips when the loss or gradient is NaN/inf.
+
+        The check never reaches the host: the finite flag goes to the fused Adam kernel as ``found_inf``
+        (the input ``torch.amp.GradScaler`` uses), which then leaves parameters, moments and step count
+        untouched. Skips are counted on the device and reported once per iteration. ``empty`` (a bool
+        device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum.
+        Returns the gradient norm (a device scalar; NaN when skipped).
+        """
         opt.zero_grad(set_to_none=True)
-        if not _finite(loss.detach()):
-            return self._skip(module, opt, name, "loss")
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.optim_cfg.grad_clip)
-        if not _finite(norm):
-            return self._skip(module, opt, name, "gradient")
+        bad_loss = ~torch.isfinite(loss.detach())
+        bad = bad_loss | ~torch.isfinite(norm)
+        if empty is not None:
+            bad = bad | empty
+        opt.found_inf, opt.grad_scale = bad.to(torch.float32), None
         opt.step()
-        return float(norm)
-
-    def _skip(self, module, opt, name: str, what: str) -> float:
         opt.zero_grad(set_to_none=True)
-        self.skipped_updates += 1
-        self.skipped.record(f"{name} {what}")
-        return float("nan")
+        counter = self._skips[name]
+        counter[0], counter[1] = counter[0] + bad, counter[1] + 1
+        if name == "actor":
+            self._bad_actor_loss = bad_loss
+        return torch.where(bad, torch.full_like(norm, float("nan")), norm)
 
-    def _update_critic(self, rollouts: list[Rollout], plan: Plan) -> float:
-        """SHAC's critic: regress V on TD(λ) targets from the target critic, in shuffled minibatches."""
-        gamma, cfg = self.estimator.gamma, self.critic_cfg
-        obs_all, target_all = [], []
+    def _critic_targets(self, rollouts: list[Rollout]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised observations, TD(λ) targets and a validity mask, flattened over every rollout.
+
+        Targets bootstrap from the *target* critic; termination bootstraps 0, truncation keeps
+        ``V(obs_before_reset)``. A non-finite transition (which the rollout ended as a termination) has
+        its reward read as 0 and is left out of the regression (mask False).
+        """
+        gamma, lam = self.estimator.gamma, self.critic_cfg.lam
+        obs_all, target_all, valid_all = [], [], []
         with torch.no_grad():
             for r in rollouts:
-                next_values = self.target_critic(self._normalize(r.next_obs))
-                targets = lambda_returns(r.rewards.detach(), next_values, r.terminated, r.done, gamma, cfg.lam)
-                obs_all.append(self._normalize(r.obs.detach()).reshape(-1, r.obs.shape[-1]))
+                finite = r.finite
+                next_values = self._target_value(r.next_obs.detach())
+                rewards = torch.where(finite, r.rewards.detach(), torch.zeros_like(r.rewards.detach()))
+                targets = lambda_returns(rewards, next_values, r.terminated, r.done, gamma, lam)
+                obs = torch.where(finite.unsqueeze(-1), r.obs.detach(), torch.zeros_like(r.obs.detach()))
+                obs_all.append(self._normalize(obs).reshape(-1, r.obs.shape[-1]))
                 target_all.append(targets.reshape(-1))
-        obs, targets = torch.cat(obs_all), torch.cat(target_all)
+                valid_all.append(finite.reshape(-1))
+        return torch.cat(obs_all), torch.cat(target_all), torch.cat(valid_all)
+
+    def _update_critic(self, rollouts: list[Rollout], plan: Plan) -> torch.Tensor:
+        """SHAC's critic: regress V on TD(λ) targets in minibatches (ours are reshuffled every pass;
+        DiffRL's ``CriticDataset`` keeps the rollout order). Returns the mean loss (a device scalar)."""
+        cfg = self.critic_cfg
+        obs, targets, valid = self._critic_targets(rollouts)
+        weight = valid.to(obs.dtype)
         iterations = plan.critic_iterations if plan.critic_iterations is not None else cfg.iterations
         batch = math.ceil(obs.shape[0] / cfg.minibatches)
-        losses = []
+        total, count = torch.zeros((), device=self.device, dtype=obs.dtype), 0
         for _ in range(iterations):
             order = torch.randperm(obs.shape[0], generator=self.generator, device=self.device)
             for chunk in order.split(batch):
-                loss = (self.critic(obs[chunk]) - targets[chunk]).pow(2).mean()
-                self._guarded_step(loss, self.critic, self.critic_opt, "critic")
-                losses.append(float(loss.detach()))
-        return float(np.mean(losses)) if losses else float("nan")
+                w = weight[chunk]
+                error = torch.where(w > 0, self.critic(obs[chunk]) - targets[chunk], torch.zeros_like(w))
+                loss = error.pow(2).sum() / w.sum().clamp_min(1.0)
+                self._guarded_step(loss, self.critic, self.critic_opt, "critic", empty=w.sum() == 0)
+                total, count = total + loss.detach(), count + 1
+        return total / count if count else torch.full((), float("nan"), device=self.device)
 
     @torch.no_grad()
     def _polyak_target(self) -> None:
-        tau = self.critic_cfg.target_tau
+        """``target ← (1-τ)·target + τ·critic`` (τ = ``critic.tau``, the online net's weight)."""
+        tau = self.critic_cfg.tau
         for target, online in zip(self.target_critic.parameters(), self.critic.parameters()):
-            target.mul_(tau).add_(online, alpha=1.0 - tau)
+            target.lerp_(online, tau)
 
-    def _update_world_model(self, rollout: Rollout, plan: Plan) -> dict[str, float]:
+    def _update_world_model(self, rollout: Rollout, finite: torch.Tensor, plan: Plan) -> dict[str, Any]:
+        """Held-out model error on the new window, then ``plan.model_fit_steps`` fit steps on the buffer.
+
+        Only finite transitions (and finite simulator probes) enter the buffer. A fit that leaves any
+        parameter, statistic or optimiser state non-finite is undone (the model is restored to its state
+        before this iteration's fit) and counted as skipped world-model updates.
+        """
         from .probes import collect_eval_transitions, collect_transitions
 
         started = time.perf_counter()
-        flat = lambda x: x.detach().reshape(-1, x.shape[-1])  # noqa: E731 - [T, N, D] -> [T*N, D]
+        keep = finite.reshape(-1)
+        flat = lambda x: x.detach().reshape(-1, x.shape[-1])[keep]  # noqa: E731 - finite rows of [T, N, D]
         states, actions, next_states = flat(rollout.states), flat(rollout.actions), flat(rollout.next_states)
         fresh = collect_transitions(
             self.env, states, actions, self.world_model.probes, self.generator, next_state=next_states,
         )
-        metrics = {}
-        if len(self.buffer) > 0:
+        if fresh.probe_u is not None:  # a simulator Jacobian can be non-finite at a finite state
+            ok = torch.isfinite(fresh.probe_s).all(-1).all(-1) & torch.isfinite(fresh.probe_a).all(-1).all(-1)
+            fresh = type(fresh)(*(v[ok] for v in (fresh.state, fresh.action, fresh.next_state,
+                                                   fresh.probe_u, fresh.probe_s, fresh.probe_a)))
+        metrics: dict[str, Any] = {}
+        if len(self.buffer) > 0 and states.shape[0] > 0:
             # The new window is held out (the model never trained on it). Its error is measured against
             # the full simulator Jacobian on small envs and random probes on large ones, for every model
             # (the α = 0 ablation included), on a random subsample to bound the cost.
@@ -290,32 +453,51 @@ class Trainer:
                 self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
             )
             metrics.update(self.world_model.evaluate(held_out))
-        self.buffer.add(fresh)
+        if len(fresh) > 0:
+            self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
-        for _ in range(plan.model_fit_steps):
-            batch = self.buffer.sample(self.world_model.batch_size, self.generator)
-            for key, value in self.world_model.fit(batch).items():
-                fit.setdefault(key, []).append(value)
-        metrics.update({k: float(np.mean(v)) for k, v in fit.items()})
+        if plan.model_fit_steps and len(self.buffer) > 0:
+            before = copy.deepcopy(self.world_model.state_dict())
+            for _ in range(plan.model_fit_steps):
+                batch = self.buffer.sample(self.world_model.batch_size, self.generator)
+                for key, value in self.world_model.fit(batch).items():
+                    fit.setdefault(key, []).append(float(value))
+            counter = self._skips["world model"]
+            counter[1] += plan.model_fit_steps
+            if _nonfinite_entries(self.world_model.state_dict()):
+                self.world_model.load_state_dict(before)
+                counter[0] = counter[0] + plan.model_fit_steps
+            else:
+                counter[0] = counter[0] + sum(fit.get("model/skipped", []))
+        metrics.update({k: float(np.mean(v)) for k, v in fit.items() if k != "model/skipped"})
         metrics["buffer/size"] = float(len(self.buffer))
         metrics["time/model_s"] = time.perf_counter() - started
         return metrics
 
-    def _track_episode_returns(self, rollout: Rollout, metrics: dict[str, float]) -> None:
-        """Undiscounted returns of the episodes that finished in this window (``train/return``)."""
+    def _track_episode_returns(self, rollout: Rollout, finite: torch.Tensor, metrics: dict[str, Any]) -> None:
+        """Undiscounted returns of the episodes that finished in this window (``train/return``).
+
+        Device-side only: the sum and count of finished returns are read with the other metrics.
+        Episodes that ended in a non-finite transition are left out.
+        """
         rewards, done = rollout.rewards.detach(), rollout.done
-        if not torch.equal(rollout.states[0].detach(), self.cursor.state):
-            self.episode_return.zero_()  # the estimator started fresh episodes (BPTT)
-        finished = []
+        # rows where the estimator started fresh episodes instead of the cursor's (BPTT) start from 0
+        same_start = (rollout.states[0].detach() == self.cursor.state).all(-1)
+        episode = torch.where(same_start, self.episode_return, torch.zeros_like(self.episode_return))
+        total = torch.zeros((), device=self.device, dtype=episode.dtype)
+        count = torch.zeros((), device=self.device, dtype=torch.long)
+        clean = torch.ones_like(done[0])  # the running episode has seen only finite transitions
         for t in range(rollout.steps):
-            self.episode_return += rewards[t]
-            if bool(done[t].any()):
-                finished.append(self.episode_return[done[t]].clone())
-                self.episode_return = torch.where(done[t], torch.zeros_like(self.episode_return),
-                                                  self.episode_return)
-        if finished:
-            metrics["train/return"] = float(torch.cat(finished).mean())
-            metrics["train/episodes"] = float(torch.cat(finished).numel())
+            episode = episode + torch.where(finite[t], rewards[t], torch.zeros_like(rewards[t]))
+            clean = clean & finite[t]
+            ends = done[t] & clean
+            total = total + torch.where(ends, episode, torch.zeros_like(episode)).sum()
+            count = count + ends.sum()
+            episode = torch.where(done[t], torch.zeros_like(episode), episode)
+            clean = clean | done[t]
+        self.episode_return = episode
+        metrics["train/return"] = total / count.clamp_min(1)
+        metrics["train/episodes"] = count
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -347,6 +529,10 @@ class Trainer:
             "iteration": self.iteration,
             "env_steps": self.env_steps,
             "skipped_updates": self.skipped_updates,
+            "nonfinite_transitions": self.nonfinite_transitions,
+            "skipped_streak": self.skipped_streak,
+            "first_nonfinite": self.first_nonfinite,
+            "components": {name: _component_state(c) for name, c in self._stateful_components().items()},
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
             "target_critic": self.target_critic.state_dict(),
@@ -376,6 +562,14 @@ class Trainer:
                             f"--device {state['device']}")
         self.iteration, self.env_steps = state["iteration"], state["env_steps"]
         self.skipped_updates = state["skipped_updates"]
+        self.nonfinite_transitions = state.get("nonfinite_transitions", 0)
+        self.skipped_streak = state.get("skipped_streak", 0)
+        self.first_nonfinite = state.get("first_nonfinite", "")
+        for name, component in self._stateful_components().items():
+            saved = state.get("components", {}).get(name)
+            loader = getattr(component, "load_state_dict", None)
+            if saved is not None and callable(loader):
+                loader(saved)
         self.policy.load_state_dict(state["policy"])
         self.critic.load_state_dict(state["critic"])
         self.target_critic.load_state_dict(state["target_critic"])
@@ -405,9 +599,25 @@ class Trainer:
             if self.out_dir is None:
                 return None
             path = self.out_dir / CHECKPOINT
-        if not all(_finite(p) for p in self.policy.parameters()):
-            raise FloatingPointError("refusing to checkpoint a policy with non-finite parameters")
-        return save_checkpoint_file(self.state_dict(), Path(path))
+        state = self.state_dict()
+        poisoned = [name for name in ("policy", "critic", "target_critic", "actor_opt", "critic_opt", "obs_norm",
+                                      "world_model", "buffer", "cursor_state", "episode_return", "components")
+                    if _nonfinite_entries(state[name])]
+        if poisoned:  # the guards should make this unreachable; never overwrite a good checkpoint with it
+            raise TrainingDiverged(f"refusing to checkpoint non-finite {', '.join(poisoned)} at iteration "
+                                   f"{self.iteration}; first non-finite: {self.first_nonfinite or 'unknown'}")
+        return save_checkpoint_file(state, Path(path))
+
+    def _stateful_components(self) -> dict[str, Any]:
+        """The components whose optional ``state_dict()`` / ``load_state_dict()`` the checkpoint carries.
+
+        Protocol (optional, duck-typed): a stateful env (its own RNG), estimator or scheduler (an
+        adaptive schedule) defines ``state_dict() -> dict`` of tensors and plain Python values
+        (``torch.load(weights_only=True)`` must read it) and ``load_state_dict(state)``; the trainer
+        saves it in every checkpoint and restores it on resume. World models (``nn.Module`` objects) are
+        saved whole (``WorldModel`` docs).
+        """
+        return {"env": self.env, "estimator": self.estimator, "scheduler": self.scheduler}
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint`; ``train()`` then continues from it.

@@ -176,7 +176,7 @@ def test_bptt_starts_fresh_episodes_and_runs_whole_episodes():
     assert not torch.equal(est.rollout.states[0], inp.start.state)  # the cursor was replaced by a reset
     first_done = est.rollout.truncated.nonzero()
     assert (first_done[:, 0] == 8).any()  # rows that never terminated are truncated at the last step
-    assert all(torch.isfinite(torch.tensor(v)) for v in est.metrics.values())
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in est.metrics.values())
     assert {"estimator/return_mean", "estimator/reward_mean"} <= est.metrics.keys()
 
 

@@ -151,3 +151,29 @@ def test_eval_transitions_take_full_jacobians_on_small_envs_only():
 def test_negative_probes_is_an_error():
     with pytest.raises(ValueError, match="probes"):
         mb.collect_transitions(linear_env64(), torch.zeros(1, 4), torch.zeros(1, 2), -1)
+
+
+class OutOfMemoryBackward(torch.autograd.Function):
+    """Identity whose backward runs out of memory (as a large batched backward on a GPU can)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+
+class OutOfMemoryEnv:
+    def step(self, state, action, generator=None):
+        return OutOfMemoryBackward.apply(state) + action.sum(-1, keepdim=True)
+
+
+def test_out_of_memory_in_the_batched_backward_propagates_and_is_not_remembered():
+    from mbmix_fw import probes
+
+    state, action = torch.randn(5, 3), torch.randn(5, 2)
+    with pytest.raises(torch.OutOfMemoryError):
+        mb.collect_transitions(OutOfMemoryEnv(), state, action, 3, torch.Generator().manual_seed(0))
+    assert OutOfMemoryEnv not in probes._UNBATCHABLE  # no permanent switch to the slow loop

@@ -246,7 +246,7 @@ def _mutations() -> list[tuple[str, str, object]]:
     bad_values = {"a string": "not a number", "negative": -7, "list": [1, 2], "table": {"x": 1}}
     fields = [("run", "seed"), ("run", "iterations"), ("run", "checkpoint_every"), ("run", "eval_envs"),
               ("env", "num_envs"), ("env", "state_dim"), ("estimator", "horizon"), ("estimator", "gamma"),
-              ("critic", "lam"), ("critic", "target_tau"), ("optim", "actor_lr"), ("optim", "grad_clip"),
+              ("critic", "lam"), ("critic", "tau"), ("optim", "actor_lr"), ("optim", "grad_clip"),
               ("policy", "init_log_std"), ("critic", "minibatches")]
     cases = []
     for (table, field), (label, value) in itertools.product(fields, bad_values.items()):

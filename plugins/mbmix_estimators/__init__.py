@@ -62,7 +62,8 @@ class MixConfig(mb.EstimatorConfig):
 
 
 class BpttConfig(mb.EstimatorConfig):
-    """Backpropagation through whole episodes from fresh resets (the DiffRL BPTT baseline); no critic."""
+    """Backpropagation through whole episodes from fresh resets, no critic (DiffRL's BPTT baseline
+    truncates its windows; ours does not). Model branches start from their buffer states."""
 
     kind: Literal["bptt"] = "bptt"
     gamma: float = Field(0.99, gt=0.0, le=1.0)

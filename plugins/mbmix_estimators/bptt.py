@@ -1,9 +1,14 @@
 """Backpropagation through time over whole episodes, the first-order baseline of the SHAC paper
-(DiffRL's ``bptt.py``; method.md §3.3).
+(method.md §3.3). Unlike DiffRL's ``bptt.py``, which truncates its windows (``steps_num`` steps, e.g.
+128 of a 1000-step episode, carrying the env state across windows), ours differentiates whole
+episodes from fresh resets.
 
-Every estimate starts ``N`` fresh episodes (``env.reset(N, generator)``, ``t = 0``; the trainer's
-cursor is ignored), rolls ``T = env.episode_length`` steps through the dynamics and maximises the
-discounted return with no critic:
+Every simulator estimate starts ``N`` fresh episodes (``env.reset(N, generator)``, ``t = 0``; the
+trainer's cursor is ignored), rolls ``T = env.episode_length`` steps through the dynamics and
+maximises the discounted return with no critic. Model branches (a start cursor with ``t = None``:
+states drawn from the replay buffer by the ``dyna`` scheduler) honour their start states instead —
+fresh resets there would silently turn "branches from visited states" into "episodes from resets".
+The objective:
 
     loss = -(1/(T·N)) Σ_n Σ_t γ^{t - t_seg} r_t
 
@@ -40,7 +45,10 @@ class Bptt(mb.GradientEstimator):
 
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
         env, n = inp.env, inp.start.state.shape[0]
-        start = mb.Cursor(env.reset(n, inp.generator), torch.zeros(n, dtype=torch.long, device=env.device))
+        if inp.start.t is None:  # model branch from given states (no time limit): start there
+            start = inp.start
+        else:
+            start = mb.Cursor(env.reset(n, inp.generator), torch.zeros(n, dtype=torch.long, device=env.device))
         window = mb.rollout(
             inp.policy_fn, env, inp.dynamics, start, env.episode_length, inp.generator,
             checkpoint_segments=self.config.checkpoint_segments,

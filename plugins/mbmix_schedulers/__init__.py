@@ -9,14 +9,15 @@ import mbmix_fw as mb
 
 
 def _lr_scale(schedule: str, iteration: int, total: int) -> float:
-    """Linear decay to 0 over the run (SHAC's default) or constant."""
+    """Linear decay to 0 over the run, or constant. (DiffRL's SHAC decays linearly too, but to an
+    absolute 1e-5 at its last epoch rather than to 0.)"""
     return 1.0 - iteration / total if schedule == "linear" else 1.0
 
 
 class ModelFreeConfig(mb.SchedulerConfig):
     kind: Literal["model_free"] = "model_free"
     lr_schedule: Literal["constant", "linear"] = "linear"
-    """Learning-rate schedule for actor and critic (SHAC decays linearly)."""
+    """Learning-rate schedule for actor and critic: linear decays to 0 (DiffRL's SHAC ends at 1e-5)."""
 
 
 class ModelFree(mb.Scheduler):

@@ -260,11 +260,26 @@ class SobolevMLP(mb.WorldModel):
 
     def fit(self, batch: mb.TransitionBatch) -> dict[str, float]:
         """Update the statistics, then one AdamW step on :meth:`loss`. Metrics: ``model/loss``,
-        ``model/state_loss`` and, for α > 0, ``model/jacobian_loss``."""
+        ``model/state_loss`` and, for α > 0, ``model/jacobian_loss``.
+
+        A batch, loss or gradient with a NaN/inf skips the step: the statistics are restored, nothing
+        moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
+        optimiser state never become non-finite."""
+        if not bool(torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
+                                 if v is not None]).all()):
+            return {"model/skipped": 1.0}
+        saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
         self.update_statistics(batch)
         total, state_loss, jacobian_loss = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        finite = torch.isfinite(total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        if not bool(finite):
+            for buffer, value in zip((*self.state_stats.buffers(), *self.delta_stats.buffers()), saved):
+                buffer.copy_(value)
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"model/skipped": 1.0}
         self.optimizer.step()
         self.fit_steps += 1
         metrics = {"model/loss": float(total.detach()), "model/state_loss": float(state_loss.detach())}
