@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from .component import (MAX_ENVS, MAX_ITERATIONS, MAX_LAYERS, MAX_STEPS, MAX_WIDTH, ComponentConfig, EnvConfig,
+                        EstimatorConfig, Hidden, Iterations, NumEnvs, SchedulerConfig, Steps, StrictTable,
+                        WorldModelConfig)
 from .errors import MbmixError, MissingDependency, PluginError, RecipeError, UserError, require
 from .hookspecs import hookimpl
 from .lazy import lazy_attributes, lazy_factory
@@ -43,7 +45,8 @@ __all__ = sorted([
     "ComponentConfig", "CriticSettings", "EnvConfig", "EstimatorConfig", "MbmixError", "MissingDependency",
     "OptimSettings", "PluginError", "PolicySettings", "Recipe", "RecipeError", "Registry", "RunSettings",
     "SchedulerConfig", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "lazy_attributes",
-    "lazy_factory", "load_recipe",
+    "lazy_factory", "load_recipe", "MAX_ENVS", "MAX_ITERATIONS", "MAX_LAYERS", "MAX_STEPS", "MAX_WIDTH",
+    "Hidden", "Iterations", "NumEnvs", "Steps", "StrictTable",
     "load_registry", "make_registry", "require", "validate_recipe", *_LAZY_MODULE,
 ])
 

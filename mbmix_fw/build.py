@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,8 +75,11 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
     """
     from .trainer import Trainer  # the training loop is only needed once a run starts
 
+    from .memory import check_memory
+
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
+    check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
@@ -86,6 +90,27 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 def run_dir_for(recipe: Recipe, name: str) -> Path:
     """``recipe.run.out`` with ``{name}`` replaced (relative paths are relative to the working directory)."""
     return Path(recipe.run.out.replace("{name}", name))
+
+
+def check_run_dir(out_dir: Path) -> None:
+    """Fail with a one-line :class:`UserError` before anything is built if ``out_dir`` cannot become a
+    new run folder: a file is there, or the folder (or its nearest existing parent) is not writable.
+
+    Writability is tested by creating and removing a temporary folder, not with ``os.access`` (which
+    says yes to root on a read-only file system), so nothing stays behind when the check fails."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; choose another run folder with --out")
+    parent = out_dir
+    while not parent.exists():
+        if parent.is_symlink():
+            raise UserError(f"{out_dir}: {parent} is a broken symbolic link; choose another run folder")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{out_dir}: cannot create the run folder: {parent} is not a folder")
+    try:
+        tempfile.TemporaryDirectory(prefix=".mbmix-write-test-", dir=parent).cleanup()
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot write the run folder in {parent}: {exc.strerror or exc}") from None
 
 
 def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:

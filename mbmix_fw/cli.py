@@ -74,7 +74,7 @@ class _Registries:
 
 # ---- commands ----
 def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import make_trainer, run_dir_for, write_run_files
+    from .build import check_run_dir, make_trainer, run_dir_for, write_run_files
     from .recipe import load_recipe
 
     registry = registries.get()
@@ -88,6 +88,7 @@ def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
     if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
         raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}' "
                         f"or choose another folder with --out")
+    check_run_dir(out_dir)
     trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
     write_run_files(out_dir, recipe, registry)
     final = trainer.train()
@@ -97,6 +98,7 @@ def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
 
 def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     from .build import RECIPE_JSON, make_trainer
+    from .checkpoint import read_checkpoint, restore_checkpoint
     from .recipe import validate_recipe
 
     run_dir = Path(args.run_dir)
@@ -108,12 +110,13 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
             raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
     try:
         data = json.loads(recipe_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
     recipe = validate_recipe(data, registries.get(), str(recipe_path))
+    state = read_checkpoint(checkpoint)  # a corrupt file fails before anything is built
     device = args.device if args.device is not None else recipe.run.device
     trainer = make_trainer(recipe, run_dir, device, registries.get(), progress=not args.no_progress)
-    trainer.load_checkpoint(checkpoint)
+    restore_checkpoint(trainer, state, checkpoint, str(recipe_path))
     final = trainer.train()
     _print_summary(run_dir, final)
     return 0

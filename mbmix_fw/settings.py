@@ -3,28 +3,39 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, field_validator
+
+from .component import MAX_ITERATIONS, Hidden, Iterations, NumEnvs, StrictTable
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Settings(StrictTable):
+    """Strict like every recipe table (see :mod:`mbmix_fw.component`)."""
 
 
 class RunSettings(_Settings):
     seed: int = Field(0, ge=0, lt=2**63)
     """Seeds torch, numpy, python's random and the run's generator."""
-    iterations: int = Field(100, ge=1)
+    iterations: int = Field(100, ge=1, le=MAX_ITERATIONS)
     """Policy updates (one estimator window each)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks cuda when available."""
     out: str = "runs/{name}"
-    """Run folder; ``{name}`` is the recipe file's stem. The CLI's ``--out`` wins."""
-    checkpoint_every: int = Field(50, ge=1)
+    """Run folder; ``{name}`` is the recipe file's stem. The CLI's ``--out`` wins. Never empty: ``""``
+    would write the run's files into the current directory."""
+    checkpoint_every: int = Field(50, ge=1, le=MAX_ITERATIONS)
     """Iterations between checkpoints; one is also written at the end."""
-    eval_every: int = Field(0, ge=0)
+    eval_every: Iterations = 0
     """Iterations between deterministic evaluations (0: only before and after training)."""
-    eval_envs: int = Field(16, ge=1)
+    eval_envs: NumEnvs = 16
     """Episodes run in parallel for each evaluation."""
+
+    @field_validator("out")
+    @classmethod
+    def _out_names_a_folder(cls, out: str) -> str:
+        if not out.strip():
+            raise ValueError("empty; it would write the run into the current directory: give a folder, "
+                             "e.g. out = \"runs/{name}\"")
+        return out
 
 
 Activation = Literal["elu", "relu", "tanh", "silu"]
@@ -32,12 +43,13 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class PolicySettings(_Settings):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
-    """Hidden layer widths of the tanh-Gaussian MLP."""
+    hidden: Hidden = Field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the tanh-Gaussian MLP (``[]``: a linear-Gaussian policy)."""
     activation: Activation = "elu"
     layer_norm: bool = True
-    init_log_std: float = -1.0
-    """Initial state-independent log standard deviation (SHAC: -1)."""
+    init_log_std: float = Field(-1.0, ge=-20.0, le=5.0)
+    """Initial state-independent log standard deviation (SHAC: -1). Bounded to [-20, 5]: beyond, the
+    standard deviation underflows or the sampled actions are noise of size e⁵ ≈ 150."""
     squash: bool = True
     """tanh-squash actions into (-1, 1). Off for the linear-Gaussian policies of the study envs."""
     normalize_obs: bool = True
@@ -45,16 +57,17 @@ class PolicySettings(_Settings):
 
 
 class CriticSettings(_Settings):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    hidden: Hidden = Field(default_factory=lambda: [64, 64])
     activation: Activation = "elu"
     layer_norm: bool = True
     lam: float = Field(0.95, ge=0.0, le=1.0)
     """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
     target_tau: float = Field(0.2, ge=0.0, le=1.0)
     """Polyak factor: ``target ← tau·target + (1-tau)·critic`` after each iteration (SHAC: 0.2)."""
-    iterations: int = Field(16, ge=0)
-    """Passes of critic regression per iteration (a scheduler may override)."""
-    minibatches: int = Field(4, ge=1)
+    iterations: int = Field(16, ge=0, le=10_000)
+    """Passes of critic regression per iteration (a scheduler may override); at most 10 000."""
+    minibatches: NumEnvs = 4
+    """Minibatches per pass (at most one sample each: more than ``num_envs × horizon`` gives no more)."""
 
 
 class OptimSettings(_Settings):

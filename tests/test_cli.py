@@ -148,7 +148,7 @@ def test_validate_reports_every_problem_of_every_file(tmp_path, registry, capsys
     assert error_lines(captured.err) == [
         f"{bad1}: env.kind: unknown env kind 'lineer' (did you mean 'linear'?); available: crash, linear, "
         f"needs_jax, wrong_type",
-        f"{bad2}: run.iterations: Input should be greater than or equal to 1",
+        f"{bad2}: run.iterations: Input should be greater than or equal to 1, got 0",
         f"{bad2}: run.sede: unknown field (did you mean 'seed'?)",
     ]
     assert captured.out == f"{good}: ok\n"

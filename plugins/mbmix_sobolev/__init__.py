@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, model_validator
 
 import mbmix_fw as mb
 
@@ -28,12 +28,12 @@ __getattr__ = mb.lazy_attributes(__name__, dict.fromkeys(("EnsembleMLP", "Runnin
 
 class SobolevConfig(mb.WorldModelConfig):
     kind: Literal["sobolev_mlp"] = "sobolev_mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)
+    hidden: mb.Hidden = Field(default_factory=lambda: [256, 256], min_length=1)
     """Hidden layer widths (each followed by LayerNorm and the activation)."""
     activation: Literal["silu", "elu"] = "silu"
     """Smooth activations only: the Jacobian term differentiates the network twice."""
     layer_norm: bool = True
-    members: int = Field(1, ge=1)
+    members: int = Field(1, ge=1, le=1024)
     """Ensemble size; ``step`` returns the members' mean."""
     alpha_s: float = Field(1.0, ge=0.0)
     """Weight of the state-Jacobian term ``∂s'/∂s`` (normalised units; 1 balances the state term)."""
@@ -50,9 +50,9 @@ class SobolevConfig(mb.WorldModelConfig):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     """Decoupled (AdamW) weight decay."""
-    batch_size: int = Field(256, ge=1)
+    batch_size: mb.NumEnvs = 256
     """Transitions per fit step, sampled from the replay buffer."""
-    buffer_capacity: int = Field(100_000, ge=1)
+    buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
     clip_probe_norm: float | None = Field(None, gt=0.0)
     """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).

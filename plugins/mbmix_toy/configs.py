@@ -9,9 +9,9 @@ import mbmix_fw as mb
 
 class PendulumConfig(mb.EnvConfig):
     kind: Literal["pendulum"] = "pendulum"
-    num_envs: int = Field(64, ge=1)
+    num_envs: mb.NumEnvs = 64
     """Environments rolled out in parallel for training."""
-    episode_length: int = Field(200, ge=1)
+    episode_length: mb.Steps = 200
     """Steps per episode (gym: 200)."""
     max_torque: float = Field(2.0, gt=0)
     """Torque (N·m) applied for action ±1 (gym: 2)."""
@@ -47,8 +47,8 @@ class LQRConfig(mb.EnvConfig):
     """Standard deviation of the process noise w."""
     init_std: float = Field(1.0, ge=0)
     """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
-    episode_length: int = Field(50, ge=1)
-    num_envs: int = Field(64, ge=1)
+    episode_length: mb.Steps = 50
+    num_envs: mb.NumEnvs = 64
 
 
 class TabularMDPConfig(mb.EnvConfig):
@@ -61,5 +61,5 @@ class TabularMDPConfig(mb.EnvConfig):
     """Softmax temperature of the random transition rows: smaller = closer to deterministic."""
     relaxation: Literal["score", "straight_through"] = "score"
     """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
-    episode_length: int = Field(50, ge=1)
-    num_envs: int = Field(64, ge=1)
+    episode_length: mb.Steps = 50
+    num_envs: mb.NumEnvs = 64
