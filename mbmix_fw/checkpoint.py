@@ -53,6 +53,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever torch.load fails with, the file is the cause
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "weights only load failed" in reason.lower():  # torch's advice to disable the check is not ours
+            reason = "it holds something other than tensors and plain values (random bytes, or a pickle " \
+                     "that would run code), so it was not unpickled"
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:200]}") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not an mbmix-fw checkpoint: holds a {type(state).__name__}, not a dict")
