@@ -100,6 +100,10 @@ def check_run_dir(out_dir: Path) -> None:
     says yes to root on a read-only file system), so nothing stays behind when the check fails."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a folder; choose another run folder with --out")
+    shared = _shared_folder(out_dir)
+    if shared:
+        raise UserError(f"{out_dir}: is {shared}; a run writes checkpoints/, tb/, metrics.csv and recipe.json "
+                        f"into its folder: give it one of its own, e.g. --out runs/NAME")
     parent = out_dir
     while not parent.exists():
         if parent.is_symlink():
@@ -111,6 +115,20 @@ def check_run_dir(out_dir: Path) -> None:
         tempfile.TemporaryDirectory(prefix=".mbmix-write-test-", dir=parent).cleanup()
     except OSError as exc:
         raise UserError(f"{out_dir}: cannot write the run folder in {parent}: {exc.strerror or exc}") from None
+
+
+def _shared_folder(out_dir: Path) -> str:
+    """What ``out_dir`` is if it is a folder a run must not spill its files into, else ``""``."""
+    resolved, cwd = out_dir.resolve(), Path.cwd().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the file-system root"
+    if resolved == Path.home().resolve():
+        return "your home folder"
+    if resolved == cwd:
+        return "the current directory"
+    if resolved in cwd.parents:
+        return "a parent of the current directory"
+    return ""
 
 
 def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Core (non-plugin) recipe tables: ``[run]``, ``[policy]``, ``[critic]``, ``[optim]``."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -20,8 +21,9 @@ class RunSettings(_Settings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks cuda when available."""
     out: str = "runs/{name}"
-    """Run folder; ``{name}`` is the recipe file's stem. The CLI's ``--out`` wins. Never empty: ``""``
-    would write the run's files into the current directory."""
+    """Run folder; ``{name}`` is the recipe file's stem (no other placeholder). The CLI's ``--out`` wins.
+    Never empty, the current directory, one of its parents, ``/`` or the home folder: a run writes
+    several files and folders into its run folder."""
     checkpoint_every: int = Field(50, ge=1, le=MAX_ITERATIONS)
     """Iterations between checkpoints; one is also written at the end."""
     eval_every: Iterations = 0
@@ -35,6 +37,10 @@ class RunSettings(_Settings):
         if not out.strip():
             raise ValueError("empty; it would write the run into the current directory: give a folder, "
                              "e.g. out = \"runs/{name}\"")
+        unknown = sorted(set(re.findall(r"{[^{}]*}", out)) - {"{name}"})
+        if unknown:
+            raise ValueError(f"unknown placeholder {', '.join(unknown)}; only {{name}} (the recipe file's stem) "
+                             f"is replaced")
         return out
 
 

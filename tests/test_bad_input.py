@@ -133,6 +133,10 @@ BAD_RECIPES = {
                                   "env.num_envs": "1048576", "env.episode_length": "1000000"},
                                  "one differentiable window of env.num_envs=1048576 × "
                                  "env.episode_length=1000000 steps"),
+    "tabular table too large": ({"env.kind": '"tabular_mdp"', "env.n_states": "10000", "env.n_actions": "1000"},
+                                "env.n_actions: the transition table P would hold n_states² × n_actions = 1e+11"),
+    "model ensemble too large": (model_based(**{"world_model.hidden": "[65536, 65536]", "world_model.members": "1024"}),
+                                 "world_model.members: 1024 members of hidden=[65536, 65536] hold 4.4e+12"),
     # --- values in range of the type but wrong ---
     "zero envs": ({"env.num_envs": "0"}, "env.num_envs: Input should be greater than or equal to 1, got 0"),
     "negative seed": ({"run.seed": "-1"}, "run.seed: Input should be greater than or equal to 0, got -1"),
@@ -193,6 +197,10 @@ BAD_OVERRIDES = {
     "huge by --set": (["--set", f"env.num_envs={10**17}"], "env.num_envs: Input should be less than or equal"),
     "empty out by --set": (["--set", "run.out="], "run.out: empty"),
     "empty --out": (["--out", ""], "run.out: empty"),
+    "--out the current directory": (["--out", "."], ".: is the current directory; a run writes checkpoints/"),
+    "--out a parent folder": (["--out", ".."], "..: is a parent of the current directory"),
+    "run.out the current directory": (["--set", 'run.out="./"'], "is the current directory"),
+    "unknown placeholder": (["--set", 'run.out="runs/{nme}"'], "run.out: unknown placeholder {nme}; only {name}"),
     "bare string for float": (["--set", "optim.actor_lr=fast"], 'optim.actor_lr: expected a number, got string'),
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import mbmix_fw as mb
 
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from .model import EnsembleMLP, RunningMoments, SobolevMLP
 
 __getattr__ = mb.lazy_attributes(__name__, dict.fromkeys(("EnsembleMLP", "RunningMoments", "SobolevMLP"), ".model"))
+
+
+MAX_MODEL_WEIGHTS = 10**9
+"""Most hidden-to-hidden weights of the whole ensemble (4 GB of float32, 16 GB with Adam's state)."""
 
 
 class SobolevConfig(mb.WorldModelConfig):
@@ -57,6 +61,17 @@ class SobolevConfig(mb.WorldModelConfig):
     clip_probe_norm: float | None = Field(None, gt=0.0)
     """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).
     Off by default: smooth simulators need no clipping, and a clip biases the Jacobians learned."""
+
+    @field_validator("members")
+    @classmethod
+    def _ensemble_fits_in_memory(cls, members: int, info: ValidationInfo) -> int:
+        """The factory allocates the ensemble before any memory check can see the env: bound it here."""
+        hidden = info.data.get("hidden")
+        weights = members * sum(a * b for a, b in zip(hidden, hidden[1:])) if hidden else 0
+        if weights > MAX_MODEL_WEIGHTS:
+            raise ValueError(f"{members} members of hidden={hidden} hold {weights:.3g} hidden-to-hidden weights, "
+                             f"more than the maximum {MAX_MODEL_WEIGHTS:.0e}; lower members or the widths")
+        return members
 
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "SobolevConfig":

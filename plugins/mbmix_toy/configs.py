@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
+
+MAX_TABLE_ENTRIES = 10**8
+"""Most entries of the tabular MDP's transition table ``P [S, K, S]``."""
 
 class PendulumConfig(mb.EnvConfig):
     kind: Literal["pendulum"] = "pendulum"
@@ -63,3 +66,14 @@ class TabularMDPConfig(mb.EnvConfig):
     """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
     episode_length: mb.Steps = 50
     num_envs: mb.NumEnvs = 64
+
+    @field_validator("n_actions")
+    @classmethod
+    def _tables_fit_in_memory(cls, n_actions: int, info: ValidationInfo) -> int:
+        """P has n_states² · n_actions float64 entries, built before any run starts: bound it here."""
+        n_states = info.data.get("n_states")
+        if n_states is not None and n_states * n_states * n_actions > MAX_TABLE_ENTRIES:
+            raise ValueError(f"the transition table P would hold n_states² × n_actions = "
+                             f"{n_states * n_states * n_actions:.3g} probabilities, more than the maximum "
+                             f"{MAX_TABLE_ENTRIES:.0e} (800 MB of float64); lower n_states or n_actions")
+        return n_actions
