@@ -62,6 +62,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise UserError(f"{path}: not an mbmix-fw checkpoint: no {', '.join(missing)} entries")
+    for entry in SHAPED_ENTRIES:
+        for name, tensor in _tensors(state.get(entry), entry).items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(f"{path}: {name} holds nan or inf; the checkpoint is damaged and cannot be resumed")
     return state
 
 
@@ -98,10 +102,15 @@ def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_s
 
 def _tensor_shapes(value: Any, prefix: str) -> dict[str, list[int]]:
     """``{"policy.net.0.weight": [64, 3], …}`` for every tensor in a nested dict/list."""
+    return {name: list(tensor.shape) for name, tensor in _tensors(value, prefix).items()}
+
+
+def _tensors(value: Any, prefix: str) -> dict[str, torch.Tensor]:
+    """``{"policy.net.0.weight": tensor, …}``: every tensor in a nested dict/list, by dotted name."""
     if isinstance(value, torch.Tensor):
-        return {prefix: list(value.shape)}
+        return {prefix: value}
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _tensor_shapes(item, f"{prefix}.{key}").items()}
+        return {k: v for key, item in value.items() for k, v in _tensors(item, f"{prefix}.{key}").items()}
     if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in _tensor_shapes(item, f"{prefix}.{i}").items()}
+        return {k: v for i, item in enumerate(value) for k, v in _tensors(item, f"{prefix}.{i}").items()}
     return {}

@@ -313,6 +313,13 @@ def _swap_env(run: Path) -> None:
     (run / RECIPE).write_text(json.dumps(data))
 
 
+def _poison_policy(run: Path) -> None:
+    state = torch.load(run / CKPT, weights_only=True)
+    first = next(iter(state["policy"]))
+    state["policy"][first].view(-1)[0] = float("nan")
+    torch.save(state, run / CKPT)
+
+
 class _NotAllowed:
     """Unpickling this would run code; ``weights_only=True`` must refuse it."""
 
@@ -330,6 +337,7 @@ BAD_RUN_FOLDERS = {
     "a dict of something else": (lambda run: torch.save({"weights": torch.zeros(3)}, run / CKPT), CKPT,
                                  "not an mbmix-fw checkpoint: no format, iteration, policy"),
     "checkpoint is a folder": (lambda run: ((run / CKPT).unlink(), (run / CKPT).mkdir()), CKPT, "no such file"),
+    "nan in the policy": (_poison_policy, CKPT, "holds nan or inf; the checkpoint is damaged"),
     "policy hidden edited": (_edit_recipe(**{"policy.hidden": [16]}), CKPT,
                              f"does not match {{run}}/{RECIPE}: policy."),
     "critic layers edited": (_edit_recipe(**{"critic.hidden": [8, 8]}), CKPT,
