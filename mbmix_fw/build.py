@@ -73,9 +73,8 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 
     Plugins' event hooks (``on_iteration_end``, ``on_run_end``) receive the trainer's events.
     """
-    from .trainer import Trainer  # the training loop is only needed once a run starts
-
     from .memory import check_memory
+    from .trainer import Trainer  # the training loop is only needed once a run starts
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)

@@ -89,7 +89,10 @@ class Recipe(BaseModel):
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"estimator.lam=0.95"`` → ``("estimator.lam", 0.95)``; the value is read as a TOML value when it is
-    one (numbers, booleans, ``[1, 2]``, ``"quoted"``), else kept as the raw string (``run.out=runs/x``)."""
+    one (numbers, booleans, ``[1, 2]``, ``"quoted"``), else kept as the raw string (``run.out=runs/x``).
+
+    The value is then validated as strictly as one written in the TOML file: ``layer_norm=yes`` is the
+    string ``"yes"`` and fails, ``num_envs='"64"'`` is a string and fails, ``actor_lr=nan`` fails."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.strip() for part in key.split(".")):
