@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from .component import (MAX_ENVS, MAX_ITERATIONS, MAX_LAYERS, MAX_STEPS, MAX_WIDTH, ComponentConfig, EnvConfig,
+                        EstimatorConfig, Hidden, Iterations, NumEnvs, SchedulerConfig, Steps, StrictTable,
+                        WorldModelConfig)
 from .errors import (MbmixError, MissingDependency, PluginError, RecipeError, TrainingDiverged, UserError,
                      require)
 from .hookspecs import hookimpl
@@ -43,8 +45,9 @@ _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in name
 __all__ = sorted([
     "ComponentConfig", "CriticSettings", "EnvConfig", "EstimatorConfig", "MbmixError", "MissingDependency",
     "OptimSettings", "PluginError", "PolicySettings", "Recipe", "RecipeError", "Registry", "RunSettings",
-    "SchedulerConfig", "TrainingDiverged", "UserError", "WorldModelConfig", "default_registry", "hookimpl", "lazy_attributes",
-    "lazy_factory", "load_recipe",
+    "SchedulerConfig", "TrainingDiverged", "UserError", "WorldModelConfig", "default_registry", "hookimpl",
+    "lazy_attributes", "lazy_factory", "load_recipe", "MAX_ENVS", "MAX_ITERATIONS", "MAX_LAYERS", "MAX_STEPS",
+    "MAX_WIDTH", "Hidden", "Iterations", "NumEnvs", "Steps", "StrictTable",
     "load_registry", "make_registry", "require", "validate_recipe", *_LAZY_MODULE,
 ])
 

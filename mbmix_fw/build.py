@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,10 +74,12 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 
     Plugins' event hooks (``on_iteration_end``, ``on_run_end``) receive the trainer's events.
     """
+    from .memory import check_memory
     from .trainer import Trainer  # the training loop is only needed once a run starts
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
+    check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
@@ -87,6 +90,45 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 def run_dir_for(recipe: Recipe, name: str) -> Path:
     """``recipe.run.out`` with ``{name}`` replaced (relative paths are relative to the working directory)."""
     return Path(recipe.run.out.replace("{name}", name))
+
+
+def check_run_dir(out_dir: Path) -> None:
+    """Fail with a one-line :class:`UserError` before anything is built if ``out_dir`` cannot become a
+    new run folder: a file is there, or the folder (or its nearest existing parent) is not writable.
+
+    Writability is tested by creating and removing a temporary folder, not with ``os.access`` (which
+    says yes to root on a read-only file system), so nothing stays behind when the check fails."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; choose another run folder with --out")
+    shared = _shared_folder(out_dir)
+    if shared:
+        raise UserError(f"{out_dir}: is {shared}; a run writes checkpoints/, tb/, metrics.csv and recipe.json "
+                        f"into its folder: give it one of its own, e.g. --out runs/NAME")
+    parent = out_dir
+    while not parent.exists():
+        if parent.is_symlink():
+            raise UserError(f"{out_dir}: {parent} is a broken symbolic link; choose another run folder")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{out_dir}: cannot create the run folder: {parent} is not a folder")
+    try:
+        tempfile.TemporaryDirectory(prefix=".mbmix-write-test-", dir=parent).cleanup()
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot write the run folder in {parent}: {exc.strerror or exc}") from None
+
+
+def _shared_folder(out_dir: Path) -> str:
+    """What ``out_dir`` is if it is a folder a run must not spill its files into, else ``""``."""
+    resolved, cwd = out_dir.resolve(), Path.cwd().resolve()
+    if resolved == Path(resolved.anchor):
+        return "the file-system root"
+    if resolved == Path.home().resolve():
+        return "your home folder"
+    if resolved == cwd:
+        return "the current directory"
+    if resolved in cwd.parents:
+        return "a parent of the current directory"
+    return ""
 
 
 def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace`` (atomic on POSIX)."""
@@ -28,3 +30,87 @@ def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
 def load_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True``: tensors and plain Python values only, never arbitrary pickles."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+REQUIRED_KEYS = ("format", "iteration", "policy", "critic", "target_critic", "actor_opt", "critic_opt", "rng")
+"""Entries every checkpoint written by :meth:`Trainer.save_checkpoint <mbmix_fw.trainer.Trainer.state_dict>` has."""
+SHAPED_ENTRIES = ("policy", "critic", "target_critic", "obs_norm", "world_model")
+"""Entries whose tensor shapes follow from the recipe (network sizes, env dimensions)."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """:func:`load_checkpoint_file`, with every way a file can fail to be a checkpoint turned into one
+    line naming it (empty, truncated, random bytes, a pickle with code in it, a dict of something else)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the checkpoint: {exc.strerror or exc}") from None
+    if size == 0:
+        raise UserError(f"{path}: the checkpoint is empty (0 bytes)")
+    try:
+        state = load_checkpoint_file(path)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load fails with, the file is the cause
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "weights only load failed" in reason.lower():  # torch's advice to disable the check is not ours
+            reason = "it holds something other than tensors and plain values (random bytes, or a pickle " \
+                     "that would run code), so it was not unpickled"
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:200]}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not an mbmix-fw checkpoint: holds a {type(state).__name__}, not a dict")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise UserError(f"{path}: not an mbmix-fw checkpoint: no {', '.join(missing)} entries")
+    for entry in SHAPED_ENTRIES:
+        for name, tensor in _tensors(state.get(entry), entry).items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(f"{path}: {name} holds nan or inf; the checkpoint is damaged and cannot be resumed")
+    return state
+
+
+def check_shapes(state: dict[str, Any], expected: dict[str, Any], path: Path, recipe_source: str) -> None:
+    """Raise one line naming ``path`` and the first tensor whose name or shape differs between the
+    checkpoint ``state`` and a freshly built trainer's ``expected`` state (its recipe edited since)."""
+    for entry in SHAPED_ENTRIES:
+        theirs, ours = _tensor_shapes(state.get(entry), entry), _tensor_shapes(expected.get(entry), entry)
+        for name in sorted(theirs.keys() | ours.keys()):
+            where = f"{path}: does not match {recipe_source}: "
+            if name not in ours:
+                raise UserError(where + f"{name} is in the checkpoint but not in the networks the recipe builds "
+                                        f"(were hidden sizes or the world model edited?)")
+            if name not in theirs:
+                raise UserError(where + f"{name} is missing from the checkpoint (were hidden sizes or the "
+                                        f"world model edited?)")
+            if theirs[name] != ours[name]:
+                raise UserError(where + f"{name} has shape {theirs[name]} in the checkpoint but the recipe "
+                                        f"builds {ours[name]} (were hidden sizes or env dimensions edited?)")
+
+
+def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_source: str) -> None:
+    """Load ``state`` (:func:`read_checkpoint` of ``path``) into ``trainer``, built from ``recipe_source``;
+    one line naming the file if the two do not fit together."""
+    check_shapes(state, trainer.state_dict(), path, recipe_source)
+    try:
+        trainer.load_state_dict(state)
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: cannot restore the checkpoint: {type(exc).__name__}: {reason[:200]}") from None
+
+
+def _tensor_shapes(value: Any, prefix: str) -> dict[str, list[int]]:
+    """``{"policy.net.0.weight": [64, 3], …}`` for every tensor in a nested dict/list."""
+    return {name: list(tensor.shape) for name, tensor in _tensors(value, prefix).items()}
+
+
+def _tensors(value: Any, prefix: str) -> dict[str, torch.Tensor]:
+    """``{"policy.net.0.weight": tensor, …}``: every tensor in a nested dict/list, by dotted name."""
+    if isinstance(value, torch.Tensor):
+        return {prefix: value}
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _tensors(item, f"{prefix}.{key}").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in _tensors(item, f"{prefix}.{i}").items()}
+    return {}

@@ -79,7 +79,7 @@ class _Registries:
 
 # ---- commands ----
 def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import make_trainer, run_dir_for, write_run_files
+    from .build import check_run_dir, make_trainer, run_dir_for, write_run_files
     from .recipe import load_recipe
 
     registry = registries.get()
@@ -90,6 +90,7 @@ def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
         overrides.append(("run.out", args.out))
     recipe = load_recipe(args.recipe, registry, overrides)
     out_dir = run_dir_for(recipe, Path(args.recipe).stem)
+    check_run_dir(out_dir)
     _refuse_occupied(out_dir)
     trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
     write_run_files(out_dir, recipe, registry)
@@ -110,6 +111,7 @@ def _refuse_occupied(out_dir: Path) -> None:
 
 def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     from .build import RECIPE_JSON, make_trainer
+    from .checkpoint import read_checkpoint, restore_checkpoint
     from .recipe import validate_recipe
 
     run_dir = Path(args.run_dir)
@@ -121,12 +123,13 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
             raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
     try:
         data = json.loads(recipe_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
     recipe = validate_recipe(data, registries.get(), str(recipe_path))
+    state = read_checkpoint(checkpoint)  # a corrupt file fails before anything is built
     device = args.device if args.device is not None else recipe.run.device
     trainer = make_trainer(recipe, run_dir, device, registries.get(), progress=not args.no_progress)
-    trainer.load_checkpoint(checkpoint)
+    restore_checkpoint(trainer, state, checkpoint, str(recipe_path))
     if trainer.iteration >= recipe.run.iterations:
         # exit 0: the run is complete, which is what the caller wanted (scripts may resume every run)
         print(f"{run_dir}: already finished ({trainer.iteration} of {recipe.run.iterations} iterations); "

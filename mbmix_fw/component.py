@@ -1,22 +1,89 @@
-"""Config bases of plugins (the ``[env]``, ``[estimator]``… tables of a recipe).
+"""Config bases of plugins (the ``[env]``, ``[estimator]``… tables of a recipe) and the strict base
+every recipe table shares.
 
-pydantic only, no torch: registering plugins and validating recipes must stay instant."""
+pydantic only, no torch: registering plugins and validating recipes must stay instant.
+
+Why strict: TOML has real types, so a recipe that writes ``num_envs = "64"``, ``iterations = true`` or
+``layer_norm = "yes"`` has a mistake in it, and coercing it would hide the mistake. Every table is
+validated in pydantic's strict mode with three deliberate exceptions: an integer is accepted where a
+float is expected (``actor_lr = 1`` means 1.0), a TOML array is accepted where a tuple is expected
+(``betas = [0.7, 0.95]``; TOML has no tuples), and ``nan``/``inf`` are rejected in every float field.
+Sizes have documented maxima (:data:`MAX_ENVS`, :data:`MAX_STEPS`, :data:`MAX_WIDTH`…) so an absurd
+value is a user error naming its field instead of an allocation failure or a hang.
+"""
 from __future__ import annotations
 
-from typing import ClassVar
+import types
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_ENVS = 2**20
+"""Most parallel environments a table may ask for (1 048 576; the largest GPU setups use ~10⁵)."""
+MAX_STEPS = 10**6
+"""Most steps in one episode or one differentiable window."""
+MAX_WIDTH = 2**16
+"""Widest hidden layer (65 536)."""
+MAX_LAYERS = 16
+"""Most hidden layers of one network."""
+MAX_ITERATIONS = 10**9
+"""Most iterations of any loop a recipe sets (training iterations, critic passes, fit steps)."""
+
+NumEnvs = Annotated[int, Field(ge=1, le=MAX_ENVS)]
+"""Type of a count of parallel environments, branches or samples: ``1 ≤ n ≤ MAX_ENVS``."""
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+"""Type of an episode length or window horizon: ``1 ≤ n ≤ MAX_STEPS``."""
+Iterations = Annotated[int, Field(ge=0, le=MAX_ITERATIONS)]
+"""Type of a loop count that may be 0: ``0 ≤ n ≤ MAX_ITERATIONS``."""
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Hidden = Annotated[list[Width], Field(max_length=MAX_LAYERS)]
+"""Type of hidden layer widths: at most ``MAX_LAYERS`` layers of ``1 … MAX_WIDTH`` units (``[]``: linear)."""
 
 
-class ComponentConfig(BaseModel):
+class StrictTable(BaseModel):
+    """Base of every recipe table: strict types, finite floats, unknown keys are errors, frozen.
+
+    See the module docstring for what strict means here. Document each field with an attribute
+    docstring: ``mbmix-fw plugins --verbose`` shows them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _arrays_as_tuples(cls, data: Any) -> Any:
+        """TOML (and ``recipe.json``) write tuples as arrays; strict mode would refuse a list for a tuple."""
+        if not isinstance(data, dict):
+            return data
+        converted = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if isinstance(value, list) and field is not None and _is_tuple_type(field.annotation):
+                converted[name] = tuple(value)
+        return converted
+
+
+def _is_tuple_type(annotation: Any) -> bool:
+    """``tuple[...]``, ``tuple[...] | None`` and ``Annotated[tuple[...], …]``."""
+    origin = get_origin(annotation)
+    if annotation is tuple or origin is tuple:
+        return True
+    if origin is Annotated:
+        return _is_tuple_type(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return any(_is_tuple_type(arg) for arg in get_args(annotation))
+    return False
+
+
+class ComponentConfig(StrictTable):
     """A plugin's validated settings.
 
     Subclasses narrow ``kind`` to ``Literal["their_name"] = "their_name"``: that literal is the name a
-    recipe uses. Unknown keys are errors (``extra="forbid"``) so a typo never goes silently unused.
-    Document each field with an attribute docstring: ``mbmix-fw plugins --verbose`` shows them.
+    recipe uses. Unknown keys are errors (``extra="forbid"``) so a typo never goes silently unused;
+    types are strict and floats finite (:class:`StrictTable`). Bound sizes with :data:`NumEnvs`,
+    :data:`Steps`, :data:`Iterations` and :data:`Hidden` so an absurd value is caught at validation.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     kind: str
 

@@ -52,6 +52,8 @@ class GradientStatistics:
     relative_bias: float | None = None
     bias_se: float | None = None
     noise_floor: float | None = None
+    variance_se: float | None = None
+    """Standard error of ``variance`` (from the spread of the samples' squared deviations)."""
 
     @property
     def mean_grad_norm(self) -> float:
@@ -62,7 +64,7 @@ class GradientStatistics:
         return {
             "samples": self.samples, "variance": self.variance, "mean_grad_norm": self.mean_grad_norm,
             "bias": self.bias, "relative_bias": self.relative_bias, "bias_se": self.bias_se,
-            "noise_floor": self.noise_floor,
+            "noise_floor": self.noise_floor, "variance_se": self.variance_se,
             "exact_grad_norm": None if self.exact is None else float(self.exact.norm()),
         }
 
@@ -112,9 +114,11 @@ def statistics_of(samples: torch.Tensor, exact: torch.Tensor | None = None) -> G
     k = samples.shape[0]
     mean = samples.mean(0)
     centred = samples - mean
-    variance = float(centred.pow(2).sum() / (k - 1))
+    squared = centred.pow(2).sum(1)  # each sample's squared distance to the mean: variance = their mean·k/(k-1)
+    variance = float(squared.sum() / (k - 1))
+    variance_se = float(squared.std(unbiased=True) / math.sqrt(k) * k / (k - 1))
     if exact is None:
-        return GradientStatistics(k, mean, variance)
+        return GradientStatistics(k, mean, variance, variance_se=variance_se)
     exact = exact.to(torch.float64).cpu()
     error = mean - exact
     bias = float(error.norm())
@@ -126,7 +130,7 @@ def statistics_of(samples: torch.Tensor, exact: torch.Tensor | None = None) -> G
         bias_se = 0.0
     return GradientStatistics(
         k, mean, variance, exact, bias,
-        bias / exact_norm if exact_norm > 0 else None, bias_se, math.sqrt(variance / k),
+        bias / exact_norm if exact_norm > 0 else None, bias_se, math.sqrt(variance / k), variance_se,
     )
 
 
@@ -203,6 +207,47 @@ def variance_study(
                                     policy_fn=policy_fn, num_envs=num_envs, exact=flat_exact)
         rows.append({"label": label, **_describe(estimator, env), **stats.summary(), "exact_note": note})
     return rows
+
+
+def pareto_frontier(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows (``bias``, ``variance``) no other row beats on both, by increasing bias."""
+    frontier: list[dict[str, Any]] = []
+    for row in sorted(points, key=lambda r: (r["bias"], r["variance"])):
+        if not frontier or row["variance"] < frontier[-1]["variance"]:
+            frontier.append(row)
+    return frontier
+
+
+def frontier_position(frontier_rows: Sequence[dict[str, Any]], row: dict[str, Any],
+                      z_threshold: float = 2.0) -> dict[str, Any]:
+    """Where ``row`` lies against the bias–variance frontier of ``frontier_rows`` (e.g. SHAC at every H).
+
+    The frontier is the Pareto set of the rows, joined by straight lines (in bias, variance); beyond its
+    ends it continues flat at its end points' variances. ``frontier_variance`` is its variance at
+    ``row``'s bias, ``ratio = variance / frontier_variance``, and ``z = (frontier_variance − variance) / se``
+    with ``se`` combining the variance standard errors (``variance_se``) of ``row`` and of the frontier
+    there. ``position`` is ``below`` (less variance than the frontier at equal bias: ``z > z_threshold``),
+    ``above`` (``z < −z_threshold``) or ``on`` (within ``z_threshold`` standard errors). Bias is taken as
+    exact; its own standard errors (``bias_se``) are reported beside, not folded in.
+    """
+    front = pareto_frontier(frontier_rows)
+    bias = row["bias"]
+    if bias <= front[0]["bias"]:
+        variance, se = front[0]["variance"], front[0]["variance_se"]
+    elif bias >= front[-1]["bias"]:
+        variance, se = front[-1]["variance"], front[-1]["variance_se"]
+    else:
+        right = next(i for i, r in enumerate(front) if r["bias"] >= bias)
+        a, b = front[right - 1], front[right]
+        w = (bias - a["bias"]) / (b["bias"] - a["bias"])
+        variance = (1 - w) * a["variance"] + w * b["variance"]
+        se = math.hypot((1 - w) * a["variance_se"], w * b["variance_se"])
+    se_total = math.hypot(se, row["variance_se"])
+    gap = variance - row["variance"]
+    z = gap / se_total if se_total > 0 else math.copysign(math.inf, gap)
+    position = "below" if z > z_threshold else "above" if z < -z_threshold else "on"
+    return {"frontier_variance": variance, "ratio": row["variance"] / variance, "z": z, "position": position,
+            "frontier": [r["label"] for r in front]}
 
 
 def plot_variance_study(rows: Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Union, get_args, get_origin
@@ -77,7 +78,7 @@ class Recipe(BaseModel):
             raise PydanticCustomError("missing_kind", "{message}", {"message": slot.missing_kind_message()})
         if not isinstance(kind, str):
             raise PydanticCustomError("kind_type", "{message}", {
-                "message": f"kind must be a string, got {type(kind).__name__}"})
+                "message": f"kind must be a string, got {_toml_type(kind)}"})
         try:
             entry = slot.get(kind)
         except PluginError as exc:
@@ -88,7 +89,10 @@ class Recipe(BaseModel):
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"estimator.lam=0.95"`` → ``("estimator.lam", 0.95)``; the value is read as a TOML value when it is
-    one (numbers, booleans, ``[1, 2]``, ``"quoted"``), else kept as the raw string (``run.out=runs/x``)."""
+    one (numbers, booleans, ``[1, 2]``, ``"quoted"``), else kept as the raw string (``run.out=runs/x``).
+
+    The value is then validated as strictly as one written in the TOML file: ``layer_norm=yes`` is the
+    string ``"yes"`` and fails, ``num_envs='"64"'`` is a string and fails, ``actor_lr=nan`` fails."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.strip() for part in key.split(".")):
@@ -188,9 +192,72 @@ def format_problems(exc: ValidationError, data: Any, registry: "Registry", sourc
             kinds = ", ".join(slot.kinds()) or "none registered"
             message = f"missing required table [{loc[0]}]; add it with kind = one of: {kinds}"
         elif error["type"] == "model_type" and len(loc) == 1:
-            message = f"expected a table [{loc[0]}], got {type(error['input']).__name__}"
+            message = f"expected a table [{loc[0]}], got {_toml_type(error['input'])}"
+        elif error["type"] in _EXPECTED:
+            message = _type_message(_EXPECTED[error["type"]], error["input"])
+        elif error["type"] == "finite_number":
+            message = f"expected a finite number, got {_toml_value(error['input'])} (nan and inf are not allowed)"
+        elif error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", message))
+        elif error["type"] in _BOUNDS:
+            message = f"{message}, got {_toml_value(error['input'])}"
         lines.append(f"{source}: {'.'.join(loc)}: {message}" if loc else f"{source}: {message}")
     return lines
+
+
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "list_type": "an array", "tuple_type": "an array",
+             "dict_type": "a table", "model_type": "a table"}
+"""Strict-mode type errors, by pydantic error type: what the field expects, in TOML's words."""
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal",
+           "too_short", "too_long", "string_too_short")
+
+
+def _type_message(expected: str, value: Any) -> str:
+    """``expected an integer, got string "64" (write it without quotes: 64)``."""
+    message = f"expected {expected}, got {_toml_type(value)} {_toml_value(value)}"
+    if isinstance(value, str):
+        try:
+            parsed = tomllib.loads(f"value = {value.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            return message
+        if expected in _WHAT_IS.get(type(parsed), ()):
+            return f"{message} (write it without quotes: {value.strip()})"
+    elif isinstance(value, float) and expected == "an integer" and value.is_integer():
+        return f"{message} (write it as an integer: {int(value)})"
+    return message
+
+
+_WHAT_IS = {bool: ("true or false",), int: ("an integer", "a number"), float: ("a number",),
+            list: ("an array",)}
+"""What a value of each TOML type satisfies (for the "write it without quotes" hint)."""
+_TOML_TYPES = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", tuple: "array",
+               dict: "table"}
+
+
+def _toml_type(value: Any) -> str:
+    """The TOML name of ``value``'s type (``"string"``, ``"boolean"``, ``"date-time"``…)."""
+    name = _TOML_TYPES.get(type(value))
+    if name is not None:
+        return name
+    if isinstance(value, BaseModel):
+        return "table"
+    return "date-time" if hasattr(value, "isoformat") else type(value).__name__
+
+
+def _toml_value(value: Any) -> str:
+    """A short TOML spelling of ``value`` for an error message (long values are cut)."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    elif isinstance(value, (list, tuple, dict)) or hasattr(value, "isoformat"):
+        text = str(value)
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _unknown_field_message(name: str, fields: list[str]) -> str:

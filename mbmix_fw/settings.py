@@ -1,36 +1,53 @@
 """Core (non-plugin) recipe tables: ``[run]``, ``[policy]``, ``[critic]``, ``[optim]``."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, field_validator
+
+from .component import MAX_ITERATIONS, Hidden, Iterations, NumEnvs, StrictTable
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Settings(StrictTable):
+    """Strict like every recipe table (see :mod:`mbmix_fw.component`)."""
 
 
 class RunSettings(_Settings):
     seed: int = Field(0, ge=0, lt=2**63)
     """Seeds torch, numpy, python's random and the run's generator."""
-    iterations: int = Field(100, ge=1)
+    iterations: int = Field(100, ge=1, le=MAX_ITERATIONS)
     """Policy updates (one estimator window each)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks cuda when available."""
     out: str = "runs/{name}"
-    """Run folder; ``{name}`` is the recipe file's stem. The CLI's ``--out`` wins."""
-    checkpoint_every: int = Field(50, ge=1)
+    """Run folder; ``{name}`` is the recipe file's stem (no other placeholder). The CLI's ``--out`` wins.
+    Never empty, the current directory, one of its parents, ``/`` or the home folder: a run writes
+    several files and folders into its run folder."""
+    checkpoint_every: int = Field(50, ge=1, le=MAX_ITERATIONS)
     """Iterations between checkpoints; one is also written at the end."""
-    eval_every: int = Field(0, ge=0)
+    eval_every: Iterations = 0
     """Iterations between deterministic evaluations (0: only before and after training)."""
-    eval_envs: int = Field(16, ge=1)
+    eval_envs: NumEnvs = 16
     """Episodes run in parallel for each evaluation."""
-    max_skipped_iterations: int = Field(20, ge=1)
+    max_skipped_iterations: int = Field(20, ge=1, le=MAX_ITERATIONS)
     """Stop with an error (exit 1, naming what went non-finite first) after this many consecutive
     iterations in which every update (actor, critic, world model) was skipped as non-finite."""
     dtype: Literal["auto", "float32", "float64"] = "auto"
     """Floating-point type of the env, nets, replay buffer and world model. ``auto``: the env's (the
     dtype of its ``reset`` states; the built-in envs build in float32); ``float64`` builds the env in it."""
+
+    @field_validator("out")
+    @classmethod
+    def _out_names_a_folder(cls, out: str) -> str:
+        if not out.strip():
+            raise ValueError("empty; it would write the run into the current directory: give a folder, "
+                             "e.g. out = \"runs/{name}\"")
+        unknown = sorted(set(re.findall(r"{[^{}]*}", out)) - {"{name}"})
+        if unknown:
+            raise ValueError(f"unknown placeholder {', '.join(unknown)}; only {{name}} (the recipe file's stem) "
+                             f"is replaced")
+        return out
 
 
 Activation = Literal["elu", "relu", "tanh", "silu"]
@@ -38,14 +55,15 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class PolicySettings(_Settings):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
-    """Hidden layer widths of the tanh-Gaussian MLP."""
+    hidden: Hidden = Field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the tanh-Gaussian MLP (``[]``: a linear-Gaussian policy)."""
     activation: Activation = "elu"
     """Hidden-layer activation of the policy MLP."""
     layer_norm: bool = True
     """LayerNorm after each hidden layer of the policy (SHAC: on)."""
-    init_log_std: float = -1.0
-    """Initial state-independent log standard deviation (SHAC: -1)."""
+    init_log_std: float = Field(-1.0, ge=-20.0, le=5.0)
+    """Initial state-independent log standard deviation (SHAC: -1). Bounded to [-20, 5]: beyond, the
+    standard deviation underflows or the sampled actions are noise of size e⁵ ≈ 150."""
     squash: bool = True
     """tanh-squash actions into (-1, 1). Off for the linear-Gaussian policies of the study envs."""
     normalize_obs: bool = True
@@ -53,7 +71,7 @@ class PolicySettings(_Settings):
 
 
 class CriticSettings(_Settings):
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    hidden: Hidden = Field(default_factory=lambda: [64, 64])
     """Hidden layer widths of the critic MLP."""
     activation: Activation = "elu"
     """Hidden-layer activation of the critic MLP."""
@@ -65,10 +83,11 @@ class CriticSettings(_Settings):
     """Polyak weight of the online critic, the usual τ: ``target ← (1-τ)·target + τ·critic`` after each
     iteration. DiffRL's SHAC writes the same update with ``target_critic_alpha = 0.2 = 1-τ`` on the old
     target, hence 0.8. (Replaces ``target_tau``, which weighted the old target.)"""
-    iterations: int = Field(16, ge=0)
-    """Passes of critic regression per iteration (a scheduler may override)."""
-    minibatches: int = Field(4, ge=1)
-    """Minibatches each critic pass splits the iteration's transitions into (one Adam step each)."""
+    iterations: int = Field(16, ge=0, le=10_000)
+    """Passes of critic regression per iteration (a scheduler may override); at most 10 000."""
+    minibatches: NumEnvs = 4
+    """Minibatches each critic pass splits the iteration's transitions into (one Adam step each; more
+    than ``num_envs × horizon`` gives no more)."""
 
 
 class OptimSettings(_Settings):

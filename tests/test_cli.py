@@ -148,7 +148,7 @@ def test_validate_reports_every_problem_of_every_file(tmp_path, registry, capsys
     assert error_lines(captured.err) == [
         f"{bad1}: env.kind: unknown env kind 'lineer' (did you mean 'linear'?); available: crash, linear, "
         f"needs_jax, wrong_type",
-        f"{bad2}: run.iterations: Input should be greater than or equal to 1",
+        f"{bad2}: run.iterations: Input should be greater than or equal to 1, got 0",
         f"{bad2}: run.sede: unknown field (did you mean 'seed'?)",
     ]
     assert captured.out == f"{good}: ok\n"
@@ -458,14 +458,14 @@ def test_errors_from_a_set_override_name_the_override(tmp_path, registry, capsys
             "--set", "policy.hidden=[8, 0]", "--set", "run.seed=3"]
     assert main(argv, registry=registry) == 2
     assert sorted(error_lines(capsys.readouterr().err)) == sorted([
-        "--set estimator.horizon=0: estimator.horizon: Input should be greater than or equal to 1",
+        "--set estimator.horizon=0: estimator.horizon: Input should be greater than or equal to 1, got 0",
         "--set run.sede=1: run.sede: unknown field (did you mean 'seed'?)",
-        "--set policy.hidden=[8, 0]: policy.hidden.1: Input should be greater than 0",
+        "--set policy.hidden=[8, 0]: policy.hidden.1: Input should be greater than or equal to 1, got 0",
     ])
     bad_file = write(tmp_path, GOOD.replace("seed = 0", "seed = -1"), "bad.toml")
     assert main(["validate", str(bad_file), "--set", "run.iterations=3"], registry=registry) == 2
     assert error_lines(capsys.readouterr().err) == [  # the file's own mistake still names the file
-        f"{bad_file}: run.seed: Input should be greater than or equal to 0"]
+        f"{bad_file}: run.seed: Input should be greater than or equal to 0, got -1"]
 
 
 def test_an_existing_folder_that_is_not_a_run_is_refused(tmp_path, registry, capsys):

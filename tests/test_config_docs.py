@@ -77,7 +77,7 @@ def test_plugins_verbose_shows_the_core_tables_and_whole_multiline_docs(capsys):
     out = capsys.readouterr().out
     for table in ("[run]", "[policy]", "[critic]", "[optim]"):
         assert f"\n  {table}\n" in out
-    assert "      iterations: int ≥ 1 = 100\n          Policy updates" in out
+    assert "      iterations: int in [1, 1000000000] = 100\n          Policy updates" in out
     assert '      device: "auto" | "cpu" | "cuda" = "auto"\n' in out
     # DynaConfig.warmup_iterations has a two-line docstring: both lines are shown
     assert ("before model branches start,\n          so the policy never follows an untrained model.\n"

@@ -136,3 +136,46 @@ def test_variance_from_recipe_on_lqr(tmp_path):
     saved = json.loads((tmp_path / "v.json").read_text())
     assert saved["settings"]["h_max"] == 8 and len(saved["rows"]) == 5
     assert (tmp_path / "v.png").exists()
+
+
+# ---- SHAC's bias–variance frontier (benchmarks/variance.py) ----
+def _point(label, bias, variance, variance_se=0.1):
+    return {"label": label, "bias": bias, "variance": variance, "variance_se": variance_se}
+
+
+FRONTIER = [_point("H=1", 10.0, 1.0), _point("H=2", 6.0, 3.0), _point("H=4", 6.5, 5.0),  # H=4 is dominated
+            _point("H=8", 2.0, 11.0)]
+
+
+def test_pareto_frontier_drops_dominated_points():
+    from mbmix_fw.diagnose import pareto_frontier
+
+    assert [r["label"] for r in pareto_frontier(FRONTIER)] == ["H=8", "H=2", "H=1"]
+
+
+@pytest.mark.parametrize("bias, variance, ratio, position", [
+    (4.0, 7.0, 1.0, "on"),       # halfway between H=8 (2, 11) and H=2 (6, 3): frontier variance 7
+    (4.0, 5.0, 5 / 7, "below"),  # 2 less than the frontier, s.e. √(0.1²/2 + 0.1²) ≈ 0.12
+    (4.0, 9.0, 9 / 7, "above"),
+    (8.0, 1.5, 1.5 / 2.0, "below"),  # between H=2 (6, 3) and H=1 (10, 1): frontier variance 2
+    (12.0, 1.5, 1.5, "above"),   # more bias than every SHAC H and more variance than H=1
+    (1.0, 10.0, 10 / 11, "below"),  # less bias than every SHAC H and less variance than H=8
+])
+def test_frontier_position(bias, variance, ratio, position):
+    from mbmix_fw.diagnose import frontier_position
+
+    found = frontier_position(FRONTIER, _point("mix", bias, variance))
+    assert found["ratio"] == pytest.approx(ratio)
+    assert found["position"] == position
+    assert found["frontier"] == ["H=8", "H=2", "H=1"]
+
+
+def test_variance_standard_error_matches_the_spread_of_repeated_estimates():
+    from mbmix_fw.diagnose import statistics_of
+
+    g = torch.Generator().manual_seed(0)
+    draws = [statistics_of(torch.randn(40, 3, generator=g, dtype=torch.float64) * 2.0) for _ in range(400)]
+    spread = torch.tensor([d.variance for d in draws]).std()
+    mean_se = sum(d.variance_se for d in draws) / len(draws)
+    assert mean_se == pytest.approx(float(spread), rel=0.15)
+    assert sum(d.variance for d in draws) / len(draws) == pytest.approx(12.0, rel=0.05)  # 3 dims × 2²

@@ -16,7 +16,7 @@ class ShacConfig(mb.EstimatorConfig):
     """SHAC (Xu et al., ICLR 2022): short windows of ``horizon`` steps bootstrapped with the target critic."""
 
     kind: Literal["shac"] = "shac"
-    horizon: int = Field(32, ge=1)
+    horizon: mb.Steps = 32
     """Window length H: steps rolled out and differentiated per policy update (SHAC: 32)."""
     gamma: float = Field(0.99, gt=0.0, le=1.0)
     """Discount, shared with the critic's TD(λ) targets."""
@@ -29,9 +29,10 @@ class MixConfig(mb.EstimatorConfig):
     kind: Literal["mix"] = "mix"
     lam: float = Field(0.97, ge=0.0, le=1.0)
     """λ: weight ``(1-λ)λ^(k-1)`` on window length ``kΔ``, the tail on ``horizon``. 1 = SHAC, 0 = Δ-step.
-    Default 0.97 is our measured choice for ``horizon = 32`` (benchmarks/variance.py: variance 0.35–0.46×
-    SHAC-32's with bias below SHAC-16's on both study envs); rule of thumb λ ≈ 1 − 1/horizon."""
-    horizon: int = Field(32, ge=1)
+    Default 0.97 for ``horizon = 32`` (rule of thumb λ ≈ 1 − 1/horizon). Against SHAC at every window
+    length (benchmarks/RESULTS.md, measured at H_max = 16): below SHAC's bias–variance frontier on the
+    tabular MDP, on it (within two standard errors) on the LQR."""
+    horizon: mb.Steps = 32
     """H_max: the one rollout's length; the longest window mixed."""
     interval: int = Field(1, ge=1)
     """Mix interval Δ (ours): only lengths Δ, 2Δ, …, H_max are mixed. Must divide ``horizon``."""
@@ -68,7 +69,7 @@ class BpttConfig(mb.EstimatorConfig):
     kind: Literal["bptt"] = "bptt"
     gamma: float = Field(0.99, gt=0.0, le=1.0)
     """Discount of the episode return."""
-    checkpoint_segments: int = Field(0, ge=0)
+    checkpoint_segments: int = Field(0, ge=0, le=mb.MAX_STEPS)
     """Gradient checkpointing: recompute the episode in this many segments during backward to save
     memory (0 = off). Gives the same gradient."""
 

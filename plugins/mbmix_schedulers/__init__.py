@@ -37,11 +37,11 @@ class DynaConfig(mb.SchedulerConfig):
     env_weight: float = Field(0.5, ge=0.0, le=1.0)
     """β: weight of the simulator-rollout loss; 1-β goes to model branches. β=1 is pure simulator
     training (the model is still fitted), β=0 pure model-based."""
-    model_branches: int = Field(64, ge=1)
+    model_branches: mb.NumEnvs = 64
     """Start states drawn from the replay buffer for model rollouts each iteration."""
-    model_fit_steps: int = Field(8, ge=0)
+    model_fit_steps: int = Field(8, ge=0, le=10_000)
     """World-model minibatch steps per iteration (K)."""
-    warmup_iterations: int = Field(5, ge=0)
+    warmup_iterations: mb.Iterations = 5
     """Iterations of pure simulator training (β=1, model fitted but unused) before model branches start,
     so the policy never follows an untrained model."""
     lr_schedule: Literal["constant", "linear"] = "linear"

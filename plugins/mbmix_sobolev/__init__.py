@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import mbmix_fw as mb
 
@@ -26,15 +26,19 @@ if TYPE_CHECKING:
 __getattr__ = mb.lazy_attributes(__name__, dict.fromkeys(("EnsembleMLP", "RunningMoments", "SobolevMLP"), ".model"))
 
 
+MAX_MODEL_WEIGHTS = 10**9
+"""Most hidden-to-hidden weights of the whole ensemble (4 GB of float32, 16 GB with Adam's state)."""
+
+
 class SobolevConfig(mb.WorldModelConfig):
     kind: Literal["sobolev_mlp"] = "sobolev_mlp"
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [256, 256], min_length=1)
+    hidden: mb.Hidden = Field(default_factory=lambda: [256, 256], min_length=1)
     """Hidden layer widths (each followed by LayerNorm and the activation)."""
     activation: Literal["silu", "elu"] = "silu"
     """Smooth activations only: the Jacobian term differentiates the network twice."""
     layer_norm: bool = True
     """LayerNorm after each hidden layer (steadier fits across state scales)."""
-    members: int = Field(1, ge=1)
+    members: int = Field(1, ge=1, le=1024)
     """Ensemble size; ``step`` returns the members' mean."""
     alpha_s: float = Field(1.0, ge=0.0)
     """Weight of the state-Jacobian term ``∂s'/∂s`` (normalised units; 1 balances the state term)."""
@@ -52,13 +56,24 @@ class SobolevConfig(mb.WorldModelConfig):
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)
     """Decoupled (AdamW) weight decay."""
-    batch_size: int = Field(256, ge=1)
+    batch_size: mb.NumEnvs = 256
     """Transitions per fit step, sampled from the replay buffer."""
-    buffer_capacity: int = Field(100_000, ge=1)
+    buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
     clip_probe_norm: float | None = Field(None, gt=0.0)
     """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).
     Off by default: smooth simulators need no clipping, and a clip biases the Jacobians learned."""
+
+    @field_validator("members")
+    @classmethod
+    def _ensemble_fits_in_memory(cls, members: int, info: ValidationInfo) -> int:
+        """The factory allocates the ensemble before any memory check can see the env: bound it here."""
+        hidden = info.data.get("hidden")
+        weights = members * sum(a * b for a, b in zip(hidden, hidden[1:])) if hidden else 0
+        if weights > MAX_MODEL_WEIGHTS:
+            raise ValueError(f"{members} members of hidden={hidden} hold {weights:.3g} hidden-to-hidden weights, "
+                             f"more than the maximum {MAX_MODEL_WEIGHTS:.0e}; lower members or the widths")
+        return members
 
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "SobolevConfig":

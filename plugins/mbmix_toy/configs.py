@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
 
+MAX_TABLE_ENTRIES = 10**8
+"""Most entries of the tabular MDP's transition table ``P [S, K, S]``."""
+
 class PendulumConfig(mb.EnvConfig):
     kind: Literal["pendulum"] = "pendulum"
-    num_envs: int = Field(64, ge=1)
+    num_envs: mb.NumEnvs = 64
     """Environments rolled out in parallel for training."""
-    episode_length: int = Field(200, ge=1)
+    episode_length: mb.Steps = 200
     """Steps per episode (gym: 200)."""
     max_torque: float = Field(2.0, gt=0)
     """Torque (N·m) applied for action ±1 (gym: 2)."""
@@ -51,9 +54,9 @@ class LQRConfig(mb.EnvConfig):
     """Standard deviation of the process noise w."""
     init_std: float = Field(1.0, ge=0)
     """Standard deviation of the initial state s_0 ~ N(0, init_std² I)."""
-    episode_length: int = Field(50, ge=1)
+    episode_length: mb.Steps = 50
     """Steps per episode."""
-    num_envs: int = Field(64, ge=1)
+    num_envs: mb.NumEnvs = 64
     """Systems rolled out in parallel for training."""
 
 
@@ -69,7 +72,18 @@ class TabularMDPConfig(mb.EnvConfig):
     """Softmax temperature of the random transition rows: smaller = closer to deterministic."""
     relaxation: Literal["score", "straight_through"] = "score"
     """How the sampled next state carries gradient: ``score`` (unbiased) or ``straight_through`` (biased)."""
-    episode_length: int = Field(50, ge=1)
+    episode_length: mb.Steps = 50
     """Steps per episode."""
-    num_envs: int = Field(64, ge=1)
+    num_envs: mb.NumEnvs = 64
     """MDPs rolled out in parallel for training."""
+
+    @field_validator("n_actions")
+    @classmethod
+    def _tables_fit_in_memory(cls, n_actions: int, info: ValidationInfo) -> int:
+        """P has n_states² · n_actions float64 entries, built before any run starts: bound it here."""
+        n_states = info.data.get("n_states")
+        if n_states is not None and n_states * n_states * n_actions > MAX_TABLE_ENTRIES:
+            raise ValueError(f"the transition table P would hold n_states² × n_actions = "
+                             f"{n_states * n_states * n_actions:.3g} probabilities, more than the maximum "
+                             f"{MAX_TABLE_ENTRIES:.0e} (800 MB of float64); lower n_states or n_actions")
+        return n_actions
