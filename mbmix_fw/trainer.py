@@ -12,7 +12,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -116,6 +116,9 @@ class Trainer:
         self.env_steps = 0
         self.skipped_updates = 0
         self.log = MetricsLog(self.out_dir)
+        self.grad_sync: Callable[[torch.nn.Module], None] | None = None
+        """Called with the module after every ``backward`` (and when a non-finite loss skips it), before
+        clipping: data-parallel training averages gradients across ranks here (mbmix_fw/distributed/ddp.py)."""
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
@@ -229,8 +232,12 @@ class Trainer:
         """Backward, clip, step — unless the loss or gradient is NaN/inf: then skip, count and log."""
         opt.zero_grad(set_to_none=True)
         if not _finite(loss.detach()):
+            if self.grad_sync is not None:
+                self.grad_sync(module)  # still take part: every rank then sees a non-finite gradient
             return self._skip(module, opt, name, "loss")
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(module)
         norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.optim_cfg.grad_clip)
         if not _finite(norm):
             return self._skip(module, opt, name, "gradient")
