@@ -143,7 +143,7 @@ def _gathering_update(update, world_size: int):
 
 def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
     """Join this rank's ``trainer`` to the process group; returns hook handles (``.remove()`` to undo)."""
-    import torch
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     broadcast_state([trainer.policy, trainer.critic, trainer.target_critic, trainer.obs_norm,
                      trainer.world_model])
@@ -163,7 +163,7 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
             average_gradients(params, world_size)
             average_buffers(model, world_size)
 
-        handles.append(torch.optim.optimizer.register_optimizer_step_pre_hook(before_model_step))
+        handles.append(register_optimizer_step_pre_hook(before_model_step))
     return handles
 
 

@@ -57,12 +57,26 @@ class SweepSettings(BaseModel):
                 raise ValueError(f"grid '{key}' has no values")
         return grid
 
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, address: str | None) -> str | None:
+        if address is not None:
+            check_address(address)
+        return address
+
     @field_validator("seeds")
     @classmethod
     def _check_seeds(cls, seeds: str | list[int] | None) -> str | list[int] | None:
         if seeds is not None:
             parse_seeds(seeds)
         return seeds
+
+
+def check_address(address: str) -> None:
+    if address != "auto":
+        host, sep, port = address.removeprefix("ray://").rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("expected auto, HOST:PORT or ray://HOST:PORT")
 
 
 def check_grid_key(key: str) -> None:
@@ -88,7 +102,7 @@ def parse_seeds(spec: str | Iterable[int]) -> list[int]:
             elif re.fullmatch(r"\d+", part):
                 seeds.append(int(part))
             else:
-                raise ValueError(f"seeds '{spec}': expected a range like 0-4 or a list like 0,2,5")
+                raise ValueError(f"'{part}' is not a seed: expected a range like 0-4 or a list like 0,2,5")
     else:
         seeds = list(spec)
         if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
@@ -215,6 +229,11 @@ def plan_sweep(recipe_path: str | Path, registry: "Registry", *, grid: Iterable[
     flags = {"name": name, "address": address, "cpus_per_trial": cpus_per_trial,
              "gpus_per_trial": gpus_per_trial, "max_concurrent": max_concurrent, "seeds": seeds}
     merged = {**table.model_dump(exclude_unset=True), **{k: v for k, v in flags.items() if v is not None}}
+    if address is not None:
+        try:
+            check_address(address)
+        except ValueError as exc:
+            raise UserError(f"--address {address}: {exc}") from None
     flag_grid = dict(parse_grid_arg(text) for text in grid)
     merged["grid"] = {**table.grid, **flag_grid}
     try:

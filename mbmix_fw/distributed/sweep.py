@@ -94,10 +94,7 @@ def connect(ray, address: str | None) -> bool:
 
 def _check_reachable(address: str) -> None:
     """Fail in seconds, with one line, when nothing listens at ``[ray://]HOST:PORT``."""
-    hostport = address.removeprefix("ray://")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise UserError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    host, _, port = address.removeprefix("ray://").rpartition(":")  # the format was checked by the plan
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
