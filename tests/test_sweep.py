@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import ray  # the [ray] extra is part of [test]: CI runs these
+import torch
 
 import mbmix_fw as mb
 from mbmix_fw.build import make_trainer, write_run_files
@@ -66,6 +67,11 @@ def finals(trial: Path) -> dict[str, float]:
     return json.loads((trial / "done.json").read_text())["final"]
 
 
+def metric_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
 TRIALS = ["horizon-4_seed-0", "horizon-4_seed-1", "horizon-8_seed-0", "horizon-8_seed-1"]
 
 
@@ -97,6 +103,11 @@ def test_two_by_two_sweep_then_rerun_skips_everything(local_ray, tmp_path, capsy
     assert "4 of 4 trials already finished, skipped" in capsys.readouterr().out
     assert stamps == {name: (root / name / "checkpoints" / "last.pt").stat().st_mtime_ns for name in TRIALS}
 
+    # the same sweep name with another recipe: refused before anything runs
+    assert sweep(recipe, "--set", "run.iterations=3") == 2
+    assert "s/horizon-4_seed-0: holds a run of a different recipe (run.iterations: 2 there, 3 now)" in (
+        capsys.readouterr().err)
+
     # report --group on the sweep folder: one curve per grid point, seeds grouped
     dirs = expand_run_dirs([root])
     assert sorted(d.name for d in dirs) == TRIALS
@@ -114,20 +125,27 @@ def test_rerun_resumes_an_interrupted_sweep(local_ray, tmp_path, crash_after_che
     partial = plan.root / "horizon-4_seed-0"
     trainer = make_trainer(by_name[partial.name].recipe, partial, "cpu", registry, progress=False)
     write_run_files(partial, by_name[partial.name].recipe, registry)
+    with torch.no_grad():  # a fingerprint: a restart from scratch could not reproduce these rows
+        next(trainer.policy.parameters()).add_(0.5)
     crash_after_checkpoint(trainer, 2)
-    rows_before = (partial / "metrics.csv").read_text().splitlines()
-    assert len(rows_before) == 1 + 3  # header, initial evaluation, iterations 1 and 2
+    rows_before = metric_rows(partial)
+    assert [r["iteration"] for r in rows_before] == ["0", "1", "2"]
     # killed before its first checkpoint: stale metrics.csv only
     fresh = plan.root / "horizon-8_seed-0"
     fresh.mkdir(parents=True)
     (fresh / "metrics.csv").write_text("iteration,eval/return\n0,123456.0\n1,123456.0\n")
+    (fresh / "tb").mkdir()
+    (fresh / "tb" / "events.out.tfevents.stale").write_bytes(b"")
 
     assert sweep(recipe) == 0
     out = capsys.readouterr().out
     assert "resuming horizon-4_seed-0" in out and "starting horizon-8_seed-0" in out
-    rows_after = (partial / "metrics.csv").read_text().splitlines()
-    assert rows_after[1:len(rows_before)] == rows_before[1:] and len(rows_after) == 1 + 5
+    rows_after = metric_rows(partial)  # the checkpointed rows are kept as they were, two new ones follow
+    assert [r["iteration"] for r in rows_after] == ["0", "1", "2", "3", "4"]
+    for before, after in zip(rows_before, rows_after):
+        assert before == {k: after[k] for k in before}
     assert "123456" not in (fresh / "metrics.csv").read_text()
+    assert not (fresh / "tb" / "events.out.tfevents.stale").exists()
     assert all(finals(plan.root / name)["iteration"] == 4 for name in TRIALS)
 
 
