@@ -248,6 +248,15 @@ def _cmd_render(args: argparse.Namespace, registries: _Registries) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace, registries: _Registries) -> int:
+    from .distributed.sweep import sweep_command  # Ray is imported there, only when a sweep runs
+
+    return sweep_command(args.recipe, registries.get(), grid=args.grid, seeds=args.seeds, name=args.sweep_name,
+                         address=args.address, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+                         overrides=args.set)
+
+
 def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) -> int:
     from .build import resolve_device
     from .recipe import load_recipe
@@ -353,6 +362,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="PNG to write (default: RUN_DIR/render.png)")
     p.add_argument("--frames", type=_positive_int, default=4, help="frames per policy (default: %(default)s)")
+
+    p = command("sweep", _cmd_sweep, "train every grid point x seed of a recipe on Ray (extra [ray]); "
+                "rerun to resume")
+    p.add_argument("recipe", metavar="RECIPE")
+    p.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                   help="values to sweep (repeatable: the grid is every combination)")
+    p.add_argument("--seeds", help="e.g. 0-4 or 0,2,5 (default: the recipe's run.seed)")
+    p.add_argument("--name", dest="sweep_name", help="sweep folder name (default: RECIPE-STEM_sweep)")
+    p.add_argument("--address", help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local Ray)")
+    p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (and torch threads) per trial")
+    p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs per trial; fractions share a GPU")
+    p.add_argument("--max-concurrent", type=_positive_int, metavar="K", help="at most K trials at once")
+    overrides(p)
 
     p = command("diagnose", None, "diagnostics of estimators at fixed parameters")
     diag = p.add_subparsers(dest="diagnostic", required=True, metavar="DIAGNOSTIC")

@@ -2,7 +2,8 @@
 
 Stage 1, the envelope :class:`Recipe`: the tables ``[run]``, ``[env]`` (required), ``[world_model]``
 (optional: absent means model-free), ``[estimator]`` (required), ``[scheduler]`` (optional, default
-``kind = "model_free"``), ``[policy]``, ``[critic]``, ``[optim]``; anything else is an error.
+``kind = "model_free"``), ``[policy]``, ``[critic]``, ``[optim]``, ``[sweep]`` (optional, read only by
+``mbmix-fw sweep``); anything else is an error.
 Stage 2, each plugin table: a wrap validator reads its ``kind``, looks the kind up in the registry passed
 in the validation context (``context={"registry": reg}``, else :func:`~mbmix_fw.registry.default_registry`)
 and validates the table with that plugin's config model. There is no union of all configs, so plugins can
@@ -24,6 +25,7 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from .component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from .distributed.grid import SweepSettings
 from .errors import PluginError, RecipeError
 from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 
@@ -60,6 +62,8 @@ class Recipe(BaseModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     critic: CriticSettings = Field(default_factory=CriticSettings)
     optim: OptimSettings = Field(default_factory=OptimSettings)
+    sweep: SweepSettings | None = Field(None, exclude=True)
+    """Only for ``mbmix-fw sweep`` (``run`` ignores it); never written to a run's ``recipe.json``."""
 
     @field_validator(*PLUGIN_TABLES, mode="wrap")
     @classmethod

@@ -45,6 +45,23 @@ def _to_float(cell: str | None) -> float:
         return math.nan
 
 
+def expand_run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
+    """The run folders as given, except that a sweep folder (``sweep.json``, written by ``mbmix-fw sweep``)
+    stands for its trials that have logged metrics, so ``report runs/<sweep> --group`` draws the sweep."""
+    dirs: list[Path] = []
+    for run_dir in map(Path, run_dirs):
+        listing = run_dir / "sweep.json"
+        if listing.is_file() and not (run_dir / METRICS_CSV).is_file():
+            trials = [run_dir / t["name"] for t in json.loads(listing.read_text(encoding="utf-8"))["trials"]]
+            logged = [t for t in trials if (t / METRICS_CSV).is_file()]
+            if not logged:
+                raise UserError(f"{run_dir}: no trial of this sweep has logged metrics yet")
+            dirs.extend(logged)
+        else:
+            dirs.append(run_dir)
+    return dirs
+
+
 def _group_key(run_dir: Path) -> str:
     """Runs of one recipe that differ only in seed (and output folder) share a key."""
     recipe = run_dir / "recipe.json"
@@ -91,11 +108,11 @@ def plot_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, metric
     """Draw ``metric`` against ``x`` for each run into the PNG ``out``; returns its path.
 
     With ``group=True`` runs that differ only in ``run.seed`` are drawn as their mean with a ±1 standard
-    deviation band, over the ``x`` values all of them logged.
+    deviation band, over the ``x`` values all of them logged. A sweep folder stands for its trials.
     """
     from matplotlib.figure import Figure  # Agg canvas; no pyplot state, no display needed
 
-    dirs = [Path(d) for d in run_dirs]
+    dirs = expand_run_dirs(run_dirs)
     curves = []
     for run_dir in dirs:
         columns = read_metrics(run_dir)

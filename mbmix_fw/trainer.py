@@ -31,7 +31,7 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -173,6 +173,10 @@ class Trainer:
         self.first_nonfinite = ""  # what went non-finite first (named by the divergence error)
         self.log = MetricsLog(self.out_dir)
         self._reset_guard_counters()
+        self.grad_sync: Callable[[torch.nn.Module], None] | None = None
+        """Called with the module after every ``backward``, before clipping: data-parallel training
+        averages gradients across ranks here (mbmix_fw/distributed/ddp.py). ``backward`` runs even for a
+        non-finite loss, so every rank takes part in each all-reduce and then skips the same update."""
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
@@ -361,6 +365,8 @@ class Trainer:
         """
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(module)
         norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.optim_cfg.grad_clip)
         bad_loss = ~torch.isfinite(loss.detach())
         bad = bad_loss | ~torch.isfinite(norm)

@@ -1,0 +1,259 @@
+"""Data-parallel training: ``torchrun --nproc_per_node=K -m mbmix_fw run RECIPE`` (and ``resume RUN_DIR``).
+
+Every rank builds an ordinary trainer from the recipe, then :func:`make_data_parallel` joins them:
+
+- **Env batch split.** ``env.num_envs`` is the *total* batch: rank ``r`` simulates ``num_envs / K`` envs
+  (an error, exit 2, unless K divides it), so K ranks train on the same batch as one process, and a
+  recipe's hyper-parameters keep their meaning. Model branches (``scheduler.model_branches``) are per
+  rank. Rank ``r`` seeds its envs and action noise with ``run.seed + 100_003·r``.
+- **Same weights everywhere.** Rank 0's parameters and buffers (policy, critic, target critic, observation
+  normaliser, world model) are broadcast once at the start.
+- **Averaged gradients.** ``Trainer.grad_sync`` (the trainer's one hook, called after ``backward`` and
+  before clipping and the finite check) all-reduces the policy and critic gradients and divides by K. All
+  estimators' losses are means over envs, so with equal slices the average *is* the gradient over the
+  union of the ranks' envs. A rank whose loss is non-finite still takes part: every rank then sees a
+  non-finite gradient and skips the same update, so the replicas never drift apart.
+- **World model.** Its own optimiser steps inside the plugin's ``fit``; an optimiser step pre-hook
+  averages the gradients of any optimiser over the world model's parameters, and the world model's
+  floating-point buffers (normalisation statistics), before each step. (Averaged statistics: the mean is
+  that of the union, the variance misses the spread between ranks' means.)
+- **Observation normaliser** updates from the observations of all ranks (an all-gather), exactly as one
+  process would from the union.
+- **Rank 0 writes**: ``recipe.json`` (the recipe as given, total ``num_envs``), ``data_parallel.json``
+  (``{"world_size": K}``), ``metrics.csv`` (rank 0's training metrics; its evaluation is the
+  single-process one of the same seed), TensorBoard and checkpoints. Other ranks write nothing.
+- **Resume** with the same command and the same K (``torchrun ... -m mbmix_fw resume RUN_DIR``): every
+  rank loads rank 0's checkpoint (weights, optimisers, buffer, log), then ranks ``r > 0`` start fresh
+  episodes from ``run.seed + 100_003·r + iteration``. Rank 0 continues exactly; others are re-seeded.
+
+Backend: NCCL when training on CUDA (rank ``r`` uses ``cuda:LOCAL_RANK``), gloo on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..trainer import Trainer
+
+SEED_STRIDE = 100_003
+DATA_PARALLEL_JSON = "data_parallel.json"
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that torchrun started as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    return seed + SEED_STRIDE * rank
+
+
+def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: str) -> dict[str, Any]:
+    """Rank ``rank``'s recipe: its slice of ``env.num_envs`` and its seed (the rest unchanged)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    env = data.get("env", {})
+    if "num_envs" in env:
+        total = env["num_envs"]
+        if total % world_size:
+            raise UserError(f"{source}: env.num_envs: {total} envs cannot be split evenly over {world_size} "
+                            f"ranks; use a multiple of {world_size}")
+        env["num_envs"] = total // world_size
+    run = data.setdefault("run", {})
+    run["seed"] = rank_seed(run.get("seed", 0), rank)
+    return data
+
+
+# ---- the gradient-averaging hook and its companions
+def average_gradients(params: Iterable["torch.Tensor"], world_size: int) -> None:
+    """All-reduce ``params``' gradients in one flat buffer and divide by ``world_size``.
+
+    A parameter keeps ``grad = None`` when no rank produced one. A rank whose gradients are all ``None``
+    (it skipped its backward on a non-finite loss) marks the call: every rank then gets NaN gradients and
+    the trainer's finite check skips the update everywhere.
+    """
+    import torch
+    import torch.distributed as dist
+
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    anchor = params[0]
+    present = torch.tensor([p.grad is not None for p in params], dtype=anchor.dtype, device=anchor.device)
+    skipped = torch.tensor([0.0 if bool(present.any()) else 1.0], dtype=anchor.dtype, device=anchor.device)
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    flat = torch.cat([*grads, present, skipped])
+    dist.all_reduce(flat)
+    sizes = [p.numel() for p in params]
+    flat[:sum(sizes)] /= world_size
+    chunks = flat[:sum(sizes)].split(sizes)
+    any_skipped = bool(flat[-1] > 0)
+    for p, chunk, count in zip(params, chunks, flat[sum(sizes):-1]):
+        if any_skipped:
+            p.grad = torch.full_like(p, math.nan)
+        elif count > 0:
+            p.grad = chunk.view_as(p).clone()
+        else:
+            p.grad = None
+
+
+def average_buffers(module: "torch.nn.Module", world_size: int) -> None:
+    import torch
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        if torch.is_floating_point(buffer):
+            dist.all_reduce(buffer)
+            buffer /= world_size
+
+
+def broadcast_state(modules: Sequence["torch.nn.Module | None"]) -> None:
+    """Copy rank 0's parameters and buffers into every rank's modules."""
+    import torch.distributed as dist
+
+    for module in modules:
+        if module is None:
+            continue
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def _gathering_update(update, world_size: int):
+    """Wrap ``ObsNormalizer.update`` so it sees every rank's observations (the union, as one process)."""
+    import torch
+    import torch.distributed as dist
+
+    def update_with_all_ranks(obs: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        # obs [T, N/K, D] (or [N/K, D]) and mask [T, N/K] (or [N/K]): the envs axis is the one to join
+        axis = obs.dim() - 2
+        parts = [torch.empty_like(obs) for _ in range(world_size)]
+        dist.all_gather(parts, obs.contiguous())
+        joined = torch.cat(parts, dim=axis)
+        if mask is not None:
+            masks = [torch.empty_like(mask) for _ in range(world_size)]
+            dist.all_gather(masks, mask.contiguous())
+            mask = torch.cat(masks, dim=axis)
+        update(joined, mask)
+
+    return update_with_all_ranks
+
+
+def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
+    """Join this rank's ``trainer`` to the process group; returns hook handles (``.remove()`` to undo)."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    broadcast_state([trainer.policy, trainer.critic, trainer.target_critic, trainer.obs_norm,
+                     trainer.world_model])
+    trainer.grad_sync = lambda module: average_gradients(module.parameters(), world_size)
+    if trainer.obs_norm is not None:
+        trainer.obs_norm.update = _gathering_update(trainer.obs_norm.update, world_size)
+    handles = []
+    if trainer.world_model is not None:
+        model = trainer.world_model
+        own = {id(p) for p in model.parameters()}
+        trainer_opts = {id(trainer.actor_opt), id(trainer.critic_opt)}
+
+        def before_model_step(optimizer, args, kwargs):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if id(optimizer) in trainer_opts or not params or any(id(p) not in own for p in params):
+                return
+            average_gradients(params, world_size)
+            average_buffers(model, world_size)
+
+        handles.append(register_optimizer_step_pre_hook(before_model_step))
+    return handles
+
+
+# ---- the torchrun entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mbmix_fw run|resume ...`` under torchrun; other commands run as usual on every rank."""
+    from ..cli import PROG, _parser, _Registries, main as cli_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.name not in ("run", "resume"):
+        return cli_main(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        return _run_data_parallel(args, _Registries(None).get(warn=rank == 0))
+    except UserError as exc:
+        if rank == 0:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                print(f"{PROG}: error: {line}", file=sys.stderr)
+        return 2
+
+
+def _run_data_parallel(args, registry) -> int:
+    import torch
+    import torch.distributed as dist
+
+    from ..build import RECIPE_JSON, make_trainer, resolve_device, run_dir_for, write_run_files
+    from ..cli import CHECKPOINT, _print_summary
+    from ..recipe import apply_overrides, load_recipe, validate_recipe
+    from ..rollouts import Cursor
+
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    resuming = args.name == "resume"
+    if resuming:
+        run_dir = Path(args.run_dir)
+        recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
+        for needed in (recipe_path, checkpoint):
+            if not needed.is_file():
+                raise UserError(f"{needed}: no such file; is {run_dir} a run folder?")
+        data = json.loads(recipe_path.read_text(encoding="utf-8"))
+        recipe = validate_recipe(data, registry, str(recipe_path))
+        marker = run_dir / DATA_PARALLEL_JSON
+        saved = json.loads(marker.read_text())["world_size"] if marker.is_file() else 1
+        if saved != world_size:
+            raise UserError(f"{run_dir}: trained with {saved} rank(s); resume it with --nproc_per_node={saved}")
+        out_dir, source, device = run_dir, str(recipe_path), args.device or recipe.run.device
+    else:
+        overrides: list[Any] = list(args.set)
+        if args.device is not None:
+            overrides.append(("run.device", args.device))
+        if args.out is not None:
+            overrides.append(("run.out", args.out))
+        recipe = load_recipe(args.recipe, registry, overrides)
+        data = recipe.model_dump(mode="json")
+        out_dir, source, device = run_dir_for(recipe, Path(args.recipe).stem), args.recipe, recipe.run.device
+        if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
+            raise UserError(f"{out_dir}: already holds a run; continue it with "
+                            f"'torchrun --nproc_per_node={world_size} -m mbmix_fw resume {out_dir}'")
+    rank_recipe = validate_recipe(split_recipe_data(data, rank, world_size, source), registry, source)
+    device = resolve_device(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        trainer = make_trainer(rank_recipe, out_dir if rank == 0 else None, device, registry,
+                               progress=rank == 0 and not args.no_progress)
+        if resuming:
+            trainer.load_checkpoint(checkpoint)
+        handles = make_data_parallel(trainer, world_size)
+        if resuming and rank > 0:  # rank 0's checkpoint holds rank 0's episodes: start this slice afresh
+            trainer.generator.manual_seed(rank_seed(recipe.run.seed, rank) + trainer.iteration)
+            trainer.cursor = Cursor(trainer.env.reset(trainer.env.num_envs, trainer.generator),
+                                    torch.zeros(trainer.env.num_envs, dtype=torch.long, device=device))
+            trainer.episode_return.zero_()
+        if rank == 0 and not resuming:
+            write_run_files(out_dir, recipe, registry)
+            (out_dir / DATA_PARALLEL_JSON).write_text(json.dumps({"world_size": world_size}) + "\n")
+        final = trainer.train()
+        for handle in handles:
+            handle.remove()
+        if rank == 0:
+            _print_summary(out_dir, final)
+    finally:
+        dist.destroy_process_group()
+    return 0

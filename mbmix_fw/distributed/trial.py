@@ -1,0 +1,89 @@
+"""One sweep trial: an ordinary run folder, started fresh, resumed from its checkpoint, or skipped when done.
+
+:func:`run_trial` is a plain function (Ray runs it as a task; tests may call it directly). A trial is
+*finished* when its folder holds ``done.json``, written atomically after ``Trainer.train()`` returns; a
+folder with ``checkpoints/last.pt`` but no ``done.json`` is resumed with the same machinery as
+``mbmix-fw resume``; anything else starts afresh (stale ``metrics.csv`` and TensorBoard files of a run
+killed before its first checkpoint are removed first).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+DONE_JSON = "done.json"
+ERROR_TXT = "error.txt"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+_STALE = ("metrics.csv", "tb")
+
+
+def trial_state(out_dir: Path) -> str:
+    """``"finished"``, ``"partial"`` (a checkpoint to resume from) or ``"new"``."""
+    if (out_dir / DONE_JSON).is_file():
+        return "finished"
+    if (out_dir / CHECKPOINT).is_file():
+        return "partial"
+    return "new"
+
+
+def read_done(out_dir: Path) -> dict[str, float]:
+    """The final metrics a finished trial recorded."""
+    return json.loads((out_dir / DONE_JSON).read_text(encoding="utf-8"))["final"]
+
+
+def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> dict[str, Any]:
+    """Train one trial to the end; never raises: failures come back as ``{"status": "failed", "error": …}``.
+
+    ``recipe_data`` is the trial's resolved recipe (``Recipe.model_dump(mode="json")``), validated again
+    here against the plugins installed where the task runs.
+    """
+    import torch
+
+    from ..build import make_trainer, write_run_files
+    from ..recipe import validate_recipe
+    from ..registry import load_registry
+
+    out = Path(out_dir)
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, int(threads)))
+    state = trial_state(out)
+    try:
+        if state == "finished":
+            return {"status": "finished", "final": read_done(out), "resumed": False, "seconds": 0.0}
+        registry = load_registry()
+        recipe = validate_recipe(recipe_data, registry, f"{out}/recipe.json")
+        if state == "new":
+            for stale in _STALE:
+                path = out / stale
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        trainer = make_trainer(recipe, out, recipe.run.device, registry, progress=False)
+        if state == "partial":
+            trainer.load_checkpoint(out / CHECKPOINT)
+        else:
+            write_run_files(out, recipe, registry)
+        final = trainer.train()
+        _write_json_atomic(out / DONE_JSON, {"final": final, "iterations": recipe.run.iterations})
+        (out / ERROR_TXT).unlink(missing_ok=True)
+        return {"status": "finished", "final": final, "resumed": state == "partial",
+                "seconds": time.perf_counter() - started}
+    except Exception as exc:  # noqa: BLE001 - one trial's failure must not stop the sweep
+        first = (str(exc).splitlines() or [""])[0]
+        error = f"{type(exc).__name__}: {first}"
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ERROR_TXT).write_text(traceback.format_exc(), encoding="utf-8")
+        except OSError:
+            pass
+        return {"status": "failed", "error": error, "resumed": state == "partial",
+                "seconds": time.perf_counter() - started}
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
