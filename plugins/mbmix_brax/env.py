@@ -13,6 +13,7 @@ dtype (inputs are cast to the JAX dtype, outputs back), and ``reset`` returns th
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -32,19 +33,14 @@ class BraxEnv(mb.DiffEnv):
         self.num_envs, self.episode_length = config.num_envs, config.episode_length
         self.x64 = config.float64
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
-        self.brax_env = make_brax_env(config)
+        self.brax_env, self._transition, self._score, self._observe, self._reset = bridged_functions(
+            config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())))
         sys = self.brax_env.sys
         self.q_size, self.qd_size = sys.q_size(), sys.qd_size()
         self.state_dim, self.action_dim = self.q_size + self.qd_size, self.brax_env.action_size
-        fns = brax_functions(self.brax_env)
-        vmap = jax.vmap
-        self._transition = JaxFunction(vmap(fns.transition), (True, True, False, True), x64=self.x64,
-                                       name="transition")
-        self._score = JaxFunction(vmap(fns.score), (True, False, True), x64=self.x64, name="score")
-        self._observe = JaxFunction(vmap(fns.observe), (True,), x64=self.x64, name="observe")
-        self._reset = jax.jit(vmap(fns.reset))
-        probe_state = self.reset(1, torch.Generator(device=self.device).manual_seed(0))
-        self.obs_dim = int(self.observe(probe_state).shape[-1])
+        with jax.enable_x64(self.x64):  # shapes only: tracing, no compilation
+            probe = jax.ShapeDtypeStruct((1, self.state_dim), jax.numpy.float64 if self.x64 else jax.numpy.float32)
+            self.obs_dim = int(jax.eval_shape(self._observe.fn, probe)[0].shape[-1])
 
     # ---- the DiffEnv contract ----
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -95,6 +91,24 @@ class BraxEnv(mb.DiffEnv):
             keys = jax.lax.bitcast_convert_type(to_jax(seeds.to(self.device)), jax.numpy.uint32)
             state, obs = self._reset(keys)
         return to_torch(state).to(self.dtype), to_torch(obs).to(self.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple):
+    """The Brax env and its bridged functions, shared by every ``BraxEnv`` of one configuration in a process
+    (``num_envs`` and ``episode_length`` aside): an evaluation env, a resumed run or the next recipe in a
+    test reuses the traced and compiled functions instead of tracing Brax again."""
+    config = BraxConfig(name=name, backend=backend, float64=float64, env_kwargs=dict(kwargs))
+    brax_env = make_brax_env(config)
+    fns = brax_functions(brax_env)
+    vmap = jax.vmap
+    return (
+        brax_env,
+        JaxFunction(vmap(fns.transition), (True, True, False, True), x64=float64, name="transition"),
+        JaxFunction(vmap(fns.score), (True, False, True), x64=float64, name="score"),
+        JaxFunction(vmap(fns.observe), (True,), x64=float64, name="observe"),
+        jax.jit(vmap(fns.reset)),
+    )
 
 
 def make_brax_env(config: BraxConfig):

@@ -38,6 +38,7 @@ def configure_jax():
         if path is not None and not jax.config.jax_compilation_cache_dir:
             path.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(path))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+            if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+                jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return jax
