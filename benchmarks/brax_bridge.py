@@ -61,8 +61,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", action="store_true", help="also time first use with an empty, then a warm cache")
+    parser.add_argument("--cache-env", default=None, help="env for --cache (default: --env)")
+    parser.add_argument("--skip-window", action="store_true", help="only the --cache measurement")
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(1)
+    result = {} if args.skip_window else measure_window(args)
+    if args.cache:
+        result.update(measure_first_use(args))
+    print(json.dumps(result, indent=2))
+    if "ratio" in result:
+        print(f"bridged (fused) / pure JAX diff-steps/s: {result['ratio']:.3f}")
+
+
+def measure_window(args) -> dict:
     import torch
 
     import mbmix_fw as mb
@@ -70,7 +84,6 @@ def main() -> None:
     from mbmix_brax.bridge import jax, to_jax
     from mbmix_brax.env import BraxEnv
 
-    torch.set_num_threads(1)
     ctx = mb.BuildContext(device=args.device)
     config = BraxConfig(name=args.env, backend=args.backend, num_envs=args.num_envs, episode_length=10**6)
     env = BraxEnv(config, ctx)
@@ -119,22 +132,22 @@ def main() -> None:
         "bridged_unfused": time_it(bridged(unfused), args.repeats),
     }
     rates = {k: H * N / v for k, v in seconds.items()}
-    result = {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
-              "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
-              "fused_over_unfused": round(rates["bridged_fused"] / rates["bridged_unfused"], 3)}
-    if args.cache:
-        with tempfile.TemporaryDirectory() as cache:
-            environ = {**os.environ, "MBMIX_FW_JAX_CACHE": cache}
-            runs = []
-            for _ in range(2):
-                proc = subprocess.run([sys.executable, "-c", FIRST_USE, args.env, args.backend, str(N)],
-                                      capture_output=True, text=True, env=environ, check=True)
-                runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        result["first_use_s"] = {"empty_cache": runs[0], "warm_cache": runs[1]}
-        result["first_use_warm_over_empty"] = round(runs[1]["total_s"] / runs[0]["total_s"], 3)
-    print(json.dumps(result, indent=2))
-    print(f"bridged (fused) / pure JAX diff-steps/s: {rates['bridged_fused'] / rates['pure_jax']:.3f}")
+    return {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
+            "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "fused_over_unfused": round(rates["bridged_fused"] / rates["bridged_unfused"], 3),
+            "ratio": rates["bridged_fused"] / rates["pure_jax"]}
 
+
+def measure_first_use(args) -> dict:
+    """Build + first differentiable step in two fresh processes sharing one empty compilation cache."""
+    env = args.cache_env or args.env
+    with tempfile.TemporaryDirectory() as cache:
+        environ = {**os.environ, "MBMIX_FW_JAX_CACHE": cache}
+        runs = [json.loads(subprocess.run(
+            [sys.executable, "-c", FIRST_USE, env, args.backend, str(args.num_envs)], capture_output=True,
+            text=True, env=environ, check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    return {"first_use_s": {"env": env, "empty_cache": runs[0], "warm_cache": runs[1]},
+            "first_use_warm_over_empty": round(runs[1]["total_s"] / runs[0]["total_s"], 3)}
 
 if __name__ == "__main__":
     main()

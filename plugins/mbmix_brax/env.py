@@ -32,6 +32,8 @@ class BraxEnv(mb.DiffEnv):
         self.device, self.dtype = torch.device(ctx.device), ctx.dtype
         self.num_envs, self.episode_length = config.num_envs, config.episode_length
         self.x64 = config.float64
+        if self.device.type == "cuda":
+            require_jax_gpu()
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
         self.brax_env, self._transition, self._score, self._observe, self._reset = bridged_functions(
             config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())))
@@ -109,6 +111,15 @@ def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple):
         JaxFunction(vmap(fns.observe), (True,), x64=float64, name="observe"),
         jax.jit(vmap(fns.reset)),
     )
+
+
+def require_jax_gpu() -> None:
+    """Tensors on a GPU cross to JAX on the same GPU: a CPU-only jaxlib cannot take them."""
+    try:
+        jax.devices("cuda")
+    except RuntimeError:
+        raise mb.UserError("env 'brax' on a CUDA device needs a CUDA build of jax "
+                           "(pip install -U 'jax[cuda12]'), or run with --device cpu") from None
 
 
 def make_brax_env(config: BraxConfig):
