@@ -93,7 +93,10 @@ def measure_window(args) -> dict:
     start = env.reset(N, gen)
 
     class Unfused(BraxEnv):
-        transition = mb.DiffEnv.transition  # step (one crossing) then score (another)
+        """DiffEnv's default composition: ``step`` (one crossing) then ``score`` (another)."""
+
+        def transition(self, state, action, generator=None):
+            return self.score(state, action, BraxEnv.transition(self, state, action, generator).next_state)
 
     unfused = Unfused(config, ctx)
 
