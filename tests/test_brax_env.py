@@ -56,6 +56,7 @@ def as_torch(array):
     return to_torch(array).double()
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_reset_transition_and_score_are_brax_reset_and_step(reacher):
     gen = torch.Generator().manual_seed(0)
     action = torch.rand(N, reacher.action_dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
@@ -80,6 +81,7 @@ def test_reset_transition_and_score_are_brax_reset_and_step(reacher):
     torch.testing.assert_close(reacher.reward(x, action, expected_next), as_torch(after.reward))
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_reset_replays_under_a_seeded_generator_and_varies_otherwise(reacher):
     a = reacher.reset(N, torch.Generator().manual_seed(5))
     b = reacher.reset(N, torch.Generator().manual_seed(5))
@@ -88,6 +90,7 @@ def test_reset_replays_under_a_seeded_generator_and_varies_otherwise(reacher):
     assert a.dtype == torch.float32 and not a.requires_grad
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_terminated_is_brax_done_of_the_reached_state(pendulums):
     env = pendulums["generalized"]
     upright = env.reset(N, torch.Generator().manual_seed(0)).double()
@@ -110,6 +113,7 @@ def window_objective(env, x0, opens, weights):
     return total + (x * weights[:, : x.shape[1]]).sum()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BRAX_BACKENDS)
 def test_window_gradient_matches_float64_finite_differences(pendulums, backend):
     env = pendulums[backend]
@@ -130,11 +134,13 @@ def test_window_gradient_matches_float64_finite_differences(pendulums, backend):
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_reacher_keeps_the_diffenv_contract(reacher):
     # one batch size: every other one would compile Brax again (the row independence of vmap is JAX's)
     check_env(reacher, batch_sizes=(N,))
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_a_long_random_rollout_stays_finite_and_resets(pendulums):
     env = pendulums["generalized"]
     g = torch.Generator().manual_seed(2)
@@ -149,6 +155,7 @@ def test_a_long_random_rollout_stays_finite_and_resets(pendulums):
     assert out.terminated.sum() >= 2 and out.truncated.sum() >= 2
 
 
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_each_function_compiles_once_per_shape(reacher):
     x = reacher.reset(N, torch.Generator().manual_seed(7)).double().requires_grad_(True)
     a = torch.zeros(N, reacher.action_dim, dtype=torch.float64, requires_grad=True)
