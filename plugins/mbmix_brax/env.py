@@ -26,6 +26,8 @@ from .functional import brax_functions
 
 
 class BraxEnv(mb.DiffEnv):
+    """``num_envs`` copies of one Brax env; stateless like every :class:`mbmix_fw.DiffEnv` (see the module)."""
+
     def __init__(self, config: BraxConfig, ctx: mb.BuildContext | None = None):
         ctx = ctx or mb.BuildContext.cpu()
         self.config = config
