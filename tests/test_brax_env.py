@@ -18,6 +18,8 @@ import torch
 import mbmix_fw as mb
 from mbmix_fw.testing import check_env
 
+pytestmark = pytest.mark.timeout(3600)  # compiling Brax takes minutes per function on a loaded CPU
+
 pytest.importorskip("jax")  # never skipped in CI: the test extra installs jax and brax
 from mbmix_brax import BRAX_BACKENDS, BraxConfig  # noqa: E402
 from mbmix_brax.bridge import JaxFunction, jax, to_jax, to_torch  # noqa: E402
