@@ -150,11 +150,12 @@ def test_a_long_random_rollout_stays_finite_and_resets(pendulums):
     def random_policy(obs, generator):
         return torch.rand(obs.shape[0], env.action_dim, generator=g, dtype=obs.dtype) * 2 - 1
 
-    start = mb.Cursor(env.reset(N, g).double(), torch.zeros(N, dtype=torch.long))
+    # one step before the time limit: the first step truncates; random actions then topple the pole often
+    start = mb.Cursor(env.reset(N, g).double(), torch.full((N,), env.episode_length - 1, dtype=torch.long))
     with torch.no_grad():
         out = mb.rollout(random_policy, env, env, start, steps=400, generator=g)
     assert torch.isfinite(out.states).all() and torch.isfinite(out.rewards).all() and torch.isfinite(out.next_obs).all()
-    assert out.terminated.sum() >= 2 and out.truncated.sum() >= 2
+    assert out.terminated.sum() >= 10 and out.truncated[0].all()
 
 
 @pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
