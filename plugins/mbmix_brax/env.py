@@ -1,0 +1,158 @@
+"""``BraxEnv``: a batch of Brax envs as an :class:`mbmix_fw.DiffEnv` (state ``concat(q, qd)``).
+
+Each method is one crossing of the JAX bridge (:mod:`mbmix_brax.bridge`) running a vmapped function from
+:mod:`mbmix_brax.functional`: ``transition`` (physics + reward + termination + next observation, what the
+rollout calls on the simulator), ``score`` (the same for a world model's predicted state), ``observe`` and
+``reset``. ``step``, ``reward`` and ``terminated`` reuse the executables of ``transition`` and ``score``,
+so a batch shape compiles at most these four functions (each in a forward-only variant for ``no_grad``
+and a forward-with-pullback variant plus its backward for autograd).
+
+dtypes: the JAX side computes in float32, or float64 with ``float64 = true``; tensors keep the caller's
+dtype (inputs are cast to the JAX dtype, outputs back), and ``reset`` returns the run's dtype
+(``BuildContext.dtype``), so the trainer's float32 networks meet float32 observations either way.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+
+import mbmix_fw as mb
+
+from .bridge import JaxFunction, jax, to_jax, to_torch
+from .config import BraxConfig
+from .functional import brax_functions
+
+
+class BraxEnv(mb.DiffEnv):
+    """``num_envs`` copies of one Brax env; stateless like every :class:`mbmix_fw.DiffEnv` (see the module)."""
+
+    def __init__(self, config: BraxConfig, ctx: mb.BuildContext | None = None):
+        ctx = ctx or mb.BuildContext.cpu()
+        self.config = config
+        self.device, self.dtype = torch.device(ctx.device), ctx.dtype
+        self.num_envs, self.episode_length = config.num_envs, config.episode_length
+        self.x64 = config.float64
+        if self.device.type == "cuda":
+            require_jax_gpu()
+        self.jax_dtype = torch.float64 if config.float64 else torch.float32
+        self.brax_env, self._transition, self._score, self._observe, self._reset = bridged_functions(
+            config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())))
+        sys = self.brax_env.sys
+        self.q_size, self.qd_size = sys.q_size(), sys.qd_size()
+        self.state_dim, self.action_dim = self.q_size + self.qd_size, self.brax_env.action_size
+        with jax.enable_x64(self.x64):  # shapes only: tracing, no compilation
+            probe = jax.ShapeDtypeStruct((1, self.state_dim), jax.numpy.float64 if self.x64 else jax.numpy.float32)
+            self.obs_dim = int(jax.eval_shape(self._observe.fn, probe)[0].shape[-1])
+
+    # ---- the DiffEnv contract ----
+    def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._reset_with_obs(n, generator)[0]
+
+    def transition(self, state, action, generator=None) -> mb.Transition:
+        next_state, reward, done, next_obs = self._call(self._transition, state, action)
+        return mb.Transition(next_state, reward, done > 0.5, next_obs)
+
+    def score(self, state, action, next_state) -> mb.Transition:
+        reward, done, next_obs = self._call(self._score, state, action, next_state)
+        return mb.Transition(next_state, reward, done > 0.5, next_obs)
+
+    def step(self, state, action, generator=None):
+        return self.transition(state, action, generator).next_state
+
+    def reward(self, state, action, next_state):
+        return self.score(state, action, next_state).reward
+
+    def observe(self, state):
+        return self._call(self._observe, state)[0]
+
+    def terminated(self, state):
+        with torch.no_grad():
+            action = torch.zeros(state.shape[0], self.action_dim, dtype=state.dtype, device=state.device)
+            return self.score(state, action, state).terminated
+
+    def reset_done(self, state, done, generator=None):
+        """On CUDA, reset without asking the GPU whether any row is done (no host synchronisation per step):
+        fresh states are drawn for every row and selected by ``done``. On the CPU that question is free."""
+        if state.device.type == "cpu":
+            return super().reset_done(state, done, generator)
+        fresh = self.reset(state.shape[0], generator).to(state.dtype)
+        return torch.where(done.unsqueeze(-1), fresh, state)
+
+    # ---- plumbing ----
+    def _call(self, function: JaxFunction, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        dtype = tensors[0].dtype
+        outputs = function(*(t.to(self.jax_dtype) for t in tensors))
+        return tuple(o.to(dtype) for o in outputs)
+
+    def _reset_with_obs(self, n: int, generator: torch.Generator | None):
+        """States ``[n, S]`` (run dtype, detached) and their observations from Brax's own reset, one key per
+        row drawn from ``generator`` (so seeded runs replay), without leaving the device."""
+        device = generator.device if generator is not None else self.device
+        seeds = torch.randint(0, 2**31 - 1, (n, 2), generator=generator, device=device, dtype=torch.int32)
+        with jax.enable_x64(self.x64):
+            keys = jax.lax.bitcast_convert_type(to_jax(seeds.to(self.device)), jax.numpy.uint32)
+            state, obs = self._reset(keys)
+        return to_torch(state).to(self.dtype), to_torch(obs).to(self.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple):
+    """The Brax env and its bridged functions, shared by every ``BraxEnv`` of one configuration in a process
+    (``num_envs`` and ``episode_length`` aside): an evaluation env, a resumed run or the next recipe in a
+    test reuses the traced and compiled functions instead of tracing Brax again."""
+    config = BraxConfig(name=name, backend=backend, float64=float64, env_kwargs=dict(kwargs))
+    brax_env = make_brax_env(config)
+    fns = brax_functions(brax_env)
+    vmap = jax.vmap
+    return (
+        brax_env,
+        JaxFunction(vmap(fns.transition), (True, True, False, True), x64=float64, name="transition"),
+        JaxFunction(vmap(fns.score), (True, False, True), x64=float64, name="score"),
+        JaxFunction(vmap(fns.observe), (True,), x64=float64, name="observe"),
+        jax.jit(vmap(fns.reset)),
+    )
+
+
+def require_jax_gpu() -> None:
+    """Tensors on a GPU cross to JAX on the same GPU: a CPU-only jaxlib cannot take them."""
+    try:
+        jax.devices("cuda")
+    except RuntimeError:
+        raise mb.UserError("env 'brax' on a CUDA device needs a CUDA build of jax "
+                           "(pip install -U 'jax[cuda12]'), or run with --device cpu") from None
+
+
+def make_brax_env(config: BraxConfig):
+    """The Brax env named by ``config``, after checking the name and ``env_kwargs`` against the installed brax."""
+    import brax.envs
+
+    available = sorted(brax.envs._envs)  # brax's registry: get_environment raises a bare KeyError
+    if config.name not in available:
+        raise mb.UserError(f"env.name: '{config.name}' is not an env of the installed brax; "
+                           f"available: {', '.join(available)}")
+    cls = brax.envs._envs[config.name]
+    check_env_kwargs(config.name, cls, config.env_kwargs)
+    with jax.enable_x64(config.float64):
+        return cls(backend=config.backend, **config.brax_kwargs())
+
+
+def accepted_kwargs(cls) -> list[str]:
+    """Keyword arguments a Brax env class accepts: its own, plus ``PipelineEnv``'s when it forwards ``**kwargs``."""
+    import brax.envs
+
+    params = inspect.signature(cls.__init__).parameters
+    names = [n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        pipeline = inspect.signature(brax.envs.PipelineEnv.__init__).parameters
+        names += [n for n in pipeline if n not in ("self", "sys") and n not in names]
+    return sorted(n for n in names if n != "backend")
+
+
+def check_env_kwargs(name: str, cls, kwargs: dict) -> None:
+    accepted = accepted_kwargs(cls)
+    for key in kwargs:
+        if key not in accepted:
+            raise mb.UserError(f"env.env_kwargs.{key}: brax env '{name}' has no keyword argument '{key}'; "
+                               f"accepted: {', '.join(accepted)} (the backend is set by env.backend)")

@@ -1,0 +1,97 @@
+"""A Brax env as pure JAX functions of the flat state ``x = concat(q, qd)`` (one env; vmapped by the caller).
+
+One generic mechanism serves every Brax env, so rewards, observations and terminations are Brax's own
+code, never rewritten:
+
+- the pipeline state of ``x`` is ``env.pipeline_init(q, qd)`` (forward kinematics and everything the
+  backend derives from ``(q, qd)``);
+- the Brax ``State`` around it (observation, ``metrics`` and ``info`` dicts that ``env.step`` reads and
+  updates) comes from the env's own ``reset`` run on a shallow copy whose ``pipeline_init`` returns that
+  pipeline state: the random draws of ``reset`` are discarded, its observation is the observation of ``x``;
+- ``transition(x, a)`` is the env's own ``step`` on that state; ``score(x, a, x')`` is ``step`` on a copy
+  whose ``pipeline_step`` returns the pipeline state of ``x'``, so a world model's prediction is scored
+  by exactly the code that scores the simulator (tested equal to ``env.step``).
+
+Consequences, documented for users:
+
+- The env is Markov in ``(q, qd)``. For ``generalized`` this is Brax's own state, up to the mass-matrix
+  inverse, which ``pipeline_init`` computes exactly where a continuing Brax rollout refines the previous
+  step's inverse iteratively. ``positional`` and ``spring`` hold maximal coordinates; rebuilding them from
+  ``(q, qd)`` every step projects out the joints' constraint error, so multi-step rollouts differ slightly
+  from Brax's own (single steps from a state are identical).
+- ``terminated(x)`` is Brax's ``done`` of a step that reaches ``x``: every Brax env computes it from the
+  reached state alone.
+- ``observe(x)`` is the observation ``reset`` gives for ``x``. The envs whose observation includes the
+  applied action (``humanoid``, ``humanoidstandup``: actuator forces) see a zero action there; the
+  observation returned by ``transition``/``score`` is ``step``'s, with the action.
+- Actions are passed to Brax unchanged, in ``[-1, 1]``, as Brax's own trainers do.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class BraxFunctions(NamedTuple):
+    transition: Any  # (x, a) -> (x', reward, done, obs')
+    score: Any       # (x, a, x') -> (reward, done, obs')
+    observe: Any     # (x,) -> (obs,)
+    reset: Any       # (key uint32[2],) -> (x, obs)
+
+
+def _with(env, **methods):
+    """A shallow copy of ``env`` whose named methods are replaced (instance attributes win over the class)."""
+    clone = copy.copy(env)
+    for name, fn in methods.items():
+        setattr(clone, name, fn)
+    return clone
+
+
+def brax_functions(env) -> BraxFunctions:
+    """The four per-env functions of a Brax ``PipelineEnv`` (see the module docstring)."""
+    nq = env.sys.q_size()
+    fixed_key = jax.random.PRNGKey(0)
+
+    def flat(pipeline_state):
+        return jnp.concatenate([pipeline_state.q, pipeline_state.qd])
+
+    def pipeline_state(x):
+        return env.pipeline_init(x[:nq], x[nq:])
+
+    def brax_state(ps):
+        return _with(env, pipeline_init=lambda *args, **kwargs: ps).reset(fixed_key)
+
+    def transition(x, action):
+        after = env.step(brax_state(pipeline_state(x)), action)
+        x_next = flat(after.pipeline_state)
+        return x_next, _scalar(after.reward, x), _scalar(after.done, x), _obs(after)
+
+    def score(x, action, x_next):
+        reached = pipeline_state(x_next)
+        scorer = _with(env, pipeline_step=lambda *args, **kwargs: reached)
+        after = scorer.step(brax_state(pipeline_state(x)), action)
+        return _scalar(after.reward, x), _scalar(after.done, x), _obs(after)
+
+    def observe(x):
+        return (_obs(brax_state(pipeline_state(x))),)
+
+    def reset(key):
+        state = env.reset(key)
+        return flat(state.pipeline_state), _obs(state)
+
+    return BraxFunctions(transition, score, observe, reset)
+
+
+def _scalar(value, like):
+    """Brax returns some constants as Python floats (``done = 0.0``): make them arrays of the state's dtype."""
+    return jnp.asarray(value, dtype=like.dtype)
+
+
+def _obs(state):
+    if not isinstance(state.obs, jax.Array):
+        raise TypeError("mbmix_brax supports Brax envs with array observations, got "
+                        f"{type(state.obs).__name__}")
+    return state.obs
