@@ -249,18 +249,15 @@ def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
     assert "          Learning-rate schedule for actor and critic" in out
 
 
-def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
-    """Listing plugins imports neither torch nor any optional heavy package, so it is instant."""
+def test_installed_plugins_json_imports_no_heavy_package():
+    """Listing plugins imports neither torch nor any optional heavy package, so it is instant (the time
+    itself is measured by ``benchmarks/plugins_startup.py``: tests make no wall-clock assertions)."""
     code = textwrap.dedent("""
-        import sys, time
-        t0 = time.perf_counter()
-        import mbmix_fw
-        t1 = time.perf_counter()
+        import sys
         from mbmix_fw.cli import main
         rc = main(["plugins", "--json"])
-        t2 = time.perf_counter()
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "jax", "jaxlib", "warp", "brax"})
-        print("TIMES", t1 - t0, t2 - t1, "HEAVY", heavy, file=sys.stderr)
+        print("HEAVY", heavy, file=sys.stderr)
         sys.exit(rc)
         """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -268,9 +265,7 @@ def test_installed_plugins_json_is_fast_and_imports_no_heavy_package():
     rows = json.loads(proc.stdout)
     assert {"pendulum", "shac", "model_free"} <= {r["kind"] for r in rows}
     report = proc.stderr.strip().splitlines()[-1].split()
-    assert report[-2:] == ["HEAVY", "[]"], proc.stderr
-    import_seconds, listing_seconds = float(report[1]), float(report[2])
-    assert import_seconds + listing_seconds < 2.0, (import_seconds, listing_seconds)
+    assert report == ["HEAVY", "[]"], proc.stderr
 
 
 # ---- run → files → resume ----

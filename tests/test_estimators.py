@@ -1,6 +1,7 @@
 """The built-in estimators (``shac``, ``mix``, ``bptt``): configs, registration, exact gradients."""
 from __future__ import annotations
 
+import attrs
 import importlib.metadata
 
 import pydantic
@@ -216,3 +217,12 @@ def test_checkpointed_bptt_runs_a_1000_step_episode():
     est.loss.backward()
     assert est.rollout.steps == 1000
     assert all(torch.isfinite(p.grad).all() for p in policy.parameters())
+
+
+def test_bptt_model_branches_start_from_their_given_states():
+    env = NoisyFallingEnv(episode_length=9)
+    policy = make_policy(env)
+    inp = estimator_input(env, policy, make_value_fn(env))
+    branch = attrs.evolve(inp, start=mb.Cursor(inp.start.state, None))  # buffer states, no time limit
+    est = Bptt(BpttConfig()).estimate(branch)
+    assert torch.equal(est.rollout.states[0], inp.start.state)

@@ -43,10 +43,17 @@ def test_recipe_runs_two_iterations(recipe, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, gain", [("pendulum_shac", 600), ("pendulum_mix", 600),
+@pytest.mark.parametrize("name, gain", [("pendulum_shac", 850), ("pendulum_mix", 800),
                                         ("pendulum_mbmix", 500), ("pendulum_bptt", 100)])
 def test_pendulum_recipe_learns(name, gain, tmp_path):
-    """The full recipe, as a user runs it: the final evaluation clearly beats the initial policy's."""
+    """The full recipe, as a user runs it: the final evaluation clearly beats the initial policy's.
+
+    Thresholds measured with one-line breaks of the trainer (seed 0, initial return −1186, 2-core CPU):
+    shac gains 988 intact and 720 with the observation normaliser never updated; mix 928 and 686. The
+    critic breaks (online critic for bootstrapping, Polyak reversed, truncation as termination, or no
+    critic training at all) still gained 987–996 (shac) and 1003 (mix, online critic): the pendulum
+    at H = 32 does not need a good critic, so those lines are pinned by ``tests/test_wiring.py``.
+    """
     out = tmp_path / name
     mbmix("run", str(ROOT / "recipes" / f"{name}.toml"), "--out", str(out), "--no-progress")
     returns = eval_returns(out)
