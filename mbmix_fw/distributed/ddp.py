@@ -197,8 +197,8 @@ def _run_data_parallel(args, registry) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..build import RECIPE_JSON, make_trainer, resolve_device, run_dir_for, write_run_files
-    from ..cli import CHECKPOINT, _print_summary
+    from ..build import RECIPE_JSON, check_run_dir, make_trainer, resolve_device, run_dir_for, write_run_files
+    from ..cli import CHECKPOINT, _print_summary, _refuse_occupied
     from ..recipe import apply_overrides, load_recipe, validate_recipe
     from ..rollouts import Cursor
 
@@ -226,9 +226,8 @@ def _run_data_parallel(args, registry) -> int:
         recipe = load_recipe(args.recipe, registry, overrides)
         data = recipe.model_dump(mode="json")
         out_dir, source, device = run_dir_for(recipe, Path(args.recipe).stem), args.recipe, recipe.run.device
-        if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
-            raise UserError(f"{out_dir}: already holds a run; continue it with "
-                            f"'torchrun --nproc_per_node={world_size} -m mbmix_fw resume {out_dir}'")
+        check_run_dir(out_dir)  # the same refusals as a single-process run: a file, an unwritable folder,
+        _refuse_occupied(out_dir)  # a folder holding a run or someone's files
     rank_recipe = validate_recipe(split_recipe_data(data, rank, world_size, source), registry, source)
     device = resolve_device(device)
     if device.type == "cuda":
