@@ -115,6 +115,8 @@ def check_env(env: DiffEnv, *, batch_sizes=(1, 2, 5), seed: int = 0, surrogate_s
                f"terminated must return bool [{n}], got {done.dtype} {list(done.shape)}")
         expect(torch.equal(nxt, env.step(s, a, _seeded(seed + 2, device))),
                f"step must replay exactly under generators seeded alike ({dtype})")
+    if problems:  # wrong shapes would broadcast through every later check (and a rollout) without end
+        raise AssertionError(f"{type(env).__name__} breaks the DiffEnv contract:\n- " + "\n- ".join(problems))
 
     # batch-size independence
     s, a = state.to(torch.float64), actions(n, torch.float64, seed + 1)
