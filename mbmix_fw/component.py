@@ -59,9 +59,34 @@ class StrictTable(BaseModel):
         converted = dict(data)
         for name, value in data.items():
             field = cls.model_fields.get(name)
-            if isinstance(value, list) and field is not None and _is_tuple_type(field.annotation):
-                converted[name] = tuple(value)
+            if isinstance(value, list) and field is not None:
+                converted[name] = _tuples_where_expected(value, field.annotation)
         return converted
+
+
+def _tuples_where_expected(value: list, annotation: Any) -> Any:
+    """``value`` with arrays turned into tuples where ``annotation`` expects them: the field itself
+    (``tuple[...]``) or its items (``list[tuple[...]]``, e.g. the cloth's gripper index pairs)."""
+    if _is_tuple_type(annotation):
+        return tuple(value)
+    item = _list_item_type(annotation)
+    if item is not None and _is_tuple_type(item):
+        return [tuple(v) if isinstance(v, list) else v for v in value]
+    return value
+
+
+def _list_item_type(annotation: Any) -> Any:
+    """The item type of ``list[X]`` (also inside ``Annotated`` or ``| None``), else ``None``."""
+    origin = get_origin(annotation)
+    if origin is list:
+        args = get_args(annotation)
+        return args[0] if args else None
+    if origin is Annotated:
+        return _list_item_type(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        items = [_list_item_type(arg) for arg in get_args(annotation)]
+        return next((i for i in items if i is not None), None)
+    return None
 
 
 def _is_tuple_type(annotation: Any) -> bool:

@@ -279,3 +279,15 @@ def test_fuzzed_bad_recipes_fail_with_one_line_per_problem(tmp_path, registry, k
 @pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates_against_the_installed_plugins(path):
     mb.load_recipe(path, mb.load_registry())
+
+
+def test_toml_arrays_validate_where_a_list_of_tuples_is_expected():
+    """TOML and recipe.json write tuples as arrays: a ``list[tuple[int, int]]`` field (the cloth's gripper
+    pairs) accepts ``[[0, 0], [0, -1]]`` under strict validation, and still rejects a wrong-length pair."""
+
+    class Pairs(mb.StrictTable):
+        pairs: list[tuple[int, int]] = Field(default_factory=list)
+
+    assert Pairs.model_validate({"pairs": [[0, 0], [0, -1]]}).pairs == [(0, 0), (0, -1)]
+    with pytest.raises(Exception, match="pairs.0"):
+        Pairs.model_validate({"pairs": [[0, 0, 1]]})

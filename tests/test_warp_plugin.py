@@ -84,5 +84,5 @@ def test_bad_cloth_settings_exit_2_naming_the_field_and_write_nothing(override, 
     out = tmp_path / "never"
     assert main(["run", "recipes/cloth_mix.toml", "--set", override, "--out", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and f"recipes/cloth_mix.toml: {field}:" in lines[0], lines
+    assert len(lines) == 1 and f"--set {override}: {field}:" in lines[0], lines  # errors name the override
     assert not out.exists()
