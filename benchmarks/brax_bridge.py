@@ -5,7 +5,10 @@ Measured in one run, same env, backend, batch ``N`` and horizon ``H``, open-loop
 - **pure JAX**: ``jax.jit(jax.grad(loss))`` where ``loss`` is a ``lax.scan`` of ``vmap(env.step)`` (Brax's
   own state carried between steps) summing the rewards; differentiated w.r.t. the actions;
 - **bridged, fused**: the trainer's rollout code (``mb.rollout``) through ``BraxEnv``, one bridge crossing
-  per step for the transition (plus the policy's ``observe``), then ``loss.backward()``;
+  per step for the transition (the next step's observation is the transition's), then ``loss.backward()``;
+  the bridge's backward recomputes the step fused with its VJP (``bridge_backward = "recompute"``, default);
+- **bridged, residuals**: the same with ``bridge_backward = "residuals"`` (the forward returns JAX's
+  residuals, the backward only applies the pullback);
 - **bridged, unfused**: the same with ``DiffEnv``'s default ``transition`` (``step`` then ``score``: two
   crossings per step), to show what fusing buys.
 
@@ -99,6 +102,7 @@ def measure_window(args) -> dict:
             return self.score(state, action, BraxEnv.transition(self, state, action, generator).next_state)
 
     unfused = Unfused(config, ctx)
+    residuals = BraxEnv(config.model_copy(update={"bridge_backward": "residuals"}), ctx)
 
     def bridged(which):
         def run():
@@ -133,11 +137,20 @@ def measure_window(args) -> dict:
         "pure_jax": time_it(pure_jax, args.repeats),
         "bridged_fused": time_it(bridged(env), args.repeats),
         "bridged_unfused": time_it(bridged(unfused), args.repeats),
+        "bridged_residuals": time_it(bridged(residuals), args.repeats),
     }
     rates = {k: H * N / v for k, v in seconds.items()}
+    with jax.enable_x64(env.x64):  # what "residuals" keeps per env-step, against "recompute" (the inputs)
+        shapes = [jax.ShapeDtypeStruct((N, d), jax.numpy.float32) for d in (env.state_dim, A)]
+        leaves = jax.eval_shape(lambda x, a: jax.tree_util.tree_leaves(jax.vjp(env._transition.fn, x, a)[1]),
+                                *shapes)
+    memory = {"residuals": sum(leaf.size * leaf.dtype.itemsize for leaf in leaves) // N,
+              "recompute": 4 * (env.state_dim + A)}
     return {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
             "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "backward_bytes_per_env_step": memory,
             "fused_over_unfused": round(rates["bridged_fused"] / rates["bridged_unfused"], 3),
+            "residuals_over_pure_jax": round(rates["bridged_residuals"] / rates["pure_jax"], 3),
             "ratio": rates["bridged_fused"] / rates["pure_jax"]}
 
 

@@ -78,11 +78,13 @@ class _Registries:
 
 
 # ---- commands ----
-def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import check_run_dir, make_trainer, run_dir_for, write_run_files
+def prepare_run(args: argparse.Namespace, registry) -> tuple[Any, Path]:
+    """The recipe of ``run`` with its overrides (``--set``, then ``--device`` and ``--out``), and the run
+    folder it will write, already checked: shared by the single-process and the data-parallel ``run``
+    (:mod:`mbmix_fw.distributed.ddp`), so both refuse the same folders with the same messages."""
+    from .build import check_run_dir, run_dir_for
     from .recipe import load_recipe
 
-    registry = registries.get()
     overrides: list[Any] = list(args.set)
     if args.device is not None:
         overrides.append(("run.device", args.device))
@@ -92,6 +94,14 @@ def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
     out_dir = run_dir_for(recipe, Path(args.recipe).stem)
     check_run_dir(out_dir)
     _refuse_occupied(out_dir)
+    return recipe, out_dir
+
+
+def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
+    from .build import make_trainer, write_run_files
+
+    registry = registries.get()
+    recipe, out_dir = prepare_run(args, registry)
     trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
     write_run_files(out_dir, recipe, registry)
     final = trainer.train()
@@ -121,6 +131,12 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     for needed in (recipe_path, checkpoint):
         if not needed.is_file():
             raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
+    from .distributed.ddp import saved_world_size
+
+    ranks = saved_world_size(run_dir)
+    if ranks > 1:  # its checkpoint holds rank 0's slice of the env batch, not a one-process run
+        raise UserError(f"{run_dir}: trained data-parallel with {ranks} ranks; resume it the same way: "
+                        f"torchrun --nproc_per_node={ranks} -m mbmix_fw resume {run_dir}")
     try:
         data = json.loads(recipe_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

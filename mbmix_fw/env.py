@@ -128,6 +128,25 @@ class DiffEnv(abc.ABC):
         fresh = self.reset(state.shape[0], generator).to(state.dtype)
         return torch.where(done.unsqueeze(-1), fresh, state)
 
+    def reset_done_observed(
+        self, next_state: torch.Tensor, next_obs: torch.Tensor, done: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The states the next step starts from and their observations: :meth:`reset_done` of ``next_state``,
+        with ``next_obs`` (the transition's own observation, graph included) kept for the rows not reset.
+
+        Why: the rollout would otherwise call :meth:`observe` on states whose observation the transition
+        has just returned -- for an env behind a bridge (JAX, Warp), one more crossing per step forward and
+        backward. The default observes the returned states without autograd (the reset rows are fresh and
+        carry no history) and selects; an env that gets observations with its reset states may override
+        it so that nothing is observed twice. ``next_obs`` must be the observation of ``next_state`` (the
+        contract of :meth:`transition` and :meth:`score`).
+        """
+        state = self.reset_done(next_state, done, generator)
+        with torch.no_grad():
+            fresh_obs = self.observe(state.detach())
+        return state, torch.where(done.unsqueeze(-1), fresh_obs.to(next_obs.dtype), next_obs)
+
     def exact_policy_gradient(self, policy, gamma: float):  # pragma: no cover - optional
         """Optional: the exact gradient of the expected return w.r.t. ``policy.parameters()``.
 

@@ -119,8 +119,9 @@ def rollout(
     and resets come from ``env``). Gradients flow from every reward back to the policy parameters and,
     if ``start.state`` requires grad, to the start state.
 
-    Episodes that end inside the window are reset with ``env.reset_done``; the fresh rows carry no
-    history, so gradients never cross an episode boundary.
+    Episodes that end inside the window are reset with ``env.reset_done_observed``; the fresh rows carry
+    no history, so gradients never cross an episode boundary. The policy's observation at a step is the
+    previous transition's ``next_obs`` (the env observes only the window's first states and reset rows).
 
     ``checkpoint_segments = k > 0`` trades compute for memory on long windows (BPTT through whole
     episodes): the window is cut into ``k`` segments run under ``torch.utils.checkpoint``, so only each
@@ -169,8 +170,8 @@ def _replaying_segment(policy_fn, env, dynamics, steps, generator):
 def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in attrs.fields_dict(Rollout) if k != "end"}
+    obs = env.observe(state)  # later steps reuse the transition's observation (DiffEnv.reset_done_observed)
     for _ in range(steps):
-        obs = env.observe(state)
         action = policy_fn(obs, generator)
         if dynamics is env:  # the simulator: one fused call where the env provides it
             step = env.transition(state, action, generator)
@@ -196,7 +197,7 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
             ("next_states", next_state),
         ):
             columns[name].append(value)
-        state = env.reset_done(next_state, done, generator)
+        state, obs = env.reset_done_observed(next_state, step.next_obs, done, generator)
         if t is not None:
             t = torch.where(done, torch.zeros_like(t), t)
     return {k: torch.stack(v) for k, v in columns.items()}, state, t

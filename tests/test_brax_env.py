@@ -40,6 +40,11 @@ def reacher():
 
 
 @pytest.fixture(scope="module")
+def ant():
+    return make_env("ant")
+
+
+@pytest.fixture(scope="module")
 def pendulums():
     return {backend: make_env("inverted_pendulum", backend) for backend in BRAX_BACKENDS}
 
@@ -136,6 +141,34 @@ def test_window_gradient_matches_float64_finite_differences(pendulums, backend):
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
+def test_ant_window_gradient_through_contacts_matches_float64_finite_differences(ant):
+    """Ant's legs touch the ground from the first step: the gradient runs through contact forces."""
+    env = ant
+    g = torch.Generator().manual_seed(3)
+    x0 = env.reset(N, g).double()
+    from brax import contact
+
+    with jax.enable_x64(True):
+        q, qd = to_jax(x0[:, :env.q_size].contiguous()), to_jax(x0[:, env.q_size:].contiguous())
+        links = jax.vmap(env.brax_env.pipeline_init)(q, qd).x
+        distances = jax.jit(jax.vmap(lambda x: contact.get(env.brax_env.sys, x).dist))(links)
+    assert (as_torch(distances) < 0).any(dim=-1).all()  # a foot of each ant is in contact at the start
+    opens = 0.5 * torch.randn(2, N, env.action_dim, generator=g, dtype=torch.float64)
+    weights = torch.randn(N, env.obs_dim, generator=g, dtype=torch.float64)
+    dx, dopen = torch.randn(x0.shape, generator=g, dtype=torch.float64), torch.randn(opens.shape, generator=g, dtype=torch.float64)
+    x_leaf, open_leaf = x0.clone().requires_grad_(True), opens.clone().requires_grad_(True)
+    grad_x, grad_open = torch.autograd.grad(window_objective(env, x_leaf, open_leaf, weights), (x_leaf, open_leaf))
+    analytic = (grad_x * dx).sum() + (grad_open * dopen).sum()
+    eps = 1e-6
+    with torch.no_grad():
+        plus = window_objective(env, x0 + eps * dx, opens + eps * dopen, weights)
+        minus = window_objective(env, x0 - eps * dx, opens - eps * dopen, weights)
+    numeric = (plus - minus) / (2 * eps)
+    assert grad_open.abs().sum() > 0
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_reacher_keeps_the_diffenv_contract(reacher):
     # one batch size: every other one would compile Brax again (the row independence of vmap is JAX's)
@@ -167,7 +200,25 @@ def test_each_function_compiles_once_per_shape(reacher):
         (out.reward.sum() + out.next_state.sum()).backward()
         with torch.no_grad():
             reacher.transition(x, a)
-    assert reacher._transition.compiled_shapes() == {"forward": 1, "forward_with_pullback": 1, "pullback": 1}
+    # the no-grad call and the autograd forward share one executable; the backward is one more
+    assert reacher._transition.compiled_shapes() == {"forward": 1, "recompute_pullback": 1}
+
+
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
+def test_a_rollout_observes_only_its_first_states_and_takes_fresh_observations_from_reset(reacher, monkeypatch):
+    observe, calls = reacher._observe, []
+    monkeypatch.setattr(reacher, "_observe", lambda *t: (calls.append(len(t)), observe(*t))[1])
+    g = torch.Generator().manual_seed(4)
+    x0 = reacher.reset(N, g).double().requires_grad_(True)
+    start = mb.Cursor(x0, torch.full((N,), reacher.episode_length - 2, dtype=torch.long))
+    out = mb.rollout(lambda obs, gen: torch.tanh(obs[:, :2]), reacher, reacher, start, steps=4, generator=g)
+    assert out.truncated[1].all() and not out.truncated[0].any()
+    assert len(calls) == 1  # the window's first states only: no crossing to re-observe what a step returned
+    assert torch.equal(out.obs[1], out.next_obs[0])
+    monkeypatch.undo()
+    torch.testing.assert_close(out.obs[2], reacher.observe(out.states[2]), rtol=1e-6, atol=1e-6)  # reset rows
+    (grad,) = torch.autograd.grad(out.rewards[1].sum(), x0)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
 # ---- the bridge on small JAX functions (no Brax) ----
@@ -183,8 +234,9 @@ def poly(x, y):
     return (x ** 2 * y[:, :1], jnp.sum(x, axis=-1) > 0)
 
 
-def test_bridge_gradients_are_the_vjp_and_the_pullback_can_be_replayed():
-    fn = JaxFunction(poly, (True, False), x64=True)
+@pytest.mark.parametrize("backward", ["recompute", "residuals"])
+def test_bridge_gradients_are_the_vjp_and_the_pullback_can_be_replayed(backward):
+    fn = JaxFunction(poly, (True, False), x64=True, backward=backward)
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     out, flag = fn(x, y)

@@ -116,6 +116,34 @@ def test_two_rank_run_learns_and_resumes(tmp_path):
     recipe = json.loads((out / "recipe.json").read_text())
     recipe["run"]["iterations"] = 84
     (out / "recipe.json").write_text(json.dumps(recipe))
+    plain = subprocess.run([sys.executable, "-m", "mbmix_fw", "resume", str(out), "--no-progress"],
+                           capture_output=True, text=True, env=ENV, timeout=300)
+    assert plain.returncode == 2 and "torchrun --nproc_per_node=2" in plain.stderr, plain.stderr
+    assert (out / "metrics.csv").read_text().splitlines() == kept  # refused before anything was written
     torchrun("resume", str(out), "--no-progress")
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[:len(kept)] == kept and len(lines) == len(kept) + 4
+
+
+def fake_run_folder(tmp_path: Path, marker: str) -> Path:
+    """What ``resume`` looks at before it reads anything: the recipe, the checkpoint and the rank marker."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "recipe.json").write_text("{}")
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    (run / "data_parallel.json").write_text(marker)
+    return run
+
+
+@pytest.mark.parametrize("marker, message", [
+    ('{"world_size": 3}', "torchrun --nproc_per_node=3 -m mbmix_fw resume"),
+    ('{"world_size": "two"}', "data_parallel.json: unreadable"),
+    ("not json", "data_parallel.json: unreadable"),
+])
+def test_a_plain_resume_of_a_data_parallel_run_is_refused(tmp_path, capsys, marker, message):
+    from mbmix_fw.cli import main
+
+    run = fake_run_folder(tmp_path, marker)
+    assert main(["resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err

@@ -68,3 +68,34 @@ def test_rollout_through_a_model_scores_its_predictions_with_the_env():
     torch.testing.assert_close(r.next_states[0], 2.0 * r.states[0])
     torch.testing.assert_close(r.rewards[0], env.reward(r.states[0], r.actions[0], r.next_states[0]))
     torch.testing.assert_close(r.next_obs[0], env.observe(r.next_states[0]))
+
+
+class TaggedObsEnv(LinearEnv):
+    """LinearEnv whose transition returns a tagged observation (+100), so a test sees where the policy's
+    observation came from: the transition (tagged) or ``observe`` (untagged)."""
+
+    def __init__(self):
+        super().__init__(num_envs=4, episode_length=3)
+        self.observed = 0
+
+    def observe(self, state):
+        self.observed += 1
+        return super().observe(state)
+
+    def transition(self, state, action, generator=None):
+        out = super().transition(state, action, generator)
+        return mb.Transition(out.next_state, out.reward, out.terminated, out.next_obs + 100.0)
+
+
+def test_the_policy_sees_the_transitions_observation_and_fresh_rows_are_observed():
+    env = TaggedObsEnv()
+    start = mb.Cursor(env.reset(4).requires_grad_(True), torch.zeros(4, dtype=torch.long))
+    r = mb.rollout(policy_fn, env, env, start, steps=5)
+    assert torch.equal(r.truncated[2], torch.ones(4, dtype=torch.bool))  # every episode ends after step 2
+    for t in (1, 2, 4):  # continuing rows: the previous transition's observation, graph included
+        assert r.obs[t] is not None and torch.equal(r.obs[t], r.next_obs[t - 1])
+    assert bool((r.obs[1] > 50).all())
+    torch.testing.assert_close(r.obs[3], env.observe(r.states[3]))  # reset rows: their own observation
+    assert bool((r.obs[3] < 50).all())
+    (grad,) = torch.autograd.grad(r.obs[2].sum(), start.state)
+    assert grad.abs().sum() > 0  # the reused observation keeps its history back to the start

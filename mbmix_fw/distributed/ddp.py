@@ -57,6 +57,20 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + SEED_STRIDE * rank
 
 
+def saved_world_size(run_dir: Path) -> int:
+    """How many ranks trained the run in ``run_dir`` (``data_parallel.json``; 1 when it has none)."""
+    marker = run_dir / DATA_PARALLEL_JSON
+    if not marker.is_file():
+        return 1
+    try:
+        size = json.loads(marker.read_text(encoding="utf-8"))["world_size"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        size = None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise UserError(f"{marker}: unreadable; expected {{\"world_size\": K}} with K >= 1")
+    return size
+
+
 def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: str) -> dict[str, Any]:
     """Rank ``rank``'s recipe: its slice of ``env.num_envs`` and its seed (the rest unchanged)."""
     import copy
@@ -197,9 +211,9 @@ def _run_data_parallel(args, registry) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..build import RECIPE_JSON, check_run_dir, make_trainer, resolve_device, run_dir_for, write_run_files
-    from ..cli import CHECKPOINT, _print_summary, _refuse_occupied
-    from ..recipe import apply_overrides, load_recipe, validate_recipe
+    from ..build import RECIPE_JSON, make_trainer, resolve_device, write_run_files
+    from ..cli import CHECKPOINT, _print_summary, prepare_run
+    from ..recipe import validate_recipe
     from ..rollouts import Cursor
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -212,22 +226,14 @@ def _run_data_parallel(args, registry) -> int:
                 raise UserError(f"{needed}: no such file; is {run_dir} a run folder?")
         data = json.loads(recipe_path.read_text(encoding="utf-8"))
         recipe = validate_recipe(data, registry, str(recipe_path))
-        marker = run_dir / DATA_PARALLEL_JSON
-        saved = json.loads(marker.read_text())["world_size"] if marker.is_file() else 1
+        saved = saved_world_size(run_dir)
         if saved != world_size:
             raise UserError(f"{run_dir}: trained with {saved} rank(s); resume it with --nproc_per_node={saved}")
         out_dir, source, device = run_dir, str(recipe_path), args.device or recipe.run.device
     else:
-        overrides: list[Any] = list(args.set)
-        if args.device is not None:
-            overrides.append(("run.device", args.device))
-        if args.out is not None:
-            overrides.append(("run.out", args.out))
-        recipe = load_recipe(args.recipe, registry, overrides)
+        recipe, out_dir = prepare_run(args, registry)  # refuses the folders a single-process run refuses
         data = recipe.model_dump(mode="json")
-        out_dir, source, device = run_dir_for(recipe, Path(args.recipe).stem), args.recipe, recipe.run.device
-        check_run_dir(out_dir)  # the same refusals as a single-process run: a file, an unwritable folder,
-        _refuse_occupied(out_dir)  # a folder holding a run or someone's files
+        source, device = args.recipe, recipe.run.device
     rank_recipe = validate_recipe(split_recipe_data(data, rank, world_size, source), registry, source)
     device = resolve_device(device)
     if device.type == "cuda":

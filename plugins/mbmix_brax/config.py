@@ -42,6 +42,11 @@ class BraxConfig(mb.EnvConfig):
     """Steps per episode; the time limit is applied by the rollout, not by a Brax wrapper."""
     float64: bool = False
     """Run the JAX physics in float64 (``jax_enable_x64`` scoped to this env's calls); tensors keep their dtype."""
+    bridge_backward: Literal["recompute", "residuals"] = "recompute"
+    """How the JAX bridge differentiates a step: recompute it fused with its VJP during backward (default:
+    a window holds only each step's inputs; as fast as ``residuals`` for ant on a CPU), or keep JAX's
+    residuals from the forward (one forward less, but 435 kB per ant env-step; can pay off for small
+    states at large batches: ``benchmarks/brax_bridge.py`` times both)."""
     env_kwargs: dict[str, EnvKwarg] = Field(default_factory=dict)
     """Keyword arguments of the Brax env's constructor (e.g. ``ctrl_cost_weight``), checked at build time."""
 

@@ -38,7 +38,8 @@ class BraxEnv(mb.DiffEnv):
             require_jax_gpu()
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
         self.brax_env, self._transition, self._score, self._observe, self._reset = bridged_functions(
-            config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())))
+            config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())),
+            config.bridge_backward)
         sys = self.brax_env.sys
         self.q_size, self.qd_size = sys.q_size(), sys.qd_size()
         self.state_dim, self.action_dim = self.q_size + self.qd_size, self.brax_env.action_size
@@ -73,12 +74,22 @@ class BraxEnv(mb.DiffEnv):
             return self.score(state, action, state).terminated
 
     def reset_done(self, state, done, generator=None):
-        """On CUDA, reset without asking the GPU whether any row is done (no host synchronisation per step):
-        fresh states are drawn for every row and selected by ``done``. On the CPU that question is free."""
-        if state.device.type == "cpu":
-            return super().reset_done(state, done, generator)
-        fresh = self.reset(state.shape[0], generator).to(state.dtype)
-        return torch.where(done.unsqueeze(-1), fresh, state)
+        return self._reset_rows(state, None, done, generator)[0]
+
+    def reset_done_observed(self, next_state, next_obs, done, generator=None):
+        return self._reset_rows(next_state, next_obs, done, generator)
+
+    def _reset_rows(self, state, obs, done, generator):
+        """Fresh states and their observations come from one ``reset`` call, so nothing crosses the bridge
+        to observe them. On the CPU, asking whether any row is done is free, so a step where no episode
+        ends calls nothing at all; on CUDA fresh states are drawn for every row and selected by ``done``
+        (no host synchronisation per step). ``obs = None``: states only."""
+        if state.device.type == "cpu" and not bool(done.any()):
+            return state, obs
+        fresh, fresh_obs = self._reset_with_obs(state.shape[0], generator)
+        rows = done.unsqueeze(-1)
+        state = torch.where(rows, fresh.to(state.dtype), state)
+        return state, None if obs is None else torch.where(rows, fresh_obs.to(obs.dtype), obs)
 
     # ---- plumbing ----
     def _call(self, function: JaxFunction, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -98,19 +109,19 @@ class BraxEnv(mb.DiffEnv):
 
 
 @functools.lru_cache(maxsize=None)
-def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple):
+def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, backward: str = "recompute"):
     """The Brax env and its bridged functions, shared by every ``BraxEnv`` of one configuration in a process
     (``num_envs`` and ``episode_length`` aside): an evaluation env, a resumed run or the next recipe in a
     test reuses the traced and compiled functions instead of tracing Brax again."""
     config = BraxConfig(name=name, backend=backend, float64=float64, env_kwargs=dict(kwargs))
     brax_env = make_brax_env(config)
     fns = brax_functions(brax_env)
-    vmap = jax.vmap
+    vmap, options = jax.vmap, {"x64": float64, "backward": backward}
     return (
         brax_env,
-        JaxFunction(vmap(fns.transition), (True, True, False, True), x64=float64, name="transition"),
-        JaxFunction(vmap(fns.score), (True, False, True), x64=float64, name="score"),
-        JaxFunction(vmap(fns.observe), (True,), x64=float64, name="observe"),
+        JaxFunction(vmap(fns.transition), (True, True, False, True), name="transition", **options),
+        JaxFunction(vmap(fns.score), (True, False, True), name="score", **options),
+        JaxFunction(vmap(fns.observe), (True,), name="observe", **options),
         jax.jit(vmap(fns.reset)),
     )
 
