@@ -23,6 +23,7 @@ import mbmix_fw as mb
 from .bridge import JaxFunction, jax, to_jax, to_torch
 from .config import BraxConfig
 from .functional import brax_functions
+from .quiet import quiet_brax
 
 
 class BraxEnv(mb.DiffEnv):
@@ -137,7 +138,8 @@ def require_jax_gpu() -> None:
 
 def make_brax_env(config: BraxConfig):
     """The Brax env named by ``config``, after checking the name and ``env_kwargs`` against the installed brax."""
-    import brax.envs
+    with quiet_brax():
+        import brax.envs
 
     available = sorted(brax.envs._envs)  # brax's registry: get_environment raises a bare KeyError
     if config.name not in available:
@@ -145,13 +147,14 @@ def make_brax_env(config: BraxConfig):
                            f"available: {', '.join(available)}")
     cls = brax.envs._envs[config.name]
     check_env_kwargs(config.name, cls, config.env_kwargs)
-    with jax.enable_x64(config.float64):
+    with jax.enable_x64(config.float64), quiet_brax():
         return cls(backend=config.backend, **config.brax_kwargs())
 
 
 def accepted_kwargs(cls) -> list[str]:
     """Keyword arguments a Brax env class accepts: its own, plus ``PipelineEnv``'s when it forwards ``**kwargs``."""
-    import brax.envs
+    with quiet_brax():
+        import brax.envs
 
     params = inspect.signature(cls.__init__).parameters
     names = [n for n, p in params.items() if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
