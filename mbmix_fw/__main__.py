@@ -1,12 +1,7 @@
 """``python -m mbmix_fw`` is ``mbmix-fw``; under ``torchrun`` (several ranks) ``run`` and ``resume`` train
-data-parallel (see :mod:`mbmix_fw.distributed.ddp`)."""
+data-parallel (see :func:`mbmix_fw.cli.console_main`)."""
 import sys
 
-from .distributed.ddp import launched_by_torchrun
+from .cli import console_main
 
-if launched_by_torchrun():
-    from .distributed.ddp import main
-else:
-    from .cli import main
-
-sys.exit(main())
+sys.exit(console_main())

@@ -25,6 +25,20 @@ PROG = "mbmix-fw"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+def console_main() -> int:
+    """The ``mbmix-fw`` command and ``python -m mbmix_fw``: :func:`main`, or, in a process that torchrun
+    started as one of several ranks, the data-parallel ``run``/``resume``
+    (:mod:`mbmix_fw.distributed.ddp`), so ``torchrun ... $(which mbmix-fw) run`` does not start K
+    independent runs writing one folder."""
+    from .distributed.ddp import launched_by_torchrun
+
+    if launched_by_torchrun():
+        from .distributed.ddp import main as data_parallel_main
+
+        return data_parallel_main()
+    return main()
+
+
 def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = None) -> int:
     """Run the CLI; returns the exit code. Tests pass an explicit ``registry`` (else: installed plugins)."""
     parser = _parser()

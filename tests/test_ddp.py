@@ -87,9 +87,11 @@ def test_the_env_batch_is_split_and_must_divide_evenly():
         split_recipe_data(data, 0, 3, "r.toml")
 
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "mbmix_fw", *args]
+def torchrun(*args: str, script: bool = False) -> subprocess.CompletedProcess:
+    """2 ranks of ``-m mbmix_fw``, or with ``script=True`` of the installed ``mbmix-fw`` console script
+    (``torchrun ... $(which mbmix-fw) run ...``, which must train data-parallel too)."""
+    target = [str(Path(sys.executable).with_name("mbmix-fw"))] if script else ["-m", "mbmix_fw"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *target, *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done
@@ -120,7 +122,7 @@ def test_two_rank_run_learns_and_resumes(tmp_path):
                            capture_output=True, text=True, env=ENV, timeout=300)
     assert plain.returncode == 2 and "torchrun --nproc_per_node=2" in plain.stderr, plain.stderr
     assert (out / "metrics.csv").read_text().splitlines() == kept  # refused before anything was written
-    torchrun("resume", str(out), "--no-progress")
+    torchrun("resume", str(out), "--no-progress", script=True)
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[:len(kept)] == kept and len(lines) == len(kept) + 4
 
