@@ -4,8 +4,10 @@ Each method is one crossing of the JAX bridge (:mod:`mbmix_brax.bridge`) running
 :mod:`mbmix_brax.functional`: ``transition`` (physics + reward + termination + next observation, what the
 rollout calls on the simulator), ``score`` (the same for a world model's predicted state), ``observe`` and
 ``reset``. ``step``, ``reward`` and ``terminated`` reuse the executables of ``transition`` and ``score``,
-so a batch shape compiles at most these four functions (each in a forward-only variant for ``no_grad``
-and a forward-with-pullback variant plus its backward for autograd).
+so a batch shape compiles at most these four functions (each a forward and, when differentiated, its
+backward; see ``bridge_backward``). The rollout observes only a window's first states: later steps take
+the transition's ``next_obs``, and reset rows the observations ``reset`` returns with them
+(:meth:`BraxEnv.reset_done_observed`), so a simulated step is one crossing each way.
 
 dtypes: the JAX side computes in float32, or float64 with ``float64 = true``; tensors keep the caller's
 dtype (inputs are cast to the JAX dtype, outputs back), and ``reset`` returns the run's dtype
