@@ -108,8 +108,9 @@ def test_terminated_is_brax_done_of_the_reached_state(pendulums):
     assert out.terminated.all() and env.score(upright, torch.zeros(N, 1, dtype=torch.float64), fallen).terminated.all()
 
 
-def window_objective(env, x0, opens, weights):
-    """Sum of rewards and weighted observations of a short closed-loop window through ``transition``."""
+def window_objective(env, x0, opens, weights, state_weights=None):
+    """Sum of rewards and weighted observations of a short closed-loop window through ``transition``,
+    plus weighted final states (``state_weights``, default: the first columns of ``weights``)."""
     x, total = x0, 0.0
     for a_open in opens:
         obs = env.observe(x)
@@ -117,7 +118,8 @@ def window_objective(env, x0, opens, weights):
         out = env.transition(x, action)
         total = total + out.reward.sum() + (out.next_obs * weights).sum()
         x = out.next_state
-    return total + (x * weights[:, : x.shape[1]]).sum()
+    state_weights = weights[:, : x.shape[1]] if state_weights is None else state_weights
+    return total + (x * state_weights).sum()
 
 
 @pytest.mark.slow
@@ -156,14 +158,15 @@ def test_ant_window_gradient_through_contacts_matches_float64_finite_differences
     assert (as_torch(distances) < 0).any(dim=-1).all()  # a foot of each ant is in contact at the start
     opens = 0.5 * torch.randn(2, N, env.action_dim, generator=g, dtype=torch.float64)
     weights = torch.randn(N, env.obs_dim, generator=g, dtype=torch.float64)
+    state_weights = torch.randn(N, env.state_dim, generator=g, dtype=torch.float64)
     dx, dopen = torch.randn(x0.shape, generator=g, dtype=torch.float64), torch.randn(opens.shape, generator=g, dtype=torch.float64)
     x_leaf, open_leaf = x0.clone().requires_grad_(True), opens.clone().requires_grad_(True)
-    grad_x, grad_open = torch.autograd.grad(window_objective(env, x_leaf, open_leaf, weights), (x_leaf, open_leaf))
+    grad_x, grad_open = torch.autograd.grad(window_objective(env, x_leaf, open_leaf, weights, state_weights), (x_leaf, open_leaf))
     analytic = (grad_x * dx).sum() + (grad_open * dopen).sum()
     eps = 1e-6
     with torch.no_grad():
-        plus = window_objective(env, x0 + eps * dx, opens + eps * dopen, weights)
-        minus = window_objective(env, x0 - eps * dx, opens - eps * dopen, weights)
+        plus = window_objective(env, x0 + eps * dx, opens + eps * dopen, weights, state_weights)
+        minus = window_objective(env, x0 - eps * dx, opens - eps * dopen, weights, state_weights)
     numeric = (plus - minus) / (2 * eps)
     assert grad_open.abs().sum() > 0
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
