@@ -23,7 +23,8 @@ Consequences, documented for users:
   reached state alone.
 - ``observe(x)`` is the observation ``reset`` gives for ``x``. The envs whose observation includes the
   applied action (``humanoid``, ``humanoidstandup``: actuator forces) see a zero action there; the
-  observation returned by ``transition``/``score`` is ``step``'s, with the action.
+  observation returned by ``transition``/``score`` is ``step``'s, with the action, and it is the one the
+  rollout gives the policy at the next step (``observe`` serves only a window's first states).
 - Actions are passed to Brax unchanged, in ``[-1, 1]``, as Brax's own trainers do.
 """
 from __future__ import annotations
