@@ -6,7 +6,7 @@ For each batch size (64 and 4096 pendulum envs) the script builds the ``pendulum
 (``Trainer._iterate`` + the one metric read), then times, in the same process, the *bare* actor-only
 window of the same shape: a plain eager-torch 64×64 ELU MLP policy rolled H = 32 steps through the same
 differentiable pendulum, ``-rewards.mean()`` backward, one Adam step — no critic, no normaliser, no
-metrics. It also counts the host reads of one trainer iteration (``mbmix_fw.sync_count``; on CUDA each
+metrics. It also counts the host reads of one trainer iteration (``mbmix_fw.training.sync_count``; on CUDA each
 is a blocking synchronisation). Printed last: the ratio trainer / bare steps per second for each size
 (the goal on a GPU is ≥ 0.5).
 
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 import mbmix_fw as mb
-from mbmix_fw.build import make_trainer, resolve_device
-from mbmix_fw.sync_count import count_host_reads
+from mbmix_fw.building.build import make_trainer, resolve_device
+from mbmix_fw.training.sync_count import count_host_reads
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "pendulum_shac.toml"
 HORIZON = 32

@@ -16,7 +16,7 @@ import sys
 import time
 
 LIST = [sys.executable, "-c",
-        "import sys; from mbmix_fw.cli import main; rc = main(['plugins', '--json']); "
+        "import sys; from mbmix_fw.commands.cli import main; rc = main(['plugins', '--json']); "
         "sys.stderr.write('TORCH' if 'torch' in sys.modules else ''); sys.exit(rc)"]
 TORCH = [sys.executable, "-c", "import torch"]
 

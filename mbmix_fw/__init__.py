@@ -11,34 +11,35 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .component import (MAX_ENVS, MAX_ITERATIONS, MAX_LAYERS, MAX_STEPS, MAX_WIDTH, ComponentConfig, EnvConfig,
-                        EstimatorConfig, Hidden, Iterations, NumEnvs, SchedulerConfig, Steps, StrictTable,
-                        WorldModelConfig)
+from .contracts.component import (MAX_ENVS, MAX_ITERATIONS, MAX_LAYERS, MAX_STEPS, MAX_WIDTH, ComponentConfig,
+                                  EnvConfig, EstimatorConfig, Hidden, Iterations, NumEnvs, SchedulerConfig, Steps,
+                                  StrictTable, WorldModelConfig)
 from .errors import (MbmixError, MissingDependency, PluginError, RecipeError, TrainingDiverged, UserError,
                      require)
-from .hookspecs import hookimpl
+from .contracts.hookspecs import hookimpl
 from .lazy import lazy_attributes, lazy_factory
-from .recipe import Recipe, load_recipe, validate_recipe
-from .registry import Registry, default_registry, load_registry, make_registry
-from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from .building.recipe import Recipe, load_recipe, validate_recipe
+from .building.registry import Registry, default_registry, load_registry, make_registry
+from .contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    ".buffer": ["ReplayBuffer"],
-    ".build": ["Components", "build_components", "make_trainer", "resolve_device"],
-    ".context": ["BuildContext"],
-    ".env": ["DiffEnv", "Transition"],
-    ".estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
-    ".mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
-    ".nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
-    ".probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
+    ".training.buffer": ["ReplayBuffer"],
+    ".building.build": ["Components", "build_components", "make_trainer", "resolve_device"],
+    ".contracts.context": ["BuildContext"],
+    ".contracts.env": ["DiffEnv", "Transition"],
+    ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
+    ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
+    ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
+    ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
-    ".returns": ["bootstrap_values", "lambda_returns", "safe_values"],
-    ".rollouts": ["Cursor", "Dynamics", "Rollout", "rollout"],
-    ".scheduler": ["Plan", "Scheduler"],
-    ".trainer": ["Trainer"],
-    ".world_model": ["TransitionBatch", "WorldModel"],
+    ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
+    ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
+    ".maths.rollouts": ["rollout"],
+    ".contracts.scheduler": ["Plan", "Scheduler"],
+    ".training.trainer": ["Trainer"],
+    ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
 _LAZY_MODULE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -66,17 +67,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imports
-    from .buffer import ReplayBuffer
-    from .build import Components, build_components, make_trainer, resolve_device
-    from .context import BuildContext
-    from .env import DiffEnv, Transition
-    from .estimator import Estimate, EstimatorInput, GradientEstimator
-    from .mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
-    from .nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
-    from .probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
+    from .training.buffer import ReplayBuffer
+    from .building.build import Components, build_components, make_trainer, resolve_device
+    from .contracts.context import BuildContext
+    from .contracts.env import DiffEnv, Transition
+    from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
+    from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
+    from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
+    from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
-    from .returns import bootstrap_values, lambda_returns, safe_values
-    from .rollouts import Cursor, Dynamics, Rollout, rollout
-    from .scheduler import Plan, Scheduler
-    from .trainer import Trainer
-    from .world_model import TransitionBatch, WorldModel
+    from .maths.returns import bootstrap_values, lambda_returns, safe_values
+    from .contracts.rollout import Cursor, Dynamics, Rollout
+    from .maths.rollouts import rollout
+    from .contracts.scheduler import Plan, Scheduler
+    from .training.trainer import Trainer
+    from .contracts.world_model import TransitionBatch, WorldModel

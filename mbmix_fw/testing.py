@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .context import BuildContext
-from .env import DiffEnv
+from .contracts.context import BuildContext
+from .contracts.env import DiffEnv
 
 
 class LinearEnv(DiffEnv):
@@ -67,7 +67,7 @@ def check_env(env: DiffEnv, *, batch_sizes=(1, 2, 5), seed: int = 0, surrogate_s
       sampled value (the tabular MDP's relaxations);
     - a short :func:`mbmix_fw.rollout` with resets runs and yields finite rewards.
     """
-    from .rollouts import Cursor, rollout  # late import: testing helpers only
+    from .maths.rollouts import Cursor, rollout  # late import: testing helpers only
 
     problems: list[str] = []
 

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 import mbmix_fw as mb
-from mbmix_fw.build import make_trainer
+from mbmix_fw.building.build import make_trainer
 from mbmix_fw.distributed.ddp import make_data_parallel, rank_seed, split_recipe_data
 
 NUM_ENVS = 8

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import mbmix_fw
-from mbmix_fw import hookspecs
+from mbmix_fw.contracts import hookspecs
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -107,7 +107,7 @@ def test_builtin_plugins_and_plugin_listing_import_no_heavy_package():
                 importlib.import_module(module)
             except Exception as exc:
                 failed[module] = repr(exc)
-        from mbmix_fw.cli import main
+        from mbmix_fw.commands.cli import main
         with contextlib.redirect_stdout(io.StringIO()) as out:
             rc = main(["plugins", "--json"])
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r})

@@ -1,6 +1,6 @@
 """Bad input, tried as a new user would: about 80 bad recipes, overrides, run folders and checkpoints.
 
-Every one goes through the real CLI (``mbmix_fw.cli.main``) with the installed plugins and must give
+Every one goes through the real CLI (``mbmix_fw.commands.cli.main``) with the installed plugins and must give
 exit code 2, exactly one line ``mbmix-fw: error: …`` that names the field (or the file), and write
 nothing: no run folder, no change to an existing one.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mbmix_fw.cli import main
+from mbmix_fw.commands.cli import main
 
 BASE = {
     "run": {"iterations": "2", "eval_every": "0", "checkpoint_every": "1", "eval_envs": "2"},
@@ -224,7 +224,7 @@ def test_overrides_are_parsed_as_toml_then_validated_strictly(tmp_path, capsys):
     sets = ["env.num_envs=3", "optim.actor_lr=1", "policy.layer_norm=false", "optim.betas=[0.5, 0.9]",
             "run.out=runs/x"]
     assert main(["validate", str(recipe), *(a for s in sets for a in ("--set", s))]) == 0
-    from mbmix_fw.recipe import load_recipe
+    from mbmix_fw.building.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides=sets)
     assert loaded.env.num_envs == 3 and loaded.optim.actor_lr == 1.0 and loaded.policy.layer_norm is False

@@ -59,7 +59,7 @@ def test_registering_and_validating_brax_recipes_import_no_jax():
     assert BRAX_RECIPES, "the brax recipes are missing"
     code = (
         "import sys, json\n"
-        "from mbmix_fw.cli import main\n"
+        "from mbmix_fw.commands.cli import main\n"
         f"rc = main(['validate', *{[str(p) for p in BRAX_RECIPES]!r}])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'brax', 'torch'))\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"

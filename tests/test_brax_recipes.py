@@ -44,7 +44,7 @@ def test_every_brax_recipe_is_smoke_tested():
 def test_gpu_recipes_run_tiny_on_the_cpu(env, tmp_path):
     """All four recipes of one env in one process (the CLI's ``main``): one Brax trace per function."""
     code = (
-        "import sys\nfrom mbmix_fw.cli import main\n"
+        "import sys\nfrom mbmix_fw.commands.cli import main\n"
         "for args in sys.argv[1:]:\n"
         "    rc = main(args.split('\\x1f'))\n"
         "    assert rc == 0, (rc, args)\n"

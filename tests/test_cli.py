@@ -18,7 +18,7 @@ import torch
 from pydantic import Field
 
 import mbmix_fw as mb
-from mbmix_fw.cli import main
+from mbmix_fw.commands.cli import main
 from mbmix_fw.testing import LinearEnv
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -254,7 +254,7 @@ def test_installed_plugins_json_imports_no_heavy_package():
     itself is measured by ``benchmarks/plugins_startup.py``: tests make no wall-clock assertions)."""
     code = textwrap.dedent("""
         import sys
-        from mbmix_fw.cli import main
+        from mbmix_fw.commands.cli import main
         rc = main(["plugins", "--json"])
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "jax", "jaxlib", "warp", "brax"})
         print("HEAVY", heavy, file=sys.stderr)
@@ -381,7 +381,7 @@ def test_report_plots_runs_and_groups_seeds(tmp_path, capsys):
 
 
 def test_report_groups_by_recipe_not_by_folder_name(tmp_path):
-    from mbmix_fw.report import _group_key
+    from mbmix_fw.commands.report import _group_key
 
     a = _fake_run(tmp_path / "a", 0, [1.0], {"env": {"kind": "linear"}, "estimator": {"kind": "shac"}})
     b = _fake_run(tmp_path / "b", 1, [1.0], {"env": {"kind": "linear"}, "estimator": {"kind": "shac"}})

@@ -7,7 +7,7 @@ import torch
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import CHECKPOINT, Trainer
+from mbmix_fw.training.trainer import CHECKPOINT, Trainer
 
 
 class RandomCriticPasses(mb.Scheduler):

@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel, Field, PositiveInt
 
 import mbmix_fw as mb
-from mbmix_fw.cli import main
-from mbmix_fw.config_docs import CORE_TABLES, describe_model, type_text, undocumented_fields
+from mbmix_fw.commands.cli import main
+from mbmix_fw.building.config_docs import CORE_TABLES, describe_model, type_text, undocumented_fields
 
 
 def builtin_tables():

@@ -143,7 +143,7 @@ def fake_run_folder(tmp_path: Path, marker: str) -> Path:
     ("not json", "data_parallel.json: unreadable"),
 ])
 def test_a_plain_resume_of_a_data_parallel_run_is_refused(tmp_path, capsys, marker, message):
-    from mbmix_fw.cli import main
+    from mbmix_fw.commands.cli import main
 
     run = fake_run_folder(tmp_path, marker)
     assert main(["resume", str(run), "--no-progress"]) == 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_fw.build import make_trainer
+from mbmix_fw.building.build import make_trainer
 
 LQR_RECIPE = {
     "run": {"iterations": 24, "eval_envs": 8, "dtype": "float64"},

@@ -1,5 +1,5 @@
 """The GPU hot loop: one model-free iteration reads the device from the host a bounded number of times,
-whatever the horizon and the number of critic minibatches (counted on CPU with mbmix_fw.sync_count)."""
+whatever the horizon and the number of critic minibatches (counted on CPU with mbmix_fw.training.sync_count)."""
 from __future__ import annotations
 
 import pytest
@@ -7,9 +7,9 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.sync_count import count_host_reads
+from mbmix_fw.training.sync_count import count_host_reads
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import Trainer
+from mbmix_fw.training.trainer import Trainer
 from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 

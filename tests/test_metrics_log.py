@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 
-from mbmix_fw.metrics import CSV_NAME, MetricsLog
+from mbmix_fw.training.metrics import CSV_NAME, MetricsLog
 
 
 def rows(path):

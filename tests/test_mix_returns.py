@@ -1,4 +1,4 @@
-"""The window objectives of ``mbmix_fw.mix_returns`` against explicit mixtures and closed forms (float64)."""
+"""The window objectives of ``mbmix_fw.maths.mix_returns`` against explicit mixtures and closed forms (float64)."""
 from __future__ import annotations
 
 import pytest

@@ -171,7 +171,7 @@ class OutOfMemoryEnv:
 
 
 def test_out_of_memory_in_the_batched_backward_propagates_and_is_not_remembered():
-    from mbmix_fw import probes
+    from mbmix_fw.maths import probes
 
     state, action = torch.randn(5, 3), torch.randn(5, 2)
     with pytest.raises(torch.OutOfMemoryError):

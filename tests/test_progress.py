@@ -9,9 +9,9 @@ import math
 
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.progress import LINE_EVERY_ITERATIONS, LINE_EVERY_SECONDS, SkippedUpdates, TrainingProgress
+from mbmix_fw.training.progress import LINE_EVERY_ITERATIONS, LINE_EVERY_SECONDS, SkippedUpdates, TrainingProgress
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import Trainer
+from mbmix_fw.training.trainer import Trainer
 from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 NAN = math.nan

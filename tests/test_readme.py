@@ -64,7 +64,7 @@ def _readme_cli_lines() -> dict[str, str]:
 
 
 def test_readme_cli_block_shows_every_command_and_option():
-    from mbmix_fw.cli import _parser
+    from mbmix_fw.commands.cli import _parser
 
     synopses = _readme_cli_lines()
     for path, parser in _commands(_parser()):

@@ -13,7 +13,7 @@ import pytest
 from pydantic import Field
 
 import mbmix_fw as mb
-from mbmix_fw.recipe import DEFAULT_SCHEDULER, apply_overrides, parse_override
+from mbmix_fw.building.recipe import DEFAULT_SCHEDULER, apply_overrides, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_fw.registry import load_registry, make_registry
+from mbmix_fw.building.registry import load_registry, make_registry
 from mbmix_fw.testing import LinearEnv
 
 GOOD = '''

@@ -13,10 +13,10 @@ import ray  # the [ray] extra is part of [test]: CI runs these
 import torch
 
 import mbmix_fw as mb
-from mbmix_fw.build import make_trainer, write_run_files
-from mbmix_fw.cli import main
+from mbmix_fw.building.build import make_trainer, write_run_files
+from mbmix_fw.commands.cli import main
 from mbmix_fw.distributed.grid import plan_sweep
-from mbmix_fw.report import _group_key, expand_run_dirs
+from mbmix_fw.commands.report import _group_key, expand_run_dirs
 
 TINY = """
 [run]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import mbmix_fw as mb
-from mbmix_fw.cli import main
+from mbmix_fw.commands.cli import main
 from mbmix_fw.distributed.grid import parse_grid_arg, parse_seeds, plan_sweep, point_name
 
 RECIPE = """

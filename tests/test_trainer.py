@@ -8,9 +8,9 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.checkpoint import load_checkpoint_file, save_checkpoint_file
+from mbmix_fw.training.checkpoint import load_checkpoint_file, save_checkpoint_file
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import CHECKPOINT, Trainer
+from mbmix_fw.training.trainer import CHECKPOINT, Trainer
 from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 

@@ -9,7 +9,7 @@ import torch
 import mbmix_fw as mb
 from mbmix_estimators import Mix, MixConfig
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import CHECKPOINT, Trainer
+from mbmix_fw.training.trainer import CHECKPOINT, Trainer
 from mbmix_schedulers import Dyna, DynaConfig
 from mbmix_sobolev import SobolevConfig, make_sobolev
 

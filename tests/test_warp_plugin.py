@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mbmix_fw.cli import main
+from mbmix_fw.commands.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WITHOUT_WARP = """
 import json, sys
 sys.modules["warp"] = None  # what an environment without the [warp] extra looks like to importlib
-from mbmix_fw.cli import main
+from mbmix_fw.commands.cli import main
 cloth = main(["run", "recipes/cloth_mix.toml", "--out", sys.argv[1], "--no-progress"])
 valid = main(["validate", "recipes/cloth_mix.toml"])
 pendulum = main(["run", "recipes/pendulum_mix.toml", "--out", sys.argv[2], "--no-progress",

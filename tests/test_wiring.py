@@ -9,7 +9,7 @@ import torch
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.trainer import Trainer
+from mbmix_fw.training.trainer import Trainer
 from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 GAMMA, LAM = 0.9, 0.7

@@ -42,7 +42,7 @@ from ..errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from ..trainer import Trainer
+    from ..training.trainer import Trainer
 
 SEED_STRIDE = 100_003
 DATA_PARALLEL_JSON = "data_parallel.json"
@@ -191,7 +191,7 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
 # ---- the torchrun entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m mbmix_fw run|resume ...`` under torchrun; other commands run as usual on every rank."""
-    from ..cli import PROG, _parser, _Registries, main as cli_main
+    from ..commands.cli import PROG, _parser, _Registries, main as cli_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -211,10 +211,10 @@ def _run_data_parallel(args, registry) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..build import RECIPE_JSON, make_trainer, resolve_device, write_run_files
-    from ..cli import CHECKPOINT, _print_summary, prepare_run
-    from ..recipe import validate_recipe
-    from ..rollouts import Cursor
+    from ..building.build import RECIPE_JSON, make_trainer, resolve_device, write_run_files
+    from ..commands.cli import CHECKPOINT, _print_summary, prepare_run
+    from ..building.recipe import validate_recipe
+    from ..maths.rollouts import Cursor
 
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     resuming = args.name == "resume"

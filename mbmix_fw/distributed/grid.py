@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import RecipeError, UserError
 
 if TYPE_CHECKING:
-    from ..recipe import Override, Recipe
-    from ..registry import Registry
+    from ..building.recipe import Override, Recipe
+    from ..building.registry import Registry
 
 RESERVED_KEYS = {"run.seed": "use --seeds (or seeds in [sweep])",
                  "run.out": "the sweep chooses each trial's folder (runs/<sweep>/<trial>)"}
@@ -120,7 +120,7 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
     Each comma-separated value is read like a ``--set`` value (TOML when it parses, else a string); a
     list-valued setting is written in brackets, ``--grid 'policy.hidden=[64,64],[128,128]'``.
     """
-    from ..recipe import parse_override
+    from ..building.recipe import parse_override
 
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -213,8 +213,8 @@ def plan_sweep(recipe_path: str | Path, registry: "Registry", *, grid: Iterable[
     """
     import tomllib
 
-    from ..build import run_dir_for
-    from ..recipe import apply_overrides, load_recipe, validate_recipe
+    from ..building.build import run_dir_for
+    from ..building.recipe import apply_overrides, load_recipe, validate_recipe
 
     source = str(recipe_path)
     if seeds is not None:

@@ -28,7 +28,7 @@ from .summary import BEST_METRIC, PointResult, best_point, format_table, write_s
 from .trial import ERROR_TXT, read_done, run_trial, trial_state
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from ..building.registry import Registry
 
 SWEEP_JSON = "sweep.json"
 CONNECT_TIMEOUT_S = 5.0
@@ -38,7 +38,7 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 def check_folders(plan: SweepPlan) -> None:
     """Refuse to resume a trial folder that holds a run of a different recipe (edited recipe, same name)."""
-    from ..build import RECIPE_JSON
+    from ..building.build import RECIPE_JSON
 
     for trial in plan.trials:
         path = plan.root / trial.name / RECIPE_JSON

@@ -44,9 +44,9 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
     """
     import torch
 
-    from ..build import make_trainer, write_run_files
-    from ..recipe import validate_recipe
-    from ..registry import load_registry
+    from ..building.build import make_trainer, write_run_files
+    from ..building.recipe import validate_recipe
+    from ..building.registry import load_registry
 
     out = Path(out_dir)
     started = time.perf_counter()

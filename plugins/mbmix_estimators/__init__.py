@@ -24,7 +24,7 @@ class ShacConfig(mb.EstimatorConfig):
 
 class MixConfig(mb.EstimatorConfig):
     """MB-MIX's λ-mixture of truncated windows ``J^mix = Σ_H w_H J_H`` (arXiv 2503.01178; truncation,
-    ``interval`` and ``start_times`` are our reconstruction, see ``mbmix_fw.mix_returns``)."""
+    ``interval`` and ``start_times`` are our reconstruction, see ``mbmix_fw.maths.mix_returns``)."""
 
     kind: Literal["mix"] = "mix"
     lam: float = Field(0.97, ge=0.0, le=1.0)

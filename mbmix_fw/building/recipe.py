@@ -5,7 +5,7 @@ Stage 1, the envelope :class:`Recipe`: the tables ``[run]``, ``[env]`` (required
 ``kind = "model_free"``), ``[policy]``, ``[critic]``, ``[optim]``, ``[sweep]`` (optional, read only by
 ``mbmix-fw sweep``); anything else is an error.
 Stage 2, each plugin table: a wrap validator reads its ``kind``, looks the kind up in the registry passed
-in the validation context (``context={"registry": reg}``, else :func:`~mbmix_fw.registry.default_registry`)
+in the validation context (``context={"registry": reg}``, else :func:`~mbmix_fw.building.registry.default_registry`)
 and validates the table with that plugin's config model. There is no union of all configs, so plugins can
 be added without rebuilding any model.
 
@@ -24,10 +24,10 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
                       ValidatorFunctionWrapHandler, field_validator)
 from pydantic_core import PydanticCustomError
 
-from .component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from .distributed.grid import SweepSettings
-from .errors import PluginError, RecipeError
-from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from ..distributed.grid import SweepSettings
+from ..errors import PluginError, RecipeError
+from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 
 if TYPE_CHECKING:
     from .registry import Registry

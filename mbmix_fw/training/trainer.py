@@ -9,7 +9,7 @@ Non-finite numbers (a diverging simulator is bad input, not a crash):
 
 - A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds
   1e6 in magnitude, ends its episode like a termination (value 0, DiffRL's rule) and is reset
-  (:func:`mbmix_fw.rollouts.diverged`). It never reaches the observation normaliser, the critic's
+  (:func:`mbmix_fw.maths.rollouts.diverged`). It never reaches the observation normaliser, the critic's
   regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
 - An update (actor step, critic minibatch, world-model fit) whose loss or gradient is non-finite is
   skipped on the device and counted in ``guard/skipped_updates``; one warning line per iteration sums
@@ -37,17 +37,17 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
-from .env import DiffEnv
-from .errors import TrainingDiverged, UserError
-from .estimator import Estimate, EstimatorInput, GradientEstimator
+from ..contracts.env import DiffEnv
+from ..errors import TrainingDiverged, UserError
+from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
-from .nets import Critic, ObsNormalizer, TanhGaussianPolicy
+from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
-from .returns import lambda_returns, safe_values
-from .rollouts import Cursor, Rollout
-from .scheduler import Plan, Scheduler
-from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
-from .world_model import WorldModel
+from ..maths.returns import lambda_returns, safe_values
+from ..maths.rollouts import Cursor, Rollout
+from ..contracts.scheduler import Plan, Scheduler
+from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from ..contracts.world_model import WorldModel
 
 log = logging.getLogger("mbmix_fw")
 
@@ -435,7 +435,7 @@ class Trainer:
         parameter, statistic or optimiser state non-finite is undone (the model is restored to its state
         before this iteration's fit) and counted as skipped world-model updates.
         """
-        from .probes import collect_eval_transitions, collect_transitions
+        from ..maths.probes import collect_eval_transitions, collect_transitions
 
         started = time.perf_counter()
         keep = finite.reshape(-1)

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..building.registry import Registry
 
 RENDER_PNG = "render.png"
 
@@ -29,10 +29,10 @@ RENDER_PNG = "render.png"
 def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: int = 4,
                device: str = "cpu", registry: "Registry | None" = None) -> Path:
     """Draw ``frames`` states of one episode per policy (rows: initial, trained) into a PNG; returns its path."""
-    from .build import RECIPE_JSON, make_trainer
-    from .checkpoint import load_checkpoint_file
-    from .recipe import validate_recipe
-    from .registry import load_registry
+    from ..building.build import RECIPE_JSON, make_trainer
+    from ..training.checkpoint import load_checkpoint_file
+    from ..building.recipe import validate_recipe
+    from ..building.registry import load_registry
 
     run_dir = Path(run_dir)
     recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / "checkpoints" / "last.pt"

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence, ge
 import attrs
 import pluggy
 
-from . import hookspecs
-from .component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from .errors import MissingDependency, PluginError
+from ..contracts import hookspecs
+from ..contracts.component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from ..errors import MissingDependency, PluginError
 
 if TYPE_CHECKING:
-    from .context import BuildContext
+    from ..contracts.context import BuildContext
 
 ENTRY_POINT_GROUP = "mbmix_fw"
 SLOT_NAMES = ("env", "world_model", "estimator", "scheduler")
@@ -247,10 +247,14 @@ class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.env = Slot("env", "register_envs", EnvConfig, ".env.DiffEnv", self)
-        self.world_model = Slot("world_model", "register_world_models", WorldModelConfig, ".world_model.WorldModel", self)
-        self.estimator = Slot("estimator", "register_estimators", EstimatorConfig, ".estimator.GradientEstimator", self)
-        self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig, ".scheduler.Scheduler", self)
+        contracts = "..contracts."  # the interfaces are imported on first use: they need torch
+        self.env = Slot("env", "register_envs", EnvConfig, contracts + "env.DiffEnv", self)
+        self.world_model = Slot("world_model", "register_world_models", WorldModelConfig,
+                                contracts + "world_model.WorldModel", self)
+        self.estimator = Slot("estimator", "register_estimators", EstimatorConfig,
+                              contracts + "estimator.GradientEstimator", self)
+        self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig,
+                              contracts + "scheduler.Scheduler", self)
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
         self.filter_note = ""  # set by load_registry when an environment variable filtered the plugins

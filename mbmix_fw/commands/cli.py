@@ -16,10 +16,10 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import MbmixError, UserError
+from ..errors import MbmixError, UserError
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..building.registry import Registry
 
 PROG = "mbmix-fw"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -30,10 +30,10 @@ def console_main() -> int:
     started as one of several ranks, the data-parallel ``run``/``resume``
     (:mod:`mbmix_fw.distributed.ddp`), so ``torchrun ... $(which mbmix-fw) run`` does not start K
     independent runs writing one folder."""
-    from .distributed.ddp import launched_by_torchrun
+    from ..distributed.ddp import launched_by_torchrun
 
     if launched_by_torchrun():
-        from .distributed.ddp import main as data_parallel_main
+        from ..distributed.ddp import main as data_parallel_main
 
         return data_parallel_main()
     return main()
@@ -82,7 +82,7 @@ class _Registries:
 
     def get(self, warn: bool = True) -> "Registry":
         if self._registry is None:
-            from .registry import load_registry
+            from ..building.registry import load_registry
 
             self._registry = load_registry()
             if warn:
@@ -96,8 +96,8 @@ def prepare_run(args: argparse.Namespace, registry) -> tuple[Any, Path]:
     """The recipe of ``run`` with its overrides (``--set``, then ``--device`` and ``--out``), and the run
     folder it will write, already checked: shared by the single-process and the data-parallel ``run``
     (:mod:`mbmix_fw.distributed.ddp`), so both refuse the same folders with the same messages."""
-    from .build import check_run_dir, run_dir_for
-    from .recipe import load_recipe
+    from ..building.build import check_run_dir, run_dir_for
+    from ..building.recipe import load_recipe
 
     overrides: list[Any] = list(args.set)
     if args.device is not None:
@@ -112,7 +112,7 @@ def prepare_run(args: argparse.Namespace, registry) -> tuple[Any, Path]:
 
 
 def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import make_trainer, write_run_files
+    from ..building.build import make_trainer, write_run_files
 
     registry = registries.get()
     recipe, out_dir = prepare_run(args, registry)
@@ -134,9 +134,9 @@ def _refuse_occupied(out_dir: Path) -> None:
 
 
 def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import RECIPE_JSON, make_trainer
-    from .checkpoint import read_checkpoint, restore_checkpoint
-    from .recipe import validate_recipe
+    from ..building.build import RECIPE_JSON, make_trainer
+    from ..training.checkpoint import read_checkpoint, restore_checkpoint
+    from ..building.recipe import validate_recipe
 
     run_dir = Path(args.run_dir)
     recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
@@ -145,7 +145,7 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     for needed in (recipe_path, checkpoint):
         if not needed.is_file():
             raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
-    from .distributed.ddp import saved_world_size
+    from ..distributed.ddp import saved_world_size
 
     ranks = saved_world_size(run_dir)
     if ranks > 1:  # its checkpoint holds rank 0's slice of the env batch, not a one-process run
@@ -177,8 +177,8 @@ def _print_summary(out_dir: Path, final: dict[str, float]) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace, registries: _Registries) -> int:
-    from .errors import RecipeError
-    from .recipe import load_recipe
+    from ..errors import RecipeError
+    from ..building.recipe import load_recipe
 
     registry = registries.get()
     problems: list[str] = []
@@ -225,7 +225,7 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
 
 
 def _print_fields(config: Any) -> None:
-    from .config_docs import describe_model
+    from ..building.config_docs import describe_model
 
     for line in describe_model(config, indent="      "):
         print(line)
@@ -233,7 +233,7 @@ def _print_fields(config: Any) -> None:
 
 def _print_core_tables() -> None:
     """``[run]``, ``[policy]``, ``[critic]``, ``[optim]``: every recipe may hold them, all fields optional."""
-    from .config_docs import CORE_TABLES, describe_model
+    from ..building.config_docs import CORE_TABLES, describe_model
 
     print("core tables (optional in every recipe):")
     for table, model in CORE_TABLES.items():
@@ -279,7 +279,7 @@ def _cmd_render(args: argparse.Namespace, registries: _Registries) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace, registries: _Registries) -> int:
-    from .distributed.sweep import sweep_command  # Ray is imported there, only when a sweep runs
+    from ..distributed.sweep import sweep_command  # Ray is imported there, only when a sweep runs
 
     return sweep_command(args.recipe, registries.get(), grid=args.grid, seeds=args.seeds, name=args.sweep_name,
                          address=args.address, cpus_per_trial=args.cpus_per_trial,
@@ -288,8 +288,8 @@ def _cmd_sweep(args: argparse.Namespace, registries: _Registries) -> int:
 
 
 def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) -> int:
-    from .build import resolve_device
-    from .recipe import load_recipe
+    from ..building.build import resolve_device
+    from ..building.recipe import load_recipe
 
     registry = registries.get()
     recipe = load_recipe(args.recipe, registry, args.set)

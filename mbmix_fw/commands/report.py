@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 METRICS_CSV = "metrics.csv"
 REPORT_PNG = "learning_curves.png"

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import torch
 
-from .context import BuildContext
-from .env import DiffEnv
-from .errors import UserError
-from .estimator import GradientEstimator
+from ..contracts.context import BuildContext
+from ..contracts.env import DiffEnv
+from ..errors import UserError
+from ..contracts.estimator import GradientEstimator
 from .recipe import Recipe
 from .registry import Registry
-from .scheduler import Scheduler
-from .world_model import WorldModel
+from ..contracts.scheduler import Scheduler
+from ..contracts.world_model import WorldModel
 
 if TYPE_CHECKING:
-    from .trainer import Trainer
+    from ..training.trainer import Trainer
 
 RECIPE_JSON = "recipe.json"
 PLUGINS_JSON = "plugins.json"
@@ -55,7 +55,7 @@ def build_components(recipe: Recipe, registry: Registry, device: str | torch.dev
     Global RNGs are seeded from ``run.seed`` first, so factories that initialise from torch's global
     generator (a plain ``nn.Linear``) build the same component for the same seed.
     """
-    from .trainer import seed_everything
+    from ..training.trainer import seed_everything
 
     seed_everything(recipe.run.seed)
     dtype = torch.float64 if recipe.run.dtype == "float64" else torch.float32  # "auto": envs build in float32
@@ -70,12 +70,12 @@ def build_components(recipe: Recipe, registry: Registry, device: str | torch.dev
 
 def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch.device,
                  registry: Registry, progress: bool = True) -> "Trainer":
-    """Build the recipe's components and the :class:`~mbmix_fw.trainer.Trainer` that trains them.
+    """Build the recipe's components and the :class:`~mbmix_fw.training.trainer.Trainer` that trains them.
 
     Plugins' event hooks (``on_iteration_end``, ``on_run_end``) receive the trainer's events.
     """
     from .memory import check_memory
-    from .trainer import Trainer  # the training loop is only needed once a run starts
+    from ..training.trainer import Trainer  # the training loop is only needed once a run starts
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)

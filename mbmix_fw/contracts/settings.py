@@ -10,7 +10,7 @@ from .component import MAX_ITERATIONS, Hidden, Iterations, NumEnvs, StrictTable
 
 
 class _Settings(StrictTable):
-    """Strict like every recipe table (see :mod:`mbmix_fw.component`)."""
+    """Strict like every recipe table (see :mod:`mbmix_fw.contracts.component`)."""
 
 
 class RunSettings(_Settings):

@@ -32,12 +32,12 @@ from typing import Any, Callable, Sequence
 import attrs
 import torch
 
-from .env import DiffEnv
-from .errors import UserError
-from .estimator import EstimatorInput, GradientEstimator
-from .nets import Critic, TanhGaussianPolicy
-from .returns import lambda_returns
-from .rollouts import Cursor, PolicyFn, ValueFn, rollout
+from ..contracts.env import DiffEnv
+from ..errors import UserError
+from ..contracts.estimator import EstimatorInput, GradientEstimator
+from ..maths.nets import Critic, TanhGaussianPolicy
+from ..maths.returns import lambda_returns
+from ..maths.rollouts import Cursor, PolicyFn, ValueFn, rollout
 
 
 @attrs.frozen(eq=False)
@@ -404,7 +404,7 @@ def variance_from_recipe(
 ) -> list[dict[str, Any]]:
     """``mbmix-fw diagnose variance RECIPE``: the variance study at the recipe's policy.
 
-    1. Build the recipe's env (and estimator registry) with :func:`mbmix_fw.build.build_components`.
+    1. Build the recipe's env (and estimator registry) with :func:`mbmix_fw.building.build.build_components`.
     2. The policy is the recipe's ``[policy]`` network initialised from ``run.seed`` exactly as the
        trainer initialises it, or the policy (and observation normaliser) of a trainer ``checkpoint``.
     3. Fit a fresh ``[critic]`` network to that fixed policy (:func:`fit_critic_to_policy`,
@@ -414,10 +414,10 @@ def variance_from_recipe(
     Writes ``json_out`` (settings, critic fit and rows) and ``png_out`` (:func:`plot_variance_study`)
     when given; returns the rows.
     """
-    from .build import build_components, resolve_device
-    from .checkpoint import load_checkpoint_file
-    from .context import BuildContext
-    from .nets import ObsNormalizer
+    from ..building.build import build_components, resolve_device
+    from ..training.checkpoint import load_checkpoint_file
+    from ..contracts.context import BuildContext
+    from ..maths.nets import ObsNormalizer
 
     say = progress or (lambda _: None)
     device = resolve_device(device)

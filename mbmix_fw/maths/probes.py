@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .rollouts import Dynamics
-from .world_model import TransitionBatch
+from ..contracts.world_model import TransitionBatch
 
 
 def random_unit_vectors(n: int, probes: int, dim: int, generator: torch.Generator | None = None,

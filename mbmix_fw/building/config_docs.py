@@ -13,7 +13,7 @@ from typing import Annotated, Any, Iterable, Literal, Union, get_args, get_origi
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 
 CORE_TABLES: dict[str, type[BaseModel]] = {
     "run": RunSettings, "policy": PolicySettings, "critic": CriticSettings, "optim": OptimSettings,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .world_model import TransitionBatch
+from ..contracts.world_model import TransitionBatch
 
 _FIELDS = ("state", "action", "next_state", "probe_u", "probe_s", "probe_a")
 

@@ -1,6 +1,6 @@
 """A lower bound on the memory a recipe needs, checked before anything is allocated.
 
-Field maxima (:mod:`mbmix_fw.component`) catch one absurd number; this catches absurd products of
+Field maxima (:mod:`mbmix_fw.contracts.component`) catch one absurd number; this catches absurd products of
 sensible ones (4096 envs × a 10⁶-step BPTT episode, hidden = [65536] * 8) that would otherwise end in
 an allocator's internal error, in swapping, or in the out-of-memory killer an hour into a run. The
 estimate is deliberately a lower bound (what must be held at once, not what a run usually holds), so
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 if TYPE_CHECKING:
     from .build import Components

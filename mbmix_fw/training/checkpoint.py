@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
@@ -33,7 +33,7 @@ def load_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -
 
 
 REQUIRED_KEYS = ("format", "iteration", "policy", "critic", "target_critic", "actor_opt", "critic_opt", "rng")
-"""Entries every checkpoint written by :meth:`Trainer.save_checkpoint <mbmix_fw.trainer.Trainer.state_dict>` has."""
+"""Entries every checkpoint written by :meth:`Trainer.save_checkpoint <mbmix_fw.training.trainer.Trainer.state_dict>` has."""
 SHAPED_ENTRIES = ("policy", "critic", "target_critic", "obs_norm", "world_model")
 """Entries whose tensor shapes follow from the recipe (network sizes, env dimensions)."""
 

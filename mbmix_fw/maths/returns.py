@@ -14,7 +14,7 @@ def safe_values(value_fn, obs: torch.Tensor) -> torch.Tensor:
 
     The critic never sees the broken rows (they are replaced by zeros before it runs), so neither its
     output nor the gradient flowing back through it to the policy turns NaN. The bound is
-    :data:`mbmix_fw.rollouts.DIVERGED_MAGNITUDE` (1e6, DiffRL's).
+    :data:`mbmix_fw.maths.rollouts.DIVERGED_MAGNITUDE` (1e6, DiffRL's).
     """
     from .rollouts import DIVERGED_MAGNITUDE
 
