@@ -96,6 +96,13 @@ BAD_RECIPES = {
                              "world_model.probes: expected an integer, got boolean true"),
     "string world-model bool": (model_based(**{"world_model.probe_mixing": '"no"'}),
                                 "world_model.probe_mixing: expected true or false"),
+    "adjoint probes never backpropagated": (model_based(**{"scheduler.env_weight": "0.0"}),
+                                            "world_model.probe_source: 'adjoint' takes its Jacobian probes"),
+    "adjoint probes through a full blend": (model_based(**{"scheduler.jacobian_blend": "1.0"}),
+                                            "world_model.probe_source: 'adjoint'"),
+    "blend above one": (model_based(**{"scheduler.jacobian_blend": "1.5"}), "scheduler.jacobian_blend"),
+    "unknown probe source": (model_based(**{"world_model.probe_source": '"cotangent"'}),
+                             "world_model.probe_source"),
     # --- nan and inf, in core and plugin tables ---
     "inf lr": ({"optim.actor_lr": "inf"}, "optim.actor_lr: expected a finite number, got inf"),
     "nan lr": ({"optim.critic_lr": "nan"}, "optim.critic_lr: expected a finite number, got nan"),

@@ -50,7 +50,8 @@ def model_free(env, out_dir=None, iterations=6, **run):
 
 
 def dyna(env, out_dir=None, iterations=6):
-    model = make_sobolev(SobolevConfig(hidden=[32, 32], probes=2, batch_size=64, buffer_capacity=1000),
+    model = make_sobolev(SobolevConfig(hidden=[32, 32], probes=2, probe_source="random", batch_size=64,
+                                       buffer_capacity=1000),
                          mb.BuildContext.cpu().with_env(env))
     return Trainer(
         env, Mix(MixConfig(horizon=H, lam=0.9)),

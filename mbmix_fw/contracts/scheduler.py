@@ -21,6 +21,8 @@ class Plan:
     5. ``model_fit_steps`` minibatch steps of world-model fitting on the buffer.
 
     ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration.
+    ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
+    through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
     """
 
     env_weight: float = 1.0
@@ -29,10 +31,13 @@ class Plan:
     critic_iterations: int | None = None
     actor_lr_scale: float = 1.0
     critic_lr_scale: float = 1.0
+    jacobian_blend: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.env_weight <= 1.0:
             raise ValueError(f"env_weight must lie in [0, 1], got {self.env_weight}")
+        if not 0.0 <= self.jacobian_blend <= 1.0:
+            raise ValueError(f"jacobian_blend must lie in [0, 1], got {self.jacobian_blend}")
 
 
 class Scheduler(abc.ABC):

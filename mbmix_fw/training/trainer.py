@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import attrs
 import numpy as np
 import torch
 
@@ -43,6 +44,8 @@ from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
+from ..maths.adjoint_tap import AdjointTap
+from ..maths.jacobian_blend import JacobianBlend
 from ..maths.returns import lambda_returns, safe_values
 from ..maths.rollouts import Cursor, Rollout
 from ..contracts.scheduler import Plan, Scheduler
@@ -53,6 +56,9 @@ log = logging.getLogger("mbmix_fw")
 
 CHECKPOINT = Path("checkpoints") / "last.pt"
 EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
+MODEL_EXPLOSION = 4.0
+"""A world model whose held-out state error exceeds this multiple of its best so far is rolled back to
+the parameters (and optimiser state) it had at its best, and ``model/rollbacks`` counts it."""
 
 
 def seed_everything(seed: int) -> None:
@@ -82,6 +88,12 @@ def _component_state(component: Any) -> Any:
     """The optional ``state_dict()`` of an env, estimator or scheduler (``None`` if it has none)."""
     getter = getattr(component, "state_dict", None)
     return getter() if callable(getter) else None
+
+
+def _first_steps(rollout: Rollout, steps: int) -> Rollout:
+    """The first ``steps`` steps of a rollout (TD(λ) targets then bootstrap at the cut)."""
+    cut = {f.name: getattr(rollout, f.name)[:steps] for f in attrs.fields(Rollout) if f.name != "end"}
+    return attrs.evolve(rollout, **cut)
 
 
 def resolve_dtype(setting: str, env: DiffEnv, device: torch.device) -> torch.dtype:
@@ -154,6 +166,17 @@ class Trainer:
                 world_model.probes, self.device, self.dtype,
             )
 
+        self.tap: AdjointTap | None = None
+        """Records the simulator's VJPs during the actor's backward through the real window: the free
+        Jacobian probes of a world model with ``probe_source = "adjoint"`` (mbmix_fw/maths/adjoint_tap.py)."""
+        if world_model is not None and world_model.probes and getattr(world_model, "probe_source", "") == "adjoint":
+            self.tap = AdjointTap()
+        self.sim_steps = 0  # simulator forward steps (env rows), training only: rollouts and probes
+        self.sim_vjps = 0  # simulator vector-Jacobian products (env rows × directions), backward and probes
+        self.wall_time = 0.0  # seconds spent in training iterations (evaluation included)
+        self.model_rollbacks = 0
+        self._model_best: tuple[float, dict] | None = None  # (held-out state error, state dict) at its best
+
         if world_model is not None:
             first = scheduler.plan(0, run.iterations)
             if not (first.model_branches or first.model_fit_steps):
@@ -200,6 +223,9 @@ class Trainer:
                 last = self.iteration == total
                 if last or (self.run.eval_every and self.iteration % self.run.eval_every == 0):
                     metrics["eval/return"] = self.evaluate()
+                self.wall_time += time.perf_counter() - started
+                metrics["time/wall_s"] = self.wall_time
+                metrics["sim/steps"], metrics["sim/vjps"] = float(self.sim_steps), float(self.sim_vjps)
                 self.log.append(self.iteration, metrics)
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
@@ -229,13 +255,14 @@ class Trainer:
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
         with torch.set_grad_enabled(beta > 0):
-            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor))
+            real = self.estimator.estimate(self._estimator_input(self._real_dynamics(plan), self.cursor))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
         self.env_steps += metrics["_steps"]
+        self.sim_steps += metrics["_steps"]
         metrics.update(real.metrics)
 
         # ---- model branches from buffer states
@@ -253,18 +280,23 @@ class Trainer:
         if loss is not None and loss.requires_grad:
             metrics["loss/actor"] = loss.detach()
             metrics["grad/actor_norm"] = self._guarded_step(loss, self.policy, self.actor_opt, "actor")
+            if beta > 0 and plan.jacobian_blend < 1:  # the actor's backward ran through every real step
+                self.sim_vjps += metrics["_steps"]
         if self.world_model is not None:
             self.world_model.zero_grad(set_to_none=True)  # the branch loss reached the model's weights
 
-        # ---- critic on TD(λ) targets of every rollout of this iteration
+        # ---- critic on TD(λ) targets of the real window (and the first steps of model branches, if asked)
         if self.estimator.uses_critic:
-            rollouts = [real.rollout] + ([branch.rollout] if branch is not None else [])
+            rollouts = [real.rollout]
+            if branch is not None and self.critic_cfg.model_branch_steps > 0:
+                rollouts.append(_first_steps(branch.rollout, self.critic_cfg.model_branch_steps))
             metrics["loss/critic"] = self._update_critic(rollouts, plan)
             self._polyak_target()
 
         # ---- world model: held-out error on the new window, then fit on the buffer
         if self.world_model is not None:
-            metrics.update(self._update_world_model(real.rollout, real_finite, plan))
+            tapped = self.tap.probes() if self.tap is not None else None
+            metrics.update(self._update_world_model(real.rollout, real_finite, plan, tapped))
 
         if self.obs_norm is not None:
             self.obs_norm.update(real.rollout.obs.detach(), real_finite)
@@ -336,6 +368,19 @@ class Trainer:
     def _target_value(self, obs: torch.Tensor) -> torch.Tensor:
         """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
         return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
+
+    def _real_dynamics(self, plan: Plan):
+        """What the real window steps through: the env, tapped for free probes, its Jacobian blended with
+        the world model's when the plan says so (values always the simulator's)."""
+        if self.tap is not None:
+            self.tap.clear()
+        simulator = self.tap.wrap(self.env) if self.tap is not None else self.env
+        if plan.jacobian_blend > 0:
+            if self.world_model is None:
+                raise UserError(f"{type(self.scheduler).__name__} planned jacobian_blend = "
+                                f"{plan.jacobian_blend} but the run has no world model")
+            return JacobianBlend(simulator, self.world_model, plan.jacobian_blend)
+        return simulator
 
     def _estimator_input(self, dynamics, start: Cursor) -> EstimatorInput:
         return EstimatorInput(
@@ -428,37 +473,58 @@ class Trainer:
         for target, online in zip(self.target_critic.parameters(), self.critic.parameters()):
             target.lerp_(online, tau)
 
-    def _update_world_model(self, rollout: Rollout, finite: torch.Tensor, plan: Plan) -> dict[str, Any]:
+    def _update_world_model(self, rollout: Rollout, finite: torch.Tensor, plan: Plan,
+                            tapped=None) -> dict[str, Any]:
         """Held-out model error on the new window, then ``plan.model_fit_steps`` fit steps on the buffer.
 
-        Only finite transitions (and finite simulator probes) enter the buffer. A fit that leaves any
-        parameter, statistic or optimiser state non-finite is undone (the model is restored to its state
-        before this iteration's fit) and counted as skipped world-model updates.
+        Probes: the adjoint tap's (``tapped``: free, in the policy's directions) when the model asks for
+        them and the actor's backward reached the simulator; otherwise random ones, each a simulator VJP.
+        Only finite transitions (and finite simulator probes) enter the buffer.
+
+        Held-out error: the new window before the model trains on it — with full simulator Jacobians on
+        small envs (``S + A <= FULL_JACOBIAN_MAX_DIM``: exact, and cheap there), else on the window's own
+        probes (no simulator work beyond what the buffer gets anyway). A fit that leaves any parameter,
+        statistic or optimiser state non-finite is undone and counted as skipped world-model updates; a
+        held-out state error above ``MODEL_EXPLOSION`` × its best rolls the model back to its best.
         """
-        from ..maths.probes import collect_eval_transitions, collect_transitions
+        from ..maths.probes import FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_transitions
 
         started = time.perf_counter()
         keep = finite.reshape(-1)
         flat = lambda x: x.detach().reshape(-1, x.shape[-1])[keep]  # noqa: E731 - finite rows of [T, N, D]
         states, actions, next_states = flat(rollout.states), flat(rollout.actions), flat(rollout.next_states)
-        fresh = collect_transitions(
-            self.env, states, actions, self.world_model.probes, self.generator, next_state=next_states,
-        )
+        probes = self.world_model.probes
+        if tapped is not None:
+            fresh = tapped
+        else:
+            fresh = collect_transitions(self.env, states, actions, probes, self.generator, next_state=next_states)
+            if probes:
+                self.sim_steps += states.shape[0]
+                self.sim_vjps += states.shape[0] * probes
         if fresh.probe_u is not None:  # a simulator Jacobian can be non-finite at a finite state
             ok = torch.isfinite(fresh.probe_s).all(-1).all(-1) & torch.isfinite(fresh.probe_a).all(-1).all(-1)
             fresh = type(fresh)(*(v[ok] for v in (fresh.state, fresh.action, fresh.next_state,
                                                    fresh.probe_u, fresh.probe_s, fresh.probe_a)))
         metrics: dict[str, Any] = {}
         if len(self.buffer) > 0 and states.shape[0] > 0:
-            # The new window is held out (the model never trained on it). Its error is measured against
-            # the full simulator Jacobian on small envs and random probes on large ones, for every model
-            # (the α = 0 ablation included), on a random subsample to bound the cost.
-            pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
-            pick = pick[:EVAL_TRANSITIONS]
-            held_out = collect_eval_transitions(
-                self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
-            )
-            metrics.update(self.world_model.evaluate(held_out))
+            # The new window is held out (the model never trained on it), for every model (the α = 0
+            # ablation included), on a random subsample to bound the cost.
+            small = states.shape[1] + actions.shape[1] <= FULL_JACOBIAN_MAX_DIM
+            if small:
+                pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
+                pick = pick[:EVAL_TRANSITIONS]
+                held_out = collect_eval_transitions(
+                    self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
+                )
+                self.sim_steps += len(pick)
+                self.sim_vjps += len(pick) * states.shape[1]
+            else:
+                pick = torch.randperm(len(fresh), generator=self.generator, device=self.device)
+                pick = pick[:EVAL_TRANSITIONS]
+                held_out = type(fresh)(*(None if v is None else v[pick] for v in attrs.astuple(fresh, recurse=False)))
+            if len(held_out) > 0:
+                metrics.update(self.world_model.evaluate(held_out))
+                self._roll_back_if_exploded(metrics)
         if len(fresh) > 0:
             self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
@@ -477,8 +543,23 @@ class Trainer:
                 counter[0] = counter[0] + sum(fit.get("model/skipped", []))
         metrics.update({k: float(np.mean(v)) for k, v in fit.items() if k != "model/skipped"})
         metrics["buffer/size"] = float(len(self.buffer))
+        metrics["model/rollbacks"] = float(self.model_rollbacks)
         metrics["time/model_s"] = time.perf_counter() - started
         return metrics
+
+    def _roll_back_if_exploded(self, metrics: dict[str, Any]) -> None:
+        """Keep the model at its best held-out state error; restore it there when the error explodes."""
+        error = metrics.get("model/state_error")
+        if error is None or not math.isfinite(error):
+            return
+        if self._model_best is None or error <= self._model_best[0]:
+            self._model_best = (error, copy.deepcopy(self.world_model.state_dict()))
+        elif error > MODEL_EXPLOSION * self._model_best[0]:
+            best, saved = self._model_best
+            self.world_model.load_state_dict(copy.deepcopy(saved))
+            self.model_rollbacks += 1
+            log.warning("world model: held-out state error %.3g exceeds %g x its best %.3g; rolled back to that "
+                        "model (rollback %d)", error, MODEL_EXPLOSION, best, self.model_rollbacks)
 
     def _track_episode_returns(self, rollout: Rollout, finite: torch.Tensor, metrics: dict[str, Any]) -> None:
         """Undiscounted returns of the episodes that finished in this window (``train/return``).
@@ -538,6 +619,9 @@ class Trainer:
             "nonfinite_transitions": self.nonfinite_transitions,
             "skipped_streak": self.skipped_streak,
             "first_nonfinite": self.first_nonfinite,
+            "cost": {"sim_steps": self.sim_steps, "sim_vjps": self.sim_vjps, "wall_time": self.wall_time},
+            "model_rollbacks": self.model_rollbacks,
+            "model_best": None if self._model_best is None else list(self._model_best),
             "components": {name: _component_state(c) for name, c in self._stateful_components().items()},
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
@@ -571,6 +655,12 @@ class Trainer:
         self.nonfinite_transitions = state.get("nonfinite_transitions", 0)
         self.skipped_streak = state.get("skipped_streak", 0)
         self.first_nonfinite = state.get("first_nonfinite", "")
+        cost = state.get("cost", {})
+        self.sim_steps, self.sim_vjps = cost.get("sim_steps", 0), cost.get("sim_vjps", 0)
+        self.wall_time = cost.get("wall_time", 0.0)
+        self.model_rollbacks = state.get("model_rollbacks", 0)
+        best = state.get("model_best")
+        self._model_best = None if best is None else (best[0], best[1])
         for name, component in self._stateful_components().items():
             saved = state.get("components", {}).get(name)
             loader = getattr(component, "load_state_dict", None)

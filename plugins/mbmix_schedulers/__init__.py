@@ -47,6 +47,14 @@ class DynaConfig(mb.SchedulerConfig):
     lr_schedule: Literal["constant", "linear"] = "linear"
     """Learning-rate schedule for actor and critic: ``linear`` decays to 0 over ``run.iterations`` (SHAC),
     ``constant`` keeps ``optim.actor_lr`` and ``optim.critic_lr``."""
+    jacobian_blend: float = Field(0.0, ge=0.0, le=1.0)
+    """w: after warm-up, the real window keeps the simulator's values but backpropagates through
+    ``w·∂model + (1−w)·∂simulator`` (mbmix_fw/maths/jacobian_blend.py): a smooth learned Jacobian damps
+    stiff-contact noise and no model error compounds along the rollout. 0: the simulator's Jacobian."""
+
+    @property
+    def simulator_gradient(self) -> bool:
+        return self.env_weight > 0 and self.jacobian_blend < 1
 
 
 class Dyna(mb.Scheduler):
@@ -65,6 +73,7 @@ class Dyna(mb.Scheduler):
             model_fit_steps=cfg.model_fit_steps,
             actor_lr_scale=scale,
             critic_lr_scale=scale,
+            jacobian_blend=0.0 if warming else cfg.jacobian_blend,
         )
 
 
