@@ -37,7 +37,7 @@ _LAZY = {
     ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["rollout"],
-    ".contracts.scheduler": ["Plan", "Scheduler"],
+    ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -79,6 +79,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.returns import bootstrap_values, lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
     from .maths.rollouts import rollout
-    from .contracts.scheduler import Plan, Scheduler
+    from .contracts.scheduler import NO_METRICS, Plan, Scheduler
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

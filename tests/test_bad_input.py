@@ -133,6 +133,9 @@ BAD_RECIPES = {
                                   "env.num_envs": "1048576", "env.episode_length": "1000000"},
                                  "one differentiable window of env.num_envs=1048576 × "
                                  "env.episode_length=1000000 steps"),
+    "truncated bptt window beyond the episode (at build)": (
+        {"estimator.kind": '"bptt"', "estimator.horizon": "9"},
+        "estimator.horizon=9 is outside [1, 8], the window lengths estimator 'bptt' can roll on env 'pendulum'"),
     "tabular table too large": ({"env.kind": '"tabular_mdp"', "env.n_states": "10000", "env.n_actions": "1000"},
                                 "env.n_actions: the transition table P would hold n_states² × n_actions = 1e+11"),
     "model ensemble too large": (model_based(**{"world_model.hidden": "[65536, 65536]", "world_model.members": "1024"}),
@@ -178,7 +181,7 @@ def test_bad_recipe_exits_2_with_one_line_naming_the_field(tmp_path, monkeypatch
     recipe = tmp_path / "bad.toml"
     recipe.write_text(recipe_text(changes, base), encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # run.out = "" would write here
-    at_run_time = "memory" in case  # the memory check needs the built env: `run` only, not `validate`
+    at_run_time = "memory" in case or "(at build)" in case  # checks of the built env: `run` only
     for argv in ([] if at_run_time else [["validate", str(recipe)]]) + [["run", str(recipe), "--no-progress"]]:
         line = run_bad(tmp_path, argv, capsys)
         assert expected in line

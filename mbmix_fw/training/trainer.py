@@ -31,7 +31,8 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
 from ..maths.returns import lambda_returns, safe_values
 from ..maths.rollouts import Cursor, Rollout
-from ..contracts.scheduler import Plan, Scheduler
+from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
 
@@ -154,11 +155,8 @@ class Trainer:
                 world_model.probes, self.device, self.dtype,
             )
 
-        if world_model is not None:
-            first = scheduler.plan(0, run.iterations)
-            if not (first.model_branches or first.model_fit_steps):
-                log.warning("a world model is configured but %s never fits or uses it; use a scheduler "
-                            "such as 'dyna'", type(scheduler).__name__)
+        self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
             torch.zeros(env.num_envs, dtype=torch.long, device=self.device),
@@ -192,7 +190,7 @@ class Trainer:
         try:
             while self.iteration < total:
                 started = time.perf_counter()
-                metrics = self._read_metrics(self._iterate(self.scheduler.plan(self.iteration, total)))
+                metrics = self._read_metrics(self._iterate(self._next_plan(total)))
                 self.iteration += 1
                 elapsed = time.perf_counter() - started
                 metrics["time/iteration_s"] = elapsed
@@ -201,6 +199,7 @@ class Trainer:
                 if last or (self.run.eval_every and self.iteration % self.run.eval_every == 0):
                     metrics["eval/return"] = self.evaluate()
                 self.log.append(self.iteration, metrics)
+                self._last_metrics = metrics
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
                 shown.update(self.iteration, metrics, self.log.latest("train/return"),
@@ -216,12 +215,34 @@ class Trainer:
             self.hooks.on_run_end(run_dir=self.out_dir, metrics=final)
         return final
 
+    def _next_plan(self, total: int) -> Plan:
+        """The scheduler's plan for ``self.iteration`` (its one ``plan`` call of the iteration), given the
+        previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume)."""
+        plan = self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics)))
+        if self.iteration == 0 and self.world_model is not None and not (plan.model_branches or plan.model_fit_steps):
+            log.warning("a world model is configured but %s neither fits nor uses it in the first iteration; "
+                        "use a scheduler such as 'dyna'", type(self.scheduler).__name__)
+        return plan
+
+    def _check_plan(self, plan: Plan) -> None:
+        """Refuse, before any update, a plan whose horizon or λ the estimator cannot honour."""
+        who = f"scheduler {type(self.scheduler).__name__} (iteration {self.iteration})"
+        estimator = type(self.estimator).__name__
+        if plan.horizon is not None:
+            low, high = self.estimator.horizon_bounds(self.env)
+            if not low <= plan.horizon <= high:
+                raise UserError(f"{who} planned horizon {plan.horizon}, outside [{low}, {high}], the window "
+                                f"lengths estimator {estimator} honours")
+        if plan.lam is not None and self.estimator.lam is None:
+            raise UserError(f"{who} planned lam {plan.lam} but estimator {estimator} mixes no windows (no λ)")
+
     def _iterate(self, plan: Plan) -> dict[str, Any]:
         """One policy update: real window → model branches → policy step → critic → model fit.
 
         Metric values may be device tensors: :meth:`_read_metrics` reads them all in one transfer, so
         the model-free iteration never waits for the device before its end (``benchmarks/gpu_loop.py``).
         """
+        self._check_plan(plan)
         self._set_learning_rates(plan)
         metrics: dict[str, Any] = {}
         beta = plan.env_weight
@@ -229,12 +250,17 @@ class Trainer:
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
         with torch.set_grad_enabled(beta > 0):
-            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor))
+            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor, plan))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
+        metrics["plan/horizon"] = float(real.rollout.steps)  # the window this iteration actually ran
+        metrics["plan/env_weight"] = beta
+        lam = plan.lam if plan.lam is not None else self.estimator.lam
+        if lam is not None:
+            metrics["plan/lam"] = float(lam)
         self.env_steps += metrics["_steps"]
         metrics.update(real.metrics)
 
@@ -242,7 +268,7 @@ class Trainer:
         branch: Estimate | None = None
         if plan.model_branches and self.world_model is not None and len(self.buffer) > 0:
             starts = self.buffer.sample_states(plan.model_branches, self.generator)
-            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None)))
+            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None), plan))
             metrics["loss/actor_model"] = branch.loss.detach()
 
         # ---- policy update on β·L_env + (1-β)·L_model
@@ -337,7 +363,7 @@ class Trainer:
         """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
         return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
 
-    def _estimator_input(self, dynamics, start: Cursor) -> EstimatorInput:
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan()) -> EstimatorInput:
         return EstimatorInput(
             policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
             value_fn=self._target_value,
@@ -345,6 +371,8 @@ class Trainer:
             dynamics=dynamics,
             start=start,
             generator=self.generator,
+            horizon=plan.horizon,
+            lam=plan.lam,
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
@@ -598,6 +626,7 @@ class Trainer:
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
         self.log.load_state_dict(state["log"])
+        self._last_metrics = self.log.last_row(self.iteration)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write the full training state atomically (``checkpoints/last.pt`` in the run folder)."""

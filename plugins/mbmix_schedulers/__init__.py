@@ -1,7 +1,7 @@
 """Built-in schedulers: ``model_free`` (SHAC/BPTT/MIX through the simulator) and ``dyna`` (MB-MIX)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Mapping
 
 from pydantic import Field
 
@@ -26,7 +26,7 @@ class ModelFree(mb.Scheduler):
     def __init__(self, config: ModelFreeConfig, ctx: mb.BuildContext | None = None):
         self.config = config
 
-    def plan(self, iteration: int, total: int) -> mb.Plan:
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         scale = _lr_scale(self.config.lr_schedule, iteration, total)
         return mb.Plan(env_weight=1.0, actor_lr_scale=scale, critic_lr_scale=scale)
 
@@ -55,7 +55,7 @@ class Dyna(mb.Scheduler):
     def __init__(self, config: DynaConfig, ctx: mb.BuildContext | None = None):
         self.config = config
 
-    def plan(self, iteration: int, total: int) -> mb.Plan:
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         cfg = self.config
         scale = _lr_scale(cfg.lr_schedule, iteration, total)
         warming = iteration < cfg.warmup_iterations
