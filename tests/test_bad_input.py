@@ -136,6 +136,17 @@ BAD_RECIPES = {
     "truncated bptt window beyond the episode (at build)": (
         {"estimator.kind": '"bptt"', "estimator.horizon": "9"},
         "estimator.horizon=9 is outside [1, 8], the window lengths estimator 'bptt' can roll on env 'pendulum'"),
+    "ahac min horizon above max": ({"scheduler.kind": '"ahac"', "scheduler.min_horizon": "16",
+                                    "scheduler.max_horizon": "8"},
+                                   "scheduler.max_horizon: max_horizon=8 is below min_horizon=16"),
+    "ahac zero threshold": ({"scheduler.kind": '"ahac"', "scheduler.contact_threshold": "0"},
+                            "scheduler.contact_threshold: Input should be greater than 0"),
+    "ahac on an env without contact signal (at build)": (
+        {"scheduler.kind": '"ahac"'},
+        "scheduler Ahac needs the env's contact signal but env Pendulum does not report one"),
+    "ahac horizons beyond what bptt can roll (at build)": (
+        {"estimator.kind": '"bptt"', "estimator.horizon": None, "scheduler.kind": '"ahac"'},
+        "scheduler 'ahac' plans horizons [8, 64] but estimator 'bptt' honours only [1, 8] on env 'pendulum'"),
     "tabular table too large": ({"env.kind": '"tabular_mdp"', "env.n_states": "10000", "env.n_actions": "1000"},
                                 "env.n_actions: the transition table P would hold n_states² × n_actions = 1e+11"),
     "model ensemble too large": (model_based(**{"world_model.hidden": "[65536, 65536]", "world_model.members": "1024"}),

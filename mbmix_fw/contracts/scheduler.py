@@ -77,6 +77,9 @@ class Scheduler(abc.ABC):
 
     horizon_range: tuple[int, int] | None = None
     """The window lengths this scheduler's plans may ask for (inclusive); ``None``: it never sets one."""
+    needs_contact: bool = False
+    """True: its plans read ``contact/stiffness`` (the env's optional :meth:`~mbmix_fw.DiffEnv.contact_stiffness`
+    signal, averaged over the previous window), so the trainer computes it, and refuses an env without it."""
 
     @abc.abstractmethod
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = NO_METRICS) -> Plan: ...

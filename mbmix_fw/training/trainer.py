@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
-from ..contracts.env import DiffEnv
+from ..contracts.env import DiffEnv, reports_contact
 from ..errors import TrainingDiverged, UserError
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
@@ -156,6 +156,11 @@ class Trainer:
             )
 
         self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
+        if self._needs_contact and not reports_contact(env):
+            raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
+                            f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
+                            f"that does (cloth_fold) or another scheduler")
         self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
@@ -263,6 +268,8 @@ class Trainer:
             metrics["plan/lam"] = float(lam)
         self.env_steps += metrics["_steps"]
         metrics.update(real.metrics)
+        if self._needs_contact:
+            metrics.update(self._contact_metrics(real.rollout, real_finite))
 
         # ---- model branches from buffer states
         branch: Estimate | None = None
@@ -299,6 +306,21 @@ class Trainer:
         metrics["_bad_actor_loss"] = self._bad_actor_loss
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
+
+    @torch.no_grad()
+    def _contact_metrics(self, rollout: Rollout, finite: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The env's contact stiffness of the window's finite transitions: its mean over steps and envs
+        (``contact/stiffness``) and over the envs at the first step (``contact/stiffness_first_step``,
+        AHAC's dual update reads it); NaN when no transition is finite. Device scalars."""
+        steps, n = rollout.steps, rollout.num_envs
+        rows = lambda x: x.detach().reshape(steps * n, x.shape[-1])  # noqa: E731
+        stiffness = self.env.contact_stiffness(rows(rollout.states), rows(rollout.actions),
+                                               rows(rollout.next_states)).reshape(steps, n)
+        valid = finite & torch.isfinite(stiffness)
+        kept = torch.where(valid, stiffness, torch.zeros_like(stiffness))
+        weight = valid.to(stiffness.dtype)
+        return {"contact/stiffness": kept.sum() / weight.sum(),
+                "contact/stiffness_first_step": kept[0].sum() / weight[0].sum()}
 
     def _reset_guard_counters(self) -> None:
         """This iteration's skipped/tried updates per kind, skips counted on the device."""
