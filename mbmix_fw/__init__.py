@@ -28,7 +28,7 @@ _LAZY = {
     ".training.buffer": ["ReplayBuffer"],
     ".building.build": ["Components", "build_components", "make_trainer", "resolve_device"],
     ".contracts.context": ["BuildContext"],
-    ".contracts.env": ["DiffEnv", "Transition"],
+    ".contracts.env": ["DiffEnv", "Transition", "reports_contact"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
     ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
@@ -37,7 +37,7 @@ _LAZY = {
     ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["rollout"],
-    ".contracts.scheduler": ["Plan", "Scheduler"],
+    ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -70,7 +70,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .training.buffer import ReplayBuffer
     from .building.build import Components, build_components, make_trainer, resolve_device
     from .contracts.context import BuildContext
-    from .contracts.env import DiffEnv, Transition
+    from .contracts.env import DiffEnv, Transition, reports_contact
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
     from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
@@ -79,6 +79,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.returns import bootstrap_values, lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
     from .maths.rollouts import rollout
-    from .contracts.scheduler import Plan, Scheduler
+    from .contracts.scheduler import NO_METRICS, Plan, Scheduler
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

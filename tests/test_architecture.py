@@ -140,3 +140,6 @@ def test_contributing_example_is_the_shipped_example_package():
     assert re.search(r"mbmix-example-plugin = \"mbmix_example_plugin\"", text)
     estimator = REPO / "examples" / "mbmix-example-estimator" / "mbmix_example_estimator.py"
     assert estimator.read_text().strip() in text, "mbmix_example_estimator.py differs from CONTRIBUTING.md"
+    scheduler = REPO / "examples" / "mbmix-example-scheduler" / "mbmix_example_scheduler.py"
+    assert scheduler.read_text().strip() in text, "mbmix_example_scheduler.py differs from CONTRIBUTING.md"
+    assert 'mbmix-example-scheduler = "mbmix_example_scheduler"' in (scheduler.parent / "pyproject.toml").read_text()

@@ -79,12 +79,43 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
+    check_horizons(recipe, parts)
     check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
         out_dir=out_dir, device=device, hooks=registry.hooks, progress=progress,
     )
+
+
+def longest_window(parts: Components) -> int:
+    """The longest window a run can roll: the estimator's configured horizon or the scheduler's H_max."""
+    declared = getattr(parts.scheduler, "horizon_range", None)
+    configured = int(parts.estimator.horizon(parts.env))
+    return max(configured, int(declared[1])) if declared is not None else configured
+
+
+def check_horizons(recipe: Recipe, parts: Components) -> None:
+    """One-line :class:`UserError` when the window lengths cannot work: the estimator's configured
+    horizon or the scheduler's declared ``horizon_range`` outside the estimator's ``horizon_bounds``.
+    Checked before anything is allocated; :func:`~mbmix_fw.building.memory.check_memory` then sizes the
+    differentiable window by the longest horizon (:func:`longest_window`). The replay buffer needs no
+    check: it is a FIFO that keeps the newest rows of a window larger than itself, by design
+    (``recipes/cloth_mix_gpu.toml``)."""
+    env, estimator, scheduler = parts.env, parts.estimator, parts.scheduler
+    low, high = estimator.horizon_bounds(env)
+    configured = int(estimator.horizon(env))
+    if not low <= configured <= high:
+        raise UserError(f"estimator.horizon={configured} is outside [{low}, {high}], the window lengths estimator "
+                        f"'{recipe.estimator.kind}' can roll on env '{recipe.env.kind}' "
+                        f"(episode_length={env.episode_length})")
+    declared = getattr(scheduler, "horizon_range", None)
+    if declared is not None:
+        h_min, h_max = declared
+        if not low <= h_min <= h_max <= high:
+            raise UserError(f"scheduler '{recipe.scheduler.kind}' plans horizons [{h_min}, {h_max}] but estimator "
+                            f"'{recipe.estimator.kind}' honours only [{low}, {high}] on env '{recipe.env.kind}'; "
+                            f"narrow the scheduler's horizon range")
 
 
 def run_dir_for(recipe: Recipe, name: str) -> Path:

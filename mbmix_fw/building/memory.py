@@ -49,9 +49,15 @@ def mlp_parameters(inputs: int, hidden: Sequence[int], outputs: int) -> int:
 def memory_needs(recipe: "Recipe", parts: "Components") -> list[tuple[int, str]]:
     """``(bytes, what and which fields)`` for each large allocation a run of ``recipe`` must hold."""
     env, number = parts.env, 4  # bytes of a float32; a float64 run needs more, so this stays a lower bound
-    horizon = int(parts.estimator.horizon(env))
-    horizon_field = ("estimator.horizon" if "horizon" in type(recipe.estimator).model_fields
-                     else "env.episode_length")
+    from .build import longest_window
+
+    horizon = longest_window(parts)  # a scheduler's H_max when it plans longer windows than the estimator's
+    if horizon > int(parts.estimator.horizon(env)):
+        horizon_field = "the scheduler's longest horizon"
+    elif recipe.estimator.model_dump().get("horizon") is not None:
+        horizon_field = "estimator.horizon"
+    else:
+        horizon_field = "env.episode_length"
     per_step = env.obs_dim + env.action_dim + sum(recipe.policy.hidden)
     needs = [(
         env.num_envs * horizon * per_step * number,

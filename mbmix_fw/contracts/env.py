@@ -160,3 +160,28 @@ class DiffEnv(abc.ABC):
         differentiate exactly raises :class:`~mbmix_fw.UserError` saying which form is supported.
         """
         return None
+
+    def contact_stiffness(self, state: torch.Tensor, action: torch.Tensor,
+                          next_state: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover - optional
+        """Optional contact signal: per transition, how stiff the contacts were, ``[N]`` floats ≥ 0 (no
+        gradient needed), or ``None`` (the default) when the env reports none.
+
+        AHAC's measure (Georgiev et al., ICML 2024; DiffRL ``ahac.py``): the contact forces divided
+        elementwise by the accelerations they act on, floored at 1 m/s², then the Frobenius norm over
+        contact points and axes: ``‖F_contact / max(|a|, 1)‖``. Units: force over acceleration, i.e.
+        kilograms -- large when big contact forces move the body little (stiff contact, where
+        first-order gradients through the simulator are least reliable). Implementations document
+        which contacts they count and at which point of the step the forces are evaluated.
+
+        The trainer calls it on the real window's detached transitions (flattened to ``[T·N]`` rows),
+        and only when the scheduler asks for it (``Scheduler.needs_contact``); it logs the mean as
+        ``contact/stiffness``. A scheduler that needs it on an env without it fails at build time with
+        a one-line error naming the env (:func:`reports_contact`).
+        """
+        return None
+
+
+def reports_contact(env: DiffEnv) -> bool:
+    """Whether ``env`` implements the optional :meth:`DiffEnv.contact_stiffness` signal."""
+    method = getattr(type(env), "contact_stiffness", None)
+    return callable(method) and method is not DiffEnv.contact_stiffness

@@ -59,6 +59,13 @@ class MetricsLog:
                 return row[key]
         return float("nan")
 
+    def last_row(self, iteration: int) -> dict[str, float]:
+        """The metrics logged for ``iteration`` (``iteration`` column left out) if it is the last row and
+        a training iteration (≥ 1), else ``{}``: what a scheduler saw after that iteration, for a resume."""
+        if iteration < 1 or not self.history or self.history[-1].get("iteration") != float(iteration):
+            return {}
+        return {k: v for k, v in self.history[-1].items() if k != "iteration"}
+
     def final_metrics(self) -> dict[str, float]:
         """The last row, with the *true* last evaluation (NaN if it was NaN) and the last finite
         training return (an iteration in which no episode ended has none)."""

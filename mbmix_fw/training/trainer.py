@@ -31,14 +31,15 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import attrs
 import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
-from ..contracts.env import DiffEnv
+from ..contracts.env import DiffEnv, reports_contact
 from ..errors import TrainingDiverged, UserError
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
@@ -48,7 +49,7 @@ from ..maths.adjoint_tap import AdjointTap
 from ..maths.jacobian_blend import JacobianBlend
 from ..maths.returns import lambda_returns, safe_values
 from ..maths.rollouts import Cursor, Rollout
-from ..contracts.scheduler import Plan, Scheduler
+from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
 
@@ -177,11 +178,13 @@ class Trainer:
         self.model_rollbacks = 0
         self._model_best: tuple[float, dict] | None = None  # (held-out state error, state dict) at its best
 
-        if world_model is not None:
-            first = scheduler.plan(0, run.iterations)
-            if not (first.model_branches or first.model_fit_steps):
-                log.warning("a world model is configured but %s never fits or uses it; use a scheduler "
-                            "such as 'dyna'", type(scheduler).__name__)
+        self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
+        if self._needs_contact and not reports_contact(env):
+            raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
+                            f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
+                            f"that does (cloth_fold) or another scheduler")
+        self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
             torch.zeros(env.num_envs, dtype=torch.long, device=self.device),
@@ -215,7 +218,7 @@ class Trainer:
         try:
             while self.iteration < total:
                 started = time.perf_counter()
-                metrics = self._read_metrics(self._iterate(self.scheduler.plan(self.iteration, total)))
+                metrics = self._read_metrics(self._iterate(self._next_plan(total)))
                 self.iteration += 1
                 elapsed = time.perf_counter() - started
                 metrics["time/iteration_s"] = elapsed
@@ -227,6 +230,7 @@ class Trainer:
                 metrics["time/wall_s"] = self.wall_time
                 metrics["sim/steps"], metrics["sim/vjps"] = float(self.sim_steps), float(self.sim_vjps)
                 self.log.append(self.iteration, metrics)
+                self._last_metrics = metrics
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
                 shown.update(self.iteration, metrics, self.log.latest("train/return"),
@@ -242,12 +246,34 @@ class Trainer:
             self.hooks.on_run_end(run_dir=self.out_dir, metrics=final)
         return final
 
+    def _next_plan(self, total: int) -> Plan:
+        """The scheduler's plan for ``self.iteration`` (its one ``plan`` call of the iteration), given the
+        previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume)."""
+        plan = self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics)))
+        if self.iteration == 0 and self.world_model is not None and not (plan.model_branches or plan.model_fit_steps):
+            log.warning("a world model is configured but %s neither fits nor uses it in the first iteration; "
+                        "use a scheduler such as 'dyna'", type(self.scheduler).__name__)
+        return plan
+
+    def _check_plan(self, plan: Plan) -> None:
+        """Refuse, before any update, a plan whose horizon or λ the estimator cannot honour."""
+        who = f"scheduler {type(self.scheduler).__name__} (iteration {self.iteration})"
+        estimator = type(self.estimator).__name__
+        if plan.horizon is not None:
+            low, high = self.estimator.horizon_bounds(self.env)
+            if not low <= plan.horizon <= high:
+                raise UserError(f"{who} planned horizon {plan.horizon}, outside [{low}, {high}], the window "
+                                f"lengths estimator {estimator} honours")
+        if plan.lam is not None and self.estimator.lam is None:
+            raise UserError(f"{who} planned lam {plan.lam} but estimator {estimator} mixes no windows (no λ)")
+
     def _iterate(self, plan: Plan) -> dict[str, Any]:
         """One policy update: real window → model branches → policy step → critic → model fit.
 
         Metric values may be device tensors: :meth:`_read_metrics` reads them all in one transfer, so
         the model-free iteration never waits for the device before its end (``benchmarks/gpu_loop.py``).
         """
+        self._check_plan(plan)
         self._set_learning_rates(plan)
         metrics: dict[str, Any] = {}
         beta = plan.env_weight
@@ -255,21 +281,29 @@ class Trainer:
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
         with torch.set_grad_enabled(beta > 0):
-            real = self.estimator.estimate(self._estimator_input(self._real_dynamics(plan), self.cursor))
+            real = self.estimator.estimate(
+                self._estimator_input(self._real_dynamics(plan), self.cursor, plan))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
+        metrics["plan/horizon"] = float(real.rollout.steps)  # the window this iteration actually ran
+        metrics["plan/env_weight"] = beta
+        lam = plan.lam if plan.lam is not None else self.estimator.lam
+        if lam is not None:
+            metrics["plan/lam"] = float(lam)
         self.env_steps += metrics["_steps"]
         self.sim_steps += metrics["_steps"]
         metrics.update(real.metrics)
+        if self._needs_contact:
+            metrics.update(self._contact_metrics(real.rollout, real_finite))
 
         # ---- model branches from buffer states
         branch: Estimate | None = None
         if plan.model_branches and self.world_model is not None and len(self.buffer) > 0:
             starts = self.buffer.sample_states(plan.model_branches, self.generator)
-            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None)))
+            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None), plan))
             metrics["loss/actor_model"] = branch.loss.detach()
 
         # ---- policy update on β·L_env + (1-β)·L_model
@@ -305,6 +339,21 @@ class Trainer:
         metrics["_bad_actor_loss"] = self._bad_actor_loss
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
+
+    @torch.no_grad()
+    def _contact_metrics(self, rollout: Rollout, finite: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The env's contact stiffness of the window's finite transitions: its mean over steps and envs
+        (``contact/stiffness``) and over the envs at the first step (``contact/stiffness_first_step``,
+        AHAC's dual update reads it); NaN when no transition is finite. Device scalars."""
+        steps, n = rollout.steps, rollout.num_envs
+        rows = lambda x: x.detach().reshape(steps * n, x.shape[-1])  # noqa: E731
+        stiffness = self.env.contact_stiffness(rows(rollout.states), rows(rollout.actions),
+                                               rows(rollout.next_states)).reshape(steps, n)
+        valid = finite & torch.isfinite(stiffness)
+        kept = torch.where(valid, stiffness, torch.zeros_like(stiffness))
+        weight = valid.to(stiffness.dtype)
+        return {"contact/stiffness": kept.sum() / weight.sum(),
+                "contact/stiffness_first_step": kept[0].sum() / weight[0].sum()}
 
     def _reset_guard_counters(self) -> None:
         """This iteration's skipped/tried updates per kind, skips counted on the device."""
@@ -382,7 +431,7 @@ class Trainer:
             return JacobianBlend(simulator, self.world_model, plan.jacobian_blend)
         return simulator
 
-    def _estimator_input(self, dynamics, start: Cursor) -> EstimatorInput:
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan()) -> EstimatorInput:
         return EstimatorInput(
             policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
             value_fn=self._target_value,
@@ -390,6 +439,8 @@ class Trainer:
             dynamics=dynamics,
             start=start,
             generator=self.generator,
+            horizon=plan.horizon,
+            lam=plan.lam,
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
@@ -688,6 +739,7 @@ class Trainer:
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
         self.log.load_state_dict(state["log"])
+        self._last_metrics = self.log.last_row(self.iteration)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write the full training state atomically (``checkpoints/last.pt`` in the run folder)."""
