@@ -99,3 +99,41 @@ def test_an_exploded_world_model_is_rolled_back_to_its_best():
     trainer._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 1.01})
     assert trainer.model_rollbacks == 1
     assert all(torch.equal(a, b) for a, b in zip(best, model.parameters()))
+
+
+@pytest.mark.parametrize("error, beta", [(0.4, 0.75), (0.0, 0.5), (0.8, 1.0), (0.95, 1.0), (None, 1.0)])
+def test_dyna_trusts_the_model_as_far_as_its_held_out_error_allows(error, beta):
+    scheduler = Dyna(DynaConfig(env_weight=0.5, model_error_gate=0.8, warmup_iterations=2, model_branches=7))
+    metrics = {} if error is None else {"model/jacobian_error_a": error}
+    plan = scheduler.plan(5, 10, metrics)
+    assert plan.env_weight == pytest.approx(beta)
+    assert plan.model_branches == (7 if beta < 1 else 0)
+    warming = scheduler.plan(1, 10, {"model/jacobian_error_a": 0.0})
+    assert (warming.env_weight, warming.model_branches) == (1.0, 0)
+
+
+def test_branches_run_for_the_model_horizon_from_recent_states(monkeypatch):
+    trainer = dyna_trainer(iterations=3)
+    trainer.scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=1, warmup_iterations=1,
+                                        model_horizon=3, branch_recent=5))
+    trainer._plan = trainer.scheduler.plan
+    seen = []
+    estimate = trainer.estimator.estimate
+    monkeypatch.setattr(trainer.estimator, "estimate", lambda inp: (seen.append(inp), estimate(inp))[1])
+    recent = []
+    sample = trainer.buffer.sample_recent_states
+    monkeypatch.setattr(trainer.buffer, "sample_recent_states",
+                        lambda n, k, g: (recent.append(k), sample(n, k, g))[1])
+    trainer.train()
+    branches = [inp for inp in seen if inp.dynamics is trainer.world_model]
+    assert len(branches) == 2 and all(inp.horizon == 3 for inp in branches) and recent == [5, 5]
+    assert trainer.log.history[-1]["plan/horizon"] == H  # the real window keeps the estimator's horizon
+
+
+def test_recent_states_come_from_the_newest_transitions_only():
+    buffer = mb.ReplayBuffer(6, 1, 1)
+    for start in (0, 4, 8):  # wraps around: rows hold 6..11 after the last add
+        values = torch.arange(start, start + 4, dtype=torch.float32).unsqueeze(-1)
+        buffer.add(mb.TransitionBatch(values, values, values))
+    drawn = buffer.sample_recent_states(200, 3, torch.Generator().manual_seed(0))
+    assert set(drawn.squeeze(-1).tolist()) == {9.0, 10.0, 11.0}

@@ -30,6 +30,10 @@ class Plan:
     ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
     through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
 
+    ``model_horizon`` sets the model branches' window length alone (``None``: the same as the real window);
+    ``branch_recent`` > 0 draws branch start states from the newest ``branch_recent`` buffer transitions
+    only (0: the whole buffer), where the model has just been measured and the policy now goes.
+
     ``horizon`` (steps, ``1 … MAX_STEPS``) sets this iteration's window length H for both the simulator
     window and the model branches; ``lam`` (in [0, 1]) this iteration's λ of an estimator that mixes
     windows (``mix``). ``None`` keeps the estimator's configured value. The trainer checks both against
@@ -46,6 +50,8 @@ class Plan:
     jacobian_blend: float = 0.0
     horizon: int | None = None
     lam: float | None = None
+    model_horizon: int | None = None
+    branch_recent: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.env_weight <= 1.0:
@@ -55,6 +61,13 @@ class Plan:
         if self.horizon is not None and (isinstance(self.horizon, bool) or not isinstance(self.horizon, int)
                                          or not 1 <= self.horizon <= MAX_STEPS):
             raise ValueError(f"horizon must be an int in [1, {MAX_STEPS}] or None, got {self.horizon!r}")
+        for name in ("model_horizon",):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_STEPS):
+                raise ValueError(f"{name} must be an int in [1, {MAX_STEPS}] or None, got {value!r}")
+        if isinstance(self.branch_recent, bool) or not isinstance(self.branch_recent, int) or self.branch_recent < 0:
+            raise ValueError(f"branch_recent must be an int >= 0, got {self.branch_recent!r}")
         if self.lam is not None and not 0.0 <= self.lam <= 1.0:  # NaN fails this too
             raise ValueError(f"lam must lie in [0, 1] or be None, got {self.lam}")
 

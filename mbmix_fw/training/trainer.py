@@ -167,11 +167,10 @@ class Trainer:
                 world_model.probes, self.device, self.dtype,
             )
 
-        self.tap: AdjointTap | None = None
-        """Records the simulator's VJPs during the actor's backward through the real window: the free
-        Jacobian probes of a world model with ``probe_source = "adjoint"`` (mbmix_fw/maths/adjoint_tap.py)."""
-        if world_model is not None and world_model.probes and getattr(world_model, "probe_source", "") == "adjoint":
-            self.tap = AdjointTap()
+        self.tap = AdjointTap() if world_model is not None else None
+        """Records the simulator's VJPs during the actor's backward through the real window
+        (mbmix_fw/maths/adjoint_tap.py): the free Jacobian probes of a world model with
+        ``probe_source = "adjoint"``, and the held-out Jacobian error of every model on large envs."""
         self.sim_steps = 0  # simulator forward steps (env rows), training only: rollouts and probes
         self.sim_vjps = 0  # simulator vector-Jacobian products (env rows × directions), backward and probes
         self.wall_time = 0.0  # seconds spent in training iterations (evaluation included)
@@ -259,10 +258,13 @@ class Trainer:
         """Refuse, before any update, a plan whose horizon or λ the estimator cannot honour."""
         who = f"scheduler {type(self.scheduler).__name__} (iteration {self.iteration})"
         estimator = type(self.estimator).__name__
-        if plan.horizon is not None:
+        for name in ("horizon", "model_horizon"):
+            value = getattr(plan, name)
+            if value is None:
+                continue
             low, high = self.estimator.horizon_bounds(self.env)
-            if not low <= plan.horizon <= high:
-                raise UserError(f"{who} planned horizon {plan.horizon}, outside [{low}, {high}], the window "
+            if not low <= value <= high:
+                raise UserError(f"{who} planned {name} {value}, outside [{low}, {high}], the window "
                                 f"lengths estimator {estimator} honours")
         if plan.lam is not None and self.estimator.lam is None:
             raise UserError(f"{who} planned lam {plan.lam} but estimator {estimator} mixes no windows (no λ)")
@@ -302,8 +304,13 @@ class Trainer:
         # ---- model branches from buffer states
         branch: Estimate | None = None
         if plan.model_branches and self.world_model is not None and len(self.buffer) > 0:
-            starts = self.buffer.sample_states(plan.model_branches, self.generator)
-            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None), plan))
+            if plan.branch_recent:
+                starts = self.buffer.sample_recent_states(plan.model_branches, plan.branch_recent, self.generator)
+            else:
+                starts = self.buffer.sample_states(plan.model_branches, self.generator)
+            branch_plan = attrs.evolve(plan, horizon=plan.model_horizon or plan.horizon)
+            branch = self.estimator.estimate(
+                self._estimator_input(self.world_model, Cursor(starts, None), branch_plan))
             metrics["loss/actor_model"] = branch.loss.detach()
 
         # ---- policy update on β·L_env + (1-β)·L_model
@@ -545,7 +552,7 @@ class Trainer:
         flat = lambda x: x.detach().reshape(-1, x.shape[-1])[keep]  # noqa: E731 - finite rows of [T, N, D]
         states, actions, next_states = flat(rollout.states), flat(rollout.actions), flat(rollout.next_states)
         probes = self.world_model.probes
-        if tapped is not None:
+        if probes and tapped is not None and getattr(self.world_model, "probe_source", "random") == "adjoint":
             fresh = tapped
         else:
             fresh = collect_transitions(self.env, states, actions, probes, self.generator, next_state=next_states)
@@ -569,10 +576,10 @@ class Trainer:
                 )
                 self.sim_steps += len(pick)
                 self.sim_vjps += len(pick) * states.shape[1]
-            else:
-                pick = torch.randperm(len(fresh), generator=self.generator, device=self.device)
-                pick = pick[:EVAL_TRANSITIONS]
-                held_out = type(fresh)(*(None if v is None else v[pick] for v in attrs.astuple(fresh, recurse=False)))
+            else:  # the window's own probes: the tap's (any model) or the buffer's random ones
+                rows = tapped if tapped is not None and len(tapped) > 0 else fresh
+                pick = torch.randperm(len(rows), generator=self.generator, device=self.device)[:EVAL_TRANSITIONS]
+                held_out = type(rows)(*(None if v is None else v[pick] for v in attrs.astuple(rows, recurse=False)))
             if len(held_out) > 0:
                 metrics.update(self.world_model.evaluate(held_out))
                 self._roll_back_if_exploded(metrics)
