@@ -43,6 +43,7 @@ from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
+from .run_folder import CHECKPOINT
 from ..maths.returns import lambda_returns, safe_values
 from ..maths.rollouts import Cursor, Rollout
 from ..contracts.scheduler import Plan, Scheduler
@@ -51,7 +52,6 @@ from ..contracts.world_model import WorldModel
 
 log = logging.getLogger("mbmix_fw")
 
-CHECKPOINT = Path("checkpoints") / "last.pt"
 EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
 
 
