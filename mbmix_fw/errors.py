@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 
+PROG = "mbmix-fw"
+"""The command's name, as messages write it (``mbmix-fw: error: …``, ``run 'mbmix-fw resume DIR'``)."""
+
 
 class MbmixError(Exception):
     """Base of every error mbmix-fw raises on purpose."""
