@@ -74,7 +74,7 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
-    check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
+    check_memory(recipe, parts.env, parts.estimator, parts.world_model, device)  # before the trainer allocates nets, buffer and window
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
