@@ -208,7 +208,9 @@ def may_import(importer: str, imported: str) -> bool:
         return True
     if a == "testing":
         return b in TESTING_MAY_IMPORT
-    if a == "bottom" or b == "testing":
+    if a == "bottom":
+        return b == "bottom"
+    if b == "testing":
         return False
     return b == "bottom" or LAYERS.index(b) <= LAYERS.index(a)
 

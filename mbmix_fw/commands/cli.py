@@ -166,6 +166,9 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
         for kind in slot.kinds():
             entries = [e for e in slot.entries() if e.kind == kind]
             status = "  CONFLICT: " + slot.conflict_message(kind) if len(entries) > 1 else ""
+            missing = entries[0].missing_dependency() if len(entries) == 1 else None
+            if missing:  # registered, usable once its extra is installed
+                status = f"  needs its extra: {missing.split(': ', 1)[-1]}"
             print(f"  {kind:<20} from {', '.join(e.plugin.name for e in entries)}{status}")
             if args.verbose:
                 for entry in entries:
@@ -198,16 +201,19 @@ def _print_core_tables() -> None:
 
 
 def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
-    """One JSON object per registered component plus one per failed plugin (status ``broken``)."""
+    """One JSON object per registered component plus one per failed plugin (status ``broken``); a kind
+    whose optional extra is not installed has status ``needs_extra`` and the install hint as ``error``."""
     rows = []
     for slot in registry.slots:
         conflicts = slot.conflicts()
         for entry in slot.entries():
             broken = entry.kind in conflicts
+            missing = None if broken else entry.missing_dependency()
             rows.append({
                 "extension_point": slot.name, "kind": entry.kind, "plugin": entry.plugin.name,
-                "distribution": entry.plugin.distribution, "status": "broken" if broken else "ok",
-                "error": slot.conflict_message(entry.kind) if broken else None,
+                "distribution": entry.plugin.distribution,
+                "status": "broken" if broken else "needs_extra" if missing else "ok",
+                "error": slot.conflict_message(entry.kind) if broken else missing,
             })
     for failure in registry.failures:
         rows.append({
