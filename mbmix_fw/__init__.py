@@ -30,11 +30,11 @@ _LAZY = {
     ".contracts.context": ["BuildContext"],
     ".contracts.env": ["DiffEnv", "Transition", "reports_contact"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
-    ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
+    ".maths.mix_returns": ["bootstrap_values", "mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
-    ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
+    ".maths.returns": ["lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["rollout"],
     ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
@@ -72,11 +72,12 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .contracts.context import BuildContext
     from .contracts.env import DiffEnv, Transition, reports_contact
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
-    from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
+    from .maths.mix_returns import (bootstrap_values, mix_objective, mix_weights, mixed_returns, segment_offsets,
+                                    shac_objective)
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
     from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
-    from .maths.returns import bootstrap_values, lambda_returns, safe_values
+    from .maths.returns import lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
     from .maths.rollouts import rollout
     from .contracts.scheduler import NO_METRICS, Plan, Scheduler

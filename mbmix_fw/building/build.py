@@ -1,8 +1,6 @@
 """From a validated recipe to components, a trainer and a run folder."""
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,13 +16,10 @@ from .recipe import Recipe
 from .registry import Registry
 from ..contracts.scheduler import Scheduler
 from ..contracts.world_model import WorldModel
+from ..training.run_folder import PLUGINS_JSON, RECIPE_JSON, write_json_atomic
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
-
-RECIPE_JSON = "recipe.json"
-PLUGINS_JSON = "plugins.json"
-
 
 @attrs.frozen(eq=False)
 class Components:
@@ -80,7 +75,8 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
     check_horizons(recipe, parts)
-    check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
+    check_memory(recipe, parts.env, parts.estimator, parts.world_model, device,  # before anything is allocated
+                 longest_window(parts))
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
@@ -179,12 +175,5 @@ def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
 def write_run_files(out_dir: str | Path, recipe: Recipe, registry: Registry) -> None:
     """Write ``recipe.json`` (the resolved recipe, defaults included) and ``plugins.json``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RECIPE_JSON, recipe.model_dump(mode="json"))
-    _write_json(out / PLUGINS_JSON, used_plugins(recipe, registry))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(out / RECIPE_JSON, recipe.model_dump(mode="json"))
+    write_json_atomic(out / PLUGINS_JSON, used_plugins(recipe, registry))

@@ -25,9 +25,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from ..distributed.grid import SweepSettings
 from ..errors import PluginError, RecipeError
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from ..contracts.sweep_settings import SweepSettings
 
 if TYPE_CHECKING:
     from .registry import Registry

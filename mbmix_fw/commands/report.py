@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..training.run_folder import METRICS_CSV
 
-METRICS_CSV = "metrics.csv"
 REPORT_PNG = "learning_curves.png"
 _SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)[-_]?\d+$")
 

@@ -5,11 +5,12 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+from ..training.run_folder import write_text_atomic
 
 SUMMARY_CSV = "summary.csv"
 METRICS = ("eval/return", "eval/initial_return", "train/return")
@@ -53,12 +54,7 @@ def write_summary(root: Path, grid_keys: list[str], results: list[PointResult]) 
                  for k in grid_keys]
         stats = [repr(v) for m in METRICS for v in r.stats(m)]
         writer.writerow([r.point, *cells, len(r.finals), r.seeds, *stats])
-    path = root / SUMMARY_CSV
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(root / SUMMARY_CSV, text.getvalue())
 
 
 def format_table(results: list[PointResult]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import sys
 import time
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UserError
+from ..training.run_folder import ERROR_TXT, RECIPE_JSON, write_json_atomic
 from .grid import SweepPlan, Trial
 from .summary import BEST_METRIC, PointResult, best_point, format_table, write_summary
-from .trial import ERROR_TXT, read_done, run_trial, trial_state
+from .trial import read_done, run_trial, trial_state
 
 if TYPE_CHECKING:
     from ..building.registry import Registry
@@ -38,8 +38,6 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 def check_folders(plan: SweepPlan) -> None:
     """Refuse to resume a trial folder that holds a run of a different recipe (edited recipe, same name)."""
-    from ..building.build import RECIPE_JSON
-
     for trial in plan.trials:
         path = plan.root / trial.name / RECIPE_JSON
         if not path.is_file():
@@ -187,13 +185,10 @@ def _best_text(plan: SweepPlan) -> str:
 
 def _write_sweep_json(plan: SweepPlan) -> None:
     """``sweep.json``: the grid, the trials and their grid values (what ``report --group`` and humans read)."""
-    plan.root.mkdir(parents=True, exist_ok=True)
     data = {"name": plan.name, "grid": plan.settings.grid,
             "trials": [{"name": t.name, "point": t.point, "values": t.values, "seed": t.seed}
                        for t in plan.trials]}
-    tmp = plan.root / (SWEEP_JSON + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, plan.root / SWEEP_JSON)
+    write_json_atomic(plan.root / SWEEP_JSON, data)
 
 
 def sweep_command(recipe: str, registry: "Registry", *, grid: list[str], seeds: str | None, name: str | None,

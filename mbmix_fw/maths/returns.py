@@ -1,12 +1,13 @@
-"""Discounted returns: TD(λ) critic targets (λ-returns over a window with episode boundaries)."""
+"""Discounted returns: TD(λ) critic targets (λ-returns over a window with episode boundaries).
+
+The λ-return recursion itself lives in :mod:`.mix_returns` (MB-MIX's objective is the same recursion);
+this module imports it, never the other way round.
+"""
 from __future__ import annotations
 
 import torch
 
-
-def bootstrap_values(next_values: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
-    """``V(s_{t+1})`` with terminal states worth 0 (termination bootstraps 0; truncation keeps V)."""
-    return torch.where(terminated, torch.zeros_like(next_values), next_values)
+from .mix_returns import mixed_returns
 
 
 def safe_values(value_fn, obs: torch.Tensor) -> torch.Tensor:
@@ -38,6 +39,4 @@ def lambda_returns(
     ``V_{t+1}`` is ``next_values`` with 0 at terminated states. Differentiable in every input, so the
     same function serves as critic target (on detached inputs) and as an actor objective.
     """
-    from .mix_returns import mixed_returns  # one recursion serves the critic and the MIX objective
-
     return mixed_returns(rewards, next_values, terminated, done, gamma, lam, interval=1)

@@ -4,12 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-CSV_NAME = "metrics.csv"
-TB_DIR = "tb"
+from .run_folder import METRICS_CSV, TB_DIR, write_text_atomic
 
 
 class MetricsLog:
@@ -84,7 +82,7 @@ class MetricsLog:
         columns = dict.fromkeys(self._columns or ["iteration"])
         for row in new_rows:
             columns.update(dict.fromkeys(row))
-        path = self.out_dir / CSV_NAME
+        path = self.out_dir / METRICS_CSV
         if list(columns) != self._columns or not path.exists():
             self._rewrite(list(columns))
         else:
@@ -111,11 +109,7 @@ class MetricsLog:
         writer.writeheader()
         for row in self.history:
             writer.writerow(self._cells(row))
-        path = self.out_dir / CSV_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.write_text(text.getvalue())
-        os.replace(tmp, path)
+        write_text_atomic(self.out_dir / METRICS_CSV, text.getvalue())
         self._columns = columns
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
 from ..maths.adjoint_tap import AdjointTap
 from ..maths.jacobian_blend import JacobianBlend
+from .run_folder import CHECKPOINT
 from ..maths.returns import lambda_returns, safe_values
 from ..maths.rollouts import Cursor, Rollout
 from ..contracts.scheduler import Plan, Scheduler, plan_caller
@@ -55,7 +56,6 @@ from ..contracts.world_model import WorldModel
 
 log = logging.getLogger("mbmix_fw")
 
-CHECKPOINT = Path("checkpoints") / "last.pt"
 EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
 MODEL_EXPLOSION = 4.0
 """A world model whose held-out state error exceeds this multiple of its best so far is rolled back to

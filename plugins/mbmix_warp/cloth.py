@@ -78,7 +78,7 @@ class ClothFold(mb.DiffEnv):
             k_contact=c.contact_stiffness, contact_damping=c.contact_damping * c.mass / self.particles,
             friction=c.friction,
             friction_smoothing=c.friction_smoothing, dt=c.dt / c.substeps, substeps=c.substeps,
-        ), pinned_by)
+        ), pinned_by, device=self.device)
 
         rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
         mirror = ((n - 1 - rows) * n + cols).reshape(-1)
