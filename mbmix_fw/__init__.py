@@ -37,6 +37,7 @@ _LAZY = {
     ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["rollout"],
+    ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
     ".contracts.scheduler": ["Plan", "Scheduler"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
     from .maths.returns import bootstrap_values, lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
+    from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
     from .maths.rollouts import rollout
     from .contracts.scheduler import Plan, Scheduler
     from .training.trainer import Trainer
