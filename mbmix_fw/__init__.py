@@ -36,9 +36,10 @@ _LAZY = {
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
     ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
-    ".maths.rollouts": ["rollout"],
+    ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
     ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
     ".contracts.scheduler": ["Plan", "Scheduler"],
+    ".training.ranks": ["any_rank"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -80,7 +81,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.returns import bootstrap_values, lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
     from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
-    from .maths.rollouts import rollout
+    from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
     from .contracts.scheduler import Plan, Scheduler
+    from .training.ranks import any_rank
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel
