@@ -510,7 +510,8 @@ class Trainer:
         if len(fresh) > 0:
             self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
-        if plan.model_fit_steps and len(self.buffer) > 0:
+        empty = torch.tensor(len(self.buffer) == 0, device=self.device)
+        if plan.model_fit_steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
             before = copy.deepcopy(self.world_model.state_dict())
             for _ in range(plan.model_fit_steps):
                 batch = self.buffer.sample(self.world_model.batch_size, self.generator)
