@@ -557,13 +557,20 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy.
+        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy
+        (:meth:`evaluation_returns`)."""
+        return float(self.evaluation_returns().mean())
+
+    @torch.no_grad()
+    def evaluation_returns(self, episodes: int | None = None) -> torch.Tensor:
+        """Undiscounted returns ``[episodes]`` (default ``run.eval_envs``) of full episodes, run in parallel
+        with the deterministic policy.
 
         Uses its own generator seeded from the run seed, so every evaluation sees the same initial
         states and evaluation never perturbs training's random stream.
         """
         g = torch.Generator(device=self.device).manual_seed(self.run.seed + 1_000_003)
-        state = self.env.reset(self.run.eval_envs, g)
+        state = self.env.reset(self.run.eval_envs if episodes is None else episodes, g)
         alive = torch.ones(state.shape[0], dtype=torch.bool, device=self.device)
         total = torch.zeros(state.shape[0], device=self.device)
         for _ in range(self.env.episode_length):
@@ -574,7 +581,7 @@ class Trainer:
             state = next_state
             if not bool(alive.any()):
                 break
-        return float(total.mean())
+        return total
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
