@@ -36,8 +36,10 @@ _LAZY = {
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
     ".maths.returns": ["lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
-    ".maths.rollouts": ["rollout"],
+    ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
+    ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
     ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
+    ".training.ranks": ["any_rank"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -79,7 +81,9 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
     from .maths.returns import lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
-    from .maths.rollouts import rollout
+    from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
+    from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
     from .contracts.scheduler import NO_METRICS, Plan, Scheduler
+    from .training.ranks import any_rank
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

@@ -149,3 +149,30 @@ def test_a_plain_resume_of_a_data_parallel_run_is_refused(tmp_path, capsys, mark
     assert main(["resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+SKIP_WORKER = Path(__file__).with_name("ddp_skip_worker.py")
+
+
+def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_path):
+    """Rank 1 alone produces a NaN loss, an empty minibatch, NaN action gradients, a NaN model batch and a
+    NaN simulator iteration: both ranks skip the same updates and end with equal replicas (a rank left
+    waiting in a collective would fail on the workers' 60 s gloo timeout)."""
+    outs = [tmp_path / f"skip_r{rank}.pt" for rank in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(SKIP_WORKER), str(rank), "2", str(tmp_path / "pg"), str(out)],
+                              env=ENV, stderr=subprocess.PIPE, text=True) for rank, out in enumerate(outs)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    r0, r1 = (torch.load(out, weights_only=False) for out in outs)
+    assert r0["flags"] == r1["flags"] == {"actor": 1, "critic": 2, "world model": 0}
+    assert r0["model_skips"] == r1["model_skips"] == [1.0, 0.0]
+    assert r0["history"][1]["guard/nonfinite_transitions"] == 0 < r1["history"][1]["guard/nonfinite_transitions"]
+    assert r0["buffer"] > r1["buffer"] > 0  # rank 1 kept nothing of its NaN iteration
+    for row0, row1 in zip(r0["history"][1:], r1["history"][1:]):  # same skips, iteration by iteration
+        assert row0["guard/skipped_updates"] == row1["guard/skipped_updates"]
+    assert r0["history"][1]["guard/skipped_updates"] > 0
+    assert r0["state"].keys() == r1["state"].keys()
+    for key, value in r0["state"].items():
+        torch.testing.assert_close(value, r1["state"][key], rtol=0, atol=0, msg=key)
+        assert torch.isfinite(value).all(), key

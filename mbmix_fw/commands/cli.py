@@ -224,10 +224,13 @@ def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
 
 
 def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
-    from .report import default_report_path, plot_learning_curves
+    from .report import Score, format_group_table, write_report
 
-    out = args.out if args.out is not None else default_report_path(args.run_dirs)
-    path = plot_learning_curves(args.run_dirs, out, metric=args.metric, x=args.x, group=args.group)
+    score = Score.parse(args.score)
+    path, groups = write_report(args.run_dirs, args.out, metric=args.metric, x=args.x, group=args.group,
+                                score=score)
+    if groups:
+        print(format_group_table(groups, score))
     print(f"wrote {path}")
     return 0
 
@@ -339,15 +342,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
-    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv; with groups, "
+                "compare them: IQM and 95%% bootstrap interval of a score over seeds")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|NAME=RUN_DIR[,RUN_DIR...]",
+                   help="run folders, sweep folders (their trials), or named groups of them (a RUN_DIR may be a "
+                        "glob: shac='runs/shac_s*'); a named group implies --group")
     p.add_argument("--out", metavar="PNG",
                    help="PNG to write (default: RUN_DIR/learning_curves.png for one run; for several, "
                         "learning_curves.png in the deepest folder that holds them all, e.g. the sweep folder)")
     p.add_argument("--metric", default="eval/return", help="column to plot (default: %(default)s)")
     p.add_argument("--x", default="iteration", help="column for the x axis (default: %(default)s)")
     p.add_argument("--group", action="store_true",
-                   help="draw runs that differ only in run.seed as mean ± std")
+                   help="group runs (named groups, or runs that differ only in run.seed): draw each as mean ± std "
+                        "and print and draw each group's IQM of the --score with its 95%% stratified-bootstrap "
+                        "interval over runs")
+    p.add_argument("--score", default="eval/return:3", metavar="METRIC[:LAST]",
+                   help="a run's score for --group: the mean of its last LAST logged METRIC values after "
+                        "iteration 0 (default: %(default)s)")
 
     p = command("render", _cmd_render, "draw the env under the initial and the trained policy (PNG)")
     p.add_argument("run_dir", metavar="RUN_DIR")

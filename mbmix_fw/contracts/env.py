@@ -74,6 +74,13 @@ class DiffEnv(abc.ABC):
     action_dim: int
     episode_length: int
     device: torch.device
+    diverged_magnitude: float = 1e6
+    """The bound of a healthy observation: a transition whose observation has an entry beyond it in magnitude
+    counts as a diverged simulator (ended like a termination, kept out of the critic, the buffer and the
+    model, and its env's window masked out of the actor objective). The default is DiffRL's absolute 1e6,
+    which suits nothing in particular: an env whose observations live on a known scale declares a bound a
+    few orders of magnitude above it (cloth: positions in metres and velocities in m/s, so a cloth at 1e5 is
+    diverged long before 1e6), so a blow-up is caught while it is still finite and far from the float range."""
 
     @abc.abstractmethod
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

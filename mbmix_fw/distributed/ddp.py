@@ -11,8 +11,11 @@ Every rank builds an ordinary trainer from the recipe, then :func:`make_data_par
 - **Averaged gradients.** ``Trainer.grad_sync`` (the trainer's one hook, called after ``backward`` and
   before clipping and the finite check) all-reduces the policy and critic gradients and divides by K. All
   estimators' losses are means over envs, so with equal slices the average *is* the gradient over the
-  union of the ranks' envs. A rank whose loss is non-finite still takes part: every rank then sees a
-  non-finite gradient and skips the same update, so the replicas never drift apart.
+  union of the ranks' envs. A rank whose loss is non-finite still takes part in the all-reduce, and every
+  skip decision (a non-finite loss or gradient, an empty critic minibatch, an actor backward with no finite
+  action row, a world-model fit on a non-finite batch) is OR-ed over the ranks by one all-reduce of the flag
+  (:func:`mbmix_fw.any_rank`): all replicas skip or step together, never drift apart, and no rank is left
+  waiting in a collective another rank skipped.
 - **World model.** Its own optimiser steps inside the plugin's ``fit``; an optimiser step pre-hook
   averages the gradients of any optimiser over the world model's parameters, and the world model's
   floating-point buffers (normalisation statistics), before each step. (Averaged statistics: the mean is

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import UserError
 from ..training.run_folder import ERROR_TXT, RECIPE_JSON, write_json_atomic
 from .grid import SweepPlan, Trial
-from .summary import BEST_METRIC, PointResult, best_point, format_table, write_summary
+from .summary import BEST_METRIC, SCORE, PointResult, best_point, format_table, write_summary
 from .trial import read_done, run_trial, trial_state
 
 if TYPE_CHECKING:
@@ -100,14 +100,16 @@ def _check_reachable(address: str) -> None:
 
 
 def point_results(plan: SweepPlan) -> list[PointResult]:
-    """Per grid point: its trial count and the final metrics of those finished (from their ``done.json``)."""
+    """Per grid point: its trial count, and the final metrics (from their ``done.json``) and scores (from their
+    ``metrics.csv``) of those finished."""
     points: dict[str, list[Trial]] = {}
     for trial in plan.trials:
         points.setdefault(trial.point, []).append(trial)
     results = []
     for point, trials in points.items():
-        finals = [read_done(plan.root / t.name) for t in trials if trial_state(plan.root / t.name) == "finished"]
-        results.append(PointResult(point, trials[0].values, len(trials), finals))
+        finished = [plan.root / t.name for t in trials if trial_state(plan.root / t.name) == "finished"]
+        results.append(PointResult(point, trials[0].values, len(trials), [read_done(t) for t in finished],
+                                   [SCORE.of_run(t) for t in finished]))
     return results
 
 
@@ -179,8 +181,7 @@ def _best_text(plan: SweepPlan) -> str:
     best = best_point(point_results(plan))
     if best is None:
         return ""
-    mean, _ = best.stats(BEST_METRIC)
-    return f"  best so far: {best.point} ({BEST_METRIC} mean {mean:.4g}, {len(best.finals)} seeds)"
+    return f"  best so far: {best.point} (IQM of the {SCORE} {best.score_summary().iqm:.4g}, {len(best.finals)} seeds)"
 
 
 def _write_sweep_json(plan: SweepPlan) -> None:

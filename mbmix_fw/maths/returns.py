@@ -10,16 +10,17 @@ import torch
 from .mix_returns import mixed_returns
 
 
-def safe_values(value_fn, obs: torch.Tensor) -> torch.Tensor:
+def safe_values(value_fn, obs: torch.Tensor, bound: float | None = None) -> torch.Tensor:
     """``value_fn(obs)`` with value 0 where an observation is non-finite or diverged (DiffRL's rule).
 
     The critic never sees the broken rows (they are replaced by zeros before it runs), so neither its
-    output nor the gradient flowing back through it to the policy turns NaN. The bound is
-    :data:`mbmix_fw.maths.rollouts.DIVERGED_MAGNITUDE` (1e6, DiffRL's).
+    output nor the gradient flowing back through it to the policy turns NaN. ``bound`` is the env's
+    ``diverged_magnitude`` (default :data:`mbmix_fw.maths.rollouts.DIVERGED_MAGNITUDE`, DiffRL's 1e6).
     """
     from .rollouts import DIVERGED_MAGNITUDE
 
-    ok = (torch.isfinite(obs) & (obs.abs() <= DIVERGED_MAGNITUDE)).all(-1)
+    bound = DIVERGED_MAGNITUDE if bound is None else bound
+    ok = (torch.isfinite(obs) & (obs.abs() <= bound)).all(-1)
     values = value_fn(torch.where(ok.unsqueeze(-1), obs, torch.zeros_like(obs)))
     return torch.where(ok, values, torch.zeros_like(values))
 

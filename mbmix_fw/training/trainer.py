@@ -7,16 +7,23 @@ written atomically.
 
 Non-finite numbers (a diverging simulator is bad input, not a crash):
 
-- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds
-  1e6 in magnitude, ends its episode like a termination (value 0, DiffRL's rule) and is reset
-  (:func:`mbmix_fw.maths.rollouts.diverged`). It never reaches the observation normaliser, the critic's
-  regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds the
+  env's ``diverged_magnitude`` (default 1e6) in magnitude, ends its episode like a termination (value 0,
+  DiffRL's rule) and is reset (:func:`mbmix_fw.maths.rollouts.diverged`). It never reaches the observation
+  normaliser, the critic's regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- The actor learns past one bad env: the estimators leave a diverged env's window out of the actor
+  objective (:func:`mbmix_fw.masked_actor_loss`; ``guard/masked_envs``), and the policy's actions zero the
+  gradient rows that come back non-finite (``0 · NaN = NaN`` through the diverged env's Jacobians, or a
+  simulator whose backward is NaN; ``guard/nonfinite_action_grads``), so no NaN reaches the parameters
+  and the other envs' gradient is unchanged.
 - An update (actor step, critic minibatch, world-model fit) whose loss or gradient is non-finite is
   skipped on the device and counted in ``guard/skipped_updates``; one warning line per iteration sums
-  up what was skipped. A world-model fit that leaves the model non-finite is undone.
-- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped stop the
-  run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what went non-finite first; a
-  checkpoint is never written with a non-finite tensor in it.
+  up what was skipped. A world-model fit that leaves the model non-finite is undone. In data-parallel
+  training every skip decision is OR-ed over the ranks (:func:`mbmix_fw.any_rank`), so all replicas skip
+  or step together.
+- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped, or in which the
+  actor update was skipped, stop the run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what
+  went non-finite first; a checkpoint is never written with a non-finite tensor in it.
 
 The GPU hot loop reads the device from the host once per model-free iteration: metrics stay device
 tensors until :meth:`Trainer._read_metrics` reads them together, the NaN guard feeds its finite flag to
@@ -49,7 +56,8 @@ from ..maths.adjoint_tap import AdjointTap
 from ..maths.jacobian_blend import JacobianBlend
 from .run_folder import CHECKPOINT
 from ..maths.returns import lambda_returns, safe_values
-from ..maths.rollouts import Cursor, Rollout
+from ..maths.rollouts import Cursor, Rollout, healthy_envs
+from .ranks import any_rank
 from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
@@ -195,6 +203,7 @@ class Trainer:
         self.skipped = SkippedUpdates()  # this iteration's skips, summarised by TrainingProgress
         self.nonfinite_transitions = 0
         self.skipped_streak = 0  # consecutive iterations whose every update was skipped
+        self.actor_skip_streak = 0  # consecutive iterations whose actor update was skipped
         self.first_nonfinite = ""  # what went non-finite first (named by the divergence error)
         self.log = MetricsLog(self.out_dir)
         self._reset_guard_counters()
@@ -287,6 +296,7 @@ class Trainer:
                 self._estimator_input(self._real_dynamics(plan), self.cursor, plan))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
+        metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
@@ -344,6 +354,7 @@ class Trainer:
         for name, (skipped, tried) in self._skips.items():
             metrics[f"_skipped/{name}"], metrics[f"_tried/{name}"] = skipped, float(tried)
         metrics["_bad_actor_loss"] = self._bad_actor_loss
+        metrics["guard/nonfinite_action_grads"] = self._nonfinite_action_grads
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
 
@@ -367,6 +378,7 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
         self._bad_actor_loss = zero.bool()
+        self._nonfinite_action_grads = zero  # action-gradient rows zeroed by _policy_fn's hook
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""
@@ -395,7 +407,8 @@ class Trainer:
         if not self.first_nonfinite:
             if masked:
                 self.first_nonfinite = (f"iteration {iteration}: {masked} simulator transition(s) with a "
-                                        f"non-finite or diverged (|obs| > 1e6) reward, state or observation")
+                                        f"non-finite or diverged (|obs| > {self.env.diverged_magnitude:g}) "
+                                        f"reward, state or observation")
             else:
                 for name in names:
                     if skipped[name]:
@@ -408,14 +421,21 @@ class Trainer:
         attempted = sum(tried.values())
         all_skipped = attempted > 0 and sum(skipped.values()) == attempted
         self.skipped_streak = self.skipped_streak + 1 if all_skipped else 0
+        if tried["actor"]:  # an iteration with no actor update (a warm-up) neither extends nor ends it
+            self.actor_skip_streak = self.actor_skip_streak + 1 if skipped["actor"] == tried["actor"] else 0
 
     def _stop_if_diverged(self) -> None:
-        if self.skipped_streak >= self.run.max_skipped_iterations:
-            raise TrainingDiverged(
-                f"every update of the last {self.skipped_streak} iterations was skipped as non-finite "
-                f"(run.max_skipped_iterations = {self.run.max_skipped_iterations}); first non-finite: "
-                f"{self.first_nonfinite or 'unknown'}. The last checkpoint holds the last finite state."
-            )
+        limit = self.run.max_skipped_iterations
+        if self.skipped_streak >= limit:
+            what = f"every update of the last {self.skipped_streak} iterations was"
+        elif self.actor_skip_streak >= limit:
+            what = f"the actor update of the last {self.actor_skip_streak} iterations was"
+        else:
+            return
+        raise TrainingDiverged(
+            f"{what} skipped as non-finite (run.max_skipped_iterations = {limit}); first non-finite: "
+            f"{self.first_nonfinite or 'unknown'}. The last checkpoint holds the last finite state."
+        )
 
     # ------------------------------------------------------------------ pieces of an iteration
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
@@ -423,7 +443,26 @@ class Trainer:
 
     def _target_value(self, obs: torch.Tensor) -> torch.Tensor:
         """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
-        return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
+        return safe_values(lambda o: self.target_critic(self._normalize(o)), obs, self.env.diverged_magnitude)
+
+    def _policy_fn(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The policy as estimators call it: raw observations in, actions out, and on the way back a gradient
+        gate. A row of ``∂loss/∂action`` that is non-finite is zeroed (and counted) before it reaches the
+        policy's parameters: a diverged env's window is left out of the loss, but the zero gradient it gets
+        still meets the NaN Jacobians of its broken states (``0 · NaN = NaN``), and a simulator's backward can
+        be NaN at a finite state. Every other row passes unchanged, so the other envs' gradient is exact."""
+        action = self.policy(self._normalize(obs), generator)
+        if action.requires_grad:
+            action.register_hook(self._zero_nonfinite_rows)
+        return action
+
+    def _zero_nonfinite_rows(self, grad: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(grad).all(-1, keepdim=True)
+        dropped = (~ok).sum()
+        self._nonfinite_action_grads = self._nonfinite_action_grads + dropped
+        kept, lost = self._action_rows
+        self._action_rows = (kept + ok.sum(), lost + dropped)
+        return torch.where(ok, grad, torch.zeros_like(grad))
 
     def _real_dynamics(self, plan: Plan):
         """What the real window steps through: the env, tapped for free probes, its Jacobian blended with
@@ -440,7 +479,7 @@ class Trainer:
 
     def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan()) -> EstimatorInput:
         return EstimatorInput(
-            policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
+            policy_fn=self._policy_fn,
             value_fn=self._target_value,
             env=self.env,
             dynamics=dynamics,
@@ -463,10 +502,15 @@ class Trainer:
         The check never reaches the host: the finite flag goes to the fused Adam kernel as ``found_inf``
         (the input ``torch.amp.GradScaler`` uses), which then leaves parameters, moments and step count
         untouched. Skips are counted on the device and reported once per iteration. ``empty`` (a bool
-        device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum.
+        device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum; so does
+        an actor backward whose every action-gradient row came back non-finite (all zeroed by
+        :meth:`_zero_nonfinite_rows`). The decision is OR-ed over data-parallel ranks (:func:`any_rank`).
         Returns the gradient norm (a device scalar; NaN when skipped).
         """
         opt.zero_grad(set_to_none=True)
+        if name == "actor":  # action-gradient rows this backward keeps / zeroes (_zero_nonfinite_rows)
+            zero = torch.zeros((), dtype=torch.long, device=self.device)
+            self._action_rows = (zero, zero)
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(module)
@@ -475,6 +519,10 @@ class Trainer:
         bad = bad_loss | ~torch.isfinite(norm)
         if empty is not None:
             bad = bad | empty
+        if name == "actor":  # every action's gradient was non-finite: a zero step would train nothing
+            kept, lost = self._action_rows
+            bad = bad | ((kept == 0) & (lost > 0))
+        bad = any_rank(bad)  # data-parallel: a step that one rank skips, every rank skips
         opt.found_inf, opt.grad_scale = bad.to(torch.float32), None
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -586,7 +634,8 @@ class Trainer:
         if len(fresh) > 0:
             self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
-        if plan.model_fit_steps and len(self.buffer) > 0:
+        empty = torch.tensor(len(self.buffer) == 0, device=self.device)
+        if plan.model_fit_steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
             before = copy.deepcopy(self.world_model.state_dict())
             for _ in range(plan.model_fit_steps):
                 batch = self.buffer.sample(self.world_model.batch_size, self.generator)
@@ -647,13 +696,20 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy.
+        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy
+        (:meth:`evaluation_returns`)."""
+        return float(self.evaluation_returns().mean())
+
+    @torch.no_grad()
+    def evaluation_returns(self, episodes: int | None = None) -> torch.Tensor:
+        """Undiscounted returns ``[episodes]`` (default ``run.eval_envs``) of full episodes, run in parallel
+        with the deterministic policy.
 
         Uses its own generator seeded from the run seed, so every evaluation sees the same initial
         states and evaluation never perturbs training's random stream.
         """
         g = torch.Generator(device=self.device).manual_seed(self.run.seed + 1_000_003)
-        state = self.env.reset(self.run.eval_envs, g)
+        state = self.env.reset(self.run.eval_envs if episodes is None else episodes, g)
         alive = torch.ones(state.shape[0], dtype=torch.bool, device=self.device)
         total = torch.zeros(state.shape[0], device=self.device)
         for _ in range(self.env.episode_length):
@@ -664,7 +720,7 @@ class Trainer:
             state = next_state
             if not bool(alive.any()):
                 break
-        return float(total.mean())
+        return total
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -676,6 +732,7 @@ class Trainer:
             "skipped_updates": self.skipped_updates,
             "nonfinite_transitions": self.nonfinite_transitions,
             "skipped_streak": self.skipped_streak,
+            "actor_skip_streak": self.actor_skip_streak,
             "first_nonfinite": self.first_nonfinite,
             "cost": {"sim_steps": self.sim_steps, "sim_vjps": self.sim_vjps, "wall_time": self.wall_time},
             "model_rollbacks": self.model_rollbacks,
@@ -712,6 +769,7 @@ class Trainer:
         self.skipped_updates = state["skipped_updates"]
         self.nonfinite_transitions = state.get("nonfinite_transitions", 0)
         self.skipped_streak = state.get("skipped_streak", 0)
+        self.actor_skip_streak = state.get("actor_skip_streak", 0)
         self.first_nonfinite = state.get("first_nonfinite", "")
         cost = state.get("cost", {})
         self.sim_steps, self.sim_vjps = cost.get("sim_steps", 0), cost.get("sim_vjps", 0)

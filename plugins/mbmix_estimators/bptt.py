@@ -64,5 +64,5 @@ class Bptt(mb.GradientEstimator):
         )
         no_critic = torch.zeros_like(window.rewards)
         per_env = mb.shac_objective(window.rewards, no_critic, window.terminated, window.done, self.gamma)
-        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
         return mb.Estimate(loss, window, window_metrics(window, loss))

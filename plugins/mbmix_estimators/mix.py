@@ -63,5 +63,5 @@ class Mix(mb.GradientEstimator):
             window.rewards, next_values, window.terminated, window.done,
             self.gamma, lam, cfg.interval, cfg.start_times,
         )
-        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
         return mb.Estimate(loss, window, window_metrics(window, loss))

@@ -235,10 +235,12 @@ class SobolevMLP(mb.WorldModel):
 
         A batch, loss or gradient with a NaN/inf skips the step: the statistics are restored, nothing
         moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
-        optimiser state never become non-finite."""
-        if not bool(torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
-                                 if v is not None]).all()):
-            return {"model/skipped": 1.0}
+        optimiser state never become non-finite. Under data parallelism a skip on one rank is a skip on
+        every rank (:func:`mbmix_fw.any_rank`)."""
+        finite_batch = torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
+                                    if v is not None]).all()
+        if bool(mb.any_rank(~finite_batch)):  # data-parallel: every rank skips together (no one left waiting
+            return {"model/skipped": 1.0}    # in the gradient all-reduce of the optimiser's pre-hook)
         saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
         self.update_statistics(batch)
         total, state_loss, jacobian_loss = self.loss(batch)
@@ -246,7 +248,7 @@ class SobolevMLP(mb.WorldModel):
         total.backward()
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         finite = torch.isfinite(total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if not bool(finite):
+        if bool(mb.any_rank(~finite)):
             for buffer, value in zip((*self.state_stats.buffers(), *self.delta_stats.buffers()), saved):
                 buffer.copy_(value)
             self.optimizer.zero_grad(set_to_none=True)

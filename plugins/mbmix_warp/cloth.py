@@ -58,6 +58,11 @@ class ClothFold(mb.DiffEnv):
 
     draw_projection = "3d"
     """Matplotlib projection of the axes :meth:`draw` expects (``mbmix-fw render`` reads it)."""
+    diverged_magnitude = 1e3
+    """Observations are positions in units of ``cloth_size`` and velocities in units of ``max_speed``: a
+    healthy cloth stays within a few units, so an entry beyond 1e3 (a cloth flung a thousand cloth-widths,
+    or moving a thousand times faster than a gripper) is a diverged simulation, caught long before the
+    default 1e6 (``mb.DiffEnv.diverged_magnitude``)."""
 
     def __init__(self, config: ClothFoldConfig, ctx: mb.BuildContext | None = None):
         ctx = ctx or mb.BuildContext.cpu()
