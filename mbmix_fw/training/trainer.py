@@ -157,6 +157,10 @@ class Trainer:
 
         self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
         self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
+        self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
+        if self._needs_agreement and env.num_envs < 2:
+            raise UserError(f"scheduler {type(scheduler).__name__} compares the gradients of two halves of the "
+                            f"env batch; env.num_envs = {env.num_envs} has no two halves (use at least 2)")
         if self._needs_contact and not reports_contact(env):
             raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
                             f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
@@ -254,8 +258,13 @@ class Trainer:
         self._reset_guard_counters()
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
+        split = None
+        if self._needs_agreement and beta > 0:  # per-half parameter copies (mbmix_fw/training/agreement.py)
+            from .agreement import HalfSplitPolicy
+
+            split = HalfSplitPolicy(self.policy, self._normalize, self.cursor.state.shape[0])
         with torch.set_grad_enabled(beta > 0):
-            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor, plan))
+            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor, plan, split))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
@@ -286,6 +295,8 @@ class Trainer:
         if loss is not None and loss.requires_grad:
             metrics["loss/actor"] = loss.detach()
             metrics["grad/actor_norm"] = self._guarded_step(loss, self.policy, self.actor_opt, "actor")
+            if split is not None:
+                metrics["grad/half_cosine"] = split.cosine()
         if self.world_model is not None:
             self.world_model.zero_grad(set_to_none=True)  # the branch loss reached the model's weights
 
@@ -385,9 +396,9 @@ class Trainer:
         """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
         return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
 
-    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan()) -> EstimatorInput:
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan(), policy_fn=None) -> EstimatorInput:
         return EstimatorInput(
-            policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
+            policy_fn=policy_fn or (lambda obs, g: self.policy(self._normalize(obs), g)),
             value_fn=self._target_value,
             env=self.env,
             dynamics=dynamics,
