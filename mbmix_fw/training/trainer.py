@@ -164,7 +164,7 @@ class Trainer:
         if self._needs_contact and not reports_contact(env):
             raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
                             f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
-                            f"that does (cloth_fold) or another scheduler")
+                            f"that implements it or another scheduler")
         self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),

@@ -84,7 +84,8 @@ class AhacConfig(mb.SchedulerConfig):
     """AHAC's adaptive horizon (Georgiev et al., ICML 2024; DiffRL ``algorithms/ahac.py``): the window
     length H follows a dual variable on the env's mean contact stiffness against a threshold C.
 
-    Needs an env with the contact signal (:meth:`mbmix_fw.DiffEnv.contact_stiffness`: ``cloth_fold``)
+    Needs an env with the contact signal (:meth:`mbmix_fw.DiffEnv.contact_stiffness`: ``cloth_fold``;
+    ``brax`` on the ``generalized`` backend)
     and an estimator that honours a planned horizon (``shac``, ``mix``). Defaults are AHAC's
     (``scripts/cfg/alg/ahac.yaml``); ``contact_threshold`` and ``dual_lr`` are in the env's units and
     must be rescaled for bodies unlike dflex's Ant (``recipes/cloth_ahac.toml`` says how)."""
