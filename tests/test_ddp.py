@@ -55,6 +55,11 @@ def test_averaged_actor_and_critic_gradients_equal_the_union_gradient(results):
     assert single["actor_norm"] > 0 and single["critic_norm"] > 0
 
 
+def test_every_rank_follows_rank_0s_plan(results):
+    _, ranks = results
+    assert [rank["planned_horizon"] for rank in ranks] == [2, 2]  # rank 1's own plan said 3
+
+
 def test_observation_statistics_are_those_of_the_union(results):
     single, ranks = results
     for rank in ranks:

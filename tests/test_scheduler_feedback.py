@@ -200,3 +200,12 @@ def test_resume_hands_the_last_checkpointed_row_to_the_next_plan(tmp_path, crash
     row = resumed.log.history[3]
     assert first_iteration == 3 and row["iteration"] == 3.0
     assert dict(seen) == {k: v for k, v in row.items() if k != "iteration"}
+
+
+def test_report_plots_the_horizon_of_each_iteration(tmp_path):
+    from mbmix_fw.commands.report import read_metrics, write_report
+
+    make_trainer(Recorder([2, 5, 3]), iterations=3, out_dir=tmp_path / "run").train()
+    assert read_metrics(tmp_path / "run")["plan/horizon"][1:].tolist() == [2.0, 5.0, 3.0]
+    out, _ = write_report([tmp_path / "run"], tmp_path / "h.png", metric="plan/horizon")
+    assert out.stat().st_size > 0

@@ -197,6 +197,7 @@ class DiffEnv(abc.ABC):
 
 
 def reports_contact(env: DiffEnv) -> bool:
-    """Whether ``env`` implements the optional :meth:`DiffEnv.contact_stiffness` signal."""
-    method = getattr(type(env), "contact_stiffness", None)
-    return callable(method) and method is not DiffEnv.contact_stiffness
+    """Whether ``env`` implements the optional :meth:`DiffEnv.contact_stiffness` signal (an env whose
+    class has it but whose configuration cannot provide it sets the instance attribute to ``None``)."""
+    method = getattr(env, "contact_stiffness", None)
+    return callable(method) and getattr(method, "__func__", None) is not DiffEnv.contact_stiffness

@@ -98,6 +98,9 @@ class Scheduler(abc.ABC):
     needs_contact: bool = False
     """True: its plans read ``contact/stiffness`` (the env's optional :meth:`~mbmix_fw.DiffEnv.contact_stiffness`
     signal, averaged over the previous window), so the trainer computes it, and refuses an env without it."""
+    needs_gradient_agreement: bool = False
+    """True: its plans read ``grad/half_cosine``, the cosine between the policy gradients of the two halves
+    of the env batch (``mbmix_fw/training/agreement.py``: measured within the one backward of the update)."""
 
     @abc.abstractmethod
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = NO_METRICS) -> Plan: ...

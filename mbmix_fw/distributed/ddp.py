@@ -22,6 +22,10 @@ Every rank builds an ordinary trainer from the recipe, then :func:`make_data_par
   that of the union, the variance misses the spread between ranks' means.)
 - **Observation normaliser** updates from the observations of all ranks (an all-gather), exactly as one
   process would from the union.
+- **Rank 0 plans.** Every rank's scheduler is asked (``plan`` runs once per iteration everywhere, so a
+  stateful scheduler's state stays the same kind of object on every rank), and every rank follows rank 0's
+  :class:`~mbmix_fw.Plan`, broadcast each iteration: an adaptive scheduler reads metrics that differ
+  between ranks (each rank's own envs), and the replicas must roll the same window length.
 - **Rank 0 writes**: ``recipe.json`` (the recipe as given, total ``num_envs``), ``data_parallel.json``
   (``{"world_size": K}``), ``metrics.csv`` (rank 0's training metrics; its evaluation is the
   single-process one of the same seed), TensorBoard and checkpoints. Other ranks write nothing.
@@ -164,6 +168,7 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
     broadcast_state([trainer.policy, trainer.critic, trainer.target_critic, trainer.obs_norm,
                      trainer.world_model])
     trainer.grad_sync = lambda module: average_gradients(module.parameters(), world_size)
+    trainer._plan = _rank0_plan(trainer._plan)
     if trainer.obs_norm is not None:
         trainer.obs_norm.update = _gathering_update(trainer.obs_norm.update, world_size)
     handles = []
@@ -181,6 +186,18 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
 
         handles.append(register_optimizer_step_pre_hook(before_model_step))
     return handles
+
+
+def _rank0_plan(plan_of):
+    """``plan_of`` whose result is replaced by rank 0's (one small object broadcast per iteration)."""
+    import torch.distributed as dist
+
+    def planned(iteration, total, metrics):
+        chosen = [plan_of(iteration, total, metrics)]
+        dist.broadcast_object_list(chosen, src=0)
+        return chosen[0]
+
+    return planned
 
 
 # ---- a run or a resume, as one of torchrun's ranks

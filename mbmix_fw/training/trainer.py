@@ -39,7 +39,7 @@ import random
 import time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import attrs
 import numpy as np
@@ -187,10 +187,14 @@ class Trainer:
 
         self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
         self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
+        self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
+        if self._needs_agreement and env.num_envs < 2:
+            raise UserError(f"scheduler {type(scheduler).__name__} compares the gradients of two halves of the "
+                            f"env batch; env.num_envs = {env.num_envs} has no two halves (use at least 2)")
         if self._needs_contact and not reports_contact(env):
             raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
                             f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
-                            f"that does (cloth_fold) or another scheduler")
+                            f"that implements it or another scheduler")
         self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
@@ -291,9 +295,14 @@ class Trainer:
         self._reset_guard_counters()
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
+        split = None
+        if self._needs_agreement and beta > 0:  # per-half parameter copies (mbmix_fw/training/agreement.py)
+            from .agreement import HalfSplitPolicy
+
+            split = HalfSplitPolicy(self.policy, self._normalize, self.cursor.state.shape[0])
         with torch.set_grad_enabled(beta > 0):
             real = self.estimator.estimate(
-                self._estimator_input(self._real_dynamics(plan), self.cursor, plan))
+                self._estimator_input(self._real_dynamics(plan), self.cursor, plan, split))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
@@ -333,6 +342,8 @@ class Trainer:
             metrics["grad/actor_norm"] = self._guarded_step(loss, self.policy, self.actor_opt, "actor")
             if beta > 0 and plan.jacobian_blend < 1:  # the actor's backward ran through every real step
                 self.sim_vjps += metrics["_steps"]
+            if split is not None:
+                metrics["grad/half_cosine"] = split.cosine()
         if self.world_model is not None:
             self.world_model.zero_grad(set_to_none=True)  # the branch loss reached the model's weights
 
@@ -477,9 +488,9 @@ class Trainer:
             return JacobianBlend(simulator, self.world_model, plan.jacobian_blend)
         return simulator
 
-    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan()) -> EstimatorInput:
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan(), policy_fn=None) -> EstimatorInput:
         return EstimatorInput(
-            policy_fn=self._policy_fn,
+            policy_fn=policy_fn or self._policy_fn,
             value_fn=self._target_value,
             env=self.env,
             dynamics=dynamics,
