@@ -102,6 +102,12 @@ def test_one_nan_env_leaves_the_others_gradient_exact(kind):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)  # float32 sums in another order
 
 
+def test_cut_gradient_rows_are_logged(caplog):
+    env = BadEnv([0], "backward", num_envs=N, episode_length=16)
+    trainer_for(env, iterations=1).train()
+    assert "iteration 1: 8 non-finite action-gradient row(s) cut; 0 updates skipped; 0 so far" in caplog.text
+
+
 def test_a_nan_simulator_backward_never_reaches_the_parameters():
     """Forward finite, adjoint NaN in env 0: env 0 stays in the objective (its return is fine) but its
     gradient rows are cut, so the gradient is the 7 clean envs' sum over the 8-env normalisation."""

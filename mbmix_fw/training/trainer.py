@@ -328,6 +328,7 @@ class Trainer:
                         self.first_nonfinite = f"iteration {iteration}: the {name} {what}"
                         break
         self.skipped.mask(masked)
+        self.skipped.cut(int(out.get("guard/nonfinite_action_grads", 0)))
         for name in names:
             self.skipped.record(name, skipped[name])
         attempted = sum(tried.values())
