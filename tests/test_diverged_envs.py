@@ -88,7 +88,8 @@ def test_one_nan_env_leaves_the_others_gradient_exact(kind):
     trainer = trainer_for(bad, estimator)
     starts = bad.reset(N, torch.Generator().manual_seed(3))
     estimate, grads = actor_gradient(trainer, bad, starts, estimator)
-    assert math.isfinite(float(estimate.loss.detach())) and mb.healthy_envs(estimate.rollout, bad).tolist() == [False] + [True] * 7
+    assert math.isfinite(float(estimate.loss.detach()))
+    assert mb.healthy_envs(estimate.rollout, bad).tolist() == [False] + [True] * 7
     assert int(trainer._nonfinite_action_grads) > 0  # the NaN·0 rows were there, and were cut
     clean = LinearEnv(num_envs=N - 1, episode_length=H)
     if kind == "bptt":  # BPTT resets its own episodes: give it the same seven starts
