@@ -67,7 +67,6 @@ def actor_gradient(trainer, env, starts, estimator):
         return action
 
     trainer._reset_guard_counters()
-    trainer._action_rows = (torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long))
     cursor = mb.Cursor(starts, torch.zeros(starts.shape[0], dtype=torch.long))
     estimate = estimator.estimate(mb.EstimatorInput(policy_fn, trainer._target_value, env, env, cursor))
     trainer.policy.zero_grad(set_to_none=True)
