@@ -157,7 +157,7 @@ SKIP_WORKER = Path(__file__).with_name("ddp_skip_worker.py")
 def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_path):
     """Rank 1 alone produces a NaN loss, an empty minibatch, NaN action gradients, a NaN model batch and a
     NaN simulator iteration: both ranks skip the same updates and end with equal replicas (a rank left
-    waiting in a collective would fail on the workers' 60 s gloo timeout)."""
+    waiting in a collective would fail on the workers' gloo timeout)."""
     outs = [tmp_path / f"skip_r{rank}.pt" for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, str(SKIP_WORKER), str(rank), "2", str(tmp_path / "pg"), str(out)],
                               env=ENV, stderr=subprocess.PIPE, text=True) for rank, out in enumerate(outs)]
