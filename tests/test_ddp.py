@@ -111,17 +111,17 @@ def eval_returns(run_dir: Path) -> list[tuple[int, float]]:
 def test_two_rank_run_learns_and_resumes(tmp_path):
     out = tmp_path / "ddp"
     torchrun("run", str(ROOT / "recipes" / "pendulum_shac.toml"), "--out", str(out), "--no-progress",
-             "--set", "run.iterations=80", "--set", "run.eval_every=40", "--set", "run.checkpoint_every=40")
+             "--set", "run.iterations=40", "--set", "run.eval_every=20", "--set", "run.checkpoint_every=20")
     assert json.loads((out / "data_parallel.json").read_text()) == {"world_size": 2}
     assert json.loads((out / "recipe.json").read_text())["env"]["num_envs"] == 64  # the total batch
     returns = eval_returns(out)
-    # seed 0: -1186 -> -794 (one process, same 80 iterations: -403; seed 1: -1568 -> -804, one process -936)
-    assert returns[-1][1] > returns[0][1] + 300, returns
+    # seed 0, 40 iterations: -1186 -> -877 (+309; one process, 64 envs: -1053). At 80 iterations it reached -794
+    assert returns[-1][1] > returns[0][1] + 150, returns
 
     # resume: continue the finished run for 4 more iterations, as after an interruption
     kept = (out / "metrics.csv").read_text().splitlines()
     recipe = json.loads((out / "recipe.json").read_text())
-    recipe["run"]["iterations"] = 84
+    recipe["run"]["iterations"] = 44
     (out / "recipe.json").write_text(json.dumps(recipe))
     plain = subprocess.run([sys.executable, "-m", "mbmix_fw", "resume", str(out), "--no-progress"],
                            capture_output=True, text=True, env=ENV, timeout=300)
@@ -162,7 +162,7 @@ SKIP_WORKER = Path(__file__).with_name("ddp_skip_worker.py")
 def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_path):
     """Rank 1 alone produces a NaN loss, an empty minibatch, NaN action gradients, a NaN model batch and a
     NaN simulator iteration: both ranks skip the same updates and end with equal replicas (a rank left
-    waiting in a collective would fail on the workers' 60 s gloo timeout)."""
+    waiting in a collective would fail on the workers' gloo timeout)."""
     outs = [tmp_path / f"skip_r{rank}.pt" for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, str(SKIP_WORKER), str(rank), "2", str(tmp_path / "pg"), str(out)],
                               env=ENV, stderr=subprocess.PIPE, text=True) for rank, out in enumerate(outs)]

@@ -67,7 +67,6 @@ def actor_gradient(trainer, env, starts, estimator):
         return action
 
     trainer._reset_guard_counters()
-    trainer._action_rows = (torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long))
     cursor = mb.Cursor(starts, torch.zeros(starts.shape[0], dtype=torch.long))
     estimate = estimator.estimate(mb.EstimatorInput(policy_fn, trainer._target_value, env, env, cursor))
     trainer.policy.zero_grad(set_to_none=True)
@@ -88,7 +87,8 @@ def test_one_nan_env_leaves_the_others_gradient_exact(kind):
     trainer = trainer_for(bad, estimator)
     starts = bad.reset(N, torch.Generator().manual_seed(3))
     estimate, grads = actor_gradient(trainer, bad, starts, estimator)
-    assert math.isfinite(float(estimate.loss.detach())) and mb.healthy_envs(estimate.rollout, bad).tolist() == [False] + [True] * 7
+    assert math.isfinite(float(estimate.loss.detach()))
+    assert mb.healthy_envs(estimate.rollout, bad).tolist() == [False] + [True] * 7
     assert int(trainer._nonfinite_action_grads) > 0  # the NaN·0 rows were there, and were cut
     clean = LinearEnv(num_envs=N - 1, episode_length=H)
     if kind == "bptt":  # BPTT resets its own episodes: give it the same seven starts
@@ -100,6 +100,12 @@ def test_one_nan_env_leaves_the_others_gradient_exact(kind):
     assert len(grads) == len(reference) > 0
     for g, r in zip(grads, reference):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)  # float32 sums in another order
+
+
+def test_cut_gradient_rows_are_logged(caplog):
+    env = BadEnv([0], "backward", num_envs=N, episode_length=16)
+    trainer_for(env, iterations=1).train()
+    assert "iteration 1: 8 non-finite action-gradient row(s) cut; 0 updates skipped; 0 so far" in caplog.text
 
 
 def test_a_nan_simulator_backward_never_reaches_the_parameters():

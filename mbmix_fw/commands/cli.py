@@ -343,7 +343,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
     p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv; with groups, "
-                "compare them: IQM and 95%% bootstrap interval of a score over seeds")
+                "compare them: the IQM of a score over seeds with its bootstrap interval")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|NAME=RUN_DIR[,RUN_DIR...]",
                    help="run folders, sweep folders (their trials), or named groups of them (a RUN_DIR may be a "
                         "glob: shac='runs/shac_s*'); a named group implies --group")

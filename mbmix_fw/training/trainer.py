@@ -390,6 +390,7 @@ class Trainer:
         self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
         self._bad_actor_loss = zero.bool()
         self._nonfinite_action_grads = zero  # action-gradient rows zeroed by _policy_fn's hook
+        self._action_rows = (zero.long(), zero.long())  # kept / zeroed in the current actor backward
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""
@@ -427,6 +428,7 @@ class Trainer:
                         self.first_nonfinite = f"iteration {iteration}: the {name} {what}"
                         break
         self.skipped.mask(masked)
+        self.skipped.cut(int(out.get("guard/nonfinite_action_grads", 0)))
         for name in names:
             self.skipped.record(name, skipped[name])
         attempted = sum(tried.values())
