@@ -70,3 +70,22 @@ def test_summarize_scores_per_group():
 def test_summarize_scores_names_a_bad_group(bad, message):
     with pytest.raises(ValueError, match=f"group 'mix': .*{message}"):
         summarize_scores({"shac": [1.0], "mix": bad})
+
+
+def test_grouped_curves_use_shared_x_or_interpolate_where_runs_differ():
+    """Iterations and env steps are shared by every run of a group; wall time is not, so each curve is then
+    interpolated on one grid and the group mean exists wherever at least half the runs reach."""
+    import numpy as np
+
+    from mbmix_fw.commands.report import _group_grid
+
+    shared = [(None, np.array([0.0, 10.0, 20.0]), np.array([1.0, 2.0, 3.0])),
+              (None, np.array([0.0, 10.0, 20.0]), np.array([3.0, 4.0, 5.0]))]
+    xs, ys = _group_grid(shared)
+    assert xs.tolist() == [0.0, 10.0, 20.0] and ys.tolist() == [[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]
+    timed = [(None, np.array([1.0, 3.0]), np.array([0.0, 2.0])), (None, np.array([2.0, 5.0]), np.array([0.0, 3.0]))]
+    xs, ys = _group_grid(timed)
+    assert xs[0] == 1.0 and xs[-1] == 5.0 and len(xs) == 50
+    at_2 = int(np.argmax(xs >= 2.0))  # the first grid point both runs reach
+    np.testing.assert_allclose(ys[:, at_2], [xs[at_2] - 1.0, xs[at_2] - 2.0], atol=1e-12)  # both lines, exactly
+    assert np.isnan(ys[0, -1]) and not np.isnan(ys[1, -1])  # run 0 stopped at 3: half the runs still count

@@ -182,6 +182,21 @@ def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
     return columns[x][logged], columns[metric][logged]
 
 
+def _group_grid(members) -> tuple[np.ndarray, np.ndarray]:
+    """A group's curves on common x values: those every run logged (iterations, env steps). When runs share
+    fewer than two (wall time differs from run to run), each curve is interpolated on 50 points spanning all
+    runs' x range, NaN outside its own, and only points that at least half the runs reach are kept."""
+    shared = sorted(set.intersection(*(set(c[1].tolist()) for c in members)))
+    if len(shared) >= 2 or len(members) == 1:
+        return np.array(shared), np.array([[dict(zip(c[1].tolist(), c[2].tolist()))[v] for v in shared]
+                                           for c in members])
+    grid = np.linspace(min(float(c[1].min()) for c in members), max(float(c[1].max()) for c in members), 50)
+    ys = np.array([np.where((grid >= c[1].min()) & (grid <= c[1].max()), np.interp(grid, c[1], c[2]), np.nan)
+                   for c in members])
+    keep = (~np.isnan(ys)).sum(axis=0) * 2 >= len(members)
+    return grid[keep], ys[:, keep]
+
+
 def _draw_intervals(ax, results: Sequence[GroupResult], score: Score) -> None:
     """rliable-style interval plot: one row per group, a bar over the interval and a tick at the IQM."""
     shown = [r for r in results if r.summary is not None]
@@ -226,9 +241,8 @@ def write_report(arguments: Sequence[str | Path], out: str | Path | None = None,
     ax = fig.subplots(1, 2, width_ratios=[3, 2])[0] if group else fig.subplots()
     for name, members in curves.items():
         if group:
-            xs = sorted(set.intersection(*(set(c[1].tolist()) for c in members)))
-            ys = np.array([[dict(zip(c[1].tolist(), c[2].tolist()))[v] for v in xs] for c in members])
-            mean, std = ys.mean(axis=0), ys.std(axis=0)
+            xs, ys = _group_grid(members)
+            mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
             (line,) = ax.plot(xs, mean, label=f"{name} (n={len(members)})")
             ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         else:
