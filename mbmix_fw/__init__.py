@@ -29,6 +29,7 @@ _LAZY = {
     ".building.build": ["Components", "build_components", "make_trainer", "resolve_device"],
     ".contracts.context": ["BuildContext"],
     ".contracts.env": ["DiffEnv", "Transition"],
+    ".contracts.particles": ["ParticleLayout", "checked_particle_layout"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
     ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .building.build import Components, build_components, make_trainer, resolve_device
     from .contracts.context import BuildContext
     from .contracts.env import DiffEnv, Transition
+    from .contracts.particles import ParticleLayout, checked_particle_layout
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
     from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
