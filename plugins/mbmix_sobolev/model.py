@@ -1,43 +1,27 @@
 """The Sobolev world model: an MLP ensemble trained to match next states *and* simulator Jacobians.
 
 Our reconstruction of MB-MIX's model loss ``J_M(φ)`` (method.md §1.3(d); the paper's exact form is
-not known), following Czarnecki et al. 2017 with random projections::
-
-    L(φ) = E‖g_φ(s_n, a) − Δ_n‖²/S  +  α_s · E‖w̃ᵀ(∂g/∂s_n − G_s*)‖²  +  α_a · E‖w̃ᵀ(∂g/∂a − G_a*)‖²
+not known), following Czarnecki et al. 2017 with random or adjoint projections. The loss itself — a
+state term in units of the typical one-step change plus relative state- and action-Jacobian errors — is
+:func:`mbmix_sobolev.loss.sobolev_loss`, shared with the other world models of this plugin; its
+docstring says what balances what.
 
 Coordinates. The network ``g`` maps normalised inputs to the normalised state change:
 
 - ``s_n = (s − μ_s) / σ_s``; actions are used as they are (the env contract keeps them in [-1, 1]);
 - ``Δ = s' − s``, ``Δ_n = (Δ − μ_Δ) / σ_Δ``; prediction ``ŝ' = s + μ_Δ + σ_Δ ⊙ g(s_n, a)``.
 
-So ``∂ŝ'/∂s = I + diag(σ_Δ) G_s diag(1/σ_s)`` and ``∂ŝ'/∂a = diag(σ_Δ) G_a``, and the targets in the
-network's coordinates are ``G_s* = diag(1/σ_Δ)(J_s − I) diag(σ_s)`` and ``G_a* = diag(1/σ_Δ) J_a``.
-
-Probes. A stored probe is a raw-space unit vector ``u`` with the simulator's ``uᵀJ_s``, ``uᵀJ_a``.
-Multiplying the identities above by ``uᵀ`` on the left gives, for the network-space vector
-``w = σ_Δ ⊙ u``: ``wᵀG_s* = (uᵀJ_s − uᵀ) ⊙ σ_s`` and ``wᵀG_a* = uᵀJ_a``. Both sides are divided by
-``rms(σ_Δ)`` (written ``w̃``, ``t̃``) so the Jacobian term is dimensionless like the state term. Since
-``E[uuᵀ] = I/S`` for ``u`` uniform on the sphere, the Jacobian term estimates, without bias,
-``(1/S) Σ_i (σ_Δ,i² / mean σ_Δ²) ‖row_i(G − G*)‖²``: the *mean over output dimensions* of the
-squared Jacobian-row error in normalised coordinates — the same per-output-dimension averaging as the
-state term, which is why α = 1 balances them. Output rows are weighted by their share of the step-change
-variance (exactly 1 when all ``σ_Δ`` are equal): probes are drawn in raw space, so the network-space
-directions are not isotropic. That is the price of a buffer whose probes do not depend on the model's
-moving statistics; a dimension that barely changes gets little Jacobian weight.
+The loss is taken in raw coordinates through this map (autograd differentiates the normalisation), so
+probes and their targets never depend on the model's moving statistics.
 
 Cost. The model side of each probe is a VJP with ``create_graph=True`` (double backward), so the
-update costs grow with the probes used per step. ``probe_mixing=True`` (default) uses *one* random
-Gaussian combination ``Σ_p c_p w_p`` of a transition's stored probes per step, with the matching
-combination of targets: since ``E[c_p c_q] = δ_pq`` it is an unbiased estimate of the sum of the
-per-probe losses (we divide by ``P`` for their mean) at the cost of a single probe; every stored probe
-still contributes across steps. ``probe_mixing=False`` differentiates every stored probe (lower
-variance, ``P`` double-backward passes). ``jacobian_fraction < 1`` applies the Jacobian term to that
-fraction of each minibatch only (the state term always sees every row): cheaper, noisier. Measured on
-the 2-core CPU sandbox (``benchmarks/sobolev_cost.py``, ``sobolev_accuracy.py``): the default update
-costs 2.1-2.35x a plain-MSE update; ``jacobian_fraction=0.25`` 1.75x (1 thread; the split forward
-adds fixed overhead), and its models were
-worse than the default's on the pendulum (sparse data: Jacobian error 0.040 vs 0.030; dense data:
-worse than plain MSE), so it is not the default.
+update cost grows with the probes used per step. ``probe_mixing=True`` (default) uses *one* random
+Gaussian combination of a transition's stored probes per step when it has several (unbiased for the
+per-probe mean at the cost of one probe); ``probe_mixing=False`` differentiates every stored probe.
+``jacobian_fraction < 1`` applies the Jacobian term to that fraction of each minibatch only (the state
+term always sees every row): cheaper, noisier. Measured on the 2-core CPU sandbox
+(``benchmarks/sobolev_cost.py``, ``sobolev_accuracy.py``) with the previous network-coordinate loss:
+the default update costs 2.1-2.35x a plain-MSE update; ``jacobian_fraction=0.25`` 1.75x.
 
 Why autograd and not ``torch.func``: ``torch.func.vjp`` gives bit-identical gradients at the same cost
 (measured 18.7 vs 17.9 ms per step); ``autograd.grad(create_graph=True)`` keeps the code plain.
@@ -47,11 +31,14 @@ from __future__ import annotations
 import copy
 import math
 
+import attrs
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import mbmix_fw as mb
+
+from .loss import sobolev_loss
 
 _ACTIVATIONS = {"silu": F.silu, "elu": F.elu}
 
@@ -190,10 +177,8 @@ class SobolevMLP(mb.WorldModel):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """``[N, S]`` predicted next states (mean over members); differentiable w.r.t. state, action
         and parameters. ``generator`` is unused (the model is deterministic)."""
-        x = self._normalised_input(state, action)
-        delta_n = self._members_delta_n(x.unsqueeze(0).expand(self.members, *x.shape)).mean(0)
-        mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
-        return state + mean + std * delta_n
+        expand = lambda x: x.unsqueeze(0).expand(self.members, *x.shape)  # noqa: E731
+        return self.predict_members(expand(state), expand(action)).mean(0)
 
     # --- training -----------------------------------------------------------------------------
 
@@ -212,47 +197,28 @@ class SobolevMLP(mb.WorldModel):
         scale = (self.clip_probe_norm / norm.clamp_min(1e-30)).clamp(max=1.0)
         return probe_s * scale, probe_a * scale
 
+    def predict_members(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Raw next states per member ``[M, B, S]`` from per-member inputs ``[M, B, S]``, ``[M, B, A]``."""
+        x = self._normalised_input(state, action)
+        mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
+        return state + mean + std * self._members_delta_n(x)
+
     def loss(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
-        w.r.t. parameters). ``jacobian_loss`` is ``α``-unweighted ``L_s + L_a``, ``None`` without α > 0."""
-        dtype = batch.state.dtype
-        s_std, d_mean, d_std = (self.state_stats.std(dtype), self.delta_stats.mean.to(dtype),
-                                self.delta_stats.std(dtype))
-        target_n = (batch.next_state - batch.state - d_mean) / d_std
-        x = self._normalised_input(batch.state, batch.action)
-        x = x.unsqueeze(0).expand(self.members, *x.shape)
-        use_jacobian = self.probes > 0 and batch.probe_u is not None
-        if not use_jacobian:
-            pred_n = self._members_delta_n(x)
-            state_loss = (pred_n - target_n).pow(2).mean(-1).mean()
-            return state_loss, state_loss, None
-        # The first k rows (a uniform subset: buffer samples are i.i.d.) also get the Jacobian term;
-        # they go through their own forward so the double backward runs on k rows only.
-        k = self.jacobian_rows(len(batch))
-        x_jac = x[:, :k].detach().requires_grad_(True)
-        pred_jac = self._members_delta_n(x_jac)
-        pred_n = pred_jac if k == len(batch) else torch.cat([pred_jac, self._members_delta_n(x[:, k:])], 1)
-        state_loss = (pred_n - target_n).pow(2).mean(-1).mean()
-        batch = mb.TransitionBatch(*(v[:k] for v in (batch.state, batch.action, batch.next_state,
-                                                      batch.probe_u, batch.probe_s, batch.probe_a)))
-        probe_s, probe_a = self._clipped_targets(batch)
-        rms = d_std.pow(2).mean().sqrt()
-        w = batch.probe_u * (d_std / rms)  # [B, P, S]
-        t_s = (probe_s - batch.probe_u) * (s_std / rms)  # [B, P, S]
-        t_a = probe_a / rms  # [B, P, A]
-        if self.probe_mixing:
-            c = torch.randn(self.members, *w.shape[:2], 1, generator=self._mixing).to(w)  # [M, B, P, 1]
-            c = c / math.sqrt(w.shape[1])
-            w, t_s, t_a = ((c * v.unsqueeze(0)).sum(2, keepdim=True) for v in (w, t_s, t_a))
-        else:
-            w, t_s, t_a = (v.unsqueeze(0).expand(self.members, *v.shape) for v in (w, t_s, t_a))
-        # w, t_s, t_a: [M, B, P', ·] with P' = 1 (mixed) or P
-        rows = [torch.autograd.grad(pred_jac, x_jac, w[:, :, p], create_graph=True)[0] for p in range(w.shape[2])]
-        model_rows = torch.stack(rows, 2)  # [M, B, P', S+A]
-        err_s = (model_rows[..., :self.state_dim] - t_s).pow(2).sum(-1).mean()
-        err_a = (model_rows[..., self.state_dim:] - t_a).pow(2).sum(-1).mean()
-        total = state_loss + self.alpha_s * err_s + self.alpha_a * err_a
-        return total, state_loss, err_s + err_a
+        w.r.t. parameters): the balanced loss of :mod:`mbmix_sobolev.loss` with the state error in units
+        of ``σ_Δ``. ``jacobian_loss`` is the unweighted sum of the two relative Jacobian errors, ``None``
+        without α > 0."""
+        if self.probes > 0 and batch.probe_u is not None and self.clip_probe_norm is not None:
+            probe_s, probe_a = self._clipped_targets(batch)
+            batch = attrs.evolve(batch, probe_s=probe_s, probe_a=probe_a)
+        terms = sobolev_loss(
+            self.predict_members, batch, self.delta_stats.std(batch.state.dtype),
+            self.alpha_s if self.probes else 0.0, self.alpha_a if self.probes else 0.0,
+            members=self.members, jacobian_rows=self.jacobian_rows(len(batch)),
+            probe_generator=self._mixing if self.probe_mixing else None,
+        )
+        jacobian = None if terms.jacobian_s is None else terms.jacobian_s + terms.jacobian_a
+        return terms.total, terms.state, jacobian
 
     def jacobian_rows(self, batch_size: int) -> int:
         """Rows of a ``batch_size`` minibatch that also get the Jacobian term (at least one)."""
