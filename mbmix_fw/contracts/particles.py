@@ -54,7 +54,8 @@ class ParticleLayout:
       1 shear, 2 bend) so one network can treat different springs differently; default all 0.
     - ``driven [K]``: particles whose next position and velocity the env sets exactly from the state and
       action (gripped, pinned); ``exact_step`` computes them. Each listed once.
-    - ``exact_step``: see :data:`ExactStep`.
+    - ``exact_step``: see :data:`ExactStep`. Within the step a driven particle is taken to move at its next
+      velocity ``v_K``, ending at its next position ``x_K`` (the cloth's grippers do exactly that).
     - ``absolute_axes``: position axes whose absolute value matters to the dynamics (the cloth: the height,
       axis 2, because of the ground); a model sees the other axes only relative to neighbours
       (translation invariance).

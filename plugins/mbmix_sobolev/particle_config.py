@@ -4,8 +4,9 @@ Recipe::
 
     [world_model]
     kind = "particle_gnn"
-    hidden = 48          # width of the per-particle and per-spring features
-    rounds = 2           # message-passing rounds (each reaches the neighbours' neighbours)
+    architecture = "integrator"   # learned forces, integrated by the env's own substeps
+    hidden = 32                   # per-particle force network width
+    message_width = 16            # per-spring force network width
     alpha_s = 1.0        # 0 and alpha_a = 0: the plain-MSE ablation (no probes are collected)
     probes = 1
 
@@ -23,14 +24,21 @@ import mbmix_fw as mb
 
 class ParticleGNNConfig(mb.WorldModelConfig):
     kind: Literal["particle_gnn"] = "particle_gnn"
-    hidden: int = Field(48, ge=1, le=mb.MAX_WIDTH)
-    """Width of every particle's and every spring's feature vector (one network shared by all particles)."""
+    architecture: Literal["integrator", "message_passing"] = "integrator"
+    """``integrator``: learned spring and per-particle forces integrated by the env's own substeps (exact
+    reach and oscillation of stiff springs); ``message_passing``: ``rounds`` rounds of one-shot message passing
+    predicting the step's velocity change (and a position correction). See :mod:`mbmix_sobolev.particle_model`."""
+    hidden: int = Field(32, ge=1, le=mb.MAX_WIDTH)
+    """Width of the per-particle network (integrator: the per-particle force MLP's two hidden layers)."""
+    message_width: int = Field(16, ge=1, le=mb.MAX_WIDTH)
+    """Width of the per-coupling network (integrator: the spring-force MLP's hidden layer; kept small, the
+    per-coupling work dominates the fit)."""
     rounds: int = Field(2, ge=1, le=16)
-    """Message-passing rounds: information travels ``rounds`` couplings per predicted step."""
-    activation: Literal["silu", "elu"] = "silu"
+    """``message_passing`` only: rounds per predicted step (information travels ``rounds`` couplings)."""
+    activation: Literal["silu", "elu", "tanh"] = "silu"
     """Smooth activations only: the Jacobian term differentiates the network twice."""
     position_correction: bool = True
-    """Also predict a per-particle position correction on top of ``x + dt·(v + w·Δv)`` (the env's
+    """``message_passing`` only: also predict a per-particle position correction on top of ``x + dt·(v + w·Δv)`` (the env's
     integration for constant acceleration within a step); off: positions come from ``Δv`` alone."""
     alpha_s: float = Field(1.0, ge=0.0)
     """Weight of the state-Jacobian term (relative error of the probe rows ``uᵀ∂ŝ'/∂s``)."""
@@ -38,12 +46,12 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     """Weight of the action-Jacobian term (relative error of ``uᵀ∂ŝ'/∂a``)."""
     probes: int = Field(1, ge=0, le=1024)
     """Random Jacobian probes collected per transition. Ignored (0) when both alphas are 0."""
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)
     """Decoupled (AdamW) weight decay."""
-    batch_size: mb.NumEnvs = 32
-    """Transitions per fit step (each holds every particle: 32 cloths of 64 particles are 2,048 samples of
+    batch_size: mb.NumEnvs = 16
+    """Transitions per fit step (each holds every particle: 16 cloths of 64 particles are 1,024 samples of
     the shared network)."""
     buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
