@@ -79,6 +79,51 @@ def test_driven_particles_and_grippers_are_the_simulators_values_and_jacobians()
     assert sim_a.abs().max() > 0.5  # the action does move them
 
 
+class ClothForces(torch.nn.Module):
+    """The cloth kernel's force law (mbmix_warp.kernels) in the integrator's slots: springs through
+    ``log_stiffness`` (φ = damping only), ground, friction, gravity and drag through ψ, in raw units."""
+
+    def __init__(self, c, kinds):
+        super().__init__()
+        self.c, self.m = c, c.mass / c.grid_size ** 2
+        stiffness = torch.tensor([c.stretch_stiffness, c.shear_stiffness, c.bend_stiffness], dtype=F64)
+        self.log_stiffness = torch.nn.Parameter((stiffness / self.m).log())
+
+    def edge(self, features, kinds):
+        return self.c.spring_damping * features[..., 1:] / self.m
+
+    def node(self, features):
+        c, m = self.c, self.m
+        z, v = features[..., :1], features[..., 1:]
+        u = (c.particle_radius - z) / c.contact_width
+        normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
+        tangential = torch.cat([v[..., :2], torch.zeros_like(z)], -1)
+        slip = (tangential.pow(2).sum(-1, keepdim=True) + c.friction_smoothing ** 2).sqrt()
+        vertical = -c.gravity * m + normal - c.contact_damping * m * torch.sigmoid(u) * v[..., 2:]
+        force = torch.cat([torch.zeros_like(v[..., :2]), vertical], -1) - v * (c.drag * m)
+        return (force - tangential * (c.friction * normal / slip)) / m
+
+
+def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_jacobians():
+    """The integrator's structure (pairs, substeps, driven particles moving at their next velocity) can
+    represent the cloth exactly: with the kernel's force law in its slots, step and Jacobians agree to
+    rounding. So what the fit must learn is the force law, nothing else."""
+    env = cloth(F64, grid=4)
+    model = model_for(env, F64)
+    for stats in model.modules():
+        if type(stats).__name__ == "RunningMoments":  # identity normalisation, raw units
+            stats.mean.zero_()
+            stats.var.fill_(1.0)
+    model.velocity_change_stats.var.fill_(env.config.dt ** 2)  # acceleration unit 1
+    model.net = ClothForces(env.config, 3)
+    gen = torch.Generator().manual_seed(6)
+    state = moving_states(env, 4, gen)
+    action = torch.rand(4, env.action_dim, generator=gen, dtype=F64) * 1.8 - 0.9
+    torch.testing.assert_close(model.step(state, action), env.step(state, action), rtol=0, atol=1e-12)
+    errors = model.evaluate(mb.collect_jacobians(env, state, action))
+    assert errors["model/jacobian_error_s"] < 1e-10 and errors["model/jacobian_error_a"] < 1e-10, errors
+
+
 def test_jacobians_match_finite_differences_float64():
     env = cloth(F64, grid=4)
     model = model_for(env, F64, rounds=2)
