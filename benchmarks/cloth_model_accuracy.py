@@ -115,7 +115,10 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=400)
     parser.add_argument("--models", nargs="*", default=["sobolev_mlp", "sobolev_mlp α=0", "particle_gnn",
                                                         "particle_gnn α=0"])
+    parser.add_argument("--particle-set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="particle_gnn config fields for its rows (e.g. message_width=0 batch_size=64)")
     args = parser.parse_args()
+    particle_fields = {k: eval(v, {}) for k, v in (item.split("=", 1) for item in args.particle_set)}
     torch.manual_seed(0)
     ctx = mb.BuildContext.cpu(seed=0)
     env = ClothFold(ClothFoldConfig(num_envs=8, grid_size=8, episode_length=40, substeps=8), ctx)
@@ -134,10 +137,12 @@ def main() -> None:
     configs = {
         "sobolev_mlp": lambda alpha: make_sobolev(SobolevConfig(hidden=[256, 256], alpha_s=alpha, alpha_a=alpha,
                                                                 probes=1, batch_size=128), ctx),
-        "particle_gnn": lambda alpha: make_particle_gnn(ParticleGNNConfig(alpha_s=alpha, alpha_a=alpha), ctx),
+        "particle_gnn": lambda alpha: make_particle_gnn(ParticleGNNConfig(alpha_s=alpha, alpha_a=alpha,
+                                                                               **particle_fields), ctx),
     }
     print(f"cloth 8×8: {len(data)} training transitions (1 probe each), {len(held)} held out with full "
-          f"Jacobians; {args.fit_steps} fit steps per model; 1 torch thread = {torch.get_num_threads()}")
+          f"Jacobians; {args.fit_steps} fit steps per model; torch threads: {torch.get_num_threads()}; "
+          f"particle_gnn settings: {particle_fields or 'defaults'}")
     header = (f"{'model':<18}{'state err':>10}{'J_s err':>9}{'J_a err':>9}{'drift@1':>9}{'@4':>7}{'@16':>7}"
               f"{'cos@1':>7}{'@4':>7}{'@16':>7}{'fit ms/tr':>10}{'× mlp':>7}")
     print(header)

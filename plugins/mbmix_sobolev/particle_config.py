@@ -30,9 +30,10 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     predicting the step's velocity change (and a position correction). See :mod:`mbmix_sobolev.particle_model`."""
     hidden: int = Field(32, ge=1, le=mb.MAX_WIDTH)
     """Width of the per-particle network (integrator: the per-particle force MLP's two hidden layers)."""
-    message_width: int = Field(16, ge=1, le=mb.MAX_WIDTH)
-    """Width of the per-coupling network (integrator: the spring-force MLP's hidden layer; kept small, the
-    per-coupling work dominates the fit)."""
+    message_width: int = Field(16, ge=0, le=mb.MAX_WIDTH)
+    """Width of the per-coupling network (integrator: the spring-force MLP's hidden layer on top of the
+    learned linear spring; 0: linear springs only, a learned stiffness and damping per kind — the cheapest;
+    must be >= 1 for ``message_passing``)."""
     rounds: int = Field(2, ge=1, le=16)
     """``message_passing`` only: rounds per predicted step (information travels ``rounds`` couplings)."""
     activation: Literal["silu", "elu", "tanh"] = "silu"
@@ -55,6 +56,12 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     the shared network)."""
     buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
+
+    @model_validator(mode="after")
+    def _message_passing_needs_messages(self) -> "ParticleGNNConfig":
+        if self.architecture == "message_passing" and self.message_width < 1:
+            raise ValueError("message_width: architecture 'message_passing' needs message_width >= 1")
+        return self
 
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "ParticleGNNConfig":

@@ -32,7 +32,8 @@ _ACTIVATIONS = {"silu": F.silu, "elu": F.elu, "tanh": torch.tanh}
 
 
 class LearnedForces(nn.Module):
-    """``φ`` (per coupling) and ``ψ`` (per particle), each a one-hidden-layer MLP initialised from ``generator``."""
+    """``φ`` (per coupling; one hidden layer of ``edge_width``, or per-kind affine when it is 0) and ``ψ`` (per
+    particle; two hidden layers of ``node_width``), initialised from ``generator``."""
 
     def __init__(self, kinds: int, node_features: int, dim: int, edge_width: int, node_width: int,
                  activation: str, generator: torch.Generator, stiffness: float = 1.0):
@@ -47,15 +48,22 @@ class LearnedForces(nn.Module):
 
         self.log_stiffness = nn.Parameter(torch.full((kinds,), math.log(stiffness)))
         """Per kind, the linear spring's stiffness per unit mass (1/s²): force ``k·(|d| − L)`` along ``n``."""
-        self.edge_w1, self.edge_b1 = linear(2, edge_width)
-        self.kind_bias = nn.Parameter(torch.randn(kinds, edge_width, generator=generator) * 0.1)
-        self.edge_w2, self.edge_b2 = linear(edge_width, 1, gain=0.1)
+        self.edge_width = edge_width
+        if edge_width:
+            self.edge_w1, self.edge_b1 = linear(2, edge_width)
+            self.kind_bias = nn.Parameter(torch.randn(kinds, edge_width, generator=generator) * 0.1)
+            self.edge_w2, self.edge_b2 = linear(edge_width, 1, gain=0.1)
+        else:  # linear springs only: per kind, a learned affine map of (strain_n, closing_n) on top of k
+            self.edge_linear = nn.Parameter(torch.zeros(kinds, 2))
+            self.edge_bias = nn.Parameter(torch.zeros(kinds, 1))
         self.node_w1, self.node_b1 = linear(node_features, node_width)
         self.node_w2, self.node_b2 = linear(node_width, node_width)
         self.node_w3, self.node_b3 = linear(node_width, dim, gain=0.1)
 
     def edge(self, features: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
         """``[B, E, 2] -> [B, E, 1]`` force magnitudes along the couplings."""
+        if not self.edge_width:
+            return (features * self.edge_linear[kinds]).sum(-1, keepdim=True) + self.edge_bias[kinds]
         hidden = self.act(features @ self.edge_w1 + self.edge_b1 + self.kind_bias[kinds])
         return hidden @ self.edge_w2 + self.edge_b2
 
