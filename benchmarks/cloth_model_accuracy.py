@@ -22,7 +22,11 @@ Metrics, all in the env's raw coordinates and the same for every model:
   vs ``dynamics=env``, same generator state), H = 1, 4, 16, for a fixed random policy (log-std −1, the
   trainer's initial policy);
 - ``fit ms/tr``: wall time of the fit steps per transition seen; ``× mlp``: its ratio to ``sobolev_mlp``'s,
-  measured in the same run.
+  measured in the same run (on a shared machine the ratio moves with the load: repeat it);
+- for the ``integrator`` particle model, the spring stiffness per unit mass it learned for each spring kind,
+  next to the env's.
+
+``--particle-set FIELD=VALUE …`` changes the particle model's settings (e.g. ``architecture="message_passing"``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/cloth_model_accuracy.py`` (a few minutes on one core). The last
 line gives the particle model's action-Jacobian error and its H = 4 cosine.
@@ -102,6 +106,25 @@ def gradient_cosines(model, env, policy, starts: torch.Tensor) -> dict[int, floa
     return out
 
 
+def learned_stiffness(model) -> list[float]:
+    """Per spring kind, the integrator's force per unit mass per metre of stretch at rest length and zero
+    closing speed (1/s²): the linear spring plus the slope of φ, by a central difference."""
+    with torch.no_grad():
+        dt = model.layout.dt
+        unit = (model.velocity_change_stats.std(torch.float64) / dt).pow(2).mean().sqrt()
+        out = []
+        for kind, rest in enumerate(float(model.pair_rest[model.pair_kinds == k][0]) for k in range(3)):
+            strain = torch.tensor([-1e-3, 1e-3], dtype=torch.float64).reshape(1, 2, 1)
+            closing = torch.zeros_like(strain)
+            features = torch.cat([model._norm(strain, model.strain_stats),
+                                  model._norm(closing, model.closing_speed_stats)], -1).float()
+            phi = model.net.edge(features, torch.full((2,), kind)).double()[0, :, 0] * unit
+            linear = model.net.log_stiffness.exp()[kind].double() * strain[0, :, 0] * rest
+            force = linear + phi
+            out.append(float((force[1] - force[0]) / (2e-3 * rest)))
+        return out
+
+
 def state_error(model, held: mb.TransitionBatch, scale: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model.step(held.state, held.action) - held.next_state) / scale).pow(2).mean())
@@ -159,6 +182,13 @@ def main() -> None:
         print(f"{name:<18}{state_error(model, held, scale):10.3f}{errors['model/jacobian_error_s']:9.3f}"
               f"{errors['model/jacobian_error_a']:9.3f}{d[1]:9.2f}{d[4]:7.2f}{d[16]:7.2f}"
               f"{c[1]:7.2f}{c[4]:7.2f}{c[16]:7.2f}{cost * 1e3:10.3f}{ratio}", flush=True)
+        if kind == "particle_gnn" and model.architecture == "integrator":
+            c_ = env.config
+            truth = [k / (c_.mass / env.particles) for k in (c_.stretch_stiffness, c_.shear_stiffness,
+                                                              c_.bend_stiffness)]
+            print(f"  learned spring stiffness / mass (stretch, shear, bend): "
+                  f"{', '.join(f'{k:.0f}' for k in learned_stiffness(model))} 1/s²; the env's: "
+                  f"{', '.join(f'{k:.0f}' for k in truth)}")
     if "particle_gnn" in results:
         errors, c = results["particle_gnn"]
         print(f"particle_gnn: action-Jacobian error {errors['model/jacobian_error_a']:.3f}, "

@@ -124,9 +124,10 @@ def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_j
     assert errors["model/jacobian_error_s"] < 1e-10 and errors["model/jacobian_error_a"] < 1e-10, errors
 
 
-def test_jacobians_match_finite_differences_float64():
+@pytest.mark.parametrize("fields", [{}, {"message_width": 0}, {"architecture": "message_passing"}])
+def test_jacobians_match_finite_differences_float64(fields):
     env = cloth(F64, grid=4)
-    model = model_for(env, F64, rounds=2)
+    model = model_for(env, F64, **fields)
     gen = torch.Generator().manual_seed(1)
     model.fit(transitions(env, 16, gen))
     state = moving_states(env, 2, gen).requires_grad_(True)
