@@ -28,17 +28,19 @@ _LAZY = {
     ".training.buffer": ["ReplayBuffer"],
     ".building.build": ["Components", "build_components", "make_trainer", "resolve_device"],
     ".contracts.context": ["BuildContext"],
-    ".contracts.env": ["DiffEnv", "Transition"],
+    ".contracts.env": ["DiffEnv", "Transition", "reports_contact"],
     ".contracts.particles": ["ParticleLayout", "checked_particle_layout"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
-    ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
+    ".maths.mix_returns": ["bootstrap_values", "mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
-    ".maths.returns": ["bootstrap_values", "lambda_returns", "safe_values"],
+    ".maths.returns": ["lambda_returns", "safe_values"],
     ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
-    ".maths.rollouts": ["rollout"],
-    ".contracts.scheduler": ["Plan", "Scheduler"],
+    ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
+    ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
+    ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
+    ".training.ranks": ["any_rank"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -71,16 +73,19 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .training.buffer import ReplayBuffer
     from .building.build import Components, build_components, make_trainer, resolve_device
     from .contracts.context import BuildContext
-    from .contracts.env import DiffEnv, Transition
+    from .contracts.env import DiffEnv, Transition, reports_contact
     from .contracts.particles import ParticleLayout, checked_particle_layout
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
-    from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
+    from .maths.mix_returns import (bootstrap_values, mix_objective, mix_weights, mixed_returns, segment_offsets,
+                                    shac_objective)
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
     from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
-    from .maths.returns import bootstrap_values, lambda_returns, safe_values
+    from .maths.returns import lambda_returns, safe_values
     from .contracts.rollout import Cursor, Dynamics, Rollout
-    from .maths.rollouts import rollout
-    from .contracts.scheduler import Plan, Scheduler
+    from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
+    from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
+    from .contracts.scheduler import NO_METRICS, Plan, Scheduler
+    from .training.ranks import any_rank
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

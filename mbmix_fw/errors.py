@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 
+PROG = "mbmix-fw"
+"""The command's name, as messages write it (``mbmix-fw: error: …``, ``run 'mbmix-fw resume DIR'``)."""
+
 
 class MbmixError(Exception):
     """Base of every error mbmix-fw raises on purpose."""
@@ -43,8 +46,16 @@ def require(*modules: str, extra: str, component: str = "this component") -> Non
     Factories call this before importing heavy packages so the user sees the pip command to run,
     e.g. ``env 'brax' needs 'jax', which is not installed: pip install 'mbmix-fw[brax]'``.
     """
+    problem = missing_dependency(*modules, extra=extra, component=component)
+    if problem is not None:
+        raise MissingDependency(problem)
+
+
+def missing_dependency(*modules: str, extra: str, component: str = "this component") -> str | None:
+    """The install hint for the first of ``modules`` that is not installed, or ``None`` when all are.
+
+    ``importlib.util.find_spec`` imports nothing, so ``mbmix-fw plugins`` can ask this of every kind."""
     for name in modules:
         if importlib.util.find_spec(name) is None:
-            raise MissingDependency(
-                f"{component} needs '{name}', which is not installed: pip install 'mbmix-fw[{extra}]'"
-            )
+            return f"{component} needs '{name}', which is not installed: pip install 'mbmix-fw[{extra}]'"
+    return None

@@ -96,6 +96,13 @@ BAD_RECIPES = {
                              "world_model.probes: expected an integer, got boolean true"),
     "string world-model bool": (model_based(**{"world_model.probe_mixing": '"no"'}),
                                 "world_model.probe_mixing: expected true or false"),
+    "adjoint probes never backpropagated": (model_based(**{"scheduler.env_weight": "0.0"}),
+                                            "world_model.probe_source: 'adjoint' takes its Jacobian probes"),
+    "adjoint probes through a full blend": (model_based(**{"scheduler.jacobian_blend": "1.0"}),
+                                            "world_model.probe_source: 'adjoint'"),
+    "blend above one": (model_based(**{"scheduler.jacobian_blend": "1.5"}), "scheduler.jacobian_blend"),
+    "unknown probe source": (model_based(**{"world_model.probe_source": '"cotangent"'}),
+                             "world_model.probe_source"),
     # --- nan and inf, in core and plugin tables ---
     "inf lr": ({"optim.actor_lr": "inf"}, "optim.actor_lr: expected a finite number, got inf"),
     "nan lr": ({"optim.critic_lr": "nan"}, "optim.critic_lr: expected a finite number, got nan"),
@@ -133,6 +140,20 @@ BAD_RECIPES = {
                                   "env.num_envs": "1048576", "env.episode_length": "1000000"},
                                  "one differentiable window of env.num_envs=1048576 × "
                                  "env.episode_length=1000000 steps"),
+    "truncated bptt window beyond the episode (at build)": (
+        {"estimator.kind": '"bptt"', "estimator.horizon": "9"},
+        "estimator.horizon=9 is outside [1, 8], the window lengths estimator 'bptt' can roll on env 'pendulum'"),
+    "ahac min horizon above max": ({"scheduler.kind": '"ahac"', "scheduler.min_horizon": "16",
+                                    "scheduler.max_horizon": "8"},
+                                   "scheduler.max_horizon: max_horizon=8 is below min_horizon=16"),
+    "ahac zero threshold": ({"scheduler.kind": '"ahac"', "scheduler.contact_threshold": "0"},
+                            "scheduler.contact_threshold: Input should be greater than 0"),
+    "ahac on an env without contact signal (at build)": (
+        {"scheduler.kind": '"ahac"'},
+        "scheduler Ahac needs the env's contact signal but env Pendulum does not report one"),
+    "ahac horizons beyond what bptt can roll (at build)": (
+        {"estimator.kind": '"bptt"', "estimator.horizon": None, "scheduler.kind": '"ahac"'},
+        "scheduler 'ahac' plans horizons [8, 64] but estimator 'bptt' honours only [1, 8] on env 'pendulum'"),
     "tabular table too large": ({"env.kind": '"tabular_mdp"', "env.n_states": "10000", "env.n_actions": "1000"},
                                 "env.n_actions: the transition table P would hold n_states² × n_actions = 1e+11"),
     "model ensemble too large": (model_based(**{"world_model.hidden": "[65536, 65536]", "world_model.members": "1024"}),
@@ -178,7 +199,7 @@ def test_bad_recipe_exits_2_with_one_line_naming_the_field(tmp_path, monkeypatch
     recipe = tmp_path / "bad.toml"
     recipe.write_text(recipe_text(changes, base), encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # run.out = "" would write here
-    at_run_time = "memory" in case  # the memory check needs the built env: `run` only, not `validate`
+    at_run_time = "memory" in case or "(at build)" in case  # checks of the built env: `run` only
     for argv in ([] if at_run_time else [["validate", str(recipe)]]) + [["run", str(recipe), "--no-progress"]]:
         line = run_bad(tmp_path, argv, capsys)
         assert expected in line

@@ -281,3 +281,30 @@ def test_a_second_process_loads_compiled_executables_from_the_cache(tmp_path):
     assert "/jax/compilation_cache/cache_hits" not in first
     assert "/jax/compilation_cache/cache_hits" in second
     assert any((tmp_path / "jax").iterdir())
+
+
+# ---------------------------------------------------------------- contact signal (AHAC)
+def test_contact_stiffness_is_the_constraint_force_over_acceleration(ant):
+    """Against Brax's own pipeline step; on the ground the ant's legs carry it (> 0), lifted 2 m there
+    is nothing to touch (and no joint at a limit)."""
+    state = ant.reset(N, torch.Generator().manual_seed(0))
+    still = torch.zeros(N, ant.action_dim, dtype=state.dtype)
+    for _ in range(20):  # settle onto the ground
+        state = ant.step(state, still)
+    ours = ant.contact_stiffness(state, still, None)
+    with jax.enable_x64(True):
+        x = to_jax(state.double())
+        reached = jax.vmap(lambda row, a: ant.brax_env.pipeline_step(
+            ant.brax_env.pipeline_init(row[:ant.q_size], row[ant.q_size:]), a))(x, to_jax(still.double()))
+        expected = jnp.linalg.norm(reached.qf_constraint / jnp.maximum(jnp.abs(reached.qdd), 1.0), axis=-1)
+    torch.testing.assert_close(ours, to_torch(expected).to(ours.dtype), rtol=1e-10, atol=1e-10)
+    assert (ours > 1.0).all()
+    lifted = state.clone()
+    lifted[:, 2] += 2.0  # the torso's height (free joint: x, y, z, quaternion, …)
+    assert (ant.contact_stiffness(lifted, still, None) < 1e-6 * ours).all()
+    assert mb.reports_contact(ant)
+
+
+def test_only_the_generalized_pipeline_reports_contact(pendulums):
+    assert {backend: mb.reports_contact(env) for backend, env in pendulums.items()} == \
+        {backend: backend == "generalized" for backend in pendulums}

@@ -77,6 +77,7 @@ def grads(estimator, env, policy, value_fn, seed=0):
     (ShacConfig, {"horizon": 0}),
     (ShacConfig, {"gamma": 1.5}),
     (BpttConfig, {"checkpoint_segments": -1}),
+    (BpttConfig, {"horizon": 0}),
 ])
 def test_bad_options_fail_validation(cls, bad):
     with pytest.raises(pydantic.ValidationError):
@@ -152,7 +153,8 @@ def central_differences(loss_of_params, params, h=1e-6):
     Mix(MixConfig(lam=0.6, horizon=8, gamma=0.9, start_times="all")),
     Bptt(BpttConfig(gamma=0.9)),
     Bptt(BpttConfig(gamma=0.9, checkpoint_segments=2)),
-], ids=["shac", "mix", "mix-interval2", "mix-all-starts", "bptt", "bptt-checkpointed"])
+    Bptt(BpttConfig(gamma=0.9, horizon=3)),
+], ids=["shac", "mix", "mix-interval2", "mix-all-starts", "bptt", "bptt-checkpointed", "bptt-truncated"])
 def test_policy_gradient_matches_central_differences(estimator):
     """Stochastic policy and process noise with the generator re-seeded per evaluation (common random
     numbers): the loss is a smooth deterministic function of θ, so autograd must equal its differences."""
@@ -226,3 +228,32 @@ def test_bptt_model_branches_start_from_their_given_states():
     branch = attrs.evolve(inp, start=mb.Cursor(inp.start.state, None))  # buffer states, no time limit
     est = Bptt(BpttConfig()).estimate(branch)
     assert torch.equal(est.rollout.states[0], inp.start.state)
+
+
+def test_truncated_bptt_continues_the_cursor_and_cuts_the_graph():
+    env = NoisyFallingEnv(episode_length=9, limit=1e9)
+    policy = make_policy(env)
+    inp = estimator_input(env, policy, make_value_fn(env), start_t=torch.zeros(env.num_envs, dtype=torch.long))
+    estimator = Bptt(BpttConfig(horizon=4, gamma=0.8))
+    assert estimator.horizon(env) == 4 and estimator.horizon_bounds(env) == (1, 9)
+    first = estimator.estimate(inp)
+    assert first.rollout.steps == 4 and torch.equal(first.rollout.states[0], inp.start.state)  # no reset
+    second = estimator.estimate(attrs.evolve(inp, start=first.rollout.end))  # steps 4…7 of 9: no episode end
+    assert not second.rollout.done.any() and torch.equal(second.rollout.end.t, torch.full((6,), 8))
+    assert torch.equal(second.rollout.states[0], first.rollout.end.state)
+    assert torch.autograd.grad(second.loss, first.rollout.actions, allow_unused=True) == (None,)  # graph cut
+    discount = 0.8 ** torch.arange(4, dtype=torch.float64).unsqueeze(1)  # restarts at the window start
+    torch.testing.assert_close(second.loss, -(discount * second.rollout.rewards).sum(0).mean() / 4)
+
+
+def test_truncated_bptt_trains_through_the_trainer():
+    from mbmix_schedulers import ModelFree, ModelFreeConfig
+
+    env = LinearEnv(num_envs=4, episode_length=6)
+    trainer = mb.Trainer(env, Bptt(BpttConfig(horizon=4)), ModelFree(ModelFreeConfig()),
+                         run=mb.RunSettings(iterations=3, eval_envs=2, eval_every=0), progress=False)
+    final = trainer.train()
+    rows = trainer.log.history[1:]
+    assert [r["plan/horizon"] for r in rows] == [4.0, 4.0, 4.0] and final["env/steps"] == 3 * 4 * 4
+    assert rows[1]["train/episodes"] == 4  # the episodes of 6 steps ended inside the second window
+    assert torch.equal(trainer.cursor.t, torch.full((4,), 0))  # 12 steps = two whole episodes

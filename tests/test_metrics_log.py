@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import csv
 
-from mbmix_fw.training.metrics import CSV_NAME, MetricsLog
+from mbmix_fw.training.metrics import MetricsLog
+from mbmix_fw.training.run_folder import METRICS_CSV as CSV_NAME
 
 
 def rows(path):

@@ -19,19 +19,26 @@ N, H = 8, 8
 
 
 class NaNOnceEnv(LinearEnv):
-    """LinearEnv whose ``poison_call``-th simulator transition sends env 0 to a NaN state (once)."""
+    """LinearEnv whose ``poison_call``-th real-window step sends env 0 to a NaN state (once).
+
+    Real-window steps are the batch-sized ones taken with autograd on: the rollout's, whether through the
+    fused ``transition`` or, with a world model (adjoint tap), through ``step`` then ``score``; evaluation
+    runs without autograd and Jacobian probes on other batch sizes, so neither shifts the count."""
 
     def __init__(self, poison_call: int, **kwargs):
         super().__init__(**kwargs)
         self.poison_call, self.calls = poison_call, 0
 
-    def transition(self, state, action, generator=None):
+    def step(self, state, action, generator=None):
+        next_state = super().step(state, action, generator)
+        if state.shape[0] != self.num_envs or not torch.is_grad_enabled():
+            return next_state
         self.calls += 1
         if self.calls != self.poison_call:
-            return super().transition(state, action, generator)
+            return next_state
         blow_up = torch.zeros(state.shape[0], 1, dtype=state.dtype)
         blow_up[0] = float("nan")
-        return self.score(state, action, self.step(state, action, generator) + blow_up)
+        return next_state + blow_up
 
 
 class AlwaysNaNEnv(LinearEnv):
@@ -50,7 +57,8 @@ def model_free(env, out_dir=None, iterations=6, **run):
 
 
 def dyna(env, out_dir=None, iterations=6):
-    model = make_sobolev(SobolevConfig(hidden=[32, 32], probes=2, batch_size=64, buffer_capacity=1000),
+    model = make_sobolev(SobolevConfig(hidden=[32, 32], probes=2, probe_source="random", batch_size=64,
+                                       buffer_capacity=1000),
                          mb.BuildContext.cpu().with_env(env))
     return Trainer(
         env, Mix(MixConfig(horizon=H, lam=0.9)),
@@ -86,9 +94,14 @@ def test_one_nan_state_model_free_is_masked_counted_and_training_goes_on(tmp_pat
     env = NaNOnceEnv(poison_call=H + 3, num_envs=N, episode_length=12)  # iteration 2, env 0
     trainer = model_free(env, tmp_path)
     check_poisoned_run(trainer, tmp_path, 6)
-    # the poisoned window's actor step (its loss holds the NaN reward) is skipped; every critic step runs
-    assert trainer.skipped_updates == 1 and trainer.first_nonfinite.startswith("iteration 2: 1 simulator")
-    assert trainer.skipped_streak == 0
+    # the poisoned env's window is left out of the actor objective and its NaN gradient rows are cut, so the
+    # actor still steps on the other 7 envs; every critic step runs
+    rows = trainer.log.history[1:]
+    assert [r["guard/masked_envs"] for r in rows] == [0, 1, 0, 0, 0, 0]
+    assert rows[1]["guard/nonfinite_action_grads"] > 0 and rows[0]["guard/nonfinite_action_grads"] == 0
+    assert math.isfinite(rows[1]["grad/actor_norm"]) and rows[1]["grad/actor_norm"] > 0
+    assert trainer.skipped_updates == 0 and trainer.first_nonfinite.startswith("iteration 2: 1 simulator")
+    assert trainer.skipped_streak == 0 and trainer.actor_skip_streak == 0
 
 
 def test_one_nan_state_with_dyna_never_reaches_buffer_or_model(tmp_path):

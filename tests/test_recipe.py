@@ -149,7 +149,7 @@ CATALOGUE = {
                            ["--set estimator.horizon=0: estimator.horizon: Input should be greater than or equal to 1, got 0"]),
     "unknown scheduler": (GOOD + '[scheduler]\nkind = "dina"\n', (),
                           ["{p}: scheduler.kind: unknown scheduler kind 'dina' (did you mean 'dyna'?); "
-                           "available: dyna, model_free"]),
+                           "available: agree, ahac, dyna, model_free"]),
     "unknown world-model field": (GOOD + '[world_model]\nkind = "tiny_model"\nhiden = [4]\n', (),
                                   ["{p}: world_model.hiden: unknown field (did you mean 'hidden'?)"]),
     "malformed --set": (GOOD, ("estimator.horizon",),

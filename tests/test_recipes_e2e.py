@@ -42,23 +42,36 @@ def test_recipe_runs_two_iterations(recipe, tmp_path):
     assert len(eval_returns(out)) == 2  # before training and at the end
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, gain", [("pendulum_shac", 850), ("pendulum_mix", 800),
-                                        ("pendulum_mbmix", 500), ("pendulum_bptt", 100)])
-def test_pendulum_recipe_learns(name, gain, tmp_path):
-    """The full recipe, as a user runs it: the final evaluation clearly beats the initial policy's.
+LEARNING_CHECKS = {
+    # recipe: (its --set overrides for a run of about a minute, the gain it must beat). Seed 0 on a shared
+    # 2-core CPU gained (initial -1186 for the 200-step pendulum): shac 60 iterations +540 in 38 s;
+    # mix 40 iterations +336 in 26 s; mbmix 30 iterations +137 in 59 s; bptt on 50-step episodes, 40
+    # iterations, -299 -> -233 (+66) in 29 s. The full recipes' curves: benchmarks/recipe_learning.py.
+    "pendulum_shac": (["run.iterations=60", "run.eval_every=20"], 300),
+    "pendulum_mix": (["run.iterations=40", "run.eval_every=10"], 200),
+    "pendulum_mbmix": (["run.iterations=30", "run.eval_every=10"], 80),
+    "pendulum_bptt": (["env.episode_length=50", "run.iterations=40", "run.eval_every=10"], 40),
+}
 
-    Thresholds measured with one-line breaks of the trainer (seed 0, initial return −1186, 2-core CPU):
-    shac gains 988 intact and 720 with the observation normaliser never updated; mix 928 and 686. The
-    critic breaks (online critic for bootstrapping, Polyak reversed, truncation as termination, or no
-    critic training at all) still gained 987–996 (shac) and 1003 (mix, online critic): the pendulum
-    at H = 32 does not need a good critic, so those lines are pinned by ``tests/test_wiring.py``.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LEARNING_CHECKS)
+def test_pendulum_recipe_learns(name, tmp_path):
+    """The recipe from the CLI, shortened to about a minute: the final evaluation clearly beats the initial
+    policy's. A run is deterministic on one machine, so the verdict does not depend on its load.
+
+    The full recipes' thresholds were measured with one-line breaks of the trainer (shac gained 988 intact
+    and 720 with the observation normaliser never updated; mix 928 and 686; critic breaks still gained
+    987–996: the pendulum at H = 32 does not need a good critic, so those lines are pinned by
+    ``tests/test_wiring.py``); these short runs check that learning happens, not how far it goes.
     """
+    overrides, gain = LEARNING_CHECKS[name]
     out = tmp_path / name
-    mbmix("run", str(ROOT / "recipes" / f"{name}.toml"), "--out", str(out), "--no-progress")
+    mbmix("run", str(ROOT / "recipes" / f"{name}.toml"), "--out", str(out), "--no-progress",
+          *[arg for setting in overrides for arg in ("--set", setting)])
     returns = eval_returns(out)
     assert returns[-1] > returns[0] + gain, returns
-    if name == "pendulum_mbmix":  # the Sobolev model's held-out Jacobian error falls as it trains
+    if name == "pendulum_mbmix":  # the Sobolev model's held-out Jacobian error falls as it trains (0.30 -> 0.11)
         with open(out / "metrics.csv") as handle:
             errors = [float(r["model/jacobian_error"]) for r in csv.DictReader(handle) if r["model/jacobian_error"]]
         assert sum(errors[-10:]) / 10 < 0.5 * sum(errors[:3]) / 3

@@ -40,7 +40,7 @@ def skewed_batch(env, n=64, probes=3, seed=0, dtype=F64):
 
 
 def small_model(state_dim=3, action_dim=2, **kw):
-    kw = {"hidden": [16, 16], "seed": 0, "dtype": F64, **kw}
+    kw = {"hidden": [16, 16], "seed": 0, "dtype": F64, "probe_source": "random", **kw}
     return SobolevMLP(state_dim, action_dim, **kw)
 
 
@@ -70,7 +70,7 @@ def test_factory_builds_from_the_env_and_registers_under_its_kind():
     from mbmix_sobolev import ParticleGNNConfig, make_particle_gnn
     assert registered == [(SobolevConfig, make_sobolev), (ParticleGNNConfig, make_particle_gnn)]
     env = LinearEnv(4, 3)
-    config = SobolevConfig(hidden=[8], buffer_capacity=123, batch_size=17, probes=2)
+    config = SobolevConfig(hidden=[8], buffer_capacity=123, batch_size=17, probes=2, probe_source="random")
     model = make_sobolev(config, mb.BuildContext.cpu(seed=5).with_env(env))
     assert isinstance(model, mb.WorldModel) and config.kind == "sobolev_mlp"
     assert (model.state_dim, model.action_dim, model.probes) == (4, 3, 2)

@@ -17,6 +17,8 @@ from mbmix_fw.building.build import make_trainer, write_run_files
 from mbmix_fw.commands.cli import main
 from mbmix_fw.distributed.grid import plan_sweep
 from mbmix_fw.commands.report import _group_key, expand_run_dirs
+from mbmix_fw.distributed.summary import SCORE
+from mbmix_fw.maths.statistics import summarize_scores
 
 TINY = """
 [run]
@@ -97,6 +99,10 @@ def test_two_by_two_sweep_then_rerun_skips_everything(local_ray, tmp_path, capsy
         assert float(row["eval/return_mean"]) == pytest.approx(statistics.mean(returns))
         assert float(row["eval/return_std"]) == pytest.approx(statistics.stdev(returns))
         assert row["estimator.horizon"] == point.split("-")[1] and row["seeds_finished"] == "2"
+        scores = [SCORE.of_run(root / f"{point}_seed-{s}") for s in (0, 1)]
+        expected = summarize_scores({point: scores})[point]
+        assert [float(row[f"score_{k}"]) for k in ("iqm", "low", "high")] == pytest.approx(
+            [expected.iqm, expected.low, expected.high])
 
     stamps = {name: (root / name / "checkpoints" / "last.pt").stat().st_mtime_ns for name in TRIALS}
     assert sweep(recipe) == 0  # nothing left to do: no trial runs again

@@ -119,3 +119,26 @@ def test_seed_and_grid_parsing_and_trial_names():
     assert point_name({"estimator.lam": 0.9, "policy.hidden": [64, 64]}) == "lam-0.9_hidden-64x64"
     assert point_name({"policy.hidden": [8], "critic.hidden": [16]}) == "policy.hidden-8_critic.hidden-16"
     assert point_name({"run.device": "cuda:0"}) == "device-cuda-0"
+
+
+def test_summary_ranks_grid_points_by_the_iqm_of_their_scores(tmp_path):
+    """The sweep summary's statistics are report --group's: IQM [95 % interval] of the seeds' scores; the best
+    point is the highest IQM, not the highest mean (one lucky seed does not win), and a diverged seed (NaN
+    score) is left out of the statistic."""
+    from mbmix_fw.distributed.summary import PointResult, best_point, format_table, write_summary
+    from mbmix_fw.maths.statistics import summarize_scores
+
+    lucky = PointResult("lam-0.5", {"lam": 0.5}, 4, [{"eval/return": x} for x in (1.0, 2.0, 3.0, 100.0)],
+                        [1.0, 2.0, 3.0, 100.0])
+    steady = PointResult("lam-0.9", {"lam": 0.9}, 4, [{"eval/return": x} for x in (9.0, 10.0, 11.0)],
+                         [9.0, 10.0, 11.0, float("nan")])
+    assert lucky.stats("eval/return")[0] > steady.stats("eval/return")[0]
+    assert best_point([lucky, steady]) is steady
+    assert steady.score_summary() == summarize_scores({"x": [9.0, 10.0, 11.0]})["x"]
+    table = format_table([lucky, steady]).splitlines()
+    assert table[2].startswith("*") and str(steady.score_summary()) in table[2]
+    path = write_summary(tmp_path, ["lam"], [lucky, steady, PointResult("lam-1", {"lam": 1}, 2, [], [])])
+    rows = path.read_text().splitlines()
+    assert rows[0].startswith("point,lam,seeds_finished,seeds,score_iqm,score_low,score_high,")
+    assert rows[1].split(",")[4] == repr(lucky.score_summary().iqm) == "2.5"
+    assert rows[3].split(",")[4:7] == ["", "", ""]

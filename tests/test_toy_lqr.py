@@ -126,3 +126,64 @@ def test_unsupported_policy_is_a_user_error(kwargs):
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(Exception):
         LQRConfig(**{field: value})
+
+
+def _window_gradients(env, policy, windows, batches, n, seed, horizon):
+    """Per batch of ``n`` envs, the gradient of each truncated-BPTT window's per-env objective
+    (``-H·loss``: the mean discounted window return), the windows carried one after another from resets."""
+    from mbmix_estimators import Bptt, BpttConfig
+
+    estimator = Bptt(BpttConfig(horizon=horizon, gamma=GAMMA))
+    generator, params = torch.Generator().manual_seed(seed), list(policy.parameters())
+    samples = []
+    for _ in range(batches):
+        cursor, per_window = mb.Cursor(env.reset(n, generator), torch.zeros(n, dtype=torch.long)), []
+        for _ in range(windows):
+            estimate = estimator.estimate(mb.EstimatorInput(
+                policy_fn=lambda obs, g: policy(obs, g), value_fn=None, env=env, dynamics=env, start=cursor,
+                generator=generator))
+            per_window.append(flat(torch.autograd.grad(-horizon * estimate.loss, params)))
+            cursor = estimate.rollout.end
+        samples.append(torch.stack(per_window))
+    return torch.stack(samples)  # [batches, windows, P]
+
+
+def test_truncated_bptt_windows_carry_the_state_and_cut_the_graph():
+    """Window k of truncated BPTT has the exact expected gradient ∇J_{k·H, H}: its start distribution is
+    where the previous window left the batch (state carried), held constant (graph cut)."""
+    env = make_env(episode_length=12)
+    policy = make_policy(env)
+    horizon = 4
+    samples = _window_gradients(env, policy, windows=3, batches=30, n=1000, seed=5, horizon=horizon)
+    mean, stderr = samples.mean(0), samples.std(0) / math.sqrt(samples.shape[0])
+    for k in range(3):
+        exact = flat(env.exact_window_gradient(policy, GAMMA, (k * horizon, horizon)))
+        z = (mean[k] - exact) / stderr[k]
+        assert z.abs().max() < 4.5, (k, z)
+        assert (mean[k] - exact).norm() < 0.05 * exact.norm(), k
+        if k:  # power: the state was really carried (not reset) and the graph really cut
+            from_reset = flat(env.exact_window_gradient(policy, GAMMA, (0, horizon)))
+            uncut = flat(torch.autograd.grad(
+                policy_window_uncut(env, policy, k * horizon, horizon), list(policy.parameters())))
+            assert ((from_reset - exact) / stderr[k]).abs().max() > 10
+            assert ((uncut - exact) / stderr[k]).abs().max() > 10
+
+
+def policy_window_uncut(env, policy, skip, steps):
+    """``Σ_{h<H} γ^h E[r_{k+h}]`` *with* gradient through the start distribution (what an uncut graph gives)."""
+    return sum(GAMMA**h * policy_value_prefix(env, policy, skip + h) for h in range(steps))
+
+
+def policy_value_prefix(env, policy, t):
+    """``E[r_t]`` under ``policy``, differentiable through every earlier step: the difference of the
+    undiscounted closed forms of the first ``t+1`` and ``t`` steps."""
+    from mbmix_toy.linear_policy import policy_value
+
+    def upto(steps):
+        if steps == 0:
+            return torch.zeros((), dtype=torch.float64)
+        short = LQR(env.config.model_copy(update={"episode_length": steps}), F64)
+        return policy_value(policy, env.obs_dim, env.action_dim, "lqr",
+                            lambda W, b, ls: short.closed_form_return(W, b, ls, 1.0))
+
+    return upto(t + 1) - upto(t)

@@ -279,3 +279,30 @@ def test_a_substep_too_long_for_the_stiffness_names_the_fields():
         for _ in range(40):
             s = env.step(s, torch.zeros(2, env.action_dim))
     assert not (torch.isfinite(s).all() and s.abs().max() < 10)
+
+
+# ---------------------------------------------------------------- contact signal (AHAC)
+def test_contact_stiffness_of_a_resting_and_of_a_hanging_cloth(env):
+    c, P = env.config, env.particles
+    weight = c.mass / P * c.gravity  # per particle
+    still = torch.zeros(3, env.action_dim, dtype=F64)
+    s = settled(env, steps=20)
+    resting = env.contact_stiffness(s, still, env.step(s, still))
+    # at rest every particle's weight is carried by the ground or a gripper, over the 1 m/s² floor
+    torch.testing.assert_close(resting, torch.full((3,), math.sqrt(P) * weight, dtype=F64), rtol=0.1, atol=0)
+    lifted = s.clone()
+    lifted[:, 2:3 * P:3] += 0.3  # the whole cloth 30 cm up, still: only the grippers touch it
+    lifted[:, 6 * P + 2::3] += 0.3
+    hanging = env.contact_stiffness(lifted, still, env.step(lifted, still))
+    torch.testing.assert_close(hanging, torch.full((3,), math.sqrt(env.num_grippers) * weight, dtype=F64),
+                               rtol=1e-6, atol=0)
+    assert mb.reports_contact(env)
+
+
+def test_contact_stiffness_grows_when_the_cloth_is_pressed_into_the_ground(env):
+    s = settled(env, steps=20)
+    pressed = s.clone()
+    pressed[:, 2:3 * env.particles:3] -= 0.5 * env.config.particle_radius
+    still = torch.zeros(3, env.action_dim, dtype=F64)
+    assert (env.contact_stiffness(pressed, still, env.step(pressed, still))
+            > 1.2 * env.contact_stiffness(s, still, env.step(s, still))).all()

@@ -73,7 +73,7 @@ class UniformMix(mb.GradientEstimator):
         window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, self.config.horizon, inp.generator)
         next_values = inp.value_fn(window.next_obs)  # [T, N]
         per_env = uniform_mix_objective(window.rewards, next_values, window.terminated, window.done, self.gamma)
-        loss = -per_env.sum() / window.rewards.numel()
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # -Σ/(T·N) over the envs that did not diverge
         return mb.Estimate(loss, window, {"estimator/objective": float(-loss.detach())})
 
 

@@ -1,8 +1,6 @@
 """From a validated recipe to components, a trainer and a run folder."""
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,13 +17,10 @@ from .recipe import Recipe
 from .registry import Registry
 from ..contracts.scheduler import Scheduler
 from ..contracts.world_model import WorldModel
+from ..training.run_folder import PLUGINS_JSON, RECIPE_JSON, write_json_atomic
 
 if TYPE_CHECKING:
     from ..training.trainer import Trainer
-
-RECIPE_JSON = "recipe.json"
-PLUGINS_JSON = "plugins.json"
-
 
 @attrs.frozen(eq=False)
 class Components:
@@ -81,12 +76,44 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
 
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
-    check_memory(recipe, parts, device)  # before the trainer allocates nets, buffer and window
+    check_horizons(recipe, parts)
+    check_memory(recipe, parts.env, parts.estimator, parts.world_model, device,  # before anything is allocated
+                 longest_window(parts))
     return Trainer(
         parts.env, parts.estimator, parts.scheduler, world_model=parts.world_model,
         run=recipe.run, policy=recipe.policy, critic=recipe.critic, optim=recipe.optim,
         out_dir=out_dir, device=device, hooks=registry.hooks, progress=progress,
     )
+
+
+def longest_window(parts: Components) -> int:
+    """The longest window a run can roll: the estimator's configured horizon or the scheduler's H_max."""
+    declared = getattr(parts.scheduler, "horizon_range", None)
+    configured = int(parts.estimator.horizon(parts.env))
+    return max(configured, int(declared[1])) if declared is not None else configured
+
+
+def check_horizons(recipe: Recipe, parts: Components) -> None:
+    """One-line :class:`UserError` when the window lengths cannot work: the estimator's configured
+    horizon or the scheduler's declared ``horizon_range`` outside the estimator's ``horizon_bounds``.
+    Checked before anything is allocated; :func:`~mbmix_fw.building.memory.check_memory` then sizes the
+    differentiable window by the longest horizon (:func:`longest_window`). The replay buffer needs no
+    check: it is a FIFO that keeps the newest rows of a window larger than itself, by design
+    (``recipes/cloth_mix_gpu.toml``)."""
+    env, estimator, scheduler = parts.env, parts.estimator, parts.scheduler
+    low, high = estimator.horizon_bounds(env)
+    configured = int(estimator.horizon(env))
+    if not low <= configured <= high:
+        raise UserError(f"estimator.horizon={configured} is outside [{low}, {high}], the window lengths estimator "
+                        f"'{recipe.estimator.kind}' can roll on env '{recipe.env.kind}' "
+                        f"(episode_length={env.episode_length})")
+    declared = getattr(scheduler, "horizon_range", None)
+    if declared is not None:
+        h_min, h_max = declared
+        if not low <= h_min <= h_max <= high:
+            raise UserError(f"scheduler '{recipe.scheduler.kind}' plans horizons [{h_min}, {h_max}] but estimator "
+                            f"'{recipe.estimator.kind}' honours only [{low}, {high}] on env '{recipe.env.kind}'; "
+                            f"narrow the scheduler's horizon range")
 
 
 def run_dir_for(recipe: Recipe, name: str) -> Path:
@@ -150,12 +177,5 @@ def used_plugins(recipe: Recipe, registry: Registry) -> list[dict[str, Any]]:
 def write_run_files(out_dir: str | Path, recipe: Recipe, registry: Registry) -> None:
     """Write ``recipe.json`` (the resolved recipe, defaults included) and ``plugins.json``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / RECIPE_JSON, recipe.model_dump(mode="json"))
-    _write_json(out / PLUGINS_JSON, used_plugins(recipe, registry))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(out / RECIPE_JSON, recipe.model_dump(mode="json"))
+    write_json_atomic(out / PLUGINS_JSON, used_plugins(recipe, registry))

@@ -9,14 +9,16 @@ the check only refuses recipes that cannot fit.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .build import Components
+    from ..contracts.env import DiffEnv
+    from ..contracts.estimator import GradientEstimator
+    from ..contracts.world_model import WorldModel
     from .recipe import Recipe
 
 _ADAM_COPIES = 4
@@ -46,12 +48,19 @@ def mlp_parameters(inputs: int, hidden: Sequence[int], outputs: int) -> int:
     return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
 
 
-def memory_needs(recipe: "Recipe", parts: "Components") -> list[tuple[int, str]]:
-    """``(bytes, what and which fields)`` for each large allocation a run of ``recipe`` must hold."""
-    env, number = parts.env, 4  # bytes of a float32; a float64 run needs more, so this stays a lower bound
-    horizon = int(parts.estimator.horizon(env))
-    horizon_field = ("estimator.horizon" if "horizon" in type(recipe.estimator).model_fields
-                     else "env.episode_length")
+def memory_needs(recipe: "Recipe", env: "DiffEnv", estimator: "GradientEstimator",
+                 world_model: "WorldModel | None", longest_window: int | None = None) -> list[tuple[int, str]]:
+    """``(bytes, what and which fields)`` for each large allocation a run of ``recipe`` must hold, given
+    the components built from it (the components, not ``build.Components``: ``build`` imports this module).
+    ``longest_window``: a scheduler's H_max when it plans longer windows than the estimator's horizon."""
+    number = 4  # bytes of a float32; a float64 run needs more, so this stays a lower bound
+    horizon = int(estimator.horizon(env))
+    if longest_window is not None and longest_window > horizon:
+        horizon, horizon_field = int(longest_window), "the scheduler's longest horizon"
+    elif recipe.estimator.model_dump().get("horizon") is not None:
+        horizon_field = "estimator.horizon"
+    else:
+        horizon_field = "env.episode_length"
     per_step = env.obs_dim + env.action_dim + sum(recipe.policy.hidden)
     needs = [(
         env.num_envs * horizon * per_step * number,
@@ -61,7 +70,7 @@ def memory_needs(recipe: "Recipe", parts: "Components") -> list[tuple[int, str]]
                   + (_ADAM_COPIES + 1) * mlp_parameters(env.obs_dim, recipe.critic.hidden, 1)),
         f"the networks of policy.hidden={list(recipe.policy.hidden)} and critic.hidden={list(recipe.critic.hidden)}",
     )]
-    model = parts.world_model
+    model = world_model
     if model is not None:
         capacity, probes = int(getattr(model, "buffer_capacity", 0)), int(getattr(model, "probes", 0))
         row = 2 * env.state_dim + env.action_dim
@@ -70,12 +79,14 @@ def memory_needs(recipe: "Recipe", parts: "Components") -> list[tuple[int, str]]
     return needs
 
 
-def check_memory(recipe: "Recipe", parts: "Components", device: torch.device) -> None:
+def check_memory(recipe: "Recipe", env: "DiffEnv", estimator: "GradientEstimator",
+                 world_model: "WorldModel | None", device: torch.device,
+                 longest_window: int | None = None) -> None:
     """Raise a one-line :class:`UserError` naming the fields when ``recipe`` cannot fit on ``device``."""
     available = available_bytes(device)
     if available is None:
         return
-    needs = memory_needs(recipe, parts)
+    needs = memory_needs(recipe, env, estimator, world_model, longest_window)
     total = sum(size for size, _ in needs)
     if total <= available:
         return

@@ -25,9 +25,9 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from ..distributed.grid import SweepSettings
 from ..errors import PluginError, RecipeError
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+from ..contracts.sweep_settings import SweepSettings
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -138,6 +138,10 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
     if recipe.scheduler.requires_world_model and recipe.world_model is None:
         raise RecipeError([f"{source}: world_model: missing; scheduler '{recipe.scheduler.kind}' trains "
                            f"through a world model: add a [world_model] table (e.g. kind = \"sobolev_mlp\")"])
+    if getattr(recipe.world_model, "probe_source", None) == "adjoint" and not recipe.scheduler.simulator_gradient:
+        raise RecipeError([f"{source}: world_model.probe_source: 'adjoint' takes its Jacobian probes from the "
+                           f"actor's backward through the simulator, which scheduler '{recipe.scheduler.kind}' "
+                           f"never runs as configured; set probe_source = \"random\""])
     return recipe
 
 

@@ -34,7 +34,7 @@ import pluggy
 
 from ..contracts import hookspecs
 from ..contracts.component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from ..errors import MissingDependency, PluginError
+from ..errors import MissingDependency, PluginError, missing_dependency
 
 if TYPE_CHECKING:
     from ..contracts.context import BuildContext
@@ -96,6 +96,14 @@ class Entry:
     config: type[ComponentConfig]
     factory: Callable[[Any, BuildContext], Any]
     plugin: PluginInfo
+
+    def missing_dependency(self) -> str | None:
+        """The install hint when the factory declares packages (``mb.lazy_factory(..., requires=...,
+        extra=...)``) that are not installed, else ``None``. Imports nothing."""
+        requires, extra = getattr(self.factory, "requires", ()), getattr(self.factory, "extra", None)
+        if not requires or not extra:
+            return None
+        return missing_dependency(*requires, extra=extra, component=f"{self.slot} '{self.kind}'")
 
 
 class _RegistrationError(Exception):

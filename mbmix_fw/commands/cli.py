@@ -16,42 +16,40 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from ..errors import MbmixError, UserError
+from ..errors import PROG, MbmixError, UserError
 
 if TYPE_CHECKING:
     from ..building.registry import Registry
-
-PROG = "mbmix-fw"
-CHECKPOINT = Path("checkpoints") / "last.pt"
+    from ..building.runs import Run
 
 
 def console_main() -> int:
-    """The ``mbmix-fw`` command and ``python -m mbmix_fw``: :func:`main`, or, in a process that torchrun
-    started as one of several ranks, the data-parallel ``run``/``resume``
-    (:mod:`mbmix_fw.distributed.ddp`), so ``torchrun ... $(which mbmix-fw) run`` does not start K
-    independent runs writing one folder."""
-    from ..distributed.ddp import launched_by_torchrun
+    """The ``mbmix-fw`` command and ``python -m mbmix_fw``: :func:`main`; in a process that torchrun started
+    as one of several ranks, ``run`` and ``resume`` train data-parallel (:mod:`mbmix_fw.distributed.ddp`),
+    so ``torchrun ... $(which mbmix-fw) run`` does not start K independent runs writing one folder."""
+    from ..distributed.ddp import launched_by_torchrun, process_rank
 
-    if launched_by_torchrun():
-        from ..distributed.ddp import main as data_parallel_main
-
-        return data_parallel_main()
-    return main()
+    return main(rank=process_rank()) if launched_by_torchrun() else main()
 
 
-def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = None) -> int:
-    """Run the CLI; returns the exit code. Tests pass an explicit ``registry`` (else: installed plugins)."""
+def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = None, rank: int | None = None) -> int:
+    """Run the CLI; returns the exit code. Tests pass an explicit ``registry`` (else: installed plugins).
+
+    ``rank`` is set in a process torchrun started (one of several ranks): ``run`` and ``resume`` then train
+    data-parallel, and only rank 0 prints plugin warnings, user errors and the summary."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.rank = rank
     asked = getattr(args, "verbose_errors", False) or getattr(args, "verbose", False)
     debug = bool(asked) or os.environ.get("MBMIX_FW_DEBUG", "") not in ("", "0")
     try:
-        return args.command(args, _Registries(registry))
+        return args.command(args, _Registries(registry, warn=not rank))
     except UserError as exc:
         if debug:
             traceback.print_exc()
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"{PROG}: error: {line}", file=sys.stderr)
+        if not rank:  # every rank meets the same error: one copy is enough
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
     except MbmixError as exc:  # raised on purpose, not a user's mistake (e.g. training diverged): exit 1
         if debug:
@@ -77,103 +75,60 @@ def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = Non
 class _Registries:
     """Loads the installed plugins once, on first use, and warns about broken ones (once)."""
 
-    def __init__(self, given: "Registry | None"):
-        self._registry = given
+    def __init__(self, given: "Registry | None", warn: bool = True):
+        self._registry, self._warn = given, warn
 
     def get(self, warn: bool = True) -> "Registry":
         if self._registry is None:
             from ..building.registry import load_registry
 
             self._registry = load_registry()
-            if warn:
+            if warn and self._warn:
                 for failure in self._registry.failures:
                     print(f"{PROG}: warning: {failure.message}", file=sys.stderr)
         return self._registry
 
 
 # ---- commands ----
-def prepare_run(args: argparse.Namespace, registry) -> tuple[Any, Path]:
-    """The recipe of ``run`` with its overrides (``--set``, then ``--device`` and ``--out``), and the run
-    folder it will write, already checked: shared by the single-process and the data-parallel ``run``
-    (:mod:`mbmix_fw.distributed.ddp`), so both refuse the same folders with the same messages."""
-    from ..building.build import check_run_dir, run_dir_for
-    from ..building.recipe import load_recipe
-
-    overrides: list[Any] = list(args.set)
-    if args.device is not None:
-        overrides.append(("run.device", args.device))
-    if args.out is not None:
-        overrides.append(("run.out", args.out))
-    recipe = load_recipe(args.recipe, registry, overrides)
-    out_dir = run_dir_for(recipe, Path(args.recipe).stem)
-    check_run_dir(out_dir)
-    _refuse_occupied(out_dir)
-    return recipe, out_dir
-
-
 def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..building.build import make_trainer, write_run_files
+    from ..building.runs import plan_run, start_run
 
     registry = registries.get()
-    recipe, out_dir = prepare_run(args, registry)
-    trainer = make_trainer(recipe, out_dir, recipe.run.device, registry, progress=not args.no_progress)
-    write_run_files(out_dir, recipe, registry)
-    final = trainer.train()
-    _print_summary(out_dir, final)
-    return 0
+    if args.rank is not None:
+        from ..distributed.ddp import run_data_parallel
 
-
-def _refuse_occupied(out_dir: Path) -> None:
-    """A run writes only into a new or empty folder: never over a run, never among someone's files."""
-    if (out_dir / "metrics.csv").exists() or (out_dir / CHECKPOINT).exists():
-        raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}', "
-                        f"choose another folder with --out, or remove it")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise UserError(f"{out_dir}: exists, is not empty and is not a run folder; choose another folder "
-                        f"with --out (a new or empty one)")
+        final, run = run_data_parallel(args.recipe, registry, sets=args.set, device=args.device, out=args.out,
+                                       progress=not args.no_progress)
+    else:
+        recipe, out_dir = plan_run(args.recipe, registry, args.set, device=args.device, out=args.out)
+        run = start_run(recipe, out_dir, registry, progress=not args.no_progress)
+        final = run.train()
+    return _finish(args, run, final)
 
 
 def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..building.build import RECIPE_JSON, make_trainer
-    from ..training.checkpoint import read_checkpoint, restore_checkpoint
-    from ..building.recipe import validate_recipe
+    from ..building.runs import open_saved_run, resume_run
 
-    run_dir = Path(args.run_dir)
-    recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run folder")
-    for needed in (recipe_path, checkpoint):
-        if not needed.is_file():
-            raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
-    from ..distributed.ddp import saved_world_size
+    registry = registries.get()
+    if args.rank is not None:
+        from ..distributed.ddp import resume_data_parallel
 
-    ranks = saved_world_size(run_dir)
-    if ranks > 1:  # its checkpoint holds rank 0's slice of the env batch, not a one-process run
-        raise UserError(f"{run_dir}: trained data-parallel with {ranks} ranks; resume it the same way: "
-                        f"torchrun --nproc_per_node={ranks} -m mbmix_fw resume {run_dir}")
-    try:
-        data = json.loads(recipe_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
-    recipe = validate_recipe(data, registries.get(), str(recipe_path))
-    state = read_checkpoint(checkpoint)  # a corrupt file fails before anything is built
-    device = args.device if args.device is not None else recipe.run.device
-    trainer = make_trainer(recipe, run_dir, device, registries.get(), progress=not args.no_progress)
-    restore_checkpoint(trainer, state, checkpoint, str(recipe_path))
-    if trainer.iteration >= recipe.run.iterations:
-        # exit 0: the run is complete, which is what the caller wanted (scripts may resume every run)
-        print(f"{run_dir}: already finished ({trainer.iteration} of {recipe.run.iterations} iterations); "
-              f"nothing to resume. To train longer, raise run.iterations in {recipe_path} and resume again")
-        return 0
-    final = trainer.train()
-    _print_summary(run_dir, final)
+        final, run = resume_data_parallel(args.run_dir, registry, device=args.device,
+                                          progress=not args.no_progress)
+    else:
+        run = resume_run(open_saved_run(args.run_dir, registry), registry, device=args.device,
+                         progress=not args.no_progress)
+        final = None if run.finished else run.train()
+    return _finish(args, run, final)
+
+
+def _finish(args: argparse.Namespace, run: "Run", final: dict[str, float] | None) -> int:
+    """Print the run's last line (rank 0 only): its summary, or that a resumed run was already finished."""
+    from ..building.runs import already_finished_line, summary_line
+
+    if not args.rank:
+        print(already_finished_line(run) if final is None else summary_line(run.out_dir, final))
     return 0
-
-
-def _print_summary(out_dir: Path, final: dict[str, float]) -> None:
-    shown = {k: final[k] for k in ("eval/initial_return", "eval/return") if k in final}
-    values = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
-    print(f"run finished: {out_dir}  {values}".rstrip())
 
 
 def _cmd_validate(args: argparse.Namespace, registries: _Registries) -> int:
@@ -211,6 +166,9 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
         for kind in slot.kinds():
             entries = [e for e in slot.entries() if e.kind == kind]
             status = "  CONFLICT: " + slot.conflict_message(kind) if len(entries) > 1 else ""
+            missing = entries[0].missing_dependency() if len(entries) == 1 else None
+            if missing:  # registered, usable once its extra is installed
+                status = f"  needs its extra: {missing.split(': ', 1)[-1]}"
             print(f"  {kind:<20} from {', '.join(e.plugin.name for e in entries)}{status}")
             if args.verbose:
                 for entry in entries:
@@ -243,16 +201,19 @@ def _print_core_tables() -> None:
 
 
 def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
-    """One JSON object per registered component plus one per failed plugin (status ``broken``)."""
+    """One JSON object per registered component plus one per failed plugin (status ``broken``); a kind
+    whose optional extra is not installed has status ``needs_extra`` and the install hint as ``error``."""
     rows = []
     for slot in registry.slots:
         conflicts = slot.conflicts()
         for entry in slot.entries():
             broken = entry.kind in conflicts
+            missing = None if broken else entry.missing_dependency()
             rows.append({
                 "extension_point": slot.name, "kind": entry.kind, "plugin": entry.plugin.name,
-                "distribution": entry.plugin.distribution, "status": "broken" if broken else "ok",
-                "error": slot.conflict_message(entry.kind) if broken else None,
+                "distribution": entry.plugin.distribution,
+                "status": "broken" if broken else "needs_extra" if missing else "ok",
+                "error": slot.conflict_message(entry.kind) if broken else missing,
             })
     for failure in registry.failures:
         rows.append({
@@ -263,10 +224,13 @@ def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
 
 
 def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
-    from .report import default_report_path, plot_learning_curves
+    from .report import Score, format_group_table, write_report
 
-    out = args.out if args.out is not None else default_report_path(args.run_dirs)
-    path = plot_learning_curves(args.run_dirs, out, metric=args.metric, x=args.x, group=args.group)
+    score = Score.parse(args.score)
+    path, groups = write_report(args.run_dirs, args.out, metric=args.metric, x=args.x, group=args.group,
+                                score=score)
+    if groups:
+        print(format_group_table(groups, score))
     print(f"wrote {path}")
     return 0
 
@@ -378,15 +342,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
-    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv; with groups, "
+                "compare them: the IQM of a score over seeds with its bootstrap interval")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|NAME=RUN_DIR[,RUN_DIR...]",
+                   help="run folders, sweep folders (their trials), or named groups of them (a RUN_DIR may be a "
+                        "glob: shac='runs/shac_s*'); a named group implies --group")
     p.add_argument("--out", metavar="PNG",
                    help="PNG to write (default: RUN_DIR/learning_curves.png for one run; for several, "
                         "learning_curves.png in the deepest folder that holds them all, e.g. the sweep folder)")
     p.add_argument("--metric", default="eval/return", help="column to plot (default: %(default)s)")
     p.add_argument("--x", default="iteration", help="column for the x axis (default: %(default)s)")
     p.add_argument("--group", action="store_true",
-                   help="draw runs that differ only in run.seed as mean ± std")
+                   help="group runs (named groups, or runs that differ only in run.seed): draw each as mean ± std "
+                        "and print and draw each group's IQM of the --score with its 95%% stratified-bootstrap "
+                        "interval over runs")
+    p.add_argument("--score", default="eval/return:3", metavar="METRIC[:LAST]",
+                   help="a run's score for --group: the mean of its last LAST logged METRIC values after "
+                        "iteration 0 (default: %(default)s)")
 
     p = command("render", _cmd_render, "draw the env under the initial and the trained policy (PNG)")
     p.add_argument("run_dir", metavar="RUN_DIR")

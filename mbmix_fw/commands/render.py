@@ -29,13 +29,14 @@ RENDER_PNG = "render.png"
 def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: int = 4,
                device: str = "cpu", registry: "Registry | None" = None) -> Path:
     """Draw ``frames`` states of one episode per policy (rows: initial, trained) into a PNG; returns its path."""
-    from ..building.build import RECIPE_JSON, make_trainer
+    from ..building.build import make_trainer
     from ..training.checkpoint import load_checkpoint_file
     from ..building.recipe import validate_recipe
     from ..building.registry import load_registry
+    from ..training.run_folder import CHECKPOINT, RECIPE_JSON
 
     run_dir = Path(run_dir)
-    recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / "checkpoints" / "last.pt"
+    recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
     for needed in (recipe_path, checkpoint):
         if not needed.is_file():
             raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by 'mbmix-fw run'?")

@@ -1,12 +1,17 @@
-"""Learning curves from run folders' ``metrics.csv`` (``mbmix-fw report``).
+"""Learning curves and per-group scores from run folders' ``metrics.csv`` (``mbmix-fw report``).
 
 ``metrics.csv`` has one row per iteration, an ``iteration`` column and one column per metric; a cell is
-empty (or ``nan``) when that metric was not logged in that iteration (``eval/return`` is only logged on
-evaluation iterations), so each curve is drawn through its logged points only.
+empty when that metric was not logged in that iteration (``eval/return`` is only logged on evaluation
+iterations; row 0 is the untrained policy's evaluation), so each curve is drawn through its logged points
+only. A logged ``nan`` is a value (a diverged evaluation), not a gap.
+
+With groups (``--group``) each run is also reduced to one **score** (:class:`Score`, default: the mean of its
+last 3 evaluations after training) and each group to the IQM of its runs' scores with a 95 % stratified-
+bootstrap interval (:func:`mbmix_fw.maths.statistics.summarize_scores`).
 """
 from __future__ import annotations
 
-import csv
+import glob
 import json
 import math
 import os
@@ -14,35 +19,21 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import attrs
 import numpy as np
 
 from ..errors import UserError
+from ..maths.statistics import CONFIDENCE, ScoreSummary, summarize_scores
+from ..training.scores import METRICS_CSV, Score, missing_column, read_metrics_rows, to_float
 
-METRICS_CSV = "metrics.csv"
 REPORT_PNG = "learning_curves.png"
 _SEED_SUFFIX = re.compile(r"[-_.]?(seed|s)[-_]?\d+$")
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """Columns of ``run_dir/metrics.csv`` as float arrays (NaN where a cell is empty or not a number)."""
-    path = Path(run_dir) / METRICS_CSV
-    if not Path(run_dir).is_dir():
-        raise UserError(f"{run_dir}: no such run folder")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file (has the run logged an iteration yet?)")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-        columns = list(rows[0].keys()) if rows else []
-    if not rows or "iteration" not in columns:
-        raise UserError(f"{path}: no rows with an 'iteration' column")
-    return {col: np.array([_to_float(row.get(col)) for row in rows]) for col in columns}
-
-
-def _to_float(cell: str | None) -> float:
-    try:
-        return float(cell) if cell not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
+    _, columns, rows = read_metrics_rows(run_dir)
+    return {col: np.array([to_float(row.get(col)) for row in rows]) for col in columns}
 
 
 def expand_run_dirs(run_dirs: Sequence[str | Path]) -> list[Path]:
@@ -103,47 +94,152 @@ def default_report_path(run_dirs: Sequence[str | Path]) -> Path:
     return common / REPORT_PNG
 
 
-def plot_learning_curves(run_dirs: Sequence[str | Path], out: str | Path, metric: str = "eval/return",
-                         x: str = "iteration", group: bool = False) -> Path:
-    """Draw ``metric`` against ``x`` for each run into the PNG ``out``; returns its path.
+def is_named_group(argument: str) -> bool:
+    """``NAME=RUN...`` (and not a folder whose name happens to contain ``=``)."""
+    return "=" in argument and not Path(argument).exists()
 
-    With ``group=True`` runs that differ only in ``run.seed`` are drawn as their mean with a ±1 standard
-    deviation band, over the ``x`` values all of them logged. A sweep folder stands for its trials.
+
+def resolve_groups(arguments: Sequence[str]) -> dict[str, list[Path]]:
+    """The report's groups from its positional arguments.
+
+    ``NAME=RUN[,RUN...]`` names a group; each ``RUN`` is a run folder, a sweep folder (its trials) or a glob
+    (``shac=runs/shac_s*``; the shell leaves such an argument alone, so quoting is optional). A plain run or
+    sweep folder joins the automatic groups: runs whose ``recipe.json`` differ only in ``run.seed`` (a sweep's
+    grid points), named after the first run's folder without its seed suffix.
+    """
+    groups: dict[str, list[Path]] = {}
+    plain: list[str] = []
+    for argument in arguments:
+        if not is_named_group(argument):
+            plain.append(argument)
+            continue
+        name, _, runs = argument.partition("=")
+        if not name or not runs:
+            raise UserError(f"{argument}: expected NAME=RUN_DIR[,RUN_DIR...] or a run folder")
+        if name in groups:
+            raise UserError(f"{argument}: group '{name}' is named twice")
+        members: list[str] = []
+        for pattern in runs.split(","):
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if not matches:
+                raise UserError(f"{pattern}: matches no run folder (group '{name}')")
+            members += matches
+        groups[name] = expand_run_dirs(members)
+    automatic: dict[str, list[Path]] = {}
+    for run_dir in expand_run_dirs(plain) if plain else []:
+        automatic.setdefault(_group_key(run_dir), []).append(run_dir)
+    for members in automatic.values():
+        name = base = _SEED_SUFFIX.sub("", members[0].resolve().name)
+        suffix = 2
+        while name in groups:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        groups[name] = members
+    return groups
+
+
+@attrs.frozen
+class GroupResult:
+    """One group's runs, their scores, and the IQM with its interval over the finite ones."""
+
+    name: str
+    runs: list[Path]
+    scores: list[float]
+    summary: ScoreSummary | None
+    """None when no run has a finite score."""
+
+    @property
+    def diverged(self) -> int:
+        return sum(not math.isfinite(x) for x in self.scores)
+
+
+def score_groups(groups: dict[str, list[Path]], score: Score = Score(), seed: int = 0) -> list[GroupResult]:
+    """Each group's scores and :func:`~mbmix_fw.maths.statistics.summarize_scores` of the finite ones; a run
+    whose score is NaN (it diverged) is left out of the statistic and counted, never silently dropped."""
+    results = []
+    for name, runs in groups.items():
+        scores = [score.of_run(run) for run in runs]
+        finite = [x for x in scores if math.isfinite(x)]
+        summary = summarize_scores({name: finite}, seed=seed)[name] if finite else None
+        results.append(GroupResult(name, runs, scores, summary))
+    return results
+
+
+def format_group_table(results: Sequence[GroupResult], score: Score = Score()) -> str:
+    """The printed table: group, runs, diverged runs, IQM and its 95 % interval of the score."""
+    header = ["group", "runs", "diverged", f"IQM [{CONFIDENCE:.0%} CI] of {score}"]
+    rows = [header] + [[r.name, str(len(r.runs)), str(r.diverged), "-" if r.summary is None else str(r.summary)]
+                       for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
+    columns = read_metrics(run_dir)
+    for needed in (x, metric):
+        if needed not in columns:
+            raise missing_column(run_dir / METRICS_CSV, list(columns), needed)
+    logged = ~np.isnan(columns[metric]) & ~np.isnan(columns[x])
+    return columns[x][logged], columns[metric][logged]
+
+
+def _draw_intervals(ax, results: Sequence[GroupResult], score: Score) -> None:
+    """rliable-style interval plot: one row per group, a bar over the interval and a tick at the IQM."""
+    shown = [r for r in results if r.summary is not None]
+    for row, result in enumerate(shown):
+        s = result.summary
+        ax.barh(row, s.high - s.low, left=s.low, height=0.6, alpha=0.35, color=f"C{results.index(result)}")
+        ax.plot([s.iqm, s.iqm], [row - 0.3, row + 0.3], color="black", linewidth=2)
+    ax.set_yticks(range(len(shown)), [f"{r.name} (n={len(r.runs) - r.diverged})" for r in shown])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"IQM of the {score} ({CONFIDENCE:.0%} CI)")
+    ax.grid(alpha=0.3, axis="x")
+
+
+def write_report(arguments: Sequence[str | Path], out: str | Path | None = None, *, metric: str = "eval/return",
+                 x: str = "iteration", group: bool = False, score: Score = Score(),
+                 seed: int = 0) -> tuple[Path, list[GroupResult]]:
+    """Draw ``metric`` against ``x`` for each run into the PNG ``out`` (default: :func:`default_report_path`);
+    returns its path and, for a grouped report, the groups' scores (else an empty list).
+
+    ``arguments`` are run folders, sweep folders (their trials) and ``NAME=RUN,...`` groups
+    (:func:`resolve_groups`); a named group makes the report grouped. Grouped, each group is drawn as its mean
+    with a ±1 standard deviation band over the ``x`` values all its runs logged, and beside it the IQM of
+    each group's :class:`Score` with its stratified-bootstrap interval. Every input is checked before anything
+    is written.
     """
     from matplotlib.figure import Figure  # Agg canvas; no pyplot state, no display needed
 
-    dirs = expand_run_dirs(run_dirs)
-    curves = []
-    for run_dir in dirs:
-        columns = read_metrics(run_dir)
-        for needed in (x, metric):
-            if needed not in columns:
-                available = ", ".join(c for c in columns if c != "iteration")
-                raise UserError(f"{run_dir / METRICS_CSV}: no column '{needed}'; available: {available}")
-        logged = ~np.isnan(columns[metric]) & ~np.isnan(columns[x])
-        curves.append((run_dir, columns[x][logged], columns[metric][logged]))
-
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
+    arguments = [str(a) for a in arguments]
+    group = group or any(is_named_group(a) for a in arguments)
     if group:
-        groups: dict[str, list[tuple[Path, np.ndarray, np.ndarray]]] = {}
-        for curve in curves:
-            groups.setdefault(_group_key(curve[0]), []).append(curve)
-        for members in groups.values():
+        groups = resolve_groups(arguments)
+        curves = {name: [(d, *_curve(d, metric, x)) for d in runs] for name, runs in groups.items()}
+        results = score_groups(groups, score, seed)
+        dirs = [d for runs in groups.values() for d in runs]
+    else:
+        dirs = expand_run_dirs(arguments)
+        curves = {_label(dirs, d): [(d, *_curve(d, metric, x))] for d in dirs}
+        results = []
+    out = Path(out) if out is not None else default_report_path(dirs)
+
+    fig = Figure(figsize=(12, 4.5) if group else (7, 4.5), layout="constrained")
+    ax = fig.subplots(1, 2, width_ratios=[3, 2])[0] if group else fig.subplots()
+    for name, members in curves.items():
+        if group:
             xs = sorted(set.intersection(*(set(c[1].tolist()) for c in members)))
             ys = np.array([[dict(zip(c[1].tolist(), c[2].tolist()))[v] for v in xs] for c in members])
             mean, std = ys.mean(axis=0), ys.std(axis=0)
-            label = f"{_SEED_SUFFIX.sub('', members[0][0].resolve().name)} (n={len(members)})"
-            (line,) = ax.plot(xs, mean, label=label)
+            (line,) = ax.plot(xs, mean, label=f"{name} (n={len(members)})")
             ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
-    else:
-        for run_dir, xs, ys in curves:
-            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=_label(dirs, run_dir))
+        else:
+            _, xs, ys = members[0]
+            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=name)
     ax.set_xlabel(x)
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    out = Path(out)
+    if group:
+        _draw_intervals(fig.axes[1], results, score)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    return out
+    return out, results

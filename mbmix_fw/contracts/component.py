@@ -130,6 +130,15 @@ class SchedulerConfig(ComponentConfig):
 
     A scheduler whose plans use a world model (model branches, model fitting) sets
     ``requires_world_model = True`` so a recipe without ``[world_model]`` fails validation, not silently
-    trains model-free."""
+    trains model-free.
+
+    ``simulator_gradient`` says whether the policy loss of the real window ever reaches the simulator
+    (False for a scheduler configured never to backpropagate through it, e.g. β = 0): a world model whose
+    Jacobian probes come from the actor's own backward (``probe_source = "adjoint"``) needs it, and a
+    recipe that combines the two fails validation naming ``world_model.probe_source``."""
 
     requires_world_model: ClassVar[bool] = False
+
+    @property
+    def simulator_gradient(self) -> bool:
+        return True

@@ -56,13 +56,21 @@ class DiffEnv(abc.ABC):
 
     How non-torch simulators map onto this interface:
 
-    - **Brax (JAX)**: ``state = concat(q, qd)``; ``step`` is a ``torch.autograd.Function`` whose
-      forward rebuilds the pipeline state from ``(q, qd)``, calls a jitted ``pipeline_step`` through
-      DLPack (zero copy) and whose backward calls the matching ``jax.vjp``. Rewards are written in
-      torch on ``(q, qd)`` or bridged the same way.
-    - **Warp (cloth)**: ``state = concat(positions, velocities)`` flattened; ``step`` launches the
-      integration kernels on a ``wp.Tape`` in forward and replays ``tape.backward`` with the incoming
-      gradient in backward (``wp.from_torch`` / ``wp.to_torch`` share memory).
+    - **Brax (JAX)** (``plugins/mbmix_brax``): ``state = concat(q, qd)``. Physics, reward, termination and
+      observation are Brax's own JAX code, never rewritten in torch: ``transition`` calls the env's own
+      ``step`` on the pipeline state rebuilt from ``(q, qd)`` (``pipeline_init``), and ``score`` runs the
+      same ``step`` on a world model's predicted state, so a prediction is scored by the code that scores
+      the simulator. Each is one jitted, vmapped JAX function wrapped as a ``torch.autograd.Function``:
+      tensors cross by DLPack without a copy, and backward runs the jitted ``jax.vjp`` of the function
+      (by default recomputing the forward fused with its transpose, so no residuals are held between
+      forward and backward). ``step``, ``reward`` and ``terminated`` reuse those executables.
+    - **Warp (cloth)** (``plugins/mbmix_warp``): ``state = concat(positions, velocities, gripper
+      positions)`` flattened. ``step`` is a ``torch.autograd.Function`` whose forward launches the
+      ``substeps`` integration kernels *without* a tape and saves only the step's inputs; its backward
+      recomputes the substeps on a ``wp.Tape`` and replays ``tape.backward`` with the incoming gradient
+      (``wp.from_torch`` shares memory both ways). The gripper moves, the reward (fold quality) and the
+      observation are plain torch on the flat state; a cloth never terminates (the default
+      ``terminated``), episodes end at ``episode_length``.
     """
 
     num_envs: int
@@ -71,6 +79,13 @@ class DiffEnv(abc.ABC):
     action_dim: int
     episode_length: int
     device: torch.device
+    diverged_magnitude: float = 1e6
+    """The bound of a healthy observation: a transition whose observation has an entry beyond it in magnitude
+    counts as a diverged simulator (ended like a termination, kept out of the critic, the buffer and the
+    model, and its env's window masked out of the actor objective). The default is DiffRL's absolute 1e6,
+    which suits nothing in particular: an env whose observations live on a known scale declares a bound a
+    few orders of magnitude above it (cloth: positions in metres and velocities in m/s, so a cloth at 1e5 is
+    diverged long before 1e6), so a blow-up is caught while it is still finite and far from the float range."""
 
     @abc.abstractmethod
     def reset(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -176,3 +191,29 @@ class DiffEnv(abc.ABC):
         differentiate exactly raises :class:`~mbmix_fw.UserError` saying which form is supported.
         """
         return None
+
+    def contact_stiffness(self, state: torch.Tensor, action: torch.Tensor,
+                          next_state: torch.Tensor) -> torch.Tensor | None:  # pragma: no cover - optional
+        """Optional contact signal: per transition, how stiff the contacts were, ``[N]`` floats ≥ 0 (no
+        gradient needed), or ``None`` (the default) when the env reports none.
+
+        AHAC's measure (Georgiev et al., ICML 2024; DiffRL ``ahac.py``): the contact forces divided
+        elementwise by the accelerations they act on, floored at 1 m/s², then the Frobenius norm over
+        contact points and axes: ``‖F_contact / max(|a|, 1)‖``. Units: force over acceleration, i.e.
+        kilograms -- large when big contact forces move the body little (stiff contact, where
+        first-order gradients through the simulator are least reliable). Implementations document
+        which contacts they count and at which point of the step the forces are evaluated.
+
+        The trainer calls it on the real window's detached transitions (flattened to ``[T·N]`` rows),
+        and only when the scheduler asks for it (``Scheduler.needs_contact``); it logs the mean as
+        ``contact/stiffness``. A scheduler that needs it on an env without it fails at build time with
+        a one-line error naming the env (:func:`reports_contact`).
+        """
+        return None
+
+
+def reports_contact(env: DiffEnv) -> bool:
+    """Whether ``env`` implements the optional :meth:`DiffEnv.contact_stiffness` signal (an env whose
+    class has it but whose configuration cannot provide it sets the instance attribute to ``None``)."""
+    method = getattr(env, "contact_stiffness", None)
+    return callable(method) and getattr(method, "__func__", None) is not DiffEnv.contact_stiffness

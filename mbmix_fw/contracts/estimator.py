@@ -20,6 +20,9 @@ class EstimatorInput:
     bootstrap term passes gradient to the policy, but its parameters are never trained by this loss.
     ``dynamics`` is ``env`` itself for simulator rollouts or a world model for model branches; rewards,
     observations, termination and resets always come from ``env``.
+
+    ``horizon`` and ``lam`` are this iteration's :class:`~mbmix_fw.Plan` values (``None``: use the
+    configured ones). The trainer has already checked them against ``horizon_bounds`` and ``lam``.
     """
 
     policy_fn: PolicyFn
@@ -28,6 +31,8 @@ class EstimatorInput:
     dynamics: Dynamics
     start: Cursor
     generator: torch.Generator | None = None
+    horizon: int | None = None
+    lam: float | None = None
 
 
 @attrs.frozen(eq=False)
@@ -50,14 +55,29 @@ class GradientEstimator(abc.ABC):
     - ``gamma``: discount, shared with the critic's TD(λ) targets.
     - ``uses_critic``: False for estimators that never bootstrap (BPTT); the trainer then skips
       critic updates.
-    - ``horizon(env)``: steps per estimate, used for cost accounting and buffer sizing.
+    - ``horizon(env)``: the configured steps per estimate (window length H), used when a plan sets none.
+    - ``horizon_bounds(env)``: the window lengths ``(low, high)`` (inclusive) the estimator honours from
+      ``EstimatorInput.horizon``. The default ``(horizon(env), horizon(env))`` is right for an
+      estimator that ignores ``EstimatorInput.horizon``: a plan asking for another length is then an
+      error, raised by the trainer before any update (and at build time for a scheduler's declared
+      ``horizon_range``), never a silently ignored setting.
+    - ``lam``: the λ an estimator mixes windows with, or ``None`` when it has none (a plan setting
+      ``lam`` is then an error). An estimator with a λ honours ``EstimatorInput.lam``.
+
+    The trainer counts the steps of the rollout an estimate returns (``env/steps``), so cost accounting
+    follows a changing horizon by itself.
     """
 
     gamma: float = 0.99
     uses_critic: bool = True
+    lam: float | None = None
 
     @abc.abstractmethod
     def horizon(self, env: DiffEnv) -> int: ...
+
+    def horizon_bounds(self, env: DiffEnv) -> tuple[int, int]:
+        h = self.horizon(env)
+        return h, h
 
     @abc.abstractmethod
     def estimate(self, inp: EstimatorInput) -> Estimate: ...

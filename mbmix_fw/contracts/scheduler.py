@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import abc
+import inspect
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import attrs
 
+from .component import MAX_STEPS
 
+NO_METRICS: Mapping[str, float] = MappingProxyType({})
+"""What :meth:`Scheduler.plan` sees before the first iteration: no metrics yet."""
 
 
 @attrs.frozen
@@ -21,6 +27,18 @@ class Plan:
     5. ``model_fit_steps`` minibatch steps of world-model fitting on the buffer.
 
     ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration.
+    ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
+    through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
+
+    ``model_horizon`` sets the model branches' window length alone (``None``: the same as the real window);
+    ``branch_recent`` > 0 draws branch start states from the newest ``branch_recent`` buffer transitions
+    only (0: the whole buffer), where the model has just been measured and the policy now goes.
+
+    ``horizon`` (steps, ``1 … MAX_STEPS``) sets this iteration's window length H for both the simulator
+    window and the model branches; ``lam`` (in [0, 1]) this iteration's λ of an estimator that mixes
+    windows (``mix``). ``None`` keeps the estimator's configured value. The trainer checks both against
+    the estimator (:meth:`~mbmix_fw.GradientEstimator.horizon_bounds`, ``GradientEstimator.lam``) before
+    any update and stops with a one-line error naming the scheduler when they do not fit.
     """
 
     env_weight: float = 1.0
@@ -29,14 +47,77 @@ class Plan:
     critic_iterations: int | None = None
     actor_lr_scale: float = 1.0
     critic_lr_scale: float = 1.0
+    jacobian_blend: float = 0.0
+    horizon: int | None = None
+    lam: float | None = None
+    model_horizon: int | None = None
+    branch_recent: int = 0
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.env_weight <= 1.0:
             raise ValueError(f"env_weight must lie in [0, 1], got {self.env_weight}")
+        if not 0.0 <= self.jacobian_blend <= 1.0:
+            raise ValueError(f"jacobian_blend must lie in [0, 1], got {self.jacobian_blend}")
+        if self.horizon is not None and (isinstance(self.horizon, bool) or not isinstance(self.horizon, int)
+                                         or not 1 <= self.horizon <= MAX_STEPS):
+            raise ValueError(f"horizon must be an int in [1, {MAX_STEPS}] or None, got {self.horizon!r}")
+        for name in ("model_horizon",):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= MAX_STEPS):
+                raise ValueError(f"{name} must be an int in [1, {MAX_STEPS}] or None, got {value!r}")
+        if isinstance(self.branch_recent, bool) or not isinstance(self.branch_recent, int) or self.branch_recent < 0:
+            raise ValueError(f"branch_recent must be an int >= 0, got {self.branch_recent!r}")
+        if self.lam is not None and not 0.0 <= self.lam <= 1.0:  # NaN fails this too
+            raise ValueError(f"lam must lie in [0, 1] or be None, got {self.lam}")
 
 
 class Scheduler(abc.ABC):
-    """Decides each iteration's :class:`Plan` (``iteration`` counts from 0 to ``total - 1``)."""
+    """Decides each iteration's :class:`Plan` (``iteration`` counts from 0 to ``total - 1``).
+
+    ``plan`` is called exactly once per iteration, just before the iteration runs, with ``metrics``: a
+    read-only mapping of the previous iteration's logged metrics as host floats (``loss/actor``,
+    ``grad/actor_norm``, ``estimator/…``, ``model/…``, ``plan/horizon``, ``eval/return`` when evaluated…;
+    the keys are those of ``metrics.csv``). It is empty at iteration 0; after a resume it is the last
+    checkpointed iteration's row, so a resumed run plans exactly what the uninterrupted one would have.
+    Reading it costs no device synchronisation: the trainer reads the metrics once per iteration anyway.
+
+    Schedulers written for the older ``plan(self, iteration, total)`` keep working: the trainer inspects
+    the signature once, when it is built (:func:`plan_caller`), and passes ``metrics`` only to a ``plan``
+    that takes a third argument.
+
+    An adaptive scheduler keeps state between calls; it then defines ``state_dict() -> dict`` and
+    ``load_state_dict(state)`` (the component protocol of ``Trainer._stateful_components``) so resuming
+    from a checkpoint continues its schedule exactly. A scheduler that returns ``Plan.horizon`` declares
+    ``horizon_range = (H_min, H_max)``: the build checks it against the estimator's bounds, the replay
+    buffer and the memory needs of the longest window before anything is allocated.
+    """
+
+    horizon_range: tuple[int, int] | None = None
+    """The window lengths this scheduler's plans may ask for (inclusive); ``None``: it never sets one."""
+    needs_contact: bool = False
+    """True: its plans read ``contact/stiffness`` (the env's optional :meth:`~mbmix_fw.DiffEnv.contact_stiffness`
+    signal, averaged over the previous window), so the trainer computes it, and refuses an env without it."""
+    needs_gradient_agreement: bool = False
+    """True: its plans read ``grad/half_cosine``, the cosine between the policy gradients of the two halves
+    of the env batch (``mbmix_fw/training/agreement.py``: measured within the one backward of the update)."""
 
     @abc.abstractmethod
-    def plan(self, iteration: int, total: int) -> Plan: ...
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = NO_METRICS) -> Plan: ...
+
+
+def plan_caller(scheduler: Any) -> Callable[[int, int, Mapping[str, float]], Plan]:
+    """``call(iteration, total, metrics) -> Plan`` for ``scheduler``, whatever its ``plan`` signature.
+
+    Decided once, from the signature of the bound ``plan``: a third positional parameter (or
+    ``*args``) receives ``metrics``; a two-argument ``plan(iteration, total)`` is called without it.
+    """
+    plan = scheduler.plan
+    try:
+        params = list(inspect.signature(plan).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: assume the current contract
+        return lambda iteration, total, metrics: plan(iteration, total, metrics)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params):
+        return lambda iteration, total, metrics: plan(iteration, total, metrics)
+    return lambda iteration, total, metrics: plan(iteration, total)

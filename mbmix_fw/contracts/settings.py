@@ -29,7 +29,14 @@ class RunSettings(_Settings):
     eval_every: Iterations = 0
     """Iterations between deterministic evaluations (0: only before and after training)."""
     eval_envs: NumEnvs = 16
-    """Episodes run in parallel for each evaluation."""
+    """Episodes run in parallel for each evaluation (fixed, seeded initial states; deterministic policy).
+    ``eval/return`` is their mean, so its standard error as a measure of the policy is ``σ/√eval_envs`` with
+    ``σ`` the spread of single-episode returns over initial states (``benchmarks/eval_episodes.py``
+    measures it: pendulum σ ≈ 130 untrained, 250 half-trained, on returns near −1100; cloth σ ≈ 0.8
+    untrained and 0.6 trained, on returns near 26). 16 puts the 95 % half-width at σ/2 (pendulum ±60–120,
+    cloth ±0.3), below the spread between seeds, which is why methods are compared over seeds
+    (``mbmix-fw report --group``); the cloth recipes use 32 (±0.2), which costs about 1.15× an 8-cloth
+    evaluation, since the episodes run in one batch."""
     max_skipped_iterations: int = Field(20, ge=1, le=MAX_ITERATIONS)
     """Stop with an error (exit 1, naming what went non-finite first) after this many consecutive
     iterations in which every update (actor, critic, world model) was skipped as non-finite."""
@@ -88,6 +95,12 @@ class CriticSettings(_Settings):
     minibatches: NumEnvs = 4
     """Minibatches each critic pass splits the iteration's transitions into (one Adam step each; more
     than ``num_envs × horizon`` gives no more)."""
+    model_branch_steps: int = Field(0, ge=0, le=MAX_ITERATIONS)
+    """Steps of each world-model branch whose TD(λ) targets the critic also regresses on (the first
+    ``k``, bootstrapped at the cut). 0 (default): the critic learns from real windows only, so it cannot
+    learn the model's mistakes — measured on the cloth at 8c0b872, two thirds of its samples came from
+    16-step model branches whose reward was off by 0.37–0.49 per step at their ends (true 0.48–0.60),
+    and training it on real windows alone lifted cloth_mix from 18.2 to 24.7 (5 seeds; issue 15)."""
 
 
 class OptimSettings(_Settings):

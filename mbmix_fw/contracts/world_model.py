@@ -39,6 +39,10 @@ class WorldModel(torch.nn.Module, abc.ABC):
     """
 
     probes: int = 0
+    probe_source: str = "random"
+    """``"random"``: the trainer collects ``probes`` random simulator probes per transition. ``"adjoint"``:
+    it stores the probes of the actor's own backward through the real window (one per transition, in the
+    policy gradient's directions, free: mbmix_fw/maths/adjoint_tap.py); ``probes`` must then be 1."""
     batch_size: int = 256
 
     @abc.abstractmethod

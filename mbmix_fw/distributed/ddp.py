@@ -11,14 +11,21 @@ Every rank builds an ordinary trainer from the recipe, then :func:`make_data_par
 - **Averaged gradients.** ``Trainer.grad_sync`` (the trainer's one hook, called after ``backward`` and
   before clipping and the finite check) all-reduces the policy and critic gradients and divides by K. All
   estimators' losses are means over envs, so with equal slices the average *is* the gradient over the
-  union of the ranks' envs. A rank whose loss is non-finite still takes part: every rank then sees a
-  non-finite gradient and skips the same update, so the replicas never drift apart.
+  union of the ranks' envs. A rank whose loss is non-finite still takes part in the all-reduce, and every
+  skip decision (a non-finite loss or gradient, an empty critic minibatch, an actor backward with no finite
+  action row, a world-model fit on a non-finite batch) is OR-ed over the ranks by one all-reduce of the flag
+  (:func:`mbmix_fw.any_rank`): all replicas skip or step together, never drift apart, and no rank is left
+  waiting in a collective another rank skipped.
 - **World model.** Its own optimiser steps inside the plugin's ``fit``; an optimiser step pre-hook
   averages the gradients of any optimiser over the world model's parameters, and the world model's
   floating-point buffers (normalisation statistics), before each step. (Averaged statistics: the mean is
   that of the union, the variance misses the spread between ranks' means.)
 - **Observation normaliser** updates from the observations of all ranks (an all-gather), exactly as one
   process would from the union.
+- **Rank 0 plans.** Every rank's scheduler is asked (``plan`` runs once per iteration everywhere, so a
+  stateful scheduler's state stays the same kind of object on every rank), and every rank follows rank 0's
+  :class:`~mbmix_fw.Plan`, broadcast each iteration: an adaptive scheduler reads metrics that differ
+  between ranks (each rank's own envs), and the replicas must roll the same window length.
 - **Rank 0 writes**: ``recipe.json`` (the recipe as given, total ``num_envs``), ``data_parallel.json``
   (``{"world_size": K}``), ``metrics.csv`` (rank 0's training metrics; its evaluation is the
   single-process one of the same seed), TensorBoard and checkpoints. Other ranks write nothing.
@@ -30,22 +37,23 @@ Backend: NCCL when training on CUDA (rank ``r`` uses ``cuda:LOCAL_RANK``), gloo 
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from ..errors import UserError
 
 if TYPE_CHECKING:
     import torch
 
+    from ..building.recipe import Recipe
+    from ..building.registry import Registry
+    from ..building.runs import Run
     from ..training.trainer import Trainer
 
 SEED_STRIDE = 100_003
-DATA_PARALLEL_JSON = "data_parallel.json"
 
 
 def launched_by_torchrun() -> bool:
@@ -53,22 +61,13 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (0 outside it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def rank_seed(seed: int, rank: int) -> int:
     return seed + SEED_STRIDE * rank
-
-
-def saved_world_size(run_dir: Path) -> int:
-    """How many ranks trained the run in ``run_dir`` (``data_parallel.json``; 1 when it has none)."""
-    marker = run_dir / DATA_PARALLEL_JSON
-    if not marker.is_file():
-        return 1
-    try:
-        size = json.loads(marker.read_text(encoding="utf-8"))["world_size"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        size = None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise UserError(f"{marker}: unreadable; expected {{\"world_size\": K}} with K >= 1")
-    return size
 
 
 def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: str) -> dict[str, Any]:
@@ -169,6 +168,7 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
     broadcast_state([trainer.policy, trainer.critic, trainer.target_critic, trainer.obs_norm,
                      trainer.world_model])
     trainer.grad_sync = lambda module: average_gradients(module.parameters(), world_size)
+    trainer._plan = _rank0_plan(trainer._plan)
     if trainer.obs_norm is not None:
         trainer.obs_norm.update = _gathering_update(trainer.obs_norm.update, world_size)
     handles = []
@@ -188,77 +188,99 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
     return handles
 
 
-# ---- the torchrun entry point
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mbmix_fw run|resume ...`` under torchrun; other commands run as usual on every rank."""
-    from ..commands.cli import PROG, _parser, _Registries, main as cli_main
+def _rank0_plan(plan_of):
+    """``plan_of`` whose result is replaced by rank 0's (one small object broadcast per iteration)."""
+    import torch.distributed as dist
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    if args.name not in ("run", "resume"):
-        return cli_main(argv)
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        return _run_data_parallel(args, _Registries(None).get(warn=rank == 0))
-    except UserError as exc:
-        if rank == 0:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                print(f"{PROG}: error: {line}", file=sys.stderr)
-        return 2
+    def planned(iteration, total, metrics):
+        chosen = [plan_of(iteration, total, metrics)]
+        dist.broadcast_object_list(chosen, src=0)
+        return chosen[0]
+
+    return planned
 
 
-def _run_data_parallel(args, registry) -> int:
+# ---- a run or a resume, as one of torchrun's ranks
+def run_data_parallel(recipe_path: str | Path, registry: "Registry", *, sets: Iterable[Any] = (),
+                      device: str | None = None, out: str | Path | None = None,
+                      progress: bool = True) -> tuple[dict[str, float], "Run"]:
+    """This rank's part of ``torchrun ... mbmix-fw run RECIPE``: the same recipe, overrides and folder checks
+    as a one-process run (:func:`~mbmix_fw.building.runs.plan_run`), trained on this rank's slice; rank 0
+    writes the run folder and ``data_parallel.json``. Returns the final metrics and the run."""
+    from ..building.runs import plan_run, start_run
+
+    recipe, out_dir = plan_run(recipe_path, registry, sets, device=device, out=out)
+    rank, world_size = _world()
+    rank_recipe = _rank_recipe(recipe.model_dump(mode="json"), registry, str(recipe_path))
+    with _process_group(recipe.run.device) as device:
+        run = start_run(recipe, out_dir if rank == 0 else None, registry, device=device,
+                        progress=progress and rank == 0, trainer_recipe=rank_recipe, world_size=world_size)
+        return _train(run), run
+
+
+def resume_data_parallel(run_dir: str | Path, registry: "Registry", *, device: str | None = None,
+                         progress: bool = True) -> tuple[dict[str, float] | None, "Run"]:
+    """This rank's part of ``torchrun ... mbmix-fw resume RUN_DIR``, with the rank count it was trained
+    with. Every rank restores rank 0's checkpoint (weights, optimisers, buffer, log); ranks ``r > 0`` then
+    start fresh episodes from ``run.seed + 100_003·r + iteration``. Returns ``(None, run)`` for a run that
+    was already finished."""
+    import torch
+
+    from ..building.runs import open_saved_run, resume_run
+    from ..maths.rollouts import Cursor
+
+    rank, world_size = _world()
+    saved = open_saved_run(run_dir, registry, world_size=world_size)
+    rank_recipe = _rank_recipe(saved.recipe.model_dump(mode="json"), registry, saved.source)
+    with _process_group(device if device is not None else saved.recipe.run.device) as device:
+        run = resume_run(saved, registry, device=device, progress=progress and rank == 0,
+                         trainer_recipe=rank_recipe, write=rank == 0)
+        if run.finished:
+            return None, run
+        trainer = run.trainer
+        if rank > 0:  # rank 0's checkpoint holds rank 0's episodes: start this slice afresh
+            trainer.generator.manual_seed(rank_seed(saved.recipe.run.seed, rank) + trainer.iteration)
+            trainer.cursor = Cursor(trainer.env.reset(trainer.env.num_envs, trainer.generator),
+                                    torch.zeros(trainer.env.num_envs, dtype=torch.long, device=device))
+            trainer.episode_return.zero_()
+        return _train(run), run
+
+
+def _world() -> tuple[int, int]:
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def _rank_recipe(data: dict[str, Any], registry: "Registry", source: str) -> "Recipe":
+    from ..building.recipe import validate_recipe
+
+    rank, world_size = _world()
+    return validate_recipe(split_recipe_data(data, rank, world_size, source), registry, source)
+
+
+@contextlib.contextmanager
+def _process_group(device_name: str) -> Iterator["torch.device"]:
+    """Join torchrun's process group (NCCL on CUDA, rank ``r`` on ``cuda:LOCAL_RANK``; gloo on CPU) for
+    the ``with`` block; yields this rank's device."""
     import torch
     import torch.distributed as dist
 
-    from ..building.build import RECIPE_JSON, make_trainer, resolve_device, write_run_files
-    from ..commands.cli import CHECKPOINT, _print_summary, prepare_run
-    from ..building.recipe import validate_recipe
-    from ..maths.rollouts import Cursor
+    from ..building.build import resolve_device
 
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    resuming = args.name == "resume"
-    if resuming:
-        run_dir = Path(args.run_dir)
-        recipe_path, checkpoint = run_dir / RECIPE_JSON, run_dir / CHECKPOINT
-        for needed in (recipe_path, checkpoint):
-            if not needed.is_file():
-                raise UserError(f"{needed}: no such file; is {run_dir} a run folder?")
-        data = json.loads(recipe_path.read_text(encoding="utf-8"))
-        recipe = validate_recipe(data, registry, str(recipe_path))
-        saved = saved_world_size(run_dir)
-        if saved != world_size:
-            raise UserError(f"{run_dir}: trained with {saved} rank(s); resume it with --nproc_per_node={saved}")
-        out_dir, source, device = run_dir, str(recipe_path), args.device or recipe.run.device
-    else:
-        recipe, out_dir = prepare_run(args, registry)  # refuses the folders a single-process run refuses
-        data = recipe.model_dump(mode="json")
-        source, device = args.recipe, recipe.run.device
-    rank_recipe = validate_recipe(split_recipe_data(data, rank, world_size, source), registry, source)
-    device = resolve_device(device)
+    device = resolve_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        trainer = make_trainer(rank_recipe, out_dir if rank == 0 else None, device, registry,
-                               progress=rank == 0 and not args.no_progress)
-        if resuming:
-            trainer.load_checkpoint(checkpoint)
-        handles = make_data_parallel(trainer, world_size)
-        if resuming and rank > 0:  # rank 0's checkpoint holds rank 0's episodes: start this slice afresh
-            trainer.generator.manual_seed(rank_seed(recipe.run.seed, rank) + trainer.iteration)
-            trainer.cursor = Cursor(trainer.env.reset(trainer.env.num_envs, trainer.generator),
-                                    torch.zeros(trainer.env.num_envs, dtype=torch.long, device=device))
-            trainer.episode_return.zero_()
-        if rank == 0 and not resuming:
-            write_run_files(out_dir, recipe, registry)
-            (out_dir / DATA_PARALLEL_JSON).write_text(json.dumps({"world_size": world_size}) + "\n")
-        final = trainer.train()
-        for handle in handles:
-            handle.remove()
-        if rank == 0:
-            _print_summary(out_dir, final)
+        yield device
     finally:
         dist.destroy_process_group()
-    return 0
+
+
+def _train(run: "Run") -> dict[str, float]:
+    handles = make_data_parallel(run.trainer, _world()[1])
+    try:
+        return run.train()
+    finally:
+        for handle in handles:
+            handle.remove()

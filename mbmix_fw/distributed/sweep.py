@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import sys
 import time
@@ -23,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UserError
+from ..training.run_folder import ERROR_TXT, RECIPE_JSON, write_json_atomic
 from .grid import SweepPlan, Trial
-from .summary import BEST_METRIC, PointResult, best_point, format_table, write_summary
-from .trial import ERROR_TXT, read_done, run_trial, trial_state
+from .summary import BEST_METRIC, SCORE, PointResult, best_point, format_table, write_summary
+from .trial import read_done, run_trial, trial_state
 
 if TYPE_CHECKING:
     from ..building.registry import Registry
@@ -38,8 +38,6 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 def check_folders(plan: SweepPlan) -> None:
     """Refuse to resume a trial folder that holds a run of a different recipe (edited recipe, same name)."""
-    from ..building.build import RECIPE_JSON
-
     for trial in plan.trials:
         path = plan.root / trial.name / RECIPE_JSON
         if not path.is_file():
@@ -102,14 +100,16 @@ def _check_reachable(address: str) -> None:
 
 
 def point_results(plan: SweepPlan) -> list[PointResult]:
-    """Per grid point: its trial count and the final metrics of those finished (from their ``done.json``)."""
+    """Per grid point: its trial count, and the final metrics (from their ``done.json``) and scores (from their
+    ``metrics.csv``) of those finished."""
     points: dict[str, list[Trial]] = {}
     for trial in plan.trials:
         points.setdefault(trial.point, []).append(trial)
     results = []
     for point, trials in points.items():
-        finals = [read_done(plan.root / t.name) for t in trials if trial_state(plan.root / t.name) == "finished"]
-        results.append(PointResult(point, trials[0].values, len(trials), finals))
+        finished = [plan.root / t.name for t in trials if trial_state(plan.root / t.name) == "finished"]
+        results.append(PointResult(point, trials[0].values, len(trials), [read_done(t) for t in finished],
+                                   [SCORE.of_run(t) for t in finished]))
     return results
 
 
@@ -181,19 +181,15 @@ def _best_text(plan: SweepPlan) -> str:
     best = best_point(point_results(plan))
     if best is None:
         return ""
-    mean, _ = best.stats(BEST_METRIC)
-    return f"  best so far: {best.point} ({BEST_METRIC} mean {mean:.4g}, {len(best.finals)} seeds)"
+    return f"  best so far: {best.point} (IQM of the {SCORE} {best.score_summary().iqm:.4g}, {len(best.finals)} seeds)"
 
 
 def _write_sweep_json(plan: SweepPlan) -> None:
     """``sweep.json``: the grid, the trials and their grid values (what ``report --group`` and humans read)."""
-    plan.root.mkdir(parents=True, exist_ok=True)
     data = {"name": plan.name, "grid": plan.settings.grid,
             "trials": [{"name": t.name, "point": t.point, "values": t.values, "seed": t.seed}
                        for t in plan.trials]}
-    tmp = plan.root / (SWEEP_JSON + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, plan.root / SWEEP_JSON)
+    write_json_atomic(plan.root / SWEEP_JSON, data)
 
 
 def sweep_command(recipe: str, registry: "Registry", *, grid: list[str], seeds: str | None, name: str | None,

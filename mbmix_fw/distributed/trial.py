@@ -9,17 +9,13 @@ killed before its first checkpoint are removed first).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-DONE_JSON = "done.json"
-ERROR_TXT = "error.txt"
-CHECKPOINT = Path("checkpoints") / "last.pt"
-_STALE = ("metrics.csv", "tb")
+from ..training.run_folder import CHECKPOINT, DONE_JSON, ERROR_TXT, RECIPE_JSON, TRAINING_OUTPUTS, write_json_atomic
 
 
 def trial_state(out_dir: Path) -> str:
@@ -44,9 +40,9 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
     """
     import torch
 
-    from ..building.build import make_trainer, write_run_files
     from ..building.recipe import validate_recipe
     from ..building.registry import load_registry
+    from ..building.runs import SavedRun, resume_run, start_run
 
     out = Path(out_dir)
     started = time.perf_counter()
@@ -56,18 +52,17 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
         if state == "finished":
             return {"status": "finished", "final": read_done(out), "resumed": False, "seconds": 0.0}
         registry = load_registry()
-        recipe = validate_recipe(recipe_data, registry, f"{out}/recipe.json")
-        if state == "new":
-            for stale in _STALE:
+        source = str(out / RECIPE_JSON)
+        recipe = validate_recipe(recipe_data, registry, source)
+        if state == "partial":
+            run = resume_run(SavedRun(out, recipe, source), registry, progress=False)
+        else:
+            for stale in TRAINING_OUTPUTS:
                 path = out / stale
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        trainer = make_trainer(recipe, out, recipe.run.device, registry, progress=False)
-        if state == "partial":
-            trainer.load_checkpoint(out / CHECKPOINT)
-        else:
-            write_run_files(out, recipe, registry)
-        final = trainer.train()
-        _write_json_atomic(out / DONE_JSON, {"final": final, "iterations": recipe.run.iterations})
+            run = start_run(recipe, out, registry, progress=False)
+        final = run.train()
+        write_json_atomic(out / DONE_JSON, {"final": final, "iterations": recipe.run.iterations})
         (out / ERROR_TXT).unlink(missing_ok=True)
         return {"status": "finished", "final": final, "resumed": state == "partial",
                 "seconds": time.perf_counter() - started}
@@ -81,9 +76,3 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
             pass
         return {"status": "failed", "error": error, "resumed": state == "partial",
                 "seconds": time.perf_counter() - started}
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

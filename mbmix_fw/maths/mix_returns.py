@@ -37,9 +37,12 @@ from typing import Literal
 
 import torch
 
-from .returns import bootstrap_values
-
 StartTimes = Literal["first", "all"]
+
+
+def bootstrap_values(next_values: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+    """``V(s_{t+1})`` with terminal states worth 0 (termination bootstraps 0; truncation keeps V)."""
+    return torch.where(terminated, torch.zeros_like(next_values), next_values)
 
 
 def mix_weights(lam: float, horizon: int, interval: int = 1) -> torch.Tensor:

@@ -8,17 +8,46 @@ from ..contracts.env import DiffEnv
 from ..contracts.rollout import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
 
 DIVERGED_MAGNITUDE = 1e6
-"""An observation entry larger than this in magnitude counts as a diverged simulator (DiffRL's SHAC zeroes
-the bootstrap value of ``obs_before_reset`` that is non-finite or exceeds 1e6 in magnitude, the same bound)."""
+"""The default of :attr:`DiffEnv.diverged_magnitude <mbmix_fw.DiffEnv>` (DiffRL's SHAC zeroes the bootstrap
+value of an ``obs_before_reset`` that is non-finite or exceeds 1e6 in magnitude); an env declares its own."""
 
 
-def diverged(reward: torch.Tensor, next_state: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-    """Bool ``[N]``: the step's reward, reached state or its observation is non-finite, or an observation
-    entry exceeds :data:`DIVERGED_MAGNITUDE`. The rollout ends such episodes like a termination (bootstrap
-    value 0, as DiffRL does, and a reset), so the batch never carries a broken state into the next step."""
+def diverged(reward: torch.Tensor, next_state: torch.Tensor, next_obs: torch.Tensor,
+             bound: float = DIVERGED_MAGNITUDE) -> torch.Tensor:
+    """Bool ``[...]`` (the leading shape of ``reward``): the step's reward, reached state or observation is
+    non-finite, or an observation entry exceeds ``bound`` (the env's ``diverged_magnitude``) in magnitude.
+    The rollout ends such episodes like a termination (bootstrap value 0, as DiffRL does, and a reset), so the
+    batch never carries a broken state into the next step."""
     with torch.no_grad():
         bad = ~torch.isfinite(reward) | ~torch.isfinite(next_state).all(-1) | ~torch.isfinite(next_obs).all(-1)
-        return bad | (next_obs.abs() > DIVERGED_MAGNITUDE).any(-1)
+        return bad | (next_obs.abs() > bound).any(-1)
+
+
+def healthy_envs(window: Rollout, env: DiffEnv) -> torch.Tensor:
+    """Bool ``[N]``: the env's whole window is finite (:attr:`Rollout.finite`) and no transition in it
+    diverged (:func:`diverged` with the env's bound). Computed on the device, without a host read."""
+    with torch.no_grad():
+        bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
+        broken = diverged(window.rewards, window.next_states, window.next_obs, bound) | ~window.finite
+        return ~broken.any(0)
+
+
+def masked_actor_loss(per_env: torch.Tensor, window: Rollout, env: DiffEnv) -> torch.Tensor:
+    """The actor loss to minimise from a per-env objective ``per_env [N]`` (to maximise) over ``window``:
+    ``-Σ_{healthy n} per_env[n] / (T · #healthy)``, so one diverged env does not stop the others training.
+
+    A diverged env's window (:func:`healthy_envs`) is left out of the sum with ``torch.where``, so its NaN
+    never reaches the loss. Its gradient is cut where it would reach the policy: the trainer's policy zeroes
+    the action-gradient rows that come back non-finite (``0 · NaN = NaN`` through a NaN state's Jacobian,
+    or a simulator whose backward is NaN) — see ``Trainer._policy_fn``. When no env is healthy the loss is
+    NaN and the trainer skips (and counts) the actor step. With every env healthy it is exactly
+    ``-per_env.sum() / (T·N)``, SHAC's normalisation.
+    """
+    healthy = healthy_envs(window, env)
+    count = healthy.sum()
+    total = torch.where(healthy, per_env, torch.zeros_like(per_env)).sum()
+    loss = -total / (window.steps * count.clamp_min(1))
+    return torch.where(count > 0, loss, torch.full_like(loss, float("nan")))
 
 
 def rollout(
@@ -86,6 +115,7 @@ def _replaying_segment(policy_fn, env, dynamics, steps, generator):
 def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in attrs.fields_dict(Rollout) if k != "end"}
+    bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
     obs = env.observe(state)  # later steps reuse the transition's observation (DiffEnv.reset_done_observed)
     for _ in range(steps):
         action = policy_fn(obs, generator)
@@ -95,7 +125,7 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
             step = env.score(state, action, dynamics.step(state, action, generator))
         next_state, reward = step.next_state, step.reward
         # A diverged transition (non-finite or absurd) ends its episode as a termination: value 0, reset.
-        terminated = step.terminated | diverged(reward, next_state, step.next_obs)
+        terminated = step.terminated | diverged(reward, next_state, step.next_obs, bound)
         if t is not None:
             t = t + 1
             truncated = (t >= env.episode_length) & ~terminated

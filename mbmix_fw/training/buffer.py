@@ -69,6 +69,15 @@ class ReplayBuffer:
         idx = self._indices(n, generator)
         return TransitionBatch(**{k: v[idx] for k, v in self._data.items()})
 
+    def sample_recent_states(self, n: int, recent: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[n, S]`` states drawn uniformly (with replacement) from the newest ``recent`` transitions."""
+        window = min(recent, self._size)
+        if window == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        back = torch.randint(window, (n,), generator=generator, device=gen_device).to(self.device)
+        return self._data["state"][(self._next - 1 - back) % self.capacity]
+
     def sample_states(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[n, S]`` states drawn uniformly with replacement (start states of model branches)."""
         return self._data["state"][self._indices(n, generator)]

@@ -4,12 +4,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-CSV_NAME = "metrics.csv"
-TB_DIR = "tb"
+from .run_folder import METRICS_CSV, TB_DIR, write_text_atomic
 
 
 class MetricsLog:
@@ -59,6 +57,13 @@ class MetricsLog:
                 return row[key]
         return float("nan")
 
+    def last_row(self, iteration: int) -> dict[str, float]:
+        """The metrics logged for ``iteration`` (``iteration`` column left out) if it is the last row and
+        a training iteration (≥ 1), else ``{}``: what a scheduler saw after that iteration, for a resume."""
+        if iteration < 1 or not self.history or self.history[-1].get("iteration") != float(iteration):
+            return {}
+        return {k: v for k, v in self.history[-1].items() if k != "iteration"}
+
     def final_metrics(self) -> dict[str, float]:
         """The last row, with the *true* last evaluation (NaN if it was NaN) and the last finite
         training return (an iteration in which no episode ended has none)."""
@@ -77,7 +82,7 @@ class MetricsLog:
         columns = dict.fromkeys(self._columns or ["iteration"])
         for row in new_rows:
             columns.update(dict.fromkeys(row))
-        path = self.out_dir / CSV_NAME
+        path = self.out_dir / METRICS_CSV
         if list(columns) != self._columns or not path.exists():
             self._rewrite(list(columns))
         else:
@@ -104,11 +109,7 @@ class MetricsLog:
         writer.writeheader()
         for row in self.history:
             writer.writerow(self._cells(row))
-        path = self.out_dir / CSV_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.write_text(text.getvalue())
-        os.replace(tmp, path)
+        write_text_atomic(self.out_dir / METRICS_CSV, text.getvalue())
         self._columns = columns
 
     def close(self) -> None:

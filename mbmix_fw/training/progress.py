@@ -39,6 +39,7 @@ class SkippedUpdates:
     def __init__(self) -> None:
         self._this_iteration: Counter[str] = Counter()
         self._masked = 0
+        self._cut = 0
 
     def record(self, what: str, count: int = 1) -> None:
         if count:
@@ -47,20 +48,26 @@ class SkippedUpdates:
     def mask(self, transitions: int) -> None:
         self._masked += transitions
 
+    def cut(self, rows: int) -> None:
+        """Action-gradient rows zeroed because they came back non-finite (the other rows still trained)."""
+        self._cut += rows
+
     def summary(self, iteration: int, so_far: int) -> str | None:
         """The iteration's one-line summary (``None`` when nothing went non-finite); resets the tally."""
-        if not self._this_iteration and not self._masked:
+        if not self._this_iteration and not self._masked and not self._cut:
             return None
         count = sum(self._this_iteration.values())
         noun = "update" if count == 1 else "updates"
         line = f"iteration {iteration}: "
         if self._masked:
             line += f"{self._masked} non-finite transition(s) masked; "
+        if self._cut:
+            line += f"{self._cut} non-finite action-gradient row(s) cut; "
         line += f"{count} {noun} skipped"
         if count:
             line += " (non-finite " + ", ".join(f"{what} ×{n}" for what, n in self._this_iteration.most_common()) + ")"
         self._this_iteration.clear()
-        self._masked = 0
+        self._masked = self._cut = 0
         return f"{line}; {so_far} so far"
 
 

@@ -7,16 +7,23 @@ written atomically.
 
 Non-finite numbers (a diverging simulator is bad input, not a crash):
 
-- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds
-  1e6 in magnitude, ends its episode like a termination (value 0, DiffRL's rule) and is reset
-  (:func:`mbmix_fw.maths.rollouts.diverged`). It never reaches the observation normaliser, the critic's
-  regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- A transition whose reward, reached state or observation is NaN/inf, or whose observation exceeds the
+  env's ``diverged_magnitude`` (default 1e6) in magnitude, ends its episode like a termination (value 0,
+  DiffRL's rule) and is reset (:func:`mbmix_fw.maths.rollouts.diverged`). It never reaches the observation
+  normaliser, the critic's regression or the replay buffer; it is counted in ``guard/nonfinite_transitions``.
+- The actor learns past one bad env: the estimators leave a diverged env's window out of the actor
+  objective (:func:`mbmix_fw.masked_actor_loss`; ``guard/masked_envs``), and the policy's actions zero the
+  gradient rows that come back non-finite (``0 · NaN = NaN`` through the diverged env's Jacobians, or a
+  simulator whose backward is NaN; ``guard/nonfinite_action_grads``), so no NaN reaches the parameters
+  and the other envs' gradient is unchanged.
 - An update (actor step, critic minibatch, world-model fit) whose loss or gradient is non-finite is
   skipped on the device and counted in ``guard/skipped_updates``; one warning line per iteration sums
-  up what was skipped. A world-model fit that leaves the model non-finite is undone.
-- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped stop the
-  run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what went non-finite first; a
-  checkpoint is never written with a non-finite tensor in it.
+  up what was skipped. A world-model fit that leaves the model non-finite is undone. In data-parallel
+  training every skip decision is OR-ed over the ranks (:func:`mbmix_fw.any_rank`), so all replicas skip
+  or step together.
+- ``run.max_skipped_iterations`` consecutive iterations in which every update was skipped, or in which the
+  actor update was skipped, stop the run with :class:`~mbmix_fw.TrainingDiverged` (exit 1) naming what
+  went non-finite first; a checkpoint is never written with a non-finite tensor in it.
 
 The GPU hot loop reads the device from the host once per model-free iteration: metrics stay device
 tensors until :meth:`Trainer._read_metrics` reads them together, the NaN guard feeds its finite flag to
@@ -31,28 +38,36 @@ import math
 import random
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
+import attrs
 import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint_file, save_checkpoint_file
-from ..contracts.env import DiffEnv
+from ..contracts.env import DiffEnv, reports_contact
 from ..errors import TrainingDiverged, UserError
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from .metrics import MetricsLog
 from ..maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy
 from .progress import SkippedUpdates, TrainingProgress
+from ..maths.adjoint_tap import AdjointTap
+from ..maths.jacobian_blend import JacobianBlend
+from .run_folder import CHECKPOINT
 from ..maths.returns import lambda_returns, safe_values
-from ..maths.rollouts import Cursor, Rollout
-from ..contracts.scheduler import Plan, Scheduler
+from ..maths.rollouts import Cursor, Rollout, healthy_envs
+from .ranks import any_rank
+from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
 
 log = logging.getLogger("mbmix_fw")
 
-CHECKPOINT = Path("checkpoints") / "last.pt"
 EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
+MODEL_EXPLOSION = 4.0
+"""A world model whose held-out state error exceeds this multiple of its best so far is rolled back to
+the parameters (and optimiser state) it had at its best, and ``model/rollbacks`` counts it."""
 
 
 def seed_everything(seed: int) -> None:
@@ -82,6 +97,12 @@ def _component_state(component: Any) -> Any:
     """The optional ``state_dict()`` of an env, estimator or scheduler (``None`` if it has none)."""
     getter = getattr(component, "state_dict", None)
     return getter() if callable(getter) else None
+
+
+def _first_steps(rollout: Rollout, steps: int) -> Rollout:
+    """The first ``steps`` steps of a rollout (TD(λ) targets then bootstrap at the cut)."""
+    cut = {f.name: getattr(rollout, f.name)[:steps] for f in attrs.fields(Rollout) if f.name != "end"}
+    return attrs.evolve(rollout, **cut)
 
 
 def resolve_dtype(setting: str, env: DiffEnv, device: torch.device) -> torch.dtype:
@@ -154,11 +175,27 @@ class Trainer:
                 world_model.probes, self.device, self.dtype,
             )
 
-        if world_model is not None:
-            first = scheduler.plan(0, run.iterations)
-            if not (first.model_branches or first.model_fit_steps):
-                log.warning("a world model is configured but %s never fits or uses it; use a scheduler "
-                            "such as 'dyna'", type(scheduler).__name__)
+        self.tap = AdjointTap() if world_model is not None else None
+        """Records the simulator's VJPs during the actor's backward through the real window
+        (mbmix_fw/maths/adjoint_tap.py): the free Jacobian probes of a world model with
+        ``probe_source = "adjoint"``, and the held-out Jacobian error of every model on large envs."""
+        self.sim_steps = 0  # simulator forward steps (env rows), training only: rollouts and probes
+        self.sim_vjps = 0  # simulator vector-Jacobian products (env rows × directions), backward and probes
+        self.wall_time = 0.0  # seconds spent in training iterations (evaluation included)
+        self.model_rollbacks = 0
+        self._model_best: tuple[float, dict] | None = None  # (held-out state error, state dict) at its best
+
+        self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
+        self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
+        if self._needs_agreement and env.num_envs < 2:
+            raise UserError(f"scheduler {type(scheduler).__name__} compares the gradients of two halves of the "
+                            f"env batch; env.num_envs = {env.num_envs} has no two halves (use at least 2)")
+        if self._needs_contact and not reports_contact(env):
+            raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
+                            f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
+                            f"that implements it or another scheduler")
+        self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
         self.cursor = Cursor(
             env.reset(env.num_envs, self.generator),
             torch.zeros(env.num_envs, dtype=torch.long, device=self.device),
@@ -170,6 +207,7 @@ class Trainer:
         self.skipped = SkippedUpdates()  # this iteration's skips, summarised by TrainingProgress
         self.nonfinite_transitions = 0
         self.skipped_streak = 0  # consecutive iterations whose every update was skipped
+        self.actor_skip_streak = 0  # consecutive iterations whose actor update was skipped
         self.first_nonfinite = ""  # what went non-finite first (named by the divergence error)
         self.log = MetricsLog(self.out_dir)
         self._reset_guard_counters()
@@ -192,7 +230,7 @@ class Trainer:
         try:
             while self.iteration < total:
                 started = time.perf_counter()
-                metrics = self._read_metrics(self._iterate(self.scheduler.plan(self.iteration, total)))
+                metrics = self._read_metrics(self._iterate(self._next_plan(total)))
                 self.iteration += 1
                 elapsed = time.perf_counter() - started
                 metrics["time/iteration_s"] = elapsed
@@ -200,7 +238,11 @@ class Trainer:
                 last = self.iteration == total
                 if last or (self.run.eval_every and self.iteration % self.run.eval_every == 0):
                     metrics["eval/return"] = self.evaluate()
+                self.wall_time += time.perf_counter() - started
+                metrics["time/wall_s"] = self.wall_time
+                metrics["sim/steps"], metrics["sim/vjps"] = float(self.sim_steps), float(self.sim_vjps)
                 self.log.append(self.iteration, metrics)
+                self._last_metrics = metrics
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
                 shown.update(self.iteration, metrics, self.log.latest("train/return"),
@@ -216,33 +258,78 @@ class Trainer:
             self.hooks.on_run_end(run_dir=self.out_dir, metrics=final)
         return final
 
+    def _next_plan(self, total: int) -> Plan:
+        """The scheduler's plan for ``self.iteration`` (its one ``plan`` call of the iteration), given the
+        previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume)."""
+        plan = self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics)))
+        if self.iteration == 0 and self.world_model is not None and not (plan.model_branches or plan.model_fit_steps):
+            log.warning("a world model is configured but %s neither fits nor uses it in the first iteration; "
+                        "use a scheduler such as 'dyna'", type(self.scheduler).__name__)
+        return plan
+
+    def _check_plan(self, plan: Plan) -> None:
+        """Refuse, before any update, a plan whose horizon or λ the estimator cannot honour."""
+        who = f"scheduler {type(self.scheduler).__name__} (iteration {self.iteration})"
+        estimator = type(self.estimator).__name__
+        for name in ("horizon", "model_horizon"):
+            value = getattr(plan, name)
+            if value is None:
+                continue
+            low, high = self.estimator.horizon_bounds(self.env)
+            if not low <= value <= high:
+                raise UserError(f"{who} planned {name} {value}, outside [{low}, {high}], the window "
+                                f"lengths estimator {estimator} honours")
+        if plan.lam is not None and self.estimator.lam is None:
+            raise UserError(f"{who} planned lam {plan.lam} but estimator {estimator} mixes no windows (no λ)")
+
     def _iterate(self, plan: Plan) -> dict[str, Any]:
         """One policy update: real window → model branches → policy step → critic → model fit.
 
         Metric values may be device tensors: :meth:`_read_metrics` reads them all in one transfer, so
         the model-free iteration never waits for the device before its end (``benchmarks/gpu_loop.py``).
         """
+        self._check_plan(plan)
         self._set_learning_rates(plan)
         metrics: dict[str, Any] = {}
         beta = plan.env_weight
         self._reset_guard_counters()
 
         # ---- real rollout through the simulator (always: it advances the env and feeds the buffer)
+        split = None
+        if self._needs_agreement and beta > 0:  # per-half parameter copies (mbmix_fw/training/agreement.py)
+            from .agreement import HalfSplitPolicy
+
+            split = HalfSplitPolicy(self.policy, self._normalize, self.cursor.state.shape[0])
         with torch.set_grad_enabled(beta > 0):
-            real = self.estimator.estimate(self._estimator_input(self.env, self.cursor))
+            real = self.estimator.estimate(
+                self._estimator_input(self._real_dynamics(plan), self.cursor, plan, split))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
+        metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
         self._track_episode_returns(real.rollout, real_finite, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
+        metrics["plan/horizon"] = float(real.rollout.steps)  # the window this iteration actually ran
+        metrics["plan/env_weight"] = beta
+        lam = plan.lam if plan.lam is not None else self.estimator.lam
+        if lam is not None:
+            metrics["plan/lam"] = float(lam)
         self.env_steps += metrics["_steps"]
+        self.sim_steps += metrics["_steps"]
         metrics.update(real.metrics)
+        if self._needs_contact:
+            metrics.update(self._contact_metrics(real.rollout, real_finite))
 
         # ---- model branches from buffer states
         branch: Estimate | None = None
         if plan.model_branches and self.world_model is not None and len(self.buffer) > 0:
-            starts = self.buffer.sample_states(plan.model_branches, self.generator)
-            branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None)))
+            if plan.branch_recent:
+                starts = self.buffer.sample_recent_states(plan.model_branches, plan.branch_recent, self.generator)
+            else:
+                starts = self.buffer.sample_states(plan.model_branches, self.generator)
+            branch_plan = attrs.evolve(plan, horizon=plan.model_horizon or plan.horizon)
+            branch = self.estimator.estimate(
+                self._estimator_input(self.world_model, Cursor(starts, None), branch_plan))
             metrics["loss/actor_model"] = branch.loss.detach()
 
         # ---- policy update on β·L_env + (1-β)·L_model
@@ -253,32 +340,57 @@ class Trainer:
         if loss is not None and loss.requires_grad:
             metrics["loss/actor"] = loss.detach()
             metrics["grad/actor_norm"] = self._guarded_step(loss, self.policy, self.actor_opt, "actor")
+            if beta > 0 and plan.jacobian_blend < 1:  # the actor's backward ran through every real step
+                self.sim_vjps += metrics["_steps"]
+            if split is not None:
+                metrics["grad/half_cosine"] = split.cosine()
         if self.world_model is not None:
             self.world_model.zero_grad(set_to_none=True)  # the branch loss reached the model's weights
 
-        # ---- critic on TD(λ) targets of every rollout of this iteration
+        # ---- critic on TD(λ) targets of the real window (and the first steps of model branches, if asked)
         if self.estimator.uses_critic:
-            rollouts = [real.rollout] + ([branch.rollout] if branch is not None else [])
+            rollouts = [real.rollout]
+            if branch is not None and self.critic_cfg.model_branch_steps > 0:
+                rollouts.append(_first_steps(branch.rollout, self.critic_cfg.model_branch_steps))
             metrics["loss/critic"] = self._update_critic(rollouts, plan)
             self._polyak_target()
 
         # ---- world model: held-out error on the new window, then fit on the buffer
         if self.world_model is not None:
-            metrics.update(self._update_world_model(real.rollout, real_finite, plan))
+            tapped = self.tap.probes() if self.tap is not None else None
+            metrics.update(self._update_world_model(real.rollout, real_finite, plan, tapped))
 
         if self.obs_norm is not None:
             self.obs_norm.update(real.rollout.obs.detach(), real_finite)
         for name, (skipped, tried) in self._skips.items():
             metrics[f"_skipped/{name}"], metrics[f"_tried/{name}"] = skipped, float(tried)
         metrics["_bad_actor_loss"] = self._bad_actor_loss
+        metrics["guard/nonfinite_action_grads"] = self._nonfinite_action_grads
         metrics["lr/actor"] = self.actor_opt.param_groups[0]["lr"]
         return metrics
+
+    @torch.no_grad()
+    def _contact_metrics(self, rollout: Rollout, finite: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The env's contact stiffness of the window's finite transitions: its mean over steps and envs
+        (``contact/stiffness``) and over the envs at the first step (``contact/stiffness_first_step``,
+        AHAC's dual update reads it); NaN when no transition is finite. Device scalars."""
+        steps, n = rollout.steps, rollout.num_envs
+        rows = lambda x: x.detach().reshape(steps * n, x.shape[-1])  # noqa: E731
+        stiffness = self.env.contact_stiffness(rows(rollout.states), rows(rollout.actions),
+                                               rows(rollout.next_states)).reshape(steps, n)
+        valid = finite & torch.isfinite(stiffness)
+        kept = torch.where(valid, stiffness, torch.zeros_like(stiffness))
+        weight = valid.to(stiffness.dtype)
+        return {"contact/stiffness": kept.sum() / weight.sum(),
+                "contact/stiffness_first_step": kept[0].sum() / weight[0].sum()}
 
     def _reset_guard_counters(self) -> None:
         """This iteration's skipped/tried updates per kind, skips counted on the device."""
         zero = torch.zeros((), device=self.device)
         self._skips = {"actor": [zero, 0], "critic": [zero, 0], "world model": [zero, 0]}  # [skipped, tried]
         self._bad_actor_loss = zero.bool()
+        self._nonfinite_action_grads = zero  # action-gradient rows zeroed by _policy_fn's hook
+        self._action_rows = (zero.long(), zero.long())  # kept / zeroed in the current actor backward
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""
@@ -307,7 +419,8 @@ class Trainer:
         if not self.first_nonfinite:
             if masked:
                 self.first_nonfinite = (f"iteration {iteration}: {masked} simulator transition(s) with a "
-                                        f"non-finite or diverged (|obs| > 1e6) reward, state or observation")
+                                        f"non-finite or diverged (|obs| > {self.env.diverged_magnitude:g}) "
+                                        f"reward, state or observation")
             else:
                 for name in names:
                     if skipped[name]:
@@ -315,19 +428,27 @@ class Trainer:
                         self.first_nonfinite = f"iteration {iteration}: the {name} {what}"
                         break
         self.skipped.mask(masked)
+        self.skipped.cut(int(out.get("guard/nonfinite_action_grads", 0)))
         for name in names:
             self.skipped.record(name, skipped[name])
         attempted = sum(tried.values())
         all_skipped = attempted > 0 and sum(skipped.values()) == attempted
         self.skipped_streak = self.skipped_streak + 1 if all_skipped else 0
+        if tried["actor"]:  # an iteration with no actor update (a warm-up) neither extends nor ends it
+            self.actor_skip_streak = self.actor_skip_streak + 1 if skipped["actor"] == tried["actor"] else 0
 
     def _stop_if_diverged(self) -> None:
-        if self.skipped_streak >= self.run.max_skipped_iterations:
-            raise TrainingDiverged(
-                f"every update of the last {self.skipped_streak} iterations was skipped as non-finite "
-                f"(run.max_skipped_iterations = {self.run.max_skipped_iterations}); first non-finite: "
-                f"{self.first_nonfinite or 'unknown'}. The last checkpoint holds the last finite state."
-            )
+        limit = self.run.max_skipped_iterations
+        if self.skipped_streak >= limit:
+            what = f"every update of the last {self.skipped_streak} iterations was"
+        elif self.actor_skip_streak >= limit:
+            what = f"the actor update of the last {self.actor_skip_streak} iterations was"
+        else:
+            return
+        raise TrainingDiverged(
+            f"{what} skipped as non-finite (run.max_skipped_iterations = {limit}); first non-finite: "
+            f"{self.first_nonfinite or 'unknown'}. The last checkpoint holds the last finite state."
+        )
 
     # ------------------------------------------------------------------ pieces of an iteration
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
@@ -335,16 +456,50 @@ class Trainer:
 
     def _target_value(self, obs: torch.Tensor) -> torch.Tensor:
         """The target critic's value of raw observations; 0 where they are non-finite or diverged."""
-        return safe_values(lambda o: self.target_critic(self._normalize(o)), obs)
+        return safe_values(lambda o: self.target_critic(self._normalize(o)), obs, self.env.diverged_magnitude)
 
-    def _estimator_input(self, dynamics, start: Cursor) -> EstimatorInput:
+    def _policy_fn(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The policy as estimators call it: raw observations in, actions out, and on the way back a gradient
+        gate. A row of ``∂loss/∂action`` that is non-finite is zeroed (and counted) before it reaches the
+        policy's parameters: a diverged env's window is left out of the loss, but the zero gradient it gets
+        still meets the NaN Jacobians of its broken states (``0 · NaN = NaN``), and a simulator's backward can
+        be NaN at a finite state. Every other row passes unchanged, so the other envs' gradient is exact."""
+        action = self.policy(self._normalize(obs), generator)
+        if action.requires_grad:
+            action.register_hook(self._zero_nonfinite_rows)
+        return action
+
+    def _zero_nonfinite_rows(self, grad: torch.Tensor) -> torch.Tensor:
+        ok = torch.isfinite(grad).all(-1, keepdim=True)
+        dropped = (~ok).sum()
+        self._nonfinite_action_grads = self._nonfinite_action_grads + dropped
+        kept, lost = self._action_rows
+        self._action_rows = (kept + ok.sum(), lost + dropped)
+        return torch.where(ok, grad, torch.zeros_like(grad))
+
+    def _real_dynamics(self, plan: Plan):
+        """What the real window steps through: the env, tapped for free probes, its Jacobian blended with
+        the world model's when the plan says so (values always the simulator's)."""
+        if self.tap is not None:
+            self.tap.clear()
+        simulator = self.tap.wrap(self.env) if self.tap is not None else self.env
+        if plan.jacobian_blend > 0:
+            if self.world_model is None:
+                raise UserError(f"{type(self.scheduler).__name__} planned jacobian_blend = "
+                                f"{plan.jacobian_blend} but the run has no world model")
+            return JacobianBlend(simulator, self.world_model, plan.jacobian_blend)
+        return simulator
+
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan(), policy_fn=None) -> EstimatorInput:
         return EstimatorInput(
-            policy_fn=lambda obs, g: self.policy(self._normalize(obs), g),
+            policy_fn=policy_fn or self._policy_fn,
             value_fn=self._target_value,
             env=self.env,
             dynamics=dynamics,
             start=start,
             generator=self.generator,
+            horizon=plan.horizon,
+            lam=plan.lam,
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
@@ -360,10 +515,15 @@ class Trainer:
         The check never reaches the host: the finite flag goes to the fused Adam kernel as ``found_inf``
         (the input ``torch.amp.GradScaler`` uses), which then leaves parameters, moments and step count
         untouched. Skips are counted on the device and reported once per iteration. ``empty`` (a bool
-        device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum.
+        device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum; so does
+        an actor backward whose every action-gradient row came back non-finite (all zeroed by
+        :meth:`_zero_nonfinite_rows`). The decision is OR-ed over data-parallel ranks (:func:`any_rank`).
         Returns the gradient norm (a device scalar; NaN when skipped).
         """
         opt.zero_grad(set_to_none=True)
+        if name == "actor":  # action-gradient rows this backward keeps / zeroes (_zero_nonfinite_rows)
+            zero = torch.zeros((), dtype=torch.long, device=self.device)
+            self._action_rows = (zero, zero)
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(module)
@@ -372,6 +532,10 @@ class Trainer:
         bad = bad_loss | ~torch.isfinite(norm)
         if empty is not None:
             bad = bad | empty
+        if name == "actor":  # every action's gradient was non-finite: a zero step would train nothing
+            kept, lost = self._action_rows
+            bad = bad | ((kept == 0) & (lost > 0))
+        bad = any_rank(bad)  # data-parallel: a step that one rank skips, every rank skips
         opt.found_inf, opt.grad_scale = bad.to(torch.float32), None
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -428,41 +592,63 @@ class Trainer:
         for target, online in zip(self.target_critic.parameters(), self.critic.parameters()):
             target.lerp_(online, tau)
 
-    def _update_world_model(self, rollout: Rollout, finite: torch.Tensor, plan: Plan) -> dict[str, Any]:
+    def _update_world_model(self, rollout: Rollout, finite: torch.Tensor, plan: Plan,
+                            tapped=None) -> dict[str, Any]:
         """Held-out model error on the new window, then ``plan.model_fit_steps`` fit steps on the buffer.
 
-        Only finite transitions (and finite simulator probes) enter the buffer. A fit that leaves any
-        parameter, statistic or optimiser state non-finite is undone (the model is restored to its state
-        before this iteration's fit) and counted as skipped world-model updates.
+        Probes: the adjoint tap's (``tapped``: free, in the policy's directions) when the model asks for
+        them and the actor's backward reached the simulator; otherwise random ones, each a simulator VJP.
+        Only finite transitions (and finite simulator probes) enter the buffer.
+
+        Held-out error: the new window before the model trains on it — with full simulator Jacobians on
+        small envs (``S + A <= FULL_JACOBIAN_MAX_DIM``: exact, and cheap there), else on the window's own
+        probes (no simulator work beyond what the buffer gets anyway). A fit that leaves any parameter,
+        statistic or optimiser state non-finite is undone and counted as skipped world-model updates; a
+        held-out state error above ``MODEL_EXPLOSION`` × its best rolls the model back to its best.
         """
-        from ..maths.probes import collect_eval_transitions, collect_transitions
+        from ..maths.probes import FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_transitions
 
         started = time.perf_counter()
         keep = finite.reshape(-1)
         flat = lambda x: x.detach().reshape(-1, x.shape[-1])[keep]  # noqa: E731 - finite rows of [T, N, D]
         states, actions, next_states = flat(rollout.states), flat(rollout.actions), flat(rollout.next_states)
-        fresh = collect_transitions(
-            self.env, states, actions, self.world_model.probes, self.generator, next_state=next_states,
-        )
+        probes = self.world_model.probes
+        if probes and tapped is not None and getattr(self.world_model, "probe_source", "random") == "adjoint":
+            fresh = tapped
+        else:
+            fresh = collect_transitions(self.env, states, actions, probes, self.generator, next_state=next_states)
+            if probes:
+                self.sim_steps += states.shape[0]
+                self.sim_vjps += states.shape[0] * probes
         if fresh.probe_u is not None:  # a simulator Jacobian can be non-finite at a finite state
             ok = torch.isfinite(fresh.probe_s).all(-1).all(-1) & torch.isfinite(fresh.probe_a).all(-1).all(-1)
             fresh = type(fresh)(*(v[ok] for v in (fresh.state, fresh.action, fresh.next_state,
                                                    fresh.probe_u, fresh.probe_s, fresh.probe_a)))
         metrics: dict[str, Any] = {}
         if len(self.buffer) > 0 and states.shape[0] > 0:
-            # The new window is held out (the model never trained on it). Its error is measured against
-            # the full simulator Jacobian on small envs and random probes on large ones, for every model
-            # (the α = 0 ablation included), on a random subsample to bound the cost.
-            pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
-            pick = pick[:EVAL_TRANSITIONS]
-            held_out = collect_eval_transitions(
-                self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
-            )
-            metrics.update(self.world_model.evaluate(held_out))
+            # The new window is held out (the model never trained on it), for every model (the α = 0
+            # ablation included), on a random subsample to bound the cost.
+            small = states.shape[1] + actions.shape[1] <= FULL_JACOBIAN_MAX_DIM
+            if small:
+                pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
+                pick = pick[:EVAL_TRANSITIONS]
+                held_out = collect_eval_transitions(
+                    self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
+                )
+                self.sim_steps += len(pick)
+                self.sim_vjps += len(pick) * states.shape[1]
+            else:  # the window's own probes: the tap's (any model) or the buffer's random ones
+                rows = tapped if tapped is not None and len(tapped) > 0 else fresh
+                pick = torch.randperm(len(rows), generator=self.generator, device=self.device)[:EVAL_TRANSITIONS]
+                held_out = type(rows)(*(None if v is None else v[pick] for v in attrs.astuple(rows, recurse=False)))
+            if len(held_out) > 0:
+                metrics.update(self.world_model.evaluate(held_out))
+                self._roll_back_if_exploded(metrics)
         if len(fresh) > 0:
             self.buffer.add(fresh)
         fit: dict[str, list[float]] = {}
-        if plan.model_fit_steps and len(self.buffer) > 0:
+        empty = torch.tensor(len(self.buffer) == 0, device=self.device)
+        if plan.model_fit_steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
             before = copy.deepcopy(self.world_model.state_dict())
             for _ in range(plan.model_fit_steps):
                 batch = self.buffer.sample(self.world_model.batch_size, self.generator)
@@ -477,8 +663,23 @@ class Trainer:
                 counter[0] = counter[0] + sum(fit.get("model/skipped", []))
         metrics.update({k: float(np.mean(v)) for k, v in fit.items() if k != "model/skipped"})
         metrics["buffer/size"] = float(len(self.buffer))
+        metrics["model/rollbacks"] = float(self.model_rollbacks)
         metrics["time/model_s"] = time.perf_counter() - started
         return metrics
+
+    def _roll_back_if_exploded(self, metrics: dict[str, Any]) -> None:
+        """Keep the model at its best held-out state error; restore it there when the error explodes."""
+        error = metrics.get("model/state_error")
+        if error is None or not math.isfinite(error):
+            return
+        if self._model_best is None or error <= self._model_best[0]:
+            self._model_best = (error, copy.deepcopy(self.world_model.state_dict()))
+        elif error > MODEL_EXPLOSION * self._model_best[0]:
+            best, saved = self._model_best
+            self.world_model.load_state_dict(copy.deepcopy(saved))
+            self.model_rollbacks += 1
+            log.warning("world model: held-out state error %.3g exceeds %g x its best %.3g; rolled back to that "
+                        "model (rollback %d)", error, MODEL_EXPLOSION, best, self.model_rollbacks)
 
     def _track_episode_returns(self, rollout: Rollout, finite: torch.Tensor, metrics: dict[str, Any]) -> None:
         """Undiscounted returns of the episodes that finished in this window (``train/return``).
@@ -508,13 +709,20 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy.
+        """Mean undiscounted return of ``run.eval_envs`` full episodes with the deterministic policy
+        (:meth:`evaluation_returns`)."""
+        return float(self.evaluation_returns().mean())
+
+    @torch.no_grad()
+    def evaluation_returns(self, episodes: int | None = None) -> torch.Tensor:
+        """Undiscounted returns ``[episodes]`` (default ``run.eval_envs``) of full episodes, run in parallel
+        with the deterministic policy.
 
         Uses its own generator seeded from the run seed, so every evaluation sees the same initial
         states and evaluation never perturbs training's random stream.
         """
         g = torch.Generator(device=self.device).manual_seed(self.run.seed + 1_000_003)
-        state = self.env.reset(self.run.eval_envs, g)
+        state = self.env.reset(self.run.eval_envs if episodes is None else episodes, g)
         alive = torch.ones(state.shape[0], dtype=torch.bool, device=self.device)
         total = torch.zeros(state.shape[0], device=self.device)
         for _ in range(self.env.episode_length):
@@ -525,7 +733,7 @@ class Trainer:
             state = next_state
             if not bool(alive.any()):
                 break
-        return float(total.mean())
+        return total
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -537,7 +745,11 @@ class Trainer:
             "skipped_updates": self.skipped_updates,
             "nonfinite_transitions": self.nonfinite_transitions,
             "skipped_streak": self.skipped_streak,
+            "actor_skip_streak": self.actor_skip_streak,
             "first_nonfinite": self.first_nonfinite,
+            "cost": {"sim_steps": self.sim_steps, "sim_vjps": self.sim_vjps, "wall_time": self.wall_time},
+            "model_rollbacks": self.model_rollbacks,
+            "model_best": None if self._model_best is None else list(self._model_best),
             "components": {name: _component_state(c) for name, c in self._stateful_components().items()},
             "policy": self.policy.state_dict(),
             "critic": self.critic.state_dict(),
@@ -570,7 +782,14 @@ class Trainer:
         self.skipped_updates = state["skipped_updates"]
         self.nonfinite_transitions = state.get("nonfinite_transitions", 0)
         self.skipped_streak = state.get("skipped_streak", 0)
+        self.actor_skip_streak = state.get("actor_skip_streak", 0)
         self.first_nonfinite = state.get("first_nonfinite", "")
+        cost = state.get("cost", {})
+        self.sim_steps, self.sim_vjps = cost.get("sim_steps", 0), cost.get("sim_vjps", 0)
+        self.wall_time = cost.get("wall_time", 0.0)
+        self.model_rollbacks = state.get("model_rollbacks", 0)
+        best = state.get("model_best")
+        self._model_best = None if best is None else (best[0], best[1])
         for name, component in self._stateful_components().items():
             saved = state.get("components", {}).get(name)
             loader = getattr(component, "load_state_dict", None)
@@ -598,6 +817,7 @@ class Trainer:
         version, internal, gauss = rng["python"]
         random.setstate((version, tuple(internal), gauss))
         self.log.load_state_dict(state["log"])
+        self._last_metrics = self.log.last_row(self.iteration)
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
         """Write the full training state atomically (``checkpoints/last.pt`` in the run folder)."""

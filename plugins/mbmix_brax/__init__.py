@@ -13,11 +13,10 @@ reverse-mode gradients run through an iterative constraint solver with line sear
 only once its window gradients pass the float64 finite-difference test.
 
 Registration imports only the pydantic config; jax and brax load when a run builds the env. Without the
-``[brax]`` extra the plugin is listed as broken with the pip command to fix it, and other recipes still run.
+``[brax]`` extra the kind is still registered (brax recipes validate), ``mbmix-fw plugins`` lists it as
+needing the extra, and only a run of a brax recipe stops, with the pip command (exit 2, one line).
 """
 from __future__ import annotations
-
-import importlib.util
 
 import mbmix_fw as mb
 
@@ -30,8 +29,4 @@ __getattr__ = mb.lazy_attributes(__name__, {"BraxEnv": ".env", "JaxFunction": ".
 
 @mb.hookimpl
 def register_envs(register):
-    for module in ("jax", "brax"):  # find_spec imports nothing: listing plugins stays instant
-        if importlib.util.find_spec(module) is None:
-            raise mb.MissingDependency(
-                f"env 'brax' needs '{module}', which is not installed: pip install 'mbmix-fw[brax]'")
-    register(BraxConfig, mb.lazy_factory(f"{__name__}.env:BraxEnv"))
+    register(BraxConfig, mb.lazy_factory(f"{__name__}.env:BraxEnv", requires=("jax", "brax"), extra="brax"))

@@ -24,7 +24,7 @@ import mbmix_fw as mb
 
 from .bridge import JaxFunction, jax, to_jax, to_torch
 from .config import BraxConfig
-from .functional import brax_functions
+from .functional import brax_functions, contact_stiffness_function
 from .quiet import quiet_brax
 
 
@@ -46,6 +46,8 @@ class BraxEnv(mb.DiffEnv):
         sys = self.brax_env.sys
         self.q_size, self.qd_size = sys.q_size(), sys.qd_size()
         self.state_dim, self.action_dim = self.q_size + self.qd_size, self.brax_env.action_size
+        if config.backend != "generalized":
+            self.contact_stiffness = None  # only the generalized pipeline exposes constraint forces
         with jax.enable_x64(self.x64):  # shapes only: tracing, no compilation
             probe = jax.ShapeDtypeStruct((1, self.state_dim), jax.numpy.float64 if self.x64 else jax.numpy.float32)
             self.obs_dim = int(jax.eval_shape(self._observe.fn, probe)[0].shape[-1])
@@ -70,6 +72,15 @@ class BraxEnv(mb.DiffEnv):
 
     def observe(self, state):
         return self._call(self._observe, state)[0]
+
+    def contact_stiffness(self, state, action, next_state):
+        """AHAC's contact signal ``[N]`` of each step (``generalized`` backend only: see
+        :func:`mbmix_brax.functional.contact_stiffness_function`; recomputes the step, no gradient). On the
+        other backends the env reports none (the attribute is ``None``)."""
+        with torch.no_grad():
+            function = contact_function(self.config.name, self.config.float64,
+                                        tuple(sorted(self.config.brax_kwargs().items())), self.config.bridge_backward)
+            return self._call(function, state.detach(), action.detach())[0]
 
     def terminated(self, state):
         with torch.no_grad():
@@ -127,6 +138,13 @@ def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, bac
         JaxFunction(vmap(fns.observe), (True,), name="observe", **options),
         jax.jit(vmap(fns.reset)),
     )
+
+
+@functools.lru_cache(maxsize=None)
+def contact_function(name: str, float64: bool, kwargs: tuple, backward: str) -> JaxFunction:
+    """The bridged contact signal of a ``generalized`` env (compiled on first use, shared per configuration)."""
+    brax_env = bridged_functions(name, "generalized", float64, kwargs, backward)[0]
+    return JaxFunction(jax.vmap(contact_stiffness_function(brax_env)), (False,), name="contact", x64=float64)
 
 
 def require_jax_gpu() -> None:

@@ -86,6 +86,22 @@ def brax_functions(env) -> BraxFunctions:
     return BraxFunctions(transition, score, observe, reset)
 
 
+def contact_stiffness_function(env):
+    """``(x, a) -> (stiffness,)``: AHAC's contact signal (:meth:`mbmix_fw.DiffEnv.contact_stiffness`) of the
+    step from ``x`` under ``a`` on the ``generalized`` pipeline: ``‖qf_constraint / max(|qdd|, 1)‖`` of the
+    state the step reaches (its last substep) -- the constraint forces in generalized coordinates (ground
+    contacts and joint limits, N or N·m per degree of freedom) over the generalized accelerations they act
+    on, floored at 1 as DiffRL floors ``|acc|``. The other pipelines expose no constraint forces."""
+    nq = env.sys.q_size()
+
+    def contact(x, action):
+        reached = env.pipeline_step(env.pipeline_init(x[:nq], x[nq:]), action)
+        ratio = reached.qf_constraint / jnp.maximum(jnp.abs(reached.qdd), 1.0)
+        return (jnp.linalg.norm(ratio),)
+
+    return contact
+
+
 def _scalar(value, like):
     """Brax returns some constants as Python floats (``done = 0.0``): make them arrays of the state's dtype."""
     return jnp.asarray(value, dtype=like.dtype)

@@ -63,10 +63,16 @@ class MixConfig(mb.EstimatorConfig):
 
 
 class BpttConfig(mb.EstimatorConfig):
-    """Backpropagation through whole episodes from fresh resets, no critic (DiffRL's BPTT baseline
-    truncates its windows; ours does not). Model branches start from their buffer states."""
+    """Backpropagation through time, no critic: through whole episodes from fresh resets (default), or
+    truncated to windows of ``horizon`` steps that carry the env state across windows and cut the
+    graph between them (DiffRL's BPTT baseline). Model branches start from their buffer states."""
 
     kind: Literal["bptt"] = "bptt"
+    horizon: mb.Steps | None = None
+    """Truncated BPTT: differentiate windows of this many steps (at most ``env.episode_length``),
+    continuing the episodes between windows with the gradient cut (DiffRL: ``steps_num``, e.g. 128 of a
+    1000-step episode). Unset: whole episodes from fresh resets. A scheduler's ``Plan.horizon`` sets it
+    per iteration."""
     gamma: float = Field(0.99, gt=0.0, le=1.0)
     """Discount of the episode return."""
     checkpoint_segments: int = Field(0, ge=0, le=mb.MAX_STEPS)

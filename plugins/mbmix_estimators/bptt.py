@@ -1,9 +1,7 @@
-"""Backpropagation through time over whole episodes, the first-order baseline of the SHAC paper
-(method.md §3.3). Unlike DiffRL's ``bptt.py``, which truncates its windows (``steps_num`` steps, e.g.
-128 of a 1000-step episode, carrying the env state across windows), ours differentiates whole
-episodes from fresh resets.
+"""Backpropagation through time, the first-order baseline of the SHAC paper (method.md §3.3): through
+whole episodes (default) or truncated to windows of ``horizon`` steps like DiffRL's ``bptt.py``.
 
-Every simulator estimate starts ``N`` fresh episodes (``env.reset(N, generator)``, ``t = 0``; the
+**Whole episodes** (``horizon`` unset, no plan horizon). Every simulator estimate starts ``N`` fresh episodes (``env.reset(N, generator)``, ``t = 0``; the
 trainer's cursor is ignored), rolls ``T = env.episode_length`` steps through the dynamics and
 maximises the discounted return with no critic. Model branches (a start cursor with ``t = None``:
 states drawn from the replay buffer by the ``dyna`` scheduler) honour their start states instead —
@@ -15,6 +13,12 @@ The objective:
 where ``t_seg`` is the start of the step's episode segment: an episode that terminates early is reset
 and the fresh one runs to the end of the window with its own discount, as in DiffRL. This is SHAC's
 objective with ``V ≡ 0`` over the whole episode (:func:`mbmix_fw.shac_objective` with zero values).
+
+**Truncated** (``horizon = H`` in the config or this iteration's ``Plan.horizon``; ``1 ≤ H ≤ T``). Like
+DiffRL's ``bptt.py`` (``steps_num`` steps): each estimate rolls ``H`` steps from the trainer's cursor —
+the states the previous window ended in, detached, so the graph is cut between windows while the
+episodes run on — with the same objective normalised by ``H·N``; the discount restarts at each window
+start (DiffRL resets its ``gamma`` accumulator per window too) and the window end bootstraps 0.
 
 Long episodes make the autograd graph large; ``checkpoint_segments = k`` recomputes the rollout in
 ``k`` segments during backward (:func:`mbmix_fw.rollout`), with the same gradient.
@@ -41,19 +45,24 @@ class Bptt(mb.GradientEstimator):
         self.gamma = config.gamma
 
     def horizon(self, env: mb.DiffEnv) -> int:
-        return env.episode_length
+        return self.config.horizon if self.config.horizon is not None else env.episode_length
+
+    def horizon_bounds(self, env: mb.DiffEnv) -> tuple[int, int]:
+        return 1, env.episode_length
 
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
         env, n = inp.env, inp.start.state.shape[0]
-        if inp.start.t is None:  # model branch from given states (no time limit): start there
-            start = inp.start
+        truncate = inp.horizon if inp.horizon is not None else self.config.horizon
+        if inp.start.t is None or truncate is not None:
+            start = inp.start  # a model branch's buffer states, or the cursor a truncated window carries on
         else:
             start = mb.Cursor(env.reset(n, inp.generator), torch.zeros(n, dtype=torch.long, device=env.device))
+        steps = truncate if truncate is not None else env.episode_length
         window = mb.rollout(
-            inp.policy_fn, env, inp.dynamics, start, env.episode_length, inp.generator,
+            inp.policy_fn, env, inp.dynamics, start, steps, inp.generator,
             checkpoint_segments=self.config.checkpoint_segments,
         )
         no_critic = torch.zeros_like(window.rewards)
         per_env = mb.shac_objective(window.rewards, no_critic, window.terminated, window.done, self.gamma)
-        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
         return mb.Estimate(loss, window, window_metrics(window, loss))

@@ -20,6 +20,9 @@ multiples of Δ). The loss, normalised like SHAC's, is
 
 with one start time per episode segment (``start_times = "first"``; λ = 1 then gives exactly SHAC's
 gradient at horizon H_max) or every step of the window (``"all"``, Dreamer-style, Δ = 1 only).
+
+A plan may set this iteration's ``H_max`` (``EstimatorInput.horizon``: a multiple of Δ, at least Δ) and
+``λ`` (``EstimatorInput.lam``); ``None`` keeps the configured ``horizon`` and ``lam``.
 """
 from __future__ import annotations
 
@@ -39,17 +42,26 @@ class Mix(mb.GradientEstimator):
     def __init__(self, config: "MixConfig", ctx: mb.BuildContext | None = None):
         self.config = config
         self.gamma = config.gamma
+        self.lam = config.lam
 
     def horizon(self, env: mb.DiffEnv) -> int:
         return self.config.horizon
 
+    def horizon_bounds(self, env: mb.DiffEnv) -> tuple[int, int]:
+        return self.config.interval, mb.MAX_STEPS
+
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
         cfg = self.config
-        window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, cfg.horizon, inp.generator)
+        horizon = inp.horizon if inp.horizon is not None else cfg.horizon
+        lam = inp.lam if inp.lam is not None else cfg.lam
+        if horizon % cfg.interval:
+            raise mb.UserError(f"mix: a plan asked for horizon {horizon}, which estimator.interval="
+                               f"{cfg.interval} does not divide; the scheduler must plan multiples of it")
+        window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, horizon, inp.generator)
         next_values = inp.value_fn(window.next_obs)  # [T, N]; V(s_{t+1}) before any reset
         per_env = mb.mix_objective(
             window.rewards, next_values, window.terminated, window.done,
-            self.gamma, cfg.lam, cfg.interval, cfg.start_times,
+            self.gamma, lam, cfg.interval, cfg.start_times,
         )
-        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
         return mb.Estimate(loss, window, window_metrics(window, loss))

@@ -13,6 +13,11 @@ segment (SHAC resets its reward accumulator and discount per env on ``done``). T
     loss = -(Σ over segments of J_L) / (H·N)
 
 exactly SHAC's normalisation. The sum itself is :func:`mbmix_fw.shac_objective`.
+
+``H`` is ``horizon`` from the config unless this iteration's plan sets one (``EstimatorInput.horizon``,
+any length in ``[1, MAX_STEPS]``: a window may span several episodes). An env whose window
+diverged (a non-finite or out-of-bound transition) is left out of the sum and of ``N``
+(:func:`mbmix_fw.masked_actor_loss`, used by every built-in estimator), so the others still train.
 """
 from __future__ import annotations
 
@@ -36,11 +41,15 @@ class Shac(mb.GradientEstimator):
     def horizon(self, env: mb.DiffEnv) -> int:
         return self.config.horizon
 
+    def horizon_bounds(self, env: mb.DiffEnv) -> tuple[int, int]:
+        return 1, mb.MAX_STEPS
+
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
-        window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, self.config.horizon, inp.generator)
+        horizon = inp.horizon if inp.horizon is not None else self.config.horizon
+        window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, horizon, inp.generator)
         next_values = inp.value_fn(window.next_obs)  # [T, N]; V(s_{t+1}) before any reset
         per_env = mb.shac_objective(window.rewards, next_values, window.terminated, window.done, self.gamma)
-        loss = -per_env.sum() / window.rewards.numel()  # / (T·N)
+        loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
         return mb.Estimate(loss, window, window_metrics(window, loss))
 
 

@@ -1,9 +1,12 @@
-"""Built-in schedulers: ``model_free`` (SHAC/BPTT/MIX through the simulator) and ``dyna`` (MB-MIX)."""
+"""Built-in schedulers: ``model_free`` (SHAC/BPTT/MIX through the simulator), ``dyna`` (MB-MIX),
+``ahac`` (AHAC's contact-aware adaptive horizon) and ``agree`` (a horizon that follows the split-half
+agreement of the policy gradient; ours)."""
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import Literal, Mapping
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
 
@@ -12,6 +15,15 @@ def _lr_scale(schedule: str, iteration: int, total: int) -> float:
     """Linear decay to 0 over the run, or constant. (DiffRL's SHAC decays linearly too, but to an
     absolute 1e-5 at its last epoch rather than to 0.)"""
     return 1.0 - iteration / total if schedule == "linear" else 1.0
+
+
+def _horizon_range_not_empty(max_horizon: int, info: ValidationInfo) -> int:
+    """Field validator body of an adaptive scheduler's ``max_horizon`` (the error names the field)."""
+    low = info.data.get("min_horizon")
+    if low is not None and max_horizon < low:
+        raise ValueError(f"max_horizon={max_horizon} is below min_horizon={low}; H lies in "
+                         f"[min_horizon, max_horizon]")
+    return max_horizon
 
 
 class ModelFreeConfig(mb.SchedulerConfig):
@@ -26,7 +38,7 @@ class ModelFree(mb.Scheduler):
     def __init__(self, config: ModelFreeConfig, ctx: mb.BuildContext | None = None):
         self.config = config
 
-    def plan(self, iteration: int, total: int) -> mb.Plan:
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         scale = _lr_scale(self.config.lr_schedule, iteration, total)
         return mb.Plan(env_weight=1.0, actor_lr_scale=scale, critic_lr_scale=scale)
 
@@ -47,6 +59,31 @@ class DynaConfig(mb.SchedulerConfig):
     lr_schedule: Literal["constant", "linear"] = "linear"
     """Learning-rate schedule for actor and critic: ``linear`` decays to 0 over ``run.iterations`` (SHAC),
     ``constant`` keeps ``optim.actor_lr`` and ``optim.critic_lr``."""
+    jacobian_blend: float = Field(0.0, ge=0.0, le=1.0)
+    """w: after warm-up, the real window keeps the simulator's values but backpropagates through
+    ``w·∂model + (1−w)·∂simulator`` (mbmix_fw/maths/jacobian_blend.py): a smooth learned Jacobian damps
+    stiff-contact noise and no model error compounds along the rollout. 0: the simulator's Jacobian."""
+
+    model_horizon: mb.Steps | None = None
+    """Window length of the model branches (None: the estimator's horizon, as the real window). Short
+    branches keep model errors from compounding: the policy-gradient cosine between model and simulator
+    rollouts fell from 0.55–0.73 at H = 1 to ~0 at H = 16 on the cloth (issue 15)."""
+    branch_recent: int = Field(0, ge=0, le=10**9)
+    """Draw branch start states from the newest this-many buffer transitions (0: the whole buffer): states
+    the current policy visits, where the model was just measured."""
+    model_error_gate: float | None = Field(None, gt=0.0)
+    """Use the model only while it is accurate: with a value e_max, model branches run (after the warm-up)
+    only in iterations whose previous held-out ``model/jacobian_error_a`` (the relative action-Jacobian
+    error, 0 perfect, 1 as bad as no model) is below e_max, and β rises from ``env_weight`` towards 1 as the
+    error grows: ``β = 1 − (1 − env_weight) · (1 − e / e_max)``. None: fixed β after the warm-up."""
+
+    @property
+    def simulator_gradient(self) -> bool:
+        return self.env_weight > 0 and self.jacobian_blend < 1
+
+
+MODEL_ERROR_METRIC = "model/jacobian_error_a"
+"""The held-out model quality ``dyna.model_error_gate`` reads (logged by the trainer every iteration)."""
 
 
 class Dyna(mb.Scheduler):
@@ -55,20 +92,211 @@ class Dyna(mb.Scheduler):
     def __init__(self, config: DynaConfig, ctx: mb.BuildContext | None = None):
         self.config = config
 
-    def plan(self, iteration: int, total: int) -> mb.Plan:
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         cfg = self.config
         scale = _lr_scale(cfg.lr_schedule, iteration, total)
         warming = iteration < cfg.warmup_iterations
+        beta = 1.0 if warming else cfg.env_weight
+        if not warming and cfg.model_error_gate is not None:
+            error = metrics.get(MODEL_ERROR_METRIC, math.inf)
+            trust = max(0.0, 1.0 - error / cfg.model_error_gate) if math.isfinite(error) else 0.0
+            beta = 1.0 - (1.0 - cfg.env_weight) * trust
         return mb.Plan(
-            env_weight=1.0 if warming else cfg.env_weight,
-            model_branches=0 if warming or cfg.env_weight == 1.0 else cfg.model_branches,
+            env_weight=beta,
+            model_branches=0 if beta == 1.0 else cfg.model_branches,
             model_fit_steps=cfg.model_fit_steps,
             actor_lr_scale=scale,
             critic_lr_scale=scale,
+            jacobian_blend=0.0 if warming else cfg.jacobian_blend,
+            model_horizon=cfg.model_horizon,
+            branch_recent=cfg.branch_recent,
         )
+
+
+class AhacConfig(mb.SchedulerConfig):
+    """AHAC's adaptive horizon (Georgiev et al., ICML 2024; DiffRL ``algorithms/ahac.py``): the window
+    length H follows a dual variable on the env's mean contact stiffness against a threshold C.
+
+    Needs an env with the contact signal (:meth:`mbmix_fw.DiffEnv.contact_stiffness`: ``cloth_fold``;
+    ``brax`` on the ``generalized`` backend)
+    and an estimator that honours a planned horizon (``shac``, ``mix``). Defaults are AHAC's
+    (``scripts/cfg/alg/ahac.yaml``); ``contact_threshold`` and ``dual_lr`` are in the env's units and
+    must be rescaled for bodies unlike dflex's Ant (``recipes/cloth_ahac.toml`` says how)."""
+
+    kind: Literal["ahac"] = "ahac"
+    min_horizon: mb.Steps = 8
+    """H_min (steps), also the first iteration's H (AHAC: ``steps_min = 8``; H starts there)."""
+    max_horizon: mb.Steps = 64
+    """H_max (steps) (AHAC: ``steps_max = 64``). Sizes the memory check of the longest window."""
+    contact_threshold: float = Field(500.0, gt=0.0)
+    """C (kg: contact force over acceleration, the env's ``contact_stiffness`` units). AHAC: 500 for
+    dflex's locomotion bodies; rescale for other envs (the 0.5 kg cloth: ``recipes/cloth_ahac.toml``)."""
+    dual_lr: float = Field(5e-4, gt=0.0)
+    """Step size of both the dual variable and H (AHAC's ``lambd_lr = 5e-4``; it uses one for both)."""
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    """``linear``: actor and critic learning rates decay to 0 over the run and ``dual_lr`` to
+    ``dual_lr / 50`` (AHAC: 5e-4 → 1e-5); ``constant`` keeps all three."""
+    horizon_direction: Literal["diffrl", "shorten_when_stiff"] = "diffrl"
+    """Sign of the H step. ``diffrl`` is DiffRL's code, ``H += lr·Σλ`` with ``λ -= lr·(C - c)``: H *grows*
+    while the mean stiffness c exceeds C and shrinks below it (from H_min upwards, so with c < C it stays
+    at H_min). ``shorten_when_stiff`` flips the H step (``H -= lr·Σλ``), the reading of the paper's
+    stated aim (truncate before stiff contact); an ablation, not AHAC's published runs."""
+
+    @field_validator("max_horizon")
+    @classmethod
+    def _range_not_empty(cls, max_horizon: int, info: ValidationInfo) -> int:
+        return _horizon_range_not_empty(max_horizon, info)
+
+
+class Ahac(mb.Scheduler):
+    """AHAC's dual update, once per iteration, from the previous window's contact stiffness.
+
+    DiffRL keeps a vector ``λ`` of one dual variable per step of the window, all equal to ``λ₀`` at the
+    window start; after the window (with ``c̄_i`` the stiffness at step ``i`` averaged over the envs)::
+
+        λ_i ← λ₀ - lr·(C - c̄_i)   for i < H_prev;      H ← clip(H + lr·Σ_i λ_i, H_min, H_max);   λ₀ ← λ_0
+
+    and the next window rolls ``round(H)`` steps. ``Σ_i λ_i = H_prev·(λ₀ + lr·(c̄ - C))`` needs only the
+    window mean ``c̄`` (``contact/stiffness``) and ``λ₀``'s update only the first step's
+    (``contact/stiffness_first_step``), so the update is DiffRL's exactly. ``λ`` is not projected onto
+    λ ≥ 0 (DiffRL does not either). An iteration without a finite stiffness (NaN) leaves H and λ as
+    they are. H, λ₀ are checkpointed (``state_dict``): a resumed run continues the same schedule.
+    """
+
+    needs_contact = True
+
+    def __init__(self, config: AhacConfig, ctx: mb.BuildContext | None = None):
+        self.config = config
+        self.horizon_range = (config.min_horizon, config.max_horizon)
+        self.horizon = float(config.min_horizon)
+        self.dual = 0.0  # λ₀
+
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
+        cfg = self.config
+        if iteration > 0:
+            self._dual_step(metrics, self._dual_lr(iteration - 1, total))
+        scale = _lr_scale(cfg.lr_schedule, iteration, total)
+        return mb.Plan(horizon=round(self.horizon), actor_lr_scale=scale, critic_lr_scale=scale)
+
+    def _dual_lr(self, iteration: int, total: int) -> float:
+        """AHAC decays ``lambd_lr`` linearly with the epoch from 5e-4 to 1e-5 (to lr/50 here)."""
+        lr = self.config.dual_lr
+        return lr + (lr / 50 - lr) * iteration / total if self.config.lr_schedule == "linear" else lr
+
+    def _dual_step(self, metrics: Mapping[str, float], lr: float) -> None:
+        mean = metrics.get("contact/stiffness", math.nan)
+        first = metrics.get("contact/stiffness_first_step", math.nan)
+        steps = metrics.get("plan/horizon", math.nan)
+        if not (math.isfinite(mean) and math.isfinite(first) and math.isfinite(steps)):
+            return
+        threshold = self.config.contact_threshold
+        dual_sum = steps * (self.dual + lr * (mean - threshold))  # Σ_i λ_i after λ_i -= lr·(C - c̄_i)
+        sign = 1.0 if self.config.horizon_direction == "diffrl" else -1.0
+        low, high = self.horizon_range
+        self.horizon = min(max(self.horizon + sign * lr * dual_sum, low), high)
+        self.dual = self.dual + lr * (first - threshold)
+
+    def state_dict(self) -> dict:
+        return {"horizon": self.horizon, "dual": self.dual}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.horizon, self.dual = float(state["horizon"]), float(state["dual"])
+
+
+class AgreeConfig(mb.SchedulerConfig):
+    """Ours, in no anchor: the window length H grows while the policy gradients of the two halves of
+    the env batch agree and shrinks when they decorrelate (``grad/half_cosine``, measured within the
+    update's one backward: ``mbmix_fw/training/agreement.py``). Env-agnostic: no contact signal needed.
+
+    Why a cosine threshold: the halves' gradients are means over N/2 envs each; with a per-env
+    signal-to-noise ratio ρ (squared norm of the mean gradient over the per-env variance), their
+    expected cosine is about ``ρN/2 / (1 + ρN/2)``. Lengthening only above ``lengthen_above`` keeps H where
+    the batch gradient is mostly signal at this batch size; the measured cloth cosines (64 envs: 0.99 at
+    H = 1, 0.63–0.97 at H = 4, 0.02–0.13 at H = 16) show how fast it falls with H there."""
+
+    kind: Literal["agree"] = "agree"
+    min_horizon: mb.Steps = 2
+    """Shortest window (steps)."""
+    max_horizon: mb.Steps = 32
+    """Longest window (steps); sizes the memory check."""
+    initial_horizon: mb.Steps | None = None
+    """First iteration's H (unset: ``min_horizon``, starting short like AHAC)."""
+    lengthen_above: float = Field(0.5, gt=-1.0, le=1.0)
+    """H grows (× ``growth``) after an iteration whose smoothed cosine is above this."""
+    shorten_below: float = Field(0.2, ge=-1.0, lt=1.0)
+    """H shrinks (× ``shrink``) after an iteration whose smoothed cosine is below this, or whose policy
+    update was skipped as non-finite. Between the two thresholds H stays."""
+    growth: float = Field(1.25, gt=1.0, le=4.0)
+    """Factor on H when the halves agree (H is kept as a float and rounded for each plan)."""
+    shrink: float = Field(0.5, gt=0.0, lt=1.0)
+    """Factor on H when they disagree."""
+    smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    """Weight of the previous smoothed cosine in ``c̄ ← smoothing·c̄ + (1 - smoothing)·cos`` (0: none)."""
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    """Actor and critic learning rates: ``linear`` decays to 0 over the run (as ``model_free``)."""
+
+    @field_validator("max_horizon")
+    @classmethod
+    def _range_not_empty(cls, max_horizon: int, info: ValidationInfo) -> int:
+        return _horizon_range_not_empty(max_horizon, info)
+
+    @field_validator("initial_horizon")
+    @classmethod
+    def _initial_in_range(cls, initial: int | None, info: ValidationInfo) -> int | None:
+        low, high = info.data.get("min_horizon"), info.data.get("max_horizon")
+        if initial is not None and low is not None and high is not None and not low <= initial <= high:
+            raise ValueError(f"initial_horizon={initial} lies outside [min_horizon, max_horizon] = [{low}, {high}]")
+        return initial
+
+    @field_validator("shorten_below")
+    @classmethod
+    def _thresholds_ordered(cls, shorten_below: float, info: ValidationInfo) -> float:
+        above = info.data.get("lengthen_above")
+        if above is not None and shorten_below >= above:
+            raise ValueError(f"shorten_below={shorten_below} must be below lengthen_above={above}")
+        return shorten_below
+
+
+class Agree(mb.Scheduler):
+    """Multiplicative H updates from the previous iteration's smoothed split-half gradient cosine."""
+
+    needs_gradient_agreement = True
+
+    def __init__(self, config: AgreeConfig, ctx: mb.BuildContext | None = None):
+        self.config = config
+        self.horizon_range = (config.min_horizon, config.max_horizon)
+        self.horizon = float(config.initial_horizon or config.min_horizon)
+        self.smoothed = math.nan  # no measurement yet
+
+    def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
+        cfg = self.config
+        if "grad/half_cosine" in metrics or "grad/actor_norm" in metrics:  # a policy update ran
+            self._update(metrics.get("grad/half_cosine", math.nan))
+        scale = _lr_scale(cfg.lr_schedule, iteration, total)
+        return mb.Plan(horizon=round(self.horizon), actor_lr_scale=scale, critic_lr_scale=scale)
+
+    def _update(self, cosine: float) -> None:
+        cfg, (low, high) = self.config, self.horizon_range
+        if not math.isfinite(cosine):  # a skipped (non-finite) update or a zero gradient: back off
+            self.horizon = max(low, self.horizon * cfg.shrink)
+            return
+        previous = self.smoothed if math.isfinite(self.smoothed) else cosine
+        self.smoothed = cfg.smoothing * previous + (1.0 - cfg.smoothing) * cosine
+        if self.smoothed > cfg.lengthen_above:
+            self.horizon = min(high, self.horizon * cfg.growth)
+        elif self.smoothed < cfg.shorten_below:
+            self.horizon = max(low, self.horizon * cfg.shrink)
+
+    def state_dict(self) -> dict:
+        return {"horizon": self.horizon, "smoothed": self.smoothed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.horizon, self.smoothed = float(state["horizon"]), float(state["smoothed"])
 
 
 @mb.hookimpl
 def register_schedulers(register):
     register(ModelFreeConfig, ModelFree)
     register(DynaConfig, Dyna)
+    register(AhacConfig, Ahac)
+    register(AgreeConfig, Agree)

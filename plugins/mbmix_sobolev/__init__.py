@@ -49,8 +49,15 @@ class SobolevConfig(mb.WorldModelConfig):
     """Weight of the state-Jacobian term ``∂s'/∂s`` (normalised units; 1 balances the state term)."""
     alpha_a: float = Field(1.0, ge=0.0)
     """Weight of the action-Jacobian term ``∂s'/∂a``."""
+    probe_source: Literal["adjoint", "random"] = "adjoint"
+    """Where the Jacobian probes come from. ``adjoint``: the cotangents of the actor's own backward through
+    each real step and the simulator's VJPs they produced (mbmix_fw/maths/adjoint_tap.py) — one probe per
+    transition, in the directions the policy gradient uses, at no extra simulator cost. ``random``:
+    ``probes`` random unit directions per transition, each a simulator VJP (a recomputation of the step
+    for bridged simulators)."""
     probes: int = Field(4, ge=0, le=1024)
-    """Random Jacobian probes collected per transition. Ignored (0) when both alphas are 0."""
+    """Random Jacobian probes per transition (``probe_source = "random"``; the adjoint source gives one).
+    Ignored (0) when both alphas are 0."""
     probe_mixing: bool = True
     """Per fit step, match one random combination of a transition's probes (cost of one probe,
     unbiased) instead of every probe separately."""

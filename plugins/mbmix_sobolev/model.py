@@ -134,7 +134,8 @@ class SobolevMLP(mb.WorldModel):
 
     def __init__(self, state_dim: int, action_dim: int, *, hidden=(256, 256), activation: str = "silu",
                  layer_norm: bool = True, members: int = 1, alpha_s: float = 1.0, alpha_a: float = 1.0,
-                 probes: int = 4, probe_mixing: bool = True, jacobian_fraction: float = 1.0,
+                 probes: int = 4, probe_source: str = "adjoint", probe_mixing: bool = True,
+                 jacobian_fraction: float = 1.0,
                  lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 256, buffer_capacity: int = 100_000, clip_probe_norm: float | None = None,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
@@ -143,7 +144,11 @@ class SobolevMLP(mb.WorldModel):
             raise ValueError("alpha_s/alpha_a > 0 need probes >= 1 (set probes, or both alphas to 0)")
         self.state_dim, self.action_dim, self.members = state_dim, action_dim, members
         self.alpha_s, self.alpha_a = float(alpha_s), float(alpha_a)
-        self.probes = probes if (alpha_s > 0 or alpha_a > 0) else 0
+        if probe_source not in ("adjoint", "random"):
+            raise ValueError(f"probe_source must be 'adjoint' or 'random', got {probe_source!r}")
+        self.probe_source = probe_source
+        """``adjoint``: the trainer stores the actor backward's own probes (one per transition)."""
+        self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
         self.probe_mixing, self.clip_probe_norm = probe_mixing, clip_probe_norm
         self.jacobian_fraction = float(jacobian_fraction)
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
@@ -232,10 +237,12 @@ class SobolevMLP(mb.WorldModel):
 
         A batch, loss or gradient with a NaN/inf skips the step: the statistics are restored, nothing
         moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
-        optimiser state never become non-finite."""
-        if not bool(torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
-                                 if v is not None]).all()):
-            return {"model/skipped": 1.0}
+        optimiser state never become non-finite. Under data parallelism a skip on one rank is a skip on
+        every rank (:func:`mbmix_fw.any_rank`)."""
+        finite_batch = torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
+                                    if v is not None]).all()
+        if bool(mb.any_rank(~finite_batch)):  # data-parallel: every rank skips together (no one left waiting
+            return {"model/skipped": 1.0}    # in the gradient all-reduce of the optimiser's pre-hook)
         saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
         self.update_statistics(batch)
         total, state_loss, jacobian_loss = self.loss(batch)
@@ -243,7 +250,7 @@ class SobolevMLP(mb.WorldModel):
         total.backward()
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
         finite = torch.isfinite(total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if not bool(finite):
+        if bool(mb.any_rank(~finite)):
             for buffer, value in zip((*self.state_stats.buffers(), *self.delta_stats.buffers()), saved):
                 buffer.copy_(value)
             self.optimizer.zero_grad(set_to_none=True)

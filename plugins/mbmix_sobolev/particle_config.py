@@ -45,8 +45,12 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     """Weight of the state-Jacobian term (relative error of the probe rows ``uᵀ∂ŝ'/∂s``)."""
     alpha_a: float = Field(1.0, ge=0.0)
     """Weight of the action-Jacobian term (relative error of ``uᵀ∂ŝ'/∂a``)."""
+    probe_source: Literal["adjoint", "random"] = "adjoint"
+    """Where the Jacobian probes come from, as for ``sobolev_mlp``: ``adjoint``, the actor backward's own
+    probes (one per transition, free); ``random``, ``probes`` random simulator VJPs per transition."""
     probes: int = Field(1, ge=0, le=1024)
-    """Random Jacobian probes collected per transition. Ignored (0) when both alphas are 0."""
+    """Random Jacobian probes per transition (``probe_source = "random"``; the adjoint source gives one).
+    Ignored (0) when both alphas are 0."""
     lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)

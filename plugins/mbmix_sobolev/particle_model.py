@@ -142,7 +142,7 @@ class ParticleGNN(mb.WorldModel):
 
     def __init__(self, layout: mb.ParticleLayout, state_dim: int, action_dim: int, *, hidden: int = 16,
                  message_width: int = 0, rounds: int = 2, architecture: str = "integrator", activation: str = "silu", position_correction: bool = True,
-                 alpha_s: float = 1.0, alpha_a: float = 1.0, probes: int = 1, lr: float = 1e-2,
+                 alpha_s: float = 1.0, alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1, lr: float = 1e-2,
                  weight_decay: float = 0.0, batch_size: int = 64, buffer_capacity: int = 100_000,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -150,7 +150,10 @@ class ParticleGNN(mb.WorldModel):
             raise ValueError("alpha_s/alpha_a > 0 need probes >= 1 (set probes, or both alphas to 0)")
         self.layout, self.state_dim, self.action_dim = layout, state_dim, action_dim
         self.alpha_s, self.alpha_a = float(alpha_s), float(alpha_a)
-        self.probes = probes if (alpha_s > 0 or alpha_a > 0) else 0
+        if probe_source not in ("adjoint", "random"):
+            raise ValueError(f"probe_source must be 'adjoint' or 'random', got {probe_source!r}")
+        self.probe_source = probe_source
+        self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
         self.position_correction = position_correction
         P, d = layout.particles, layout.dim

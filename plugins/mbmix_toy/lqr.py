@@ -21,6 +21,13 @@ Exact return (see :meth:`LQR.expected_return`): with ``a = W s + b + σ ε`` and
     μ_{t+1} = K μ_t + c B b,    Σ_{t+1} = K Σ_t Kᵀ + c² B diag(σ²) Bᵀ + noise_std² I
     E[r_t]  = -(q (tr Σ_t + |μ_t|²) + r c² (tr(W Σ_t Wᵀ + diag σ²) + |W μ_t + b|²))
     J       = Σ_{t<T} γ^t E[r_t]        (T = episode_length: one episode from the reset distribution)
+
+Truncated BPTT's window objective (``window = (k, H)``, ``k + H ≤ T``): the discounted return of steps
+``k … k+H-1``, discounted from the window start, with the window's start distribution ``N(μ_k, Σ_k)``
+held constant (the graph is cut between windows, so no gradient flows through how the policy shaped
+``s_k``)::
+
+    J_{k,H} = Σ_{h<H} γ^h E[r_{k+h}],   μ_k, Σ_k computed under stop-gradient parameters
 """
 from __future__ import annotations
 
@@ -78,19 +85,44 @@ class LQR(mb.DiffEnv):
     def observe(self, state):
         return state
 
-    def closed_form_return(self, W: torch.Tensor, b: torch.Tensor, log_std: torch.Tensor, gamma: float) -> torch.Tensor:
-        """``E[Σ_{t<T} γ^t r_t]`` (float64 scalar) for ``a = W s + b + exp(log_std) ε``; differentiable."""
+    def closed_form_return(self, W: torch.Tensor, b: torch.Tensor, log_std: torch.Tensor, gamma: float,
+                           window: tuple[int, int] | None = None) -> torch.Tensor:
+        """``E[Σ_{t<T} γ^t r_t]`` (float64 scalar) for ``a = W s + b + exp(log_std) ε``; differentiable.
+
+        ``window = (k, H)``: truncated BPTT's ``J_{k,H}`` instead (module docstring): the first ``k``
+        steps move the moments under detached parameters, then ``H`` steps are summed from discount 1."""
+        skip, steps = window if window is not None else (0, self.episode_length)
+        if skip < 0 or steps < 1 or skip + steps > self.episode_length:
+            raise ValueError(f"window {window} does not fit an episode of {self.episode_length} steps")
+        mean, cov = self._moments_after(skip, W.detach(), b.detach(), log_std.detach())
+        return self._discounted_reward_sum(W, b, log_std, gamma, mean, cov, steps)
+
+    def _moments_after(self, steps: int, W, b, log_std) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and covariance of the state after ``steps`` steps from the reset distribution."""
+        eye = torch.eye(self.state_dim, dtype=torch.float64, device=W.device)
+        mean = torch.zeros(self.state_dim, dtype=torch.float64, device=W.device)
+        cov = self.config.init_std**2 * eye
+        K, shift, injected = self._moment_maps(W, b, log_std)
+        for _ in range(steps):
+            mean, cov = K @ mean + shift, K @ cov @ K.T + injected
+        return mean, cov
+
+    def _moment_maps(self, W, b, log_std):
+        """``(K, c B b, injected covariance)`` of one closed-loop step (module docstring)."""
         c = self.config
         A, B = self.A64.to(W.device), self.B64.to(W.device)
         eye = torch.eye(self.state_dim, dtype=torch.float64, device=W.device)
-        var_a = torch.exp(2 * log_std)
         K = A + c.action_scale * B @ W
-        shift = c.action_scale * B @ b
-        injected = c.action_scale**2 * (B * var_a) @ B.T + c.noise_std**2 * eye
-        mean = torch.zeros(self.state_dim, dtype=torch.float64, device=W.device)
-        cov = c.init_std**2 * eye
+        injected = c.action_scale**2 * (B * torch.exp(2 * log_std)) @ B.T + c.noise_std**2 * eye
+        return K, c.action_scale * B @ b, injected
+
+    def _discounted_reward_sum(self, W, b, log_std, gamma: float, mean, cov, steps: int) -> torch.Tensor:
+        """``Σ_{t<steps} γ^t E[r_t]`` from a state distribution ``N(mean, cov)``."""
+        c = self.config
+        var_a = torch.exp(2 * log_std)
+        K, shift, injected = self._moment_maps(W, b, log_std)
         total = torch.zeros((), dtype=torch.float64, device=W.device)
-        for t in range(self.episode_length):
+        for t in range(steps):
             action_mean = W @ mean + b
             action_second = torch.trace(W @ cov @ W.T) + var_a.sum() + action_mean.pow(2).sum()
             state_second = torch.trace(cov) + mean.pow(2).sum()
@@ -111,3 +143,9 @@ class LQR(mb.DiffEnv):
         closed form; observation normalisation must be off: the policy sees the raw state)."""
         return exact_gradient(policy, self.obs_dim, self.action_dim, "lqr",
                               lambda W, b, ls: self.closed_form_return(W, b, ls, gamma))
+
+    def exact_window_gradient(self, policy, gamma: float, window: tuple[int, int]) -> list[torch.Tensor]:
+        """``∇θ J_{k,H}``, the expected gradient of truncated BPTT's window ``window = (k, H)`` (module
+        docstring; float64, shaped like ``policy.parameters()``)."""
+        return exact_gradient(policy, self.obs_dim, self.action_dim, "lqr",
+                              lambda W, b, ls: self.closed_form_return(W, b, ls, gamma, window))

@@ -2,7 +2,8 @@
 
 Registration imports only the config model (pydantic): warp and torch load when a run builds the env, so
 ``mbmix-fw plugins`` stays instant and every other recipe runs without the ``[warp]`` extra. Without it,
-building ``cloth_fold`` fails with the install command (``pip install 'mbmix-fw[warp]'``).
+``mbmix-fw plugins`` lists ``cloth_fold`` as needing the extra, and building it fails with the install
+command (``pip install 'mbmix-fw[warp]'``).
 """
 from __future__ import annotations
 
@@ -15,12 +16,8 @@ __all__ = ["ClothFold", "ClothFoldConfig", "make_cloth_fold"]
 __getattr__ = mb.lazy_attributes(__name__, {"ClothFold": ".cloth"})
 
 
-def make_cloth_fold(config: ClothFoldConfig, ctx: "mb.BuildContext") -> "mb.DiffEnv":
-    """Factory: checks that warp is installed (else the install hint), then builds the env."""
-    mb.require("warp", extra="warp")
-    from .cloth import ClothFold
-
-    return ClothFold(config, ctx)
+make_cloth_fold = mb.lazy_factory(f"{__name__}.cloth:ClothFold", requires=("warp",), extra="warp")
+"""Factory: checks that warp is installed (else the install hint), then builds the env."""
 
 
 @mb.hookimpl

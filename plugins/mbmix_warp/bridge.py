@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -58,8 +61,8 @@ class ClothSimulator:
     move at constant velocity during it). ``pinned_by[p]`` is the gripper holding particle ``p`` or -1.
     """
 
-    def __init__(self, physics: ClothPhysics, pinned_by: list[int]):
-        init_warp()
+    def __init__(self, physics: ClothPhysics, pinned_by: list[int], device: torch.device | str | None = None):
+        init_warp(device)
         self.physics = physics
         self.pinned_by = list(pinned_by)
         self._pins: dict[str, wp.array] = {}
@@ -89,11 +92,45 @@ class ClothSimulator:
                   inputs=self.arguments(k, x, v, grip_pos, grip_vel, dtype, device), outputs=[x_out, v_out])
 
 
-def init_warp() -> None:
-    """Initialise warp without its start-up banner (warnings and errors still print)."""
+NO_CUDA_DRIVER = "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
+"""The line warp's native ``wp_init`` prints (C ``fprintf`` to stderr, not Python logging, so no warp setting
+silences it) on every machine without an NVIDIA driver, whatever device the run uses."""
+
+
+def init_warp(device: torch.device | str | None = None) -> None:
+    """Initialise warp without its start-up banner (warnings and errors still print).
+
+    For a run on the CPU (``device`` of type ``cpu``, or ``None``) warp's "no CUDA driver" line is dropped:
+    a CPU run needs no GPU and the line would be the first thing every CPU user sees. A CUDA run keeps it
+    (there it explains the failure that follows). Every other line warp prints meanwhile is passed on."""
     if wp.config.log_level < wp.LOG_WARNING:
         wp.config.log_level = wp.LOG_WARNING
-    wp.init()
+    if torch.device(device or "cpu").type == "cuda":
+        wp.init()
+        return
+    with _native_stderr_without(NO_CUDA_DRIVER):
+        wp.init()
+
+
+@contextlib.contextmanager
+def _native_stderr_without(prefix: str):
+    """Capture file descriptor 2 (what C code writes) in the block; re-emit it without lines starting
+    with ``prefix``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith(prefix)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def _torch_stream(device: torch.device):

@@ -58,6 +58,11 @@ class ClothFold(mb.DiffEnv):
 
     draw_projection = "3d"
     """Matplotlib projection of the axes :meth:`draw` expects (``mbmix-fw render`` reads it)."""
+    diverged_magnitude = 1e3
+    """Observations are positions in units of ``cloth_size`` and velocities in units of ``max_speed``: a
+    healthy cloth stays within a few units, so an entry beyond 1e3 (a cloth flung a thousand cloth-widths,
+    or moving a thousand times faster than a gripper) is a diverged simulation, caught long before the
+    default 1e6 (``mb.DiffEnv.diverged_magnitude``)."""
 
     def __init__(self, config: ClothFoldConfig, ctx: mb.BuildContext | None = None):
         ctx = ctx or mb.BuildContext.cpu()
@@ -78,7 +83,7 @@ class ClothFold(mb.DiffEnv):
             k_contact=c.contact_stiffness, contact_damping=c.contact_damping * c.mass / self.particles,
             friction=c.friction,
             friction_smoothing=c.friction_smoothing, dt=c.dt / c.substeps, substeps=c.substeps,
-        ), pinned_by)
+        ), pinned_by, device=self.device)
 
         rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
         mirror = ((n - 1 - rows) * n + cols).reshape(-1)
@@ -190,6 +195,34 @@ class ClothFold(mb.DiffEnv):
             x[:, self.observed].reshape(n, -1) / size,
             v[:, self.observed].reshape(n, -1) / speed,
         ], 1)
+
+    # ---- contact signal (DiffEnv.contact_stiffness: AHAC's scheduler reads it)
+    @torch.no_grad()
+    def contact_stiffness(self, state, action, next_state):
+        """``[N]``: AHAC's ``‖F_contact / max(|a|, 1 m/s²)‖`` (kg) over the cloth's contacts.
+
+        Contacts counted: the ground under every free particle (the kernels' penalty normal force with its
+        damping and the regularised friction, evaluated at the step's start state) and each gripper on the
+        particle it holds (the force that imposes the held particle's velocity change, ``m·(Δv/dt - g)``;
+        the springs' pull the gripper also balances is not counted). ``a`` is each particle's mean
+        acceleration over the step, ``(v' - v)/dt``. A cloth lying at rest scores about ``sqrt(P)·m·g``
+        (each particle's weight carried by the ground or a gripper, divided by the 1 m/s² floor); a cloth
+        hanging in the air from still grippers ``sqrt(G)·m·g`` (only the grippers touch it); pressing it
+        into the ground raises it. Typical values of the default 8×8, 0.5 kg cloth: 0.3–0.7 kg."""
+        c = self.config
+        x, v, _ = self.split(state)
+        _, v_next, _ = self.split(next_state)
+        mass = c.mass / self.particles
+        u = (c.particle_radius - x[..., 2]) / c.contact_width
+        normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
+        slip = torch.sqrt(v[..., :2].pow(2).sum(-1) + c.friction_smoothing**2)
+        friction = -v[..., :2] * (c.friction * normal / slip).unsqueeze(-1)
+        pushing = normal - c.contact_damping * mass * torch.sigmoid(u) * v[..., 2]
+        force = torch.cat([friction, pushing.unsqueeze(-1)], -1)
+        acceleration = (v_next - v) / c.dt
+        gravity = torch.tensor([0.0, 0.0, -c.gravity], dtype=force.dtype, device=force.device)
+        force[:, self.held] = mass * (acceleration[:, self.held] - gravity)
+        return (force / acceleration.abs().clamp_min(1.0)).flatten(1).norm(dim=1)
 
     # ---- pictures (mbmix-fw render)
     def draw(self, ax, state_row: torch.Tensor) -> None:

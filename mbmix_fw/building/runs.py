@@ -1,0 +1,202 @@
+"""Preparing and finishing a run: the one service behind ``mbmix-fw run``, ``mbmix-fw resume``, every sweep
+trial and every torchrun rank.
+
+Why one service: a new run and a resumed one must refuse the same folders with the same messages, read the
+same files and restore checkpoints the same way whether one process, a Ray task or K ranks do it. The
+callers above it only parse arguments and print (``commands/cli.py``) or add what is theirs: the rank split
+and the process group (``distributed/ddp.py``), ``done.json`` (``distributed/trial.py``).
+
+Two ways in:
+
+- a **new run**: :func:`plan_run` loads the recipe with its overrides (``--set``, then ``--device`` and
+  ``--out``, see :func:`run_overrides`) and checks the run folder it will write; :func:`start_run` builds
+  the trainer and writes ``recipe.json`` and ``plugins.json``;
+- a **saved run**: :func:`open_saved_run` reads a run folder (``recipe.json``, ``checkpoints/last.pt``, and
+  ``data_parallel.json``'s rank count) and :func:`resume_run` builds the trainer and restores the checkpoint.
+
+Either gives a :class:`Run`; ``run.train()`` trains it, :func:`summary_line` is what the CLI prints after.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import attrs
+
+from ..errors import PROG, UserError
+from ..training.run_folder import CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, write_json_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..training.trainer import Trainer
+    from .recipe import Override, Recipe
+    from .registry import Registry
+
+
+@attrs.define(eq=False)
+class Run:
+    """A built run, ready to train.
+
+    ``recipe`` is the run's recipe as its folder holds it (a data-parallel rank's trainer is built from its
+    slice, ``trainer_recipe`` below, but the folder holds the whole batch); ``out_dir`` is the run folder
+    (``None`` for a rank that writes nothing); ``source`` names the recipe in messages."""
+
+    recipe: "Recipe"
+    out_dir: Path | None
+    trainer: "Trainer"
+    source: str
+
+    @property
+    def finished(self) -> bool:
+        """True when the trainer already holds ``run.iterations`` updates (a finished run was resumed)."""
+        return self.trainer.iteration >= self.recipe.run.iterations
+
+    def train(self) -> dict[str, float]:
+        """Train to ``run.iterations``; the final metrics (``eval/return``, ``eval/initial_return``, …)."""
+        return self.trainer.train()
+
+
+@attrs.frozen
+class SavedRun:
+    """A run folder as :func:`open_saved_run` found it: the validated ``recipe.json`` and how many ranks
+    trained it (1, or K for ``torchrun --nproc_per_node=K``)."""
+
+    run_dir: Path
+    recipe: "Recipe"
+    source: str
+    world_size: int = 1
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+
+def run_overrides(sets: Iterable["Override | str"] = (), *, device: str | None = None,
+                  out: str | Path | None = None) -> list[Any]:
+    """The overrides of a new run in the order they apply: ``--set`` values, then ``--device`` (``run.device``)
+    and ``--out`` (``run.out``), so the flags win over a ``--set`` of the same field."""
+    overrides: list[Any] = list(sets)
+    if device is not None:
+        overrides.append(("run.device", device))
+    if out is not None:
+        overrides.append(("run.out", str(out)))
+    return overrides
+
+
+def plan_run(recipe_path: str | Path, registry: "Registry", sets: Iterable["Override | str"] = (), *,
+             device: str | None = None, out: str | Path | None = None) -> tuple["Recipe", Path]:
+    """The validated recipe of a new run and its run folder (``run.out`` with ``{name}`` = the recipe's file
+    stem), checked before anything is built: :class:`UserError` for a folder that cannot be written, holds a
+    run, or holds someone else's files."""
+    from .build import check_run_dir, run_dir_for
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, registry, run_overrides(sets, device=device, out=out))
+    out_dir = run_dir_for(recipe, Path(recipe_path).stem)
+    check_run_dir(out_dir)
+    refuse_occupied(out_dir)
+    return recipe, out_dir
+
+
+def refuse_occupied(out_dir: Path) -> None:
+    """A run writes only into a new or empty folder: never over a run, never among someone's files."""
+    if (out_dir / METRICS_CSV).exists() or (out_dir / CHECKPOINT).exists():
+        raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}', "
+                        f"choose another folder with --out, or remove it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise UserError(f"{out_dir}: exists, is not empty and is not a run folder; choose another folder "
+                        f"with --out (a new or empty one)")
+
+
+def start_run(recipe: "Recipe", out_dir: Path | None, registry: "Registry", *,
+              device: "str | torch.device | None" = None, progress: bool = True,
+              trainer_recipe: "Recipe | None" = None, world_size: int = 1) -> Run:
+    """Build the trainer of a new run and write ``recipe.json`` and ``plugins.json`` into ``out_dir`` (and
+    ``data_parallel.json`` when ``world_size > 1``). ``out_dir=None`` builds a trainer that writes nothing
+    (the ranks other than 0); ``trainer_recipe`` is what the trainer is built from when it differs from
+    the recipe the folder holds (a rank's slice of the env batch)."""
+    from .build import make_trainer, write_run_files
+
+    trainer = make_trainer(trainer_recipe or recipe, out_dir, device if device is not None else recipe.run.device,
+                           registry, progress=progress)
+    if out_dir is not None:
+        write_run_files(out_dir, recipe, registry)
+        if world_size > 1:
+            write_json_atomic(out_dir / DATA_PARALLEL_JSON, {"world_size": world_size})
+    return Run(recipe, out_dir, trainer, str(out_dir / RECIPE_JSON) if out_dir is not None else "")
+
+
+def saved_world_size(run_dir: Path) -> int:
+    """How many ranks trained the run in ``run_dir`` (``data_parallel.json``; 1 when it has none)."""
+    marker = run_dir / DATA_PARALLEL_JSON
+    if not marker.is_file():
+        return 1
+    try:
+        size = json.loads(marker.read_text(encoding="utf-8"))["world_size"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        size = None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise UserError(f"{marker}: unreadable; expected {{\"world_size\": K}} with K >= 1")
+    return size
+
+
+def open_saved_run(run_dir: str | Path, registry: "Registry", *, world_size: int = 1) -> SavedRun:
+    """Read and validate a run folder before anything is built, for ``world_size`` processes (1: a plain
+    ``resume``; K: K torchrun ranks). One-line :class:`UserError` for a missing folder or file, a run
+    trained with a different number of ranks, unreadable JSON, or a recipe the installed plugins reject."""
+    from .recipe import validate_recipe
+
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / RECIPE_JSON
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run folder")
+    for needed in (recipe_path, run_dir / CHECKPOINT):
+        if not needed.is_file():
+            raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
+    saved = saved_world_size(run_dir)
+    if saved != world_size:  # its checkpoint holds rank 0's slice of the env batch, or the whole batch
+        if saved > 1:
+            raise UserError(f"{run_dir}: trained data-parallel with {saved} ranks; resume it the same way: "
+                            f"torchrun --nproc_per_node={saved} -m mbmix_fw resume {run_dir}")
+        raise UserError(f"{run_dir}: trained in one process; resume it without torchrun: {PROG} resume {run_dir}")
+    try:
+        data = json.loads(recipe_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
+    return SavedRun(run_dir, validate_recipe(data, registry, str(recipe_path)), str(recipe_path), saved)
+
+
+def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.device | None" = None,
+               progress: bool = True, trainer_recipe: "Recipe | None" = None, write: bool = True) -> Run:
+    """Build the saved run's trainer and restore ``checkpoints/last.pt`` into it. The checkpoint is read and
+    checked first, so a corrupt file fails before anything is built; ``write=False`` for a rank that writes
+    nothing; ``trainer_recipe`` as in :func:`start_run`."""
+    from ..training.checkpoint import read_checkpoint, restore_checkpoint
+    from .build import make_trainer
+
+    state = read_checkpoint(saved.checkpoint)
+    out_dir = saved.run_dir if write else None
+    trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
+                           device if device is not None else saved.recipe.run.device, registry, progress=progress)
+    restore_checkpoint(trainer, state, saved.checkpoint, saved.source)
+    return Run(saved.recipe, out_dir, trainer, saved.source)
+
+
+def summary_line(out_dir: Path, final: dict[str, float]) -> str:
+    """``run finished: DIR  eval/initial_return=…  eval/return=…``: what ``run`` and ``resume`` print last."""
+    shown = {k: final[k] for k in ("eval/initial_return", "eval/return") if k in final}
+    values = "  ".join(f"{k}={v:.4g}" for k, v in shown.items())
+    return f"run finished: {out_dir}  {values}".rstrip()
+
+
+def already_finished_line(run: Run) -> str:
+    """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted)."""
+    return (f"{run.out_dir}: already finished ({run.trainer.iteration} of {run.recipe.run.iterations} "
+            f"iterations); nothing to resume. To train longer, raise run.iterations in {run.source} and "
+            f"resume again")
+
+
+__all__ = ["Run", "SavedRun", "already_finished_line", "open_saved_run", "plan_run", "refuse_occupied",
+           "resume_run", "run_overrides", "saved_world_size", "start_run", "summary_line"]

@@ -1,0 +1,72 @@
+"""IQM and stratified-bootstrap intervals (mbmix_fw.maths.statistics) against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mbmix_fw.maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ([5.0], 5.0),                              # one score is its own IQM
+    ([1.0, 3.0], 2.0),                         # two: each holds half the middle mass
+    ([4.0, 1.0, 3.0, 2.0], 2.5),               # n = 4: mean of the middle two (order does not matter)
+    ([1.0, 2.0, 3.0, 7.0, 10.0], 3.9),         # (0.75·2 + 3 + 0.75·7) / 2.5: fractional at the quartiles
+    ([1, 2, 3, 4, 5, 6, 7, 100], 4.5),         # n = 8: mean of 3..6; the outlier has no weight
+    ([0, 0, 0, 100, 100, 100], 50.0),          # (0·1/12 + 0·1/6 + 100·1/6 + 100·1/12) / 0.5
+])
+def test_iqm_of_known_arrays(scores, expected):
+    assert iqm(scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_iqm_pools_a_runs_by_tasks_array_and_reduces_along_an_axis():
+    table = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [7.0, 70.0], [10.0, 100.0]])
+    assert iqm(table) == pytest.approx(iqm(table.reshape(-1)))
+    np.testing.assert_allclose(iqm(table, axis=0), [3.9, 39.0])
+    with pytest.raises(ValueError, match="no scores"):
+        iqm([])
+
+
+def test_bootstrap_of_a_constant_is_a_point():
+    assert bootstrap_interval([3.0] * 7) == (3.0, 3.0)
+
+
+def test_bootstrap_percentiles_of_two_scores():
+    """Resamples of [0, 1] have IQM 0, 0.5, 0.5, 1 with probability 1/4, 1/2, 1/4: the 95 % interval spans
+    [0, 1]; a 40 % interval (30th–70th percentile) lies inside the 0.5 block."""
+    assert bootstrap_interval([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_interval([0.0, 1.0], confidence=0.4) == (0.5, 0.5)
+
+
+def test_bootstrap_is_stratified_by_task():
+    """Each task column is constant, so resampling runs within a task never changes the pooled IQM (50); an
+    unstratified resample of the 6 pooled scores would spread."""
+    table = np.array([[0.0, 100.0]] * 3)
+    assert bootstrap_interval(table) == (50.0, 50.0)
+    assert bootstrap_interval(table.reshape(-1)) != (50.0, 50.0)
+
+
+def test_bootstrap_interval_covers_the_iqm_and_is_seeded():
+    scores = np.random.default_rng(1).normal(10.0, 3.0, size=10)
+    low, high = bootstrap_interval(scores)
+    assert low < iqm(scores) < high
+    assert bootstrap_interval(scores, seed=4) == bootstrap_interval(scores, seed=4)
+    assert bootstrap_interval(scores, seed=4) != bootstrap_interval(scores, seed=5)
+    narrower = bootstrap_interval(scores, confidence=0.5)
+    assert low < narrower[0] < narrower[1] < high
+
+
+def test_summarize_scores_per_group():
+    summary = summarize_scores({"shac": [1.0, 2.0, 3.0, 7.0, 10.0], "flat": [2.0, 2.0, 2.0]})
+    assert summary["shac"].iqm == pytest.approx(3.9) and summary["shac"].runs == 5
+    assert summary["shac"].low < 3.9 < summary["shac"].high
+    assert summary["flat"] == ScoreSummary(2.0, 2.0, 2.0, runs=3)
+    # a group's interval does not depend on its neighbours
+    assert summarize_scores({"shac": [1.0, 2.0, 3.0, 7.0, 10.0]})["shac"] == summary["shac"]
+    assert str(summary["flat"]) == "2 [2, 2]"
+
+
+@pytest.mark.parametrize("bad, message", [([], "non-empty"), ([1.0, float("nan")], "finite")])
+def test_summarize_scores_names_a_bad_group(bad, message):
+    with pytest.raises(ValueError, match=f"group 'mix': .*{message}"):
+        summarize_scores({"shac": [1.0], "mix": bad})

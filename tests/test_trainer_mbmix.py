@@ -1,0 +1,139 @@
+"""MB-MIX in the trainer: adjoint probes into the buffer, a critic the model cannot mislead, simulator cost
+accounting, the Jacobian blend, and the rollback of an exploded world model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mbmix_fw as mb
+from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
+from mbmix_fw.maths.jacobian_blend import JacobianBlend
+from mbmix_fw.maths.adjoint_tap import TappedDynamics
+from mbmix_fw.testing import LinearEnv
+from mbmix_fw.training.trainer import MODEL_EXPLOSION, Trainer
+from mbmix_schedulers import Dyna, DynaConfig, ModelFree, ModelFreeConfig
+from mbmix_sobolev import SobolevConfig, make_sobolev
+
+H, N = 8, 8
+
+
+def dyna_trainer(iterations=4, probe_source="adjoint", probes=1, branch_steps=0, blend=0.0, warmup=1, **model):
+    env = LinearEnv(num_envs=N, episode_length=16)
+    config = SobolevConfig(hidden=[16], probes=probes, probe_source=probe_source, batch_size=32,
+                           buffer_capacity=1000, **model)
+    world_model = make_sobolev(config, mb.BuildContext.cpu().with_env(env))
+    scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=2, warmup_iterations=warmup,
+                                jacobian_blend=blend))
+    return Trainer(env, Mix(MixConfig(horizon=H, lam=0.9)), scheduler, world_model=world_model,
+                   run=mb.RunSettings(iterations=iterations, checkpoint_every=100, eval_envs=2),
+                   critic=mb.CriticSettings(iterations=1, minibatches=1, model_branch_steps=branch_steps),
+                   progress=False)
+
+
+def test_adjoint_probes_fill_the_buffer_with_the_simulators_own_vjps():
+    trainer = dyna_trainer(iterations=3)
+    trainer.train()
+    buffer, env = trainer.buffer, trainer.env
+    batch = buffer.sample(len(buffer), torch.Generator().manual_seed(0))
+    assert len(buffer) == 3 * H * N and batch.probe_u.shape[1] == 1
+    torch.testing.assert_close(batch.probe_u.norm(dim=-1), torch.ones(len(batch), 1))
+    torch.testing.assert_close(batch.probe_s[:, 0], batch.probe_u[:, 0] @ env.A, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch.probe_a[:, 0], batch.probe_u[:, 0] @ env.B, atol=1e-5, rtol=1e-5)
+
+
+def test_simulator_cost_counts_rollout_steps_backward_vjps_and_probes():
+    """SHAC: one forward and one VJP per env step. Random probes add P VJPs (and a recompute) per
+    transition; the held-out full-Jacobian evaluation on this small env adds S VJPs per evaluated row."""
+    env = LinearEnv(num_envs=N, episode_length=16)
+    shac = Trainer(env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
+                   run=mb.RunSettings(iterations=3, checkpoint_every=100, eval_envs=2),
+                   critic=mb.CriticSettings(iterations=1, minibatches=1), progress=False)
+    last = shac.train()
+    assert (last["sim/steps"], last["sim/vjps"]) == (3 * H * N, 3 * H * N)
+    assert last["time/wall_s"] > 0
+
+    rows, evaluated = H * N, 2 * H * N  # evaluation from the 2nd iteration on (the buffer must hold data)
+    adjoint = dyna_trainer(iterations=3).train()
+    assert adjoint["sim/steps"] == 3 * rows + evaluated
+    assert adjoint["sim/vjps"] == 3 * rows + evaluated * env.state_dim
+    random = dyna_trainer(iterations=3, probe_source="random", probes=2).train()
+    assert random["sim/steps"] == 3 * rows + 3 * rows + evaluated
+    assert random["sim/vjps"] == 3 * rows + 3 * rows * 2 + evaluated * env.state_dim
+
+
+@pytest.mark.parametrize("branch_steps, expected", [(0, [[H]] * 3), (3, [[H], [H, 3], [H, 3]])])
+def test_the_critic_learns_from_real_windows_unless_asked_for_model_steps(branch_steps, expected, monkeypatch):
+    trainer = dyna_trainer(iterations=3, branch_steps=branch_steps)
+    seen = []
+    update = trainer._update_critic
+    monkeypatch.setattr(trainer, "_update_critic",
+                        lambda rollouts, plan: (seen.append([r.steps for r in rollouts]), update(rollouts, plan))[1])
+    trainer.train()
+    assert seen == expected
+
+
+def test_the_real_window_is_tapped_and_blended_as_planned():
+    trainer = dyna_trainer(blend=0.3)
+    assert isinstance(trainer._real_dynamics(mb.Plan()), TappedDynamics)
+    blended = trainer._real_dynamics(mb.Plan(jacobian_blend=0.3))
+    assert isinstance(blended, JacobianBlend) and blended.w == 0.3
+    assert isinstance(blended.simulator, TappedDynamics) and blended.model is trainer.world_model
+    rows = trainer.train()
+    assert rows["buffer/size"] == 4 * H * N  # w < 1: the simulator still gets the actor's gradient
+    no_model = Trainer(LinearEnv(num_envs=N), Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
+                       progress=False)
+    with pytest.raises(mb.UserError, match="no world model"):
+        no_model._real_dynamics(mb.Plan(jacobian_blend=0.5))
+
+
+def test_an_exploded_world_model_is_rolled_back_to_its_best():
+    trainer = dyna_trainer()
+    model = trainer.world_model
+    trainer._roll_back_if_exploded({"model/state_error": 2.0})
+    best = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    trainer._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 0.99})  # not yet
+    assert trainer.model_rollbacks == 0 and not torch.equal(best[0], next(model.parameters()))
+    trainer._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 1.01})
+    assert trainer.model_rollbacks == 1
+    assert all(torch.equal(a, b) for a, b in zip(best, model.parameters()))
+
+
+@pytest.mark.parametrize("error, beta", [(0.4, 0.75), (0.0, 0.5), (0.8, 1.0), (0.95, 1.0), (None, 1.0)])
+def test_dyna_trusts_the_model_as_far_as_its_held_out_error_allows(error, beta):
+    scheduler = Dyna(DynaConfig(env_weight=0.5, model_error_gate=0.8, warmup_iterations=2, model_branches=7))
+    metrics = {} if error is None else {"model/jacobian_error_a": error}
+    plan = scheduler.plan(5, 10, metrics)
+    assert plan.env_weight == pytest.approx(beta)
+    assert plan.model_branches == (7 if beta < 1 else 0)
+    warming = scheduler.plan(1, 10, {"model/jacobian_error_a": 0.0})
+    assert (warming.env_weight, warming.model_branches) == (1.0, 0)
+
+
+def test_branches_run_for_the_model_horizon_from_recent_states(monkeypatch):
+    trainer = dyna_trainer(iterations=3)
+    trainer.scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=1, warmup_iterations=1,
+                                        model_horizon=3, branch_recent=5))
+    trainer._plan = trainer.scheduler.plan
+    seen = []
+    estimate = trainer.estimator.estimate
+    monkeypatch.setattr(trainer.estimator, "estimate", lambda inp: (seen.append(inp), estimate(inp))[1])
+    recent = []
+    sample = trainer.buffer.sample_recent_states
+    monkeypatch.setattr(trainer.buffer, "sample_recent_states",
+                        lambda n, k, g: (recent.append(k), sample(n, k, g))[1])
+    trainer.train()
+    branches = [inp for inp in seen if inp.dynamics is trainer.world_model]
+    assert len(branches) == 2 and all(inp.horizon == 3 for inp in branches) and recent == [5, 5]
+    assert trainer.log.history[-1]["plan/horizon"] == H  # the real window keeps the estimator's horizon
+
+
+def test_recent_states_come_from_the_newest_transitions_only():
+    buffer = mb.ReplayBuffer(6, 1, 1)
+    for start in (0, 4, 8):  # wraps around: rows hold 6..11 after the last add
+        values = torch.arange(start, start + 4, dtype=torch.float32).unsqueeze(-1)
+        buffer.add(mb.TransitionBatch(values, values, values))
+    drawn = buffer.sample_recent_states(200, 3, torch.Generator().manual_seed(0))
+    assert set(drawn.squeeze(-1).tolist()) == {9.0, 10.0, 11.0}
