@@ -13,15 +13,12 @@ field, never a shape error deep inside a fit.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import attrs
 import torch
 
 from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .env import DiffEnv
 
 ExactStep = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor, torch.Tensor]"]
 """``exact_step(state [N, S], action [N, A]) -> (positions [N, K, d], velocities [N, K, d], extra [N, X])``:
@@ -161,8 +158,10 @@ class ParticleLayout:
         return out
 
 
-def checked_particle_layout(env: "DiffEnv", name: str | None = None) -> ParticleLayout | None:
+def checked_particle_layout(env, name: str | None = None) -> ParticleLayout | None:
     """``env.particle_layout()`` checked against ``env.state_dim``; ``None`` when the env declares none.
+
+    ``env`` is a :class:`~mbmix_fw.DiffEnv` (not imported here: ``env.py`` refers to this module).
 
     Raises :class:`~mbmix_fw.UserError` ``env 'NAME': particle_layout().FIELD: …`` on the first mismatch.
     """
