@@ -146,7 +146,8 @@ class ParticleLayout:
         if driven.ndim != 1:
             out.append(f"driven: expected a 1-D list of particle indices, got shape {list(driven.shape)}")
         elif len(driven) and (driven.min() < 0 or driven.max() >= P):
-            out.append(f"driven: particle index {int(driven[(driven < 0) | (driven >= P)][0])} is out of range [0, {P})")
+            bad = int(driven[(driven < 0) | (driven >= P)][0])
+            out.append(f"driven: particle index {bad} is out of range [0, {P})")
         elif len(torch.unique(driven)) != len(driven):
             values, counts = torch.unique(driven, return_counts=True)
             out.append(f"driven: particle {int(values[counts > 1][0])} is listed twice")

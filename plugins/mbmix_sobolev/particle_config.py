@@ -39,8 +39,9 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     activation: Literal["silu", "elu", "tanh"] = "silu"
     """Smooth activations only: the Jacobian term differentiates the network twice."""
     position_correction: bool = True
-    """``message_passing`` only: also predict a per-particle position correction on top of ``x + dt·(v + w·Δv)`` (the env's
-    integration for constant acceleration within a step); off: positions come from ``Δv`` alone."""
+    """``message_passing`` only: also predict a per-particle position correction on top of
+    ``x + dt·(v + w·Δv)`` (the env's integration for constant acceleration within a step); off: positions come
+    from ``Δv`` alone."""
     alpha_s: float = Field(1.0, ge=0.0)
     """Weight of the state-Jacobian term (relative error of the probe rows ``uᵀ∂ŝ'/∂s``)."""
     alpha_a: float = Field(1.0, ge=0.0)

@@ -140,9 +140,10 @@ class ParticleGNN(mb.WorldModel):
     table is rebuilt from the env's layout, not saved.
     """
 
-    def __init__(self, layout: mb.ParticleLayout, state_dim: int, action_dim: int, *, hidden: int = 16,
-                 message_width: int = 0, rounds: int = 2, architecture: str = "integrator", activation: str = "silu", position_correction: bool = True,
-                 alpha_s: float = 1.0, alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1, lr: float = 1e-2,
+    def __init__(self, layout: mb.ParticleLayout, state_dim: int, action_dim: int, *,
+                 architecture: str = "integrator", hidden: int = 16, message_width: int = 0, rounds: int = 2,
+                 activation: str = "silu", position_correction: bool = True, alpha_s: float = 1.0,
+                 alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1, lr: float = 1e-2,
                  weight_decay: float = 0.0, batch_size: int = 64, buffer_capacity: int = 100_000,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
