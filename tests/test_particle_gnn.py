@@ -253,3 +253,21 @@ def test_the_cloth_recipe_with_the_particle_model_validates():
     recipe = Path(__file__).parents[1] / "recipes" / "cloth_mbmix_particle.toml"
     assert main(["validate", str(recipe)]) == 0
     assert mb.load_recipe(recipe).world_model.kind == "particle_gnn"
+
+
+def test_jacobian_fraction_puts_the_jacobian_terms_on_the_first_rows_only():
+    env = cloth()
+    gen = torch.Generator().manual_seed(7)
+    batch = transitions(env, 16, gen)
+    changed = mb.TransitionBatch(batch.state, batch.action, batch.next_state, batch.probe_u,
+                                 batch.probe_s.clone(), batch.probe_a.clone())
+    changed.probe_s[4:] *= 3.0
+    changed.probe_a[4:] *= 3.0
+    quarter = model_for(env, jacobian_fraction=0.25)
+    quarter.update_statistics(batch)
+    a, b = quarter.loss(batch), quarter.loss(changed)
+    assert torch.equal(a.jacobian_s, b.jacobian_s) and torch.equal(a.jacobian_a, b.jacobian_a)
+    assert torch.equal(a.state, b.state)
+    whole = model_for(env)
+    whole.update_statistics(batch)
+    assert not torch.equal(whole.loss(batch).jacobian_a, whole.loss(changed).jacobian_a)

@@ -52,6 +52,11 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     probes: int = Field(1, ge=0, le=1024)
     """Random Jacobian probes per transition (``probe_source = "random"``; the adjoint source gives one).
     Ignored (0) when both alphas are 0."""
+    jacobian_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Fraction of each minibatch whose rows also get the Jacobian terms (as ``sobolev_mlp``'s): the double
+    backward through the substeps is most of the fit's cost. Measured on the cloth (``benchmarks/RESULTS.md``):
+    0.25 cuts the cost per transition by ~30 % but doubles both held-out Jacobian errors (worse than α = 0),
+    so the default is 1."""
     lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)

@@ -143,7 +143,8 @@ class ParticleGNN(mb.WorldModel):
     def __init__(self, layout: mb.ParticleLayout, state_dim: int, action_dim: int, *,
                  architecture: str = "integrator", hidden: int = 16, message_width: int = 0, rounds: int = 2,
                  activation: str = "silu", position_correction: bool = True, alpha_s: float = 1.0,
-                 alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1, lr: float = 1e-2,
+                 alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1,
+                 jacobian_fraction: float = 1.0, lr: float = 1e-2,
                  weight_decay: float = 0.0, batch_size: int = 64, buffer_capacity: int = 100_000,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -156,6 +157,7 @@ class ParticleGNN(mb.WorldModel):
         self.probe_source = probe_source
         self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
+        self.jacobian_fraction = float(jacobian_fraction)
         self.position_correction = position_correction
         P, d = layout.particles, layout.dim
         self.absolute_axes = list(layout.absolute_axes)
@@ -375,8 +377,9 @@ class ParticleGNN(mb.WorldModel):
     def loss(self, batch: mb.TransitionBatch):
         """The Sobolev terms (``total, state, jacobian_s, jacobian_a``) on ``batch`` with the current
         statistics, differentiable w.r.t. the parameters."""
+        rows = max(1, min(len(batch), round(self.jacobian_fraction * len(batch))))
         return sobolev_loss(self.predict, batch, self.error_scale(batch.state.dtype), self.alpha_s, self.alpha_a,
-                            members=1, probe_generator=self._probe_generator)
+                            members=1, jacobian_rows=rows, probe_generator=self._probe_generator)
 
     def fit(self, batch: mb.TransitionBatch) -> dict[str, float]:
         """Update the statistics, then one AdamW step on :meth:`loss`. Metrics: ``model/loss``,
