@@ -12,6 +12,11 @@ thread; ``--jobs`` runs go at once. Finished runs are reused (delete ``--root`` 
 
     python benchmarks/cloth_mbmix_study.py --seeds 10 --variants shac mix mbmix
     python benchmarks/cloth_mbmix_study.py --seeds 5 --variants mse random_probes critic_on_model beta1 blend
+    python benchmarks/cloth_mbmix_study.py --seeds 5 --variants shac@H8 shac@H64 mix@lam0.8@int2
+
+A variant may carry settings after ``@``: ``H<n>`` sets the window length and keeps env steps equal to the
+recipes' (``run.iterations = 40·16/n``, four evaluations per run); ``lam<x>`` and ``int<n>`` set the mix
+estimator's λ and interval.
 """
 from __future__ import annotations
 
@@ -43,9 +48,35 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+ENV_STEPS_PER_ENV = 40 * 16
+"""Env steps per env of every study run: the recipes' 40 iterations of 16-step windows."""
+
+
+def settings(variant: str) -> tuple[str, list[str]]:
+    """The recipe and ``--set`` overrides of ``variant`` (``base@H32@lam0.9@int2``: see the docstring)."""
+    base, *extras = variant.split("@")
+    if base not in VARIANTS:
+        raise SystemExit(f"unknown variant {base!r}; choose from {sorted(VARIANTS)}")
+    recipe, sets = VARIANTS[base]
+    sets = list(sets)
+    for extra in extras:
+        if extra.startswith("H"):
+            horizon = int(extra[1:])
+            iterations = ENV_STEPS_PER_ENV // horizon
+            sets += [f"estimator.horizon={horizon}", f"run.iterations={iterations}",
+                     f"run.eval_every={max(1, iterations // 4)}", f"run.checkpoint_every={iterations}"]
+        elif extra.startswith("lam"):
+            sets.append(f"estimator.lam={float(extra[3:])}")
+        elif extra.startswith("int"):
+            sets.append(f"estimator.interval={int(extra[3:])}")
+        else:
+            raise SystemExit(f"unknown variant setting {extra!r} in {variant!r}")
+    return recipe, sets
+
+
 def run_one(root: Path, variant: str, seed: int) -> dict:
     """Train one (variant, seed) run (or reuse a finished one) and read its score and costs."""
-    recipe, sets = VARIANTS[variant]
+    recipe, sets = settings(variant)
     out = root / f"{variant}_s{seed}"
     metrics = out / "metrics.csv"
     if not (out / "checkpoints" / "last.pt").exists() or not _finished(metrics):
@@ -74,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--variants", nargs="+", default=["shac", "mix", "mbmix"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["shac", "mix", "mbmix"],
+                        help=f"from {sorted(VARIANTS)}, optionally with @H<n>, @lam<x>, @int<n>")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "cloth_mbmix_study")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
     args = parser.parse_args(argv)
+    for variant in args.variants:
+        settings(variant)  # unknown names fail here, before any run
     import mbmix_fw as mb
 
     jobs = [(v, s) for s in range(args.first_seed, args.first_seed + args.seeds) for v in args.variants]

@@ -190,3 +190,18 @@ def test_cloth_declares_a_bound_on_its_scale():
     from mbmix_warp.cloth import ClothFold
 
     assert ClothFold.diverged_magnitude == 1e3 < mb.DiffEnv.diverged_magnitude == 1e6
+
+
+def test_the_split_half_policy_of_the_agree_scheduler_gates_nan_action_gradients_too():
+    """With the gradient-agreement scheduler the window runs through per-half policy copies: a NaN adjoint in
+    one env is still cut before the parameters, and both halves' gradients stay finite."""
+    from mbmix_schedulers import Agree, AgreeConfig
+
+    bad = BadEnv([0], "backward", num_envs=N, episode_length=H)
+    trainer = Trainer(bad, Shac(ShacConfig(horizon=H)), Agree(AgreeConfig(min_horizon=H, max_horizon=H)),
+                      run=mb.RunSettings(iterations=2, eval_envs=4), critic=mb.CriticSettings(iterations=1),
+                      progress=False)
+    trainer.train()
+    rows = trainer.log.history[1:]
+    assert all(r["guard/nonfinite_action_grads"] == H for r in rows)
+    assert all(math.isfinite(r["grad/half_cosine"]) and math.isfinite(r["grad/actor_norm"]) for r in rows)

@@ -302,7 +302,8 @@ class Trainer:
             split = HalfSplitPolicy(self.policy, self._normalize, self.cursor.state.shape[0])
         with torch.set_grad_enabled(beta > 0):
             real = self.estimator.estimate(
-                self._estimator_input(self._real_dynamics(plan), self.cursor, plan, split))
+                self._estimator_input(self._real_dynamics(plan), self.cursor, plan,
+                                      None if split is None else lambda o, g: self._gate_action_grads(split(o, g))))
         real_finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~real_finite).sum()
         metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
@@ -464,7 +465,9 @@ class Trainer:
         policy's parameters: a diverged env's window is left out of the loss, but the zero gradient it gets
         still meets the NaN Jacobians of its broken states (``0 · NaN = NaN``), and a simulator's backward can
         be NaN at a finite state. Every other row passes unchanged, so the other envs' gradient is exact."""
-        action = self.policy(self._normalize(obs), generator)
+        return self._gate_action_grads(self.policy(self._normalize(obs), generator))
+
+    def _gate_action_grads(self, action: torch.Tensor) -> torch.Tensor:
         if action.requires_grad:
             action.register_hook(self._zero_nonfinite_rows)
         return action
