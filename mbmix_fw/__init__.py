@@ -30,6 +30,7 @@ _LAZY = {
     ".contracts.context": ["BuildContext"],
     ".contracts.env": ["DiffEnv", "Transition"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
+    ".maths.bridge": ["BridgeError", "ExternalFunction", "current_stream_handle", "from_foreign", "to_foreign"],
     ".maths.mix_returns": ["mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .contracts.context import BuildContext
     from .contracts.env import DiffEnv, Transition
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
+    from .maths.bridge import BridgeError, ExternalFunction, current_stream_handle, from_foreign, to_foreign
     from .maths.mix_returns import mix_objective, mix_weights, mixed_returns, segment_offsets, shac_objective
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
     from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,

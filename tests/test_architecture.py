@@ -140,3 +140,5 @@ def test_contributing_example_is_the_shipped_example_package():
     assert re.search(r"mbmix-example-plugin = \"mbmix_example_plugin\"", text)
     estimator = REPO / "examples" / "mbmix-example-estimator" / "mbmix_example_estimator.py"
     assert estimator.read_text().strip() in text, "mbmix_example_estimator.py differs from CONTRIBUTING.md"
+    bridge = REPO / "examples" / "mbmix-example-bridge" / "numpy_spring.py"
+    assert bridge.read_text().strip() in text, "numpy_spring.py differs from CONTRIBUTING.md (section 11)"
