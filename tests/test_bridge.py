@@ -63,7 +63,7 @@ def test_residual_backward_equals_recompute_and_runs_no_second_forward():
     torch.testing.assert_close((x.grad, w.grad), (x2.grad, w2.grad))
 
 
-def test_unmaterialized_cotangents_are_none_for_flags_and_unused_outputs():
+def test_cotangents_are_none_for_flags_and_for_unused_outputs_unless_materialized():
     seen = []
 
     def vjp(saved, cotangents):
@@ -160,3 +160,21 @@ def test_the_contributing_example_passes_its_tests():
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_materialized_cotangents_are_zeros_for_unused_outputs_and_none_for_flags():
+    seen = []
+
+    def forward(inputs):
+        y, flag = numpy_forward(inputs)
+        return y, flag, 2 * y
+
+    def vjp(saved, cotangents):
+        seen.append(cotangents)
+        return numpy_vjp(saved, (cotangents[0] + 2 * cotangents[2],))
+
+    x, w = inputs()
+    y, flag, twice = make(forward=forward, vjp=vjp, outputs=("y", "flag", "twice"))(x, w)
+    twice.sum().backward()
+    assert torch.equal(seen[0][0], torch.zeros(3, 4, dtype=torch.float64)) and seen[0][1] is None
+    torch.testing.assert_close(x.grad, 2 * torch.cos(x.detach()) * w.detach())

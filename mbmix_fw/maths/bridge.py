@@ -6,10 +6,11 @@ A simulator written outside torch has a ``forward`` and, for gradients, a vector
 - ``forward(inputs) -> outputs`` — ``inputs`` a tuple of tensors (detached, contiguous, on one device),
   ``outputs`` a tuple of tensors, one per name in ``outputs=`` (the callee converts with
   :func:`to_foreign` / :func:`from_foreign`, DLPack, no copy);
-- ``vjp(saved, cotangents) -> input_grads`` — ``cotangents`` one tensor per output, of its shape and dtype
-  (zeros where nothing flows back, or ``None`` with ``materialize_cotangents=False``: a callee that builds
-  its zeros inside a compiled pullback saves the allocations), ``input_grads`` one tensor per input, of
-  exactly its shape, dtype and device, or ``None`` (no gradient).
+- ``vjp(saved, cotangents) -> input_grads`` — ``cotangents`` one entry per output: ``None`` for a
+  non-differentiable output, else a tensor of the output's shape and dtype (zeros where nothing flows
+  back; ``None`` instead with ``materialize_cotangents=False``, for a callee that builds its zeros inside
+  a compiled pullback — at the price of one compilation per pattern of ``None`` entries); ``input_grads`` one
+  tensor per input, of exactly its shape, dtype and device, or ``None`` (no gradient).
 
 What ``saved`` is depends on the backward:
 
@@ -208,8 +209,7 @@ class _ExternalStep(torch.autograd.Function):
             raise BridgeError(f"{function.name}: no second derivatives through a bridged function "
                               "(backward was asked to build a graph, create_graph=True); they would be zeros")
         saved = ctx.saved_tensors if ctx.residuals is None else ctx.residuals
-        if not function.materialize_cotangents:  # flags' cotangents: None, not torch's zeros
-            cotangents = tuple(c if d else None for c, d in zip(cotangents, function.differentiable))
+        cotangents = tuple(c if d else None for c, d in zip(cotangents, function.differentiable))  # flags: None
         if any(_is_batched(c) for c in cotangents):
             return (None, *_batched_backward(function, saved, ctx.input_meta, cotangents))
         grads = function.checked_grads(ctx.input_meta, function.vjp(saved, cotangents), cotangents)
