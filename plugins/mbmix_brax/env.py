@@ -51,7 +51,7 @@ class BraxEnv(mb.DiffEnv):
             require_jax_gpu()
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
         (self.brax_env, self._transition, self._score, self._observe, self._reset,
-         self._transition_from_pipeline) = bridged_functions(
+         self._transition_from_pipeline, self._transition_state_only) = bridged_functions(
             config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())),
             config.bridge_backward)
         self.carry_pipeline = config.carry_pipeline
@@ -70,6 +70,9 @@ class BraxEnv(mb.DiffEnv):
         return self._reset_with_obs(n, generator)[0]
 
     def transition(self, state, action, generator=None) -> mb.Transition:
+        if not self.carry_pipeline:  # no pipeline output: its pullback (derived terms of x') is not paid for
+            next_state, reward, done, next_obs = self._call(self._transition_state_only, state, action)
+            return mb.Transition(next_state, reward, done > 0.5, next_obs)
         pipeline = self._carried_pipeline(state)
         if pipeline is None:
             outputs = self._call(self._transition, state, action)
@@ -180,6 +183,8 @@ def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, bac
         JaxFunction(vmap(fns.transition_from_pipeline), (True, True, False, True, True),
                     name="transition from the carried pipeline state",
                     outputs=("next_state", "reward", "done", "next_obs", "pipeline"), **options),
+        JaxFunction(vmap(lambda x, a: fns.transition(x, a)[:4]), (True, True, False, True), name="transition",
+                    outputs=("next_state", "reward", "done", "next_obs"), **options),
     )
 
 
