@@ -9,6 +9,8 @@ Measured in one run, same env, backend, batch ``N`` and horizon ``H``, open-loop
   the bridge's backward recomputes the step fused with its VJP (``bridge_backward = "recompute"``, default);
 - **bridged, residuals**: the same with ``bridge_backward = "residuals"`` (the forward returns JAX's
   residuals, the backward only applies the pullback);
+- **bridged, rebuilt** (when the checkout has ``carry_pipeline``): the fused bridge with
+  ``carry_pipeline = false``, rebuilding Brax's pipeline state from ``(q, qd)`` every step;
 - **bridged, unfused**: the same with ``DiffEnv``'s default ``transition`` (``step`` then ``score``: two
   crossings per step), to show what fusing buys.
 
@@ -45,13 +47,17 @@ print(json.dumps({"build_s": built - started, "first_step_s": done - built, "tot
 """
 
 
-def time_it(fn, repeats: int) -> float:
-    fn()  # compile
-    best = float("inf")
+def time_interleaved(fns: dict, repeats: int) -> dict:
+    """Best of ``repeats`` for each function, the functions taking turns in each round, so that a change
+    of machine load (a shared CPU) hits all of them alike instead of skewing their ratio."""
+    for fn in fns.values():
+        fn()  # compile
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -66,6 +72,9 @@ def main() -> None:
     parser.add_argument("--cache", action="store_true", help="also time first use with an empty, then a warm cache")
     parser.add_argument("--cache-env", default=None, help="env for --cache (default: --env)")
     parser.add_argument("--skip-window", action="store_true", help="only the --cache measurement")
+    parser.add_argument("--fused-only", action="store_true",
+                        help="time only pure JAX and the default bridge (skips compiling the unfused and residual "
+                             "variants; also runs against older checkouts, for before/after figures)")
     args = parser.parse_args()
 
     import torch
@@ -77,6 +86,10 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if "ratio" in result:
         print(f"bridged (fused) / pure JAX diff-steps/s: {result['ratio']:.3f}")
+    rates = result.get("diff_steps_per_s", {})
+    if "bridged_rebuild" in rates:
+        print(f"bridged, pipeline state rebuilt every step (carry_pipeline = false) / pure JAX: "
+              f"{rates['bridged_rebuild'] / rates['pure_jax']:.3f}")
 
 
 def measure_window(args) -> dict:
@@ -133,12 +146,17 @@ def measure_window(args) -> dict:
     def pure_jax():
         grad(jax_actions, state0).block_until_ready()
 
-    seconds = {
-        "pure_jax": time_it(pure_jax, args.repeats),
-        "bridged_fused": time_it(bridged(env), args.repeats),
-        "bridged_unfused": time_it(bridged(unfused), args.repeats),
-        "bridged_residuals": time_it(bridged(residuals), args.repeats),
-    }
+    variants = {"pure_jax": pure_jax, "bridged_fused": bridged(env)}
+    if "carry_pipeline" in BraxConfig.model_fields:  # this checkout carries Brax's pipeline state
+        variants["bridged_rebuild"] = bridged(BraxEnv(config.model_copy(update={"carry_pipeline": False}), ctx))
+    seconds = time_interleaved(variants, args.repeats)
+    if args.fused_only:
+        rates = {k: H * N / v for k, v in seconds.items()}
+        return {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
+                "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
+                "ratio": rates["bridged_fused"] / rates["pure_jax"]}
+    seconds.update(time_interleaved({"bridged_unfused": bridged(unfused), "bridged_residuals": bridged(residuals)},
+                                    args.repeats))
     rates = {k: H * N / v for k, v in seconds.items()}
     with jax.enable_x64(env.x64):  # what "residuals" keeps per env-step, against "recompute" (the inputs)
         shapes = [jax.ShapeDtypeStruct((N, d), jax.numpy.float32) for d in (env.state_dim, A)]

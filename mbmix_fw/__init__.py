@@ -29,7 +29,9 @@ _LAZY = {
     ".building.build": ["Components", "build_components", "make_trainer", "resolve_device"],
     ".contracts.context": ["BuildContext"],
     ".contracts.env": ["DiffEnv", "Transition", "reports_contact"],
+    ".contracts.particles": ["ParticleLayout", "checked_particle_layout"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
+    ".maths.bridge": ["BridgeError", "ExternalFunction", "current_stream_handle", "from_foreign", "to_foreign"],
     ".maths.mix_returns": ["bootstrap_values", "mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
@@ -73,7 +75,9 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .building.build import Components, build_components, make_trainer, resolve_device
     from .contracts.context import BuildContext
     from .contracts.env import DiffEnv, Transition, reports_contact
+    from .contracts.particles import ParticleLayout, checked_particle_layout
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
+    from .maths.bridge import BridgeError, ExternalFunction, current_stream_handle, from_foreign, to_foreign
     from .maths.mix_returns import (bootstrap_values, mix_objective, mix_weights, mixed_returns, segment_offsets,
                                     shac_objective)
     from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp

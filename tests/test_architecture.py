@@ -143,6 +143,8 @@ def test_contributing_example_is_the_shipped_example_package():
     scheduler = REPO / "examples" / "mbmix-example-scheduler" / "mbmix_example_scheduler.py"
     assert scheduler.read_text().strip() in text, "mbmix_example_scheduler.py differs from CONTRIBUTING.md"
     assert 'mbmix-example-scheduler = "mbmix_example_scheduler"' in (scheduler.parent / "pyproject.toml").read_text()
+    bridge = REPO / "examples" / "mbmix-example-bridge" / "numpy_spring.py"
+    assert bridge.read_text().strip() in text, "numpy_spring.py differs from CONTRIBUTING.md (section 13)"
 
 
 # ---- the layers of the core (CONTRIBUTING section 2): every import, wherever it is written ----

@@ -308,3 +308,65 @@ def test_contact_stiffness_is_the_constraint_force_over_acceleration(ant):
 def test_only_the_generalized_pipeline_reports_contact(pendulums):
     assert {backend: mb.reports_contact(env) for backend, env in pendulums.items()} == \
         {backend: backend == "generalized" for backend in pendulums}
+
+
+@pytest.mark.parametrize("backward", ["recompute", "residuals"])
+def test_bridge_second_derivatives_are_an_error_not_zeros(backward):
+    """create_graph=True through the bridge used to return gradients torch treated as constants."""
+    fn = JaxFunction(poly, (True, False), x64=True, backward=backward, name="poly")
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    out, _ = fn(x, y)
+    with pytest.raises(mb.BridgeError, match="poly: no second derivatives"):
+        torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("backward", ["recompute", "residuals"])
+def test_bridge_batched_probes_are_one_vmapped_pullback(backward):
+    fn = JaxFunction(poly, (True, False), x64=True, backward=backward)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    out, _ = fn(x, y)
+    u = torch.randn(5, 3, 4, dtype=torch.float64)
+    gx, gy = torch.autograd.grad(out, (x, y), u, is_grads_batched=True, retain_graph=True)
+    assert fn.batched_pullback._cache_size() == 1
+    for p in range(5):
+        torch.testing.assert_close((gx[p], gy[p]), torch.autograd.grad(out, (x, y), u[p], retain_graph=True))
+
+
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
+def test_carried_pipeline_state_equals_rebuilding_it_and_is_used_only_for_the_own_output(reacher, monkeypatch):
+    """A rollout steps from Brax's pipeline state when given the previous transition's next state, and the
+    states, rewards and gradients agree with rebuilding it from (q, qd) every step (pipeline_init)."""
+    g = torch.Generator().manual_seed(11)
+    acts = (0.5 * torch.randn(4, N, reacher.action_dim, generator=g, dtype=torch.float64)).requires_grad_(True)
+    x0 = reacher.reset(N, torch.Generator().manual_seed(12)).double()
+    used = {}
+    for carry in (True, False):
+        monkeypatch.setattr(reacher, "carry_pipeline", carry)
+        calls = []  # per transition: did it step from the carried pipeline state?
+        monkeypatch.setattr(reacher, "_call", lambda fn, *t: (
+            calls.append(fn is reacher._transition_from_pipeline), BraxEnv._call(reacher, fn, *t))[1])
+        s, total = x0, 0.0
+        for a in acts:
+            out = reacher.transition(s, a)
+            total = total + out.reward.sum()
+            s = out.next_state
+        (grad,) = torch.autograd.grad(total + s.pow(2).sum(), acts)
+        used[carry] = (calls, s.detach(), grad)
+    assert used[True][0] == [False, True, True, True] and not any(used[False][0])  # x0 is a copy: rebuilt
+    torch.testing.assert_close(used[True][1:], used[False][1:], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
+def test_a_state_from_elsewhere_rebuilds_the_pipeline_state(reacher, monkeypatch):
+    monkeypatch.setattr(reacher, "carry_pipeline", True)
+    x0 = reacher.reset(N, torch.Generator().manual_seed(13)).double()
+    a = torch.zeros(N, reacher.action_dim, dtype=torch.float64)
+    s1 = reacher.transition(x0, a).next_state
+    assert reacher._carried_pipeline(s1) is not None
+    assert reacher._carried_pipeline(s1.clone()) is None  # a copy (checkpoint, world model, detach)
+    s1.add_(0.0)  # modified in place: the remembered pipeline state no longer describes it
+    assert reacher._carried_pipeline(s1) is None
+    fresh = reacher.reset(N, torch.Generator().manual_seed(14))
+    assert reacher._carried_pipeline(fresh) is not None  # reset remembers Brax's own pipeline state

@@ -67,7 +67,8 @@ def test_bad_config_values_fail_validation(bad):
 def test_factory_builds_from_the_env_and_registers_under_its_kind():
     registered = []
     register_world_models(lambda cls, factory: registered.append((cls, factory)))
-    assert registered == [(SobolevConfig, make_sobolev)]
+    from mbmix_sobolev import ParticleGNNConfig, make_particle_gnn
+    assert registered == [(SobolevConfig, make_sobolev), (ParticleGNNConfig, make_particle_gnn)]
     env = LinearEnv(4, 3)
     config = SobolevConfig(hidden=[8], buffer_capacity=123, batch_size=17, probes=2, probe_source="random")
     model = make_sobolev(config, mb.BuildContext.cpu(seed=5).with_env(env))

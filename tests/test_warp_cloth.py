@@ -306,3 +306,63 @@ def test_contact_stiffness_grows_when_the_cloth_is_pressed_into_the_ground(env):
     still = torch.zeros(3, env.action_dim, dtype=F64)
     assert (env.contact_stiffness(pressed, still, env.step(pressed, still))
             > 1.2 * env.contact_stiffness(s, still, env.step(s, still))).all()
+
+# ---------------------------------------------------------------- the bridge (mb.ExternalFunction, graphs)
+def step_and_gradient(env, s0, a, u):
+    s = s0.clone().requires_grad_(True)
+    out = env.step(s, a)
+    return out.detach(), torch.autograd.grad(out, s, u)[0]
+
+
+def test_replayed_graphs_equal_one_by_one_launches():
+    with_graphs, without = make_env(num_envs=2, grid_size=4, substeps=6), make_env(num_envs=2, grid_size=4, substeps=6)
+    without.sim.use_graphs = False
+    s0 = settled(with_graphs, n=2)
+    a = actions(with_graphs, 2, 1)[0]
+    u = torch.randn(s0.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    ours, theirs = step_and_gradient(with_graphs, s0, a, u), step_and_gradient(without, s0, a, u)
+    assert all(ws.graphs for ws in with_graphs.sim._workspaces.values())
+    assert not any(ws.graphs for ws in without.sim._workspaces.values())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_a_failing_graph_capture_warns_once_and_launches(monkeypatch):
+    import mbmix_warp.bridge as bridge
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused for the test")
+
+    monkeypatch.setattr(bridge.wp, "ScopedCapture", refuse)
+    monkeypatch.setattr(bridge._Workspace, "capture_warned", False)
+    env, reference = make_env(num_envs=2, grid_size=4, substeps=6), make_env(num_envs=2, grid_size=4, substeps=6)
+    reference.sim.use_graphs = False
+    s0 = settled(reference, n=2)
+    a = torch.zeros(2, env.action_dim, dtype=F64)
+    u = torch.ones_like(s0)
+    with pytest.warns(RuntimeWarning, match="cloth step: graph capture failed .*capture refused") as caught:
+        ours = step_and_gradient(env, s0, a, u)
+        step_and_gradient(env, s0.float(), a.float(), u.float())  # another workspace: no second warning
+    assert len(caught) == 1
+    torch.testing.assert_close(ours, step_and_gradient(reference, s0, a, u), rtol=0, atol=0)
+
+
+def test_second_derivatives_through_the_cloth_are_an_error(env):
+    s0 = settled(env).requires_grad_(True)
+    out = env.step(s0, torch.zeros(3, env.action_dim, dtype=F64))
+    with pytest.raises(mb.BridgeError, match="cloth step: no second derivatives"):
+        torch.autograd.grad(out.pow(2).sum(), s0, create_graph=True)
+
+
+def test_probes_recompute_once_and_equal_one_backward_each(env, monkeypatch):
+    s0, a = settled(env), actions(env, 3, 1)[0]
+    u = mb.random_unit_vectors(3, 4, env.state_dim, torch.Generator().manual_seed(2), dtype=F64)
+    runs = []
+    ws_class = type(next(iter(env.sim._workspaces.values())))
+    run = ws_class.run
+    monkeypatch.setattr(ws_class, "run", lambda self, which: runs.append(which) or run(self, which))
+    _, probe_s, probe_a = mb.vector_jacobian_products(env, s0, a, u)
+    assert runs.count("forward") == 2 and runs.count("adjoint") == 4  # the step, one recompute, 4 adjoints
+    for p in range(4):
+        s, act = s0.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        g_s, g_a = torch.autograd.grad(env.step(s, act), (s, act), u[:, p])
+        torch.testing.assert_close((probe_s[:, p], probe_a[:, p]), (g_s, g_a))

@@ -10,6 +10,7 @@ import torch
 
 from ..contracts.context import BuildContext
 from ..contracts.env import DiffEnv
+from ..contracts.particles import checked_particle_layout
 from ..errors import UserError
 from ..contracts.estimator import GradientEstimator
 from .recipe import Recipe
@@ -56,6 +57,7 @@ def build_components(recipe: Recipe, registry: Registry, device: str | torch.dev
     dtype = torch.float64 if recipe.run.dtype == "float64" else torch.float32  # "auto": envs build in float32
     ctx = BuildContext(device=resolve_device(device), seed=recipe.run.seed, dtype=dtype)
     env = registry.env.build(recipe.env, ctx)
+    checked_particle_layout(env, recipe.env.kind)  # an env's declared layout must match its state
     ctx = ctx.with_env(env)
     world_model = registry.world_model.build(recipe.world_model, ctx) if recipe.world_model else None
     estimator = registry.estimator.build(recipe.estimator, ctx)

@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import abc
 
+from typing import TYPE_CHECKING
+
 import attrs
 import torch
+
+if TYPE_CHECKING:
+    from .particles import ParticleLayout
 
 
 @attrs.frozen(eq=False)
@@ -161,6 +166,17 @@ class DiffEnv(abc.ABC):
         with torch.no_grad():
             fresh_obs = self.observe(state.detach())
         return state, torch.where(done.unsqueeze(-1), fresh_obs.to(next_obs.dtype), next_obs)
+
+    def particle_layout(self) -> "ParticleLayout | None":
+        """Optional: where this env's particles are in the flat state (:class:`~mbmix_fw.ParticleLayout`).
+
+        Cloth, rope and soft-body envs override it so a particle world model (``particle_gnn``) can share
+        one network across particles: the position and velocity slices, the spring pairs, the particles
+        the action drives exactly and how. Default ``None``: the env is not a particle system, and a
+        particle model refuses it when the run is built. The layout is checked against ``state_dim``
+        then (:func:`mbmix_fw.checked_particle_layout`).
+        """
+        return None
 
     def exact_policy_gradient(self, policy, gamma: float):  # pragma: no cover - optional
         """Optional: the exact gradient of the expected return w.r.t. ``policy.parameters()``.

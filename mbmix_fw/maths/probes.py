@@ -50,8 +50,10 @@ def vector_jacobian_products(dynamics: Dynamics, state: torch.Tensor, action: to
     One forward, then the ``P`` backward passes. Measured on the 2-core CPU sandbox (pendulum and a
     17-state linear env, B = 64…1024): one vmapped backward (``is_grads_batched=True``) is 2× faster
     than a loop at P = 4 and 3× at P = 8, the loop 1.4× faster at P = 1. So P = 1 loops and P > 1
-    vmaps; a simulator bridge whose backward cannot be vmapped (a ``torch.autograd.Function`` calling
-    JAX or Warp) raises inside vmap, and that class then uses the loop for the rest of the process.
+    vmaps. A bridge built on :class:`mbmix_fw.ExternalFunction` (the Warp and Brax envs) is vmapped: it
+    answers the ``P`` cotangents with one ``batched_vjp`` call, one recompute of the step
+    (``benchmarks/bridge_probes.py``); any other foreign backward that cannot be vmapped raises inside
+    vmap, and that class then uses the loop for the rest of the process.
     An out-of-memory error propagates instead (it says nothing about vmap support).
     """
     s = state.detach().clone().requires_grad_(True)

@@ -47,6 +47,13 @@ class BraxConfig(mb.EnvConfig):
     a window holds only each step's inputs; as fast as ``residuals`` for ant on a CPU), or keep JAX's
     residuals from the forward (one forward less, but 435 kB per ant env-step; can pay off for small
     states at large batches: ``benchmarks/brax_bridge.py`` times both)."""
+    carry_pipeline: bool = True
+    """Step from Brax's own pipeline state when a transition is given the previous transition's next state
+    (skips rebuilding it from (q, qd) every step: forward kinematics, mass-matrix inverse, constraint
+    Jacobians); any other state is rebuilt. The gradient then also flows through the carried state's derived
+    quantities, as in Brax's own scan. False: always rebuild, with the step's pullback through (q, qd) only
+    (the behaviour before; ``benchmarks/brax_bridge.py`` times both: on a CPU carrying paid off for ant, not
+    for reacher, whose 4-dof pipeline state is cheap to rebuild)."""
     env_kwargs: dict[str, EnvKwarg] = Field(default_factory=dict)
     """Keyword arguments of the Brax env's constructor (e.g. ``ctrl_cost_weight``), checked at build time."""
 

@@ -9,6 +9,15 @@ backward; see ``bridge_backward``). The rollout observes only a window's first s
 the transition's ``next_obs``, and reset rows the observations ``reset`` returns with them
 (:meth:`BraxEnv.reset_done_observed`), so a simulated step is one crossing each way.
 
+**Brax's pipeline state is carried alongside** (``BraxConfig.carry_pipeline``, on by default): a
+transition also returns Brax's pipeline state after the step (a differentiable ``[N, D]`` tensor, see
+:mod:`mbmix_brax.functional`), which the env remembers with the next state it returned. When the next
+``transition`` is given that very tensor (same object, not modified in place: the rollout's next step), it
+steps from the remembered pipeline state instead of rebuilding it from ``(q, qd)`` — Brax's own scan step;
+any other state (a world model's prediction, a checkpoint, a detached copy, a probe's) falls back to
+``pipeline_init``. Resets keep the carry: fresh rows take the pipeline state Brax's reset computed. The
+remembered tensors are the last step's only (the state by a weak reference).
+
 dtypes: the JAX side computes in float32, or float64 with ``float64 = true``; tensors keep the caller's
 dtype (inputs are cast to the JAX dtype, outputs back), and ``reset`` returns the run's dtype
 (``BuildContext.dtype``), so the trainer's float32 networks meet float32 observations either way.
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 
 import torch
 
@@ -40,9 +50,12 @@ class BraxEnv(mb.DiffEnv):
         if self.device.type == "cuda":
             require_jax_gpu()
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
-        self.brax_env, self._transition, self._score, self._observe, self._reset = bridged_functions(
+        (self.brax_env, self._transition, self._score, self._observe, self._reset,
+         self._transition_from_pipeline, self._transition_state_only) = bridged_functions(
             config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())),
             config.bridge_backward)
+        self.carry_pipeline = config.carry_pipeline
+        self._carried: tuple | None = None  # (weakref to a state, its version, its pipeline vector)
         sys = self.brax_env.sys
         self.q_size, self.qd_size = sys.q_size(), sys.qd_size()
         self.state_dim, self.action_dim = self.q_size + self.qd_size, self.brax_env.action_size
@@ -57,7 +70,16 @@ class BraxEnv(mb.DiffEnv):
         return self._reset_with_obs(n, generator)[0]
 
     def transition(self, state, action, generator=None) -> mb.Transition:
-        next_state, reward, done, next_obs = self._call(self._transition, state, action)
+        if not self.carry_pipeline:  # no pipeline output: its pullback (derived terms of x') is not paid for
+            next_state, reward, done, next_obs = self._call(self._transition_state_only, state, action)
+            return mb.Transition(next_state, reward, done > 0.5, next_obs)
+        pipeline = self._carried_pipeline(state)
+        if pipeline is None:
+            outputs = self._call(self._transition, state, action)
+        else:
+            outputs = self._call(self._transition_from_pipeline, pipeline, action)
+        next_state, reward, done, next_obs, next_pipeline = (o.to(state.dtype) for o in outputs)
+        self._carry(next_state, next_pipeline)
         return mb.Transition(next_state, reward, done > 0.5, next_obs)
 
     def score(self, state, action, next_state) -> mb.Transition:
@@ -100,10 +122,25 @@ class BraxEnv(mb.DiffEnv):
         (no host synchronisation per step). ``obs = None``: states only."""
         if state.device.type == "cpu" and not bool(done.any()):
             return state, obs
-        fresh, fresh_obs = self._reset_with_obs(state.shape[0], generator)
+        carried = self._carried_pipeline(state)
+        fresh, fresh_obs, fresh_pipeline = self._reset_with_obs(state.shape[0], generator, keep=False)
         rows = done.unsqueeze(-1)
-        state = torch.where(rows, fresh.to(state.dtype), state)
-        return state, None if obs is None else torch.where(rows, fresh_obs.to(obs.dtype), obs)
+        new_state = torch.where(rows, fresh.to(state.dtype), state)
+        if carried is not None:
+            self._carry(new_state, torch.where(rows, fresh_pipeline.to(carried.dtype), carried))
+        return new_state, None if obs is None else torch.where(rows, fresh_obs.to(obs.dtype), obs)
+
+    # ---- the carried pipeline state ----
+    def _carried_pipeline(self, state: torch.Tensor) -> torch.Tensor | None:
+        """The pipeline vector remembered with ``state``, if ``state`` is that very tensor, unmodified."""
+        carried = self._carried
+        if not self.carry_pipeline or carried is None or carried[0]() is not state or state._version != carried[1]:
+            return None
+        return carried[2]
+
+    def _carry(self, state: torch.Tensor, pipeline: torch.Tensor) -> None:
+        if self.carry_pipeline:
+            self._carried = (weakref.ref(state), state._version, pipeline)
 
     # ---- plumbing ----
     def _call(self, function: JaxFunction, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -111,15 +148,19 @@ class BraxEnv(mb.DiffEnv):
         outputs = function(*(t.to(self.jax_dtype) for t in tensors))
         return tuple(o.to(dtype) for o in outputs)
 
-    def _reset_with_obs(self, n: int, generator: torch.Generator | None):
-        """States ``[n, S]`` (run dtype, detached) and their observations from Brax's own reset, one key per
-        row drawn from ``generator`` (so seeded runs replay), without leaving the device."""
+    def _reset_with_obs(self, n: int, generator: torch.Generator | None, keep: bool = True):
+        """States ``[n, S]`` (run dtype, detached), their observations and pipeline vectors from Brax's own
+        reset, one key per row drawn from ``generator`` (so seeded runs replay), without leaving the device.
+        ``keep``: remember the pipeline vectors with the returned states (see the module docstring)."""
         device = generator.device if generator is not None else self.device
         seeds = torch.randint(0, 2**31 - 1, (n, 2), generator=generator, device=device, dtype=torch.int32)
         with jax.enable_x64(self.x64):
             keys = jax.lax.bitcast_convert_type(to_jax(seeds.to(self.device)), jax.numpy.uint32)
-            state, obs = self._reset(keys)
-        return to_torch(state).to(self.dtype), to_torch(obs).to(self.dtype)
+            state, obs, pipeline = self._reset(keys)
+        state, pipeline = to_torch(state).to(self.dtype), to_torch(pipeline).to(self.dtype)
+        if keep:
+            self._carry(state, pipeline)
+        return state, to_torch(obs).to(self.dtype), pipeline
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,10 +174,17 @@ def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, bac
     vmap, options = jax.vmap, {"x64": float64, "backward": backward}
     return (
         brax_env,
-        JaxFunction(vmap(fns.transition), (True, True, False, True), name="transition", **options),
-        JaxFunction(vmap(fns.score), (True, False, True), name="score", **options),
-        JaxFunction(vmap(fns.observe), (True,), name="observe", **options),
+        JaxFunction(vmap(fns.transition), (True, True, False, True, True), name="transition",
+                    outputs=("next_state", "reward", "done", "next_obs", "pipeline"), **options),
+        JaxFunction(vmap(fns.score), (True, False, True), name="score", outputs=("reward", "done", "next_obs"),
+                    **options),
+        JaxFunction(vmap(fns.observe), (True,), name="observe", outputs=("obs",), **options),
         jax.jit(vmap(fns.reset)),
+        JaxFunction(vmap(fns.transition_from_pipeline), (True, True, False, True, True),
+                    name="transition from the carried pipeline state",
+                    outputs=("next_state", "reward", "done", "next_obs", "pipeline"), **options),
+        JaxFunction(vmap(lambda x, a: fns.transition(x, a)[:4]), (True, True, False, True), name="transition",
+                    outputs=("next_state", "reward", "done", "next_obs"), **options),
     )
 
 

@@ -26,6 +26,17 @@ Consequences, documented for users:
   observation returned by ``transition``/``score`` is ``step``'s, with the action, and it is the one the
   rollout gives the policy at the next step (``observe`` serves only a window's first states).
 - Actions are passed to Brax unchanged, in ``[-1, 1]``, as Brax's own trainers do.
+
+**The pipeline state carried alongside.** ``transition`` and ``reset`` also return Brax's pipeline state
+after the step, flattened to one vector per env (``flatten_pipeline``: every leaf, in tree order; a few
+hundred floats for reacher, 1 366 for ant), and ``transition_from_pipeline(p, a)`` steps from such a
+vector instead of rebuilding the state from ``(q, qd)``. The env uses it when the state it is given is the
+previous transition's own output (:class:`mbmix_brax.env.BraxEnv`): no ``pipeline_init`` per step (forward
+kinematics, mass-matrix inverse, constraint Jacobians — the fixed cost that made reacher, 2 frames per
+step, slow), and the step is Brax's own ``lax.scan`` step (with the pipeline's refined mass-matrix
+inverse, where ``pipeline_init`` computes it exactly: the two paths agree to rounding, tested). The
+vector is a differentiable output and input, so gradients flow through the derived quantities exactly
+as in Brax's scan.
 """
 from __future__ import annotations
 
@@ -37,10 +48,11 @@ import jax.numpy as jnp
 
 
 class BraxFunctions(NamedTuple):
-    transition: Any  # (x, a) -> (x', reward, done, obs')
+    transition: Any  # (x, a) -> (x', reward, done, obs', pipeline')
     score: Any       # (x, a, x') -> (reward, done, obs')
     observe: Any     # (x,) -> (obs,)
-    reset: Any       # (key uint32[2],) -> (x, obs)
+    reset: Any       # (key uint32[2],) -> (x, obs, pipeline)
+    transition_from_pipeline: Any  # (pipeline, a) -> (x', reward, done, obs', pipeline')
 
 
 def _with(env, **methods):
@@ -65,10 +77,36 @@ def brax_functions(env) -> BraxFunctions:
     def brax_state(ps):
         return _with(env, pipeline_init=lambda *args, **kwargs: ps).reset(fixed_key)
 
-    def transition(x, action):
-        after = env.step(brax_state(pipeline_state(x)), action)
+    def template(dtype):
+        """The pipeline state's tree structure and leaf shapes (traced, never computed)."""
+        zeros = jnp.zeros(nq, dtype), jnp.zeros(env.sys.qd_size(), dtype)
+        return jax.tree_util.tree_flatten(jax.eval_shape(env.pipeline_init, *zeros))
+
+    def flatten_pipeline(ps):
+        return jnp.concatenate([jnp.ravel(leaf).astype(ps.q.dtype) for leaf in jax.tree_util.tree_leaves(ps)])
+
+    def unflatten_pipeline(vector):
+        leaves, treedef = template(vector.dtype)
+        sizes = [leaf.size for leaf in leaves]
+        if sum(sizes) != vector.shape[-1]:
+            raise ValueError(f"a pipeline vector of {vector.shape[-1]} floats, expected {sum(sizes)}")
+        offsets = [0]
+        for size in sizes:
+            offsets.append(offsets[-1] + size)
+        return treedef.unflatten([vector[o:o + leaf.size].reshape(leaf.shape).astype(leaf.dtype)
+                                  for o, leaf in zip(offsets, leaves)])
+
+    def step_from(ps, action, like):
+        after = env.step(brax_state(ps), action)
         x_next = flat(after.pipeline_state)
-        return x_next, _scalar(after.reward, x), _scalar(after.done, x), _obs(after)
+        return (x_next, _scalar(after.reward, like), _scalar(after.done, like), _obs(after),
+                flatten_pipeline(after.pipeline_state))
+
+    def transition(x, action):
+        return step_from(pipeline_state(x), action, x)
+
+    def transition_from_pipeline(vector, action):
+        return step_from(unflatten_pipeline(vector), action, vector)
 
     def score(x, action, x_next):
         reached = pipeline_state(x_next)
@@ -81,9 +119,9 @@ def brax_functions(env) -> BraxFunctions:
 
     def reset(key):
         state = env.reset(key)
-        return flat(state.pipeline_state), _obs(state)
+        return flat(state.pipeline_state), _obs(state), flatten_pipeline(state.pipeline_state)
 
-    return BraxFunctions(transition, score, observe, reset)
+    return BraxFunctions(transition, score, observe, reset, transition_from_pipeline)
 
 
 def contact_stiffness_function(env):

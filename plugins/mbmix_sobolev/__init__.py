@@ -9,7 +9,8 @@ Recipe::
     probes = 4
 
 The loss, the coordinates it works in and the probe estimator are documented in
-:mod:`mbmix_sobolev.model`. Registration imports only the config; the model (and torch) loads when a
+:mod:`mbmix_sobolev.model`. The package also registers ``particle_gnn``
+(:mod:`mbmix_sobolev.particle_config`), a message-passing model for envs that declare their particles. Registration imports only the config; the model (and torch) loads when a
 run builds one or on first access to ``SobolevMLP``.
 """
 from __future__ import annotations
@@ -20,10 +21,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import mbmix_fw as mb
 
+from .particle_config import ParticleGNNConfig, make_particle_gnn
+
 if TYPE_CHECKING:
     from .model import EnsembleMLP, RunningMoments, SobolevMLP
+    from .particle_model import ParticleGNN
 
-__getattr__ = mb.lazy_attributes(__name__, dict.fromkeys(("EnsembleMLP", "RunningMoments", "SobolevMLP"), ".model"))
+__getattr__ = mb.lazy_attributes(__name__, {**dict.fromkeys(("EnsembleMLP", "RunningMoments", "SobolevMLP"), ".model"),
+                                            "ParticleGNN": ".particle_model"})
 
 
 MAX_MODEL_WEIGHTS = 10**9
@@ -100,6 +105,8 @@ def make_sobolev(config: SobolevConfig, ctx: "mb.BuildContext") -> "SobolevMLP":
 @mb.hookimpl
 def register_world_models(register):
     register(SobolevConfig, make_sobolev)
+    register(ParticleGNNConfig, make_particle_gnn)
 
 
-__all__ = ["EnsembleMLP", "RunningMoments", "SobolevConfig", "SobolevMLP", "make_sobolev"]
+__all__ = ["EnsembleMLP", "ParticleGNN", "ParticleGNNConfig", "RunningMoments", "SobolevConfig", "SobolevMLP",
+           "make_particle_gnn", "make_sobolev"]

@@ -38,6 +38,8 @@ from torch.nn import functional as F
 
 import mbmix_fw as mb
 
+from .evaluation import held_out_errors
+
 from .loss import sobolev_loss
 
 _ACTIVATIONS = {"silu": F.silu, "elu": F.elu}
@@ -274,20 +276,7 @@ class SobolevMLP(mb.WorldModel):
           consistent ratio estimate. ``model/jacobian_error_s`` / ``_a`` are the two blocks alone.
           Targets are never clipped here.
         """
-        with torch.no_grad():
-            pred = self.step(batch.state, batch.action)
-            d_std = self.delta_stats.std(pred.dtype)
-            metrics = {"model/state_error": float(((pred - batch.next_state) / d_std).pow(2).mean())}
-        if batch.probe_u is None:
-            return metrics
-        _, model_s, model_a = mb.vector_jacobian_products(self, batch.state, batch.action, batch.probe_u)
-        num_s, num_a = (model_s - batch.probe_s).pow(2).sum(), (model_a - batch.probe_a).pow(2).sum()
-        den_s, den_a = batch.probe_s.pow(2).sum(), batch.probe_a.pow(2).sum()
-        tiny = torch.finfo(num_s.dtype).tiny
-        metrics["model/jacobian_error"] = float(((num_s + num_a) / (den_s + den_a).clamp_min(tiny)).sqrt())
-        metrics["model/jacobian_error_s"] = float((num_s / den_s.clamp_min(tiny)).sqrt())
-        metrics["model/jacobian_error_a"] = float((num_a / den_a.clamp_min(tiny)).sqrt())
-        return metrics
+        return held_out_errors(self, batch, self.delta_stats.std(batch.state.dtype))
 
     # --- checkpointing ------------------------------------------------------------------------
 

@@ -1,28 +1,53 @@
-"""The torch ↔ warp bridge: one env step (``substeps`` kernel launches) as a ``torch.autograd.Function``.
+"""The torch ↔ warp bridge: one env step (``substeps`` kernel launches) as an ``mb.ExternalFunction``.
 
-Forward runs the substeps without a tape, ping-ponging between two buffers, and saves only the step's
-inputs (positions, velocities, gripper positions and velocities). Backward recomputes the substeps on a
-:class:`warp.Tape` and replays it with the incoming gradient. So the memory an autograd graph *retains*
-per step is the step's inputs, whatever ``substeps`` is; the *transient* memory of one backward call is
-``substeps + 1`` copies of positions and velocities and their gradients
-(``4·(substeps + 1)·N·P·3`` floats), freed when it returns (``benchmarks/cloth_sim.py`` measures both).
+Built on the core's public bridge (:class:`mbmix_fw.ExternalFunction`: checks, no second derivatives,
+batched probes). What is specific to warp lives here: a :class:`_Workspace` per ``(num_envs, dtype,
+device)`` holding
 
-Tensors cross without copies: ``wp.from_torch`` wraps torch storage (CPU or CUDA) as warp arrays, and
-the gradients warp accumulates land directly in torch tensors. The kernel runs on the device of the
-input tensors; the float type follows their dtype (``float32`` or ``float64``).
+- the trajectory of one step, ``xs, vs [S + 1, N, P, 3]`` (``S`` substeps), and the adjoints of every
+  substep state, ``adj_xs, adj_vs [S + 1, N, P, 3]``, plus the grippers' adjoint accumulators;
+- ``S`` recorded forward launches (``wp.launch(record_cmd=True)``: each substep's pointers are fixed, so
+  replaying skips warp's argument packing) and ``S`` recorded adjoint launches; the sixteen constants
+  travel in one ``wp.struct`` (:data:`mbmix_warp.kernels.PARAMS`);
+- a graph of the forward loop and one of the adjoint loop, captured on first use (``wp.ScopedCapture``:
+  a CUDA graph on a GPU, so a step costs a few launches whatever ``S``; warp's CPU graph replay on the
+  CPU, which skips Python per launch); a capture that fails warns once and falls back to the recorded
+  launches. ``ClothSimulator(use_graphs=False)`` launches one by one (tests compare the two).
+
+Forward copies the step's inputs into ``xs[0], vs[0]`` and the grippers' buffers, runs the ``S``
+substeps and returns copies of ``xs[S], vs[S]``. Backward (recompute) does the same, then sets
+``adj_xs[S], adj_vs[S]`` to the incoming cotangents, zeroes the rest of the adjoint trajectory with one
+fill (warp's adjoint kernels accumulate), and runs the ``S`` adjoint launches from the last substep to
+the first: ``adj_xs[0], adj_vs[0]`` and the grippers' accumulators are the input gradients. No tape, no
+allocation or memset per substep. ``P`` probes (``batched_vjp``) recompute once and run the adjoint loop
+``P`` times.
+
+Memory: the autograd graph retains per step only its inputs, whatever ``substeps`` is; the workspace
+holds ``4·(S + 1)·N·P·3`` floats per ``(num_envs, dtype, device)`` for the life of the simulator
+(``benchmarks/cloth_sim.py`` measures both). The workspace is shared by every call of that key:
+calls must be ordered on one stream (torch's current stream, on which the bridge launches: warp's
+stream object for it is cached per CUDA stream, entered without a synchronisation).
+
+Determinism: the forward gathers (no atomics); the adjoint of a substep scatters into neighbours with
+atomic adds, so float32 gradients on a GPU can differ in the last bits between runs.
+
+Tensors cross without copies where possible: ``wp.from_torch`` wraps torch storage (CPU or CUDA). The
+kernel runs on the device of the input tensors; the float type follows their dtype (``float32`` or
+``float64``).
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 
 import torch
 import warp as wp
-from torch.autograd.function import once_differentiable
+
+import mbmix_fw as mb
 
 from . import kernels
 
@@ -53,43 +78,154 @@ class ClothPhysics:
     """Substep length (s)."""
     substeps: int
 
+    def struct(self, dtype: torch.dtype):
+        """The constants as the kernel's ``wp.struct`` of ``dtype``'s float type."""
+        params = kernels.PARAMS[_NAME[dtype]]()
+        for f in fields(self):
+            if f.name != "substeps":
+                setattr(params, "mass" if f.name == "particle_mass" else f.name, getattr(self, f.name))
+        return params
+
 
 class ClothSimulator:
     """Steps batches of cloths: ``step(x, v, grip_pos, grip_vel) -> (x', v')``, differentiable.
 
     ``x, v [N, P, 3]``, ``grip_pos, grip_vel [N, G, 3]`` (one step of ``substeps`` substeps; the grippers
     move at constant velocity during it). ``pinned_by[p]`` is the gripper holding particle ``p`` or -1.
+    ``use_graphs``: replay the substep loops as captured warp graphs (see the module docstring).
     """
 
-    def __init__(self, physics: ClothPhysics, pinned_by: list[int], device: torch.device | str | None = None):
+    def __init__(self, physics: ClothPhysics, pinned_by: list[int], device: torch.device | str | None = None, *,
+                 use_graphs: bool = True):
         init_warp(device)
         self.physics = physics
         self.pinned_by = list(pinned_by)
+        self.use_graphs = use_graphs
         self._pins: dict[str, wp.array] = {}
+        self._workspaces: dict[tuple, _Workspace] = {}
+        self.function = mb.ExternalFunction(
+            self._forward, self._vjp, batched_vjp=self._batched_vjp, name="cloth step", outputs=("x", "v"),
+            output_shapes=lambda inputs: (inputs[0].shape, inputs[1].shape),
+            check_finite=False)  # the trainer skips and counts non-finite updates
 
     def step(self, x: torch.Tensor, v: torch.Tensor, grip_pos: torch.Tensor, grip_vel: torch.Tensor):
-        return _ClothStep.apply(self, x, v, grip_pos, grip_vel)
+        return self.function(x, v, grip_pos, grip_vel)
 
-    # ---- kernel launches (shared by forward and the recomputation in backward)
     def pins_on(self, device) -> wp.array:
         key = str(device)
         if key not in self._pins:
             self._pins[key] = wp.array(self.pinned_by, dtype=wp.int32, device=device)
         return self._pins[key]
 
-    def arguments(self, k: int, x, v, grip_pos, grip_vel, dtype: torch.dtype, device) -> list:
-        """The kernel's inputs for substep ``k`` (``elapsed = (k + 1)·dt`` is the last one)."""
-        c, scalar = self.physics, _VEC[dtype][1]
-        constants = [scalar(value) for value in (
-            c.spacing, c.k_stretch, c.k_shear, c.k_bend, c.spring_damping, c.particle_mass, c.gravity,
-            c.drag, c.radius, c.contact_width, c.k_contact, c.contact_damping, c.friction,
-            c.friction_smoothing, c.dt, (k + 1) * c.dt)]
-        return [x, v, grip_pos, grip_vel, self.pins_on(device), c.side, *constants]
+    def workspace(self, x: torch.Tensor, grip: torch.Tensor) -> "_Workspace":
+        key = (x.shape[0], grip.shape[1], x.dtype, x.device)
+        if key not in self._workspaces:
+            self._workspaces[key] = _Workspace(self, *key)
+        return self._workspaces[key]
 
-    def launch(self, k: int, x, v, grip_pos, grip_vel, x_out, v_out, dtype: torch.dtype, device) -> None:
-        """One substep through ``wp.launch`` (recorded by an active :class:`warp.Tape`)."""
-        wp.launch(kernels.SUBSTEP[_NAME[dtype]], dim=x.shape, device=device,
-                  inputs=self.arguments(k, x, v, grip_pos, grip_vel, dtype, device), outputs=[x_out, v_out])
+    # ---- the ExternalFunction callables (inputs: x, v, grip_pos, grip_vel, detached and contiguous)
+    def _forward(self, inputs):
+        ws = self.workspace(inputs[0], inputs[2])
+        with _torch_stream(ws.device):
+            ws.load(inputs)
+            ws.run("forward")
+        return ws.xs[-1].clone(), ws.vs[-1].clone()
+
+    def _vjp(self, inputs, cotangents):
+        return tuple(g[0] for g in self._batched_vjp(inputs, tuple(c[None] for c in cotangents)))
+
+    def _batched_vjp(self, inputs, cotangents):
+        """One recompute, then the adjoint loop once per probe; cotangents ``[P, N, P_particles, 3]``."""
+        ws = self.workspace(inputs[0], inputs[2])
+        probes = cotangents[0].shape[0]
+        grads = [torch.empty((probes, *t.shape), dtype=t.dtype, device=t.device) for t in inputs]
+        with _torch_stream(ws.device):
+            ws.load(inputs)
+            ws.run("forward")
+            for p in range(probes):
+                ws.adj_xs[:-1].zero_()
+                ws.adj_vs[:-1].zero_()
+                ws.adj_grip_pos.zero_()
+                ws.adj_grip_vel.zero_()
+                ws.adj_xs[-1].copy_(cotangents[0][p])
+                ws.adj_vs[-1].copy_(cotangents[1][p])
+                ws.run("adjoint")
+                for g, source in zip(grads, (ws.adj_xs[0], ws.adj_vs[0], ws.adj_grip_pos, ws.adj_grip_vel)):
+                    g[p].copy_(source)
+        return tuple(grads)
+
+
+class _Workspace:
+    """Buffers, recorded launches and (CUDA) graphs of one ``(num_envs, grippers, dtype, device)``."""
+
+    capture_warned = False
+
+    def __init__(self, sim: ClothSimulator, n: int, grippers: int, dtype: torch.dtype, device: torch.device):
+        S, P = sim.physics.substeps, len(sim.pinned_by)
+        self.device, self.use_graphs = device, sim.use_graphs
+        vec, scalar = _VEC[dtype]
+        like = dict(dtype=dtype, device=device)
+        self.xs, self.vs = torch.empty(S + 1, n, P, 3, **like), torch.empty(S + 1, n, P, 3, **like)
+        self.adj_xs, self.adj_vs = torch.zeros(S + 1, n, P, 3, **like), torch.zeros(S + 1, n, P, 3, **like)
+        self.grip_pos, self.grip_vel = torch.empty(n, grippers, 3, **like), torch.empty(n, grippers, 3, **like)
+        self.adj_grip_pos, self.adj_grip_vel = torch.zeros_like(self.grip_pos), torch.zeros_like(self.grip_vel)
+        wrap = lambda t: wp.from_torch(t, dtype=vec, requires_grad=False)  # noqa: E731
+        xs, vs, adj_xs, adj_vs = ([wrap(t[k]) for k in range(S + 1)] for t in (self.xs, self.vs, self.adj_xs,
+                                                                               self.adj_vs))
+        grip = [wrap(t) for t in (self.grip_pos, self.grip_vel, self.adj_grip_pos, self.adj_grip_vel)]
+        wp_device = wp.device_from_torch(device)
+        kernel, pins, params = kernels.SUBSTEP[_NAME[dtype]], sim.pins_on(wp_device), sim.physics.struct(dtype)
+        self.params = params  # the recorded launches point into it: keep it alive
+        zero_params = kernels.PARAMS[_NAME[dtype]]()
+
+        def arguments(k):
+            return [xs[k], vs[k], grip[0], grip[1], pins, params, scalar((k + 1) * sim.physics.dt)]
+
+        self.launches = {
+            "forward": [wp.launch(kernel, dim=(n, P), device=wp_device, inputs=arguments(k),
+                                  outputs=[xs[k + 1], vs[k + 1]], record_cmd=True) for k in range(S)],
+            "adjoint": [wp.launch(kernel, dim=(n, P), device=wp_device, inputs=arguments(k),
+                                  outputs=[xs[k + 1], vs[k + 1]],
+                                  adj_inputs=[adj_xs[k], adj_vs[k], grip[2], grip[3], None, zero_params,
+                                              scalar(0.0)],
+                                  adj_outputs=[adj_xs[k + 1], adj_vs[k + 1]], adjoint=True, record_cmd=True)
+                        for k in reversed(range(S))],
+        }
+        self.graphs: dict[str, object] = {}
+        self._views = (xs, vs, adj_xs, adj_vs, grip)  # the warp views the launches point to
+
+    def load(self, inputs) -> None:
+        """Copy the step's inputs ``(x, v, grip_pos, grip_vel)`` into the fixed buffers the launches read."""
+        for target, source in zip((self.xs[0], self.vs[0], self.grip_pos, self.grip_vel), inputs):
+            target.copy_(source)
+
+    def run(self, which: str) -> None:
+        """The ``which`` loop ("forward" or "adjoint") on the current stream: its CUDA graph if captured."""
+        graph = self.graphs.get(which)
+        if graph is None and self.use_graphs:
+            graph = self.graphs[which] = self._capture(which)
+        if graph:
+            wp.capture_launch(graph, stream=_warp_stream(self.device))
+            return
+        for launch in self.launches[which]:
+            launch.launch()
+
+    def _capture(self, which: str):
+        """A graph of the loop; on CUDA captured on a stream of warp's own (torch's default stream cannot
+        capture) and replayed on torch's. ``False`` (launch one by one) with one warning if capture fails."""
+        try:
+            device = wp.device_from_torch(self.device)
+            stream = wp.Stream(device) if device.is_cuda else None
+            with wp.ScopedCapture(device=device, stream=stream, force_module_load=False) as capture:
+                for launch in self.launches[which]:
+                    launch.launch(stream=stream)
+            return capture.graph
+        except Exception as error:  # noqa: BLE001 - any capture failure falls back to plain launches
+            if not _Workspace.capture_warned:
+                _Workspace.capture_warned = True
+                warnings.warn(f"cloth step: graph capture failed ({error}); launching kernels one by one",
+                              RuntimeWarning, stacklevel=4)
+            return False
 
 
 NO_CUDA_DRIVER = "Warp CUDA warning: Could not find or load the NVIDIA CUDA driver"
@@ -133,75 +269,21 @@ def _native_stderr_without(prefix: str):
             sys.stderr.flush()
 
 
+_STREAMS: dict[int, "wp.Stream"] = {}
+
+
+def _warp_stream(device: torch.device):
+    """Warp's object for torch's current CUDA stream, made once per stream (``None`` on the CPU)."""
+    handle = mb.current_stream_handle(device)
+    if handle is None:
+        return None
+    if handle not in _STREAMS:
+        _STREAMS[handle] = wp.Stream(wp.device_from_torch(device), cuda_stream=handle)
+    return _STREAMS[handle]
+
+
 def _torch_stream(device: torch.device):
-    """Launch on torch's current CUDA stream, so warp and torch work stay ordered; nothing on CPU."""
-    if device.type == "cuda":
-        return wp.ScopedStream(wp.stream_from_torch(torch.cuda.current_stream(device)))
-    return contextlib.nullcontext()
-
-
-def _wrap(t: torch.Tensor, vec) -> wp.array:
-    return wp.from_torch(t, dtype=vec, requires_grad=False)
-
-
-def _fresh(like: torch.Tensor, vec) -> wp.array:
-    """A torch-allocated array with a zeroed gradient (torch's allocator, so torch's memory stats see it)."""
-    return wp.from_torch(torch.empty_like(like), dtype=vec, requires_grad=True, grad=torch.zeros_like(like))
-
-
-class _ClothStep(torch.autograd.Function):
-    """One step (all substeps) of :class:`ClothSimulator`; backward recomputes on a :class:`warp.Tape`."""
-
-    @staticmethod
-    def forward(ctx, sim: ClothSimulator, x, v, grip_pos, grip_vel):
-        x, v, grip_pos, grip_vel = (t.detach().contiguous() for t in (x, v, grip_pos, grip_vel))
-        if x.dtype not in _VEC:
-            raise TypeError(f"cloth simulation runs in float32 or float64, got {x.dtype}")
-        vec = _VEC[x.dtype][0]
-        device = wp.device_from_torch(x.device)
-        ping = [(torch.empty_like(x), torch.empty_like(v)) for _ in range(min(sim.physics.substeps, 2))]
-        wrapped = [(_wrap(a, vec), _wrap(b, vec)) for a, b in ping]
-        current = (_wrap(x, vec), _wrap(v, vec))
-        inputs = sim.arguments(0, *current, _wrap(grip_pos, vec), _wrap(grip_vel, vec), x.dtype, device)
-        elapsed = len(inputs) - 1
-        with _torch_stream(x.device):
-            # a recorded command: replaying it with new pointers skips wp.launch's argument handling
-            cmd = wp.launch(kernels.SUBSTEP[_NAME[x.dtype]], dim=x.shape[:2], device=device, inputs=inputs,
-                            outputs=list(wrapped[0]), record_cmd=True)
-            for k in range(sim.physics.substeps):
-                out = wrapped[k % 2]
-                for index, value in ((0, current[0]), (1, current[1]), (elapsed + 1, out[0]), (elapsed + 2, out[1])):
-                    cmd.set_param_at_index(index, value)
-                cmd.set_param_at_index(elapsed, _VEC[x.dtype][1]((k + 1) * sim.physics.dt))
-                cmd.launch()
-                current = out
-        ctx.sim = sim
-        ctx.save_for_backward(x, v, grip_pos, grip_vel)
-        last = ping[(sim.physics.substeps - 1) % 2]
-        return last
-
-    @staticmethod
-    @once_differentiable  # a second derivative through the tape is not implemented: raise, never return 0
-    def backward(ctx, grad_x, grad_v):
-        sim: ClothSimulator = ctx.sim
-        x, v, grip_pos, grip_vel = ctx.saved_tensors
-        vec = _VEC[x.dtype][0]
-        device = wp.device_from_torch(x.device)
-        grads = [torch.zeros_like(t) for t in (x, v, grip_pos, grip_vel)]
-        inputs = [wp.from_torch(t, dtype=vec, requires_grad=True, grad=g)
-                  for t, g in zip((x, v, grip_pos, grip_vel), grads)]
-        xs, vs = [inputs[0]], [inputs[1]]
-        tape = wp.Tape()
-        with _torch_stream(x.device):
-            with tape:
-                for k in range(sim.physics.substeps):
-                    xs.append(_fresh(x, vec))
-                    vs.append(_fresh(v, vec))
-                    sim.launch(k, xs[k], vs[k], inputs[2], inputs[3], xs[k + 1], vs[k + 1], x.dtype, device)
-            # copies of the incoming gradients: warp zeroes an output's gradient once it has read it
-            for arr, g in ((xs[-1], grad_x), (vs[-1], grad_v)):
-                if g is not None:
-                    wp.copy(arr.grad, wp.from_torch(g.detach().contiguous(), dtype=vec))
-            tape.backward()
-        # (no tape.reset(): it would zero the gradients, which live in torch's tensors `grads`)
-        return (None, *grads)
+    """Launch on torch's current CUDA stream (no synchronisation on entry: every launch of ours goes there);
+    nothing on the CPU."""
+    stream = _warp_stream(device)
+    return contextlib.nullcontext() if stream is None else wp.ScopedStream(stream, sync_enter=False)

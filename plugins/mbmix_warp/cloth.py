@@ -125,15 +125,49 @@ class ClothFold(mb.DiffEnv):
         grippers = x[:, self.held]
         return torch.cat([x.reshape(n, -1), torch.zeros_like(x).reshape(n, -1), grippers.reshape(n, -1)], 1)
 
-    def step(self, state, action, generator=None):
+    def _grippers_next(self, grip: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``[N, G, 3]`` gripper positions after the step: moved at ``max_speed · clamp(a)``, not below the
+        particle radius."""
         c = self.config
-        x, v, grip = self.split(state)
-        commanded = grip + c.dt * c.max_speed * action.to(state.dtype).clamp(-1.0, 1.0).reshape(grip.shape)
+        commanded = grip + c.dt * c.max_speed * action.to(grip.dtype).clamp(-1.0, 1.0).reshape(grip.shape)
         floor = torch.full_like(commanded[..., 2:], c.particle_radius)
-        grip_next = torch.cat([commanded[..., :2], torch.maximum(commanded[..., 2:], floor)], -1)
-        x_next, v_next = self.sim.step(x, v, grip, (grip_next - grip) / c.dt)
+        return torch.cat([commanded[..., :2], torch.maximum(commanded[..., 2:], floor)], -1)
+
+    def step(self, state, action, generator=None):
+        x, v, grip = self.split(state)
+        grip_next = self._grippers_next(grip, action)
+        x_next, v_next = self.sim.step(x, v, grip, (grip_next - grip) / self.config.dt)
         n = state.shape[0]
         return torch.cat([x_next.reshape(n, -1), v_next.reshape(n, -1), grip_next.reshape(n, -1)], 1)
+
+    # ---- the particle layout (for particle world models)
+    def _held_next(self, state: torch.Tensor, action: torch.Tensor):
+        """The exactly known part of the next state: held particles' positions and velocities ``[N, G, 3]``
+        (the gripper's next position and its velocity during the step) and the grippers' positions ``[N, 3G]``."""
+        grip = self.split(state)[2]
+        grip_next = self._grippers_next(grip, action)
+        return grip_next, (grip_next - grip) / self.config.dt, grip_next.reshape(state.shape[0], -1)
+
+    def particle_layout(self) -> mb.ParticleLayout:
+        """The ``grid_size²`` particles, their stretch (kind 0), shear (1) and bend (2) springs with the flat
+        grid's rest lengths, the held particles driven by the grippers, the ground making the height absolute."""
+        n, P, h = self.side, self.particles, self.spacing
+        pairs, rest, kinds = [], [], []
+        for kind, offsets, length in ((0, ((0, 1), (1, 0)), h), (1, ((1, 1), (1, -1)), h * 2 ** 0.5),
+                                      (2, ((0, 2), (2, 0)), 2 * h)):
+            for row in range(n):
+                for col in range(n):
+                    for dr, dc in offsets:
+                        r, q = row + dr, col + dc
+                        if 0 <= r < n and 0 <= q < n:
+                            pairs.append((row * n + col, r * n + q))
+                            rest.append(length)
+                            kinds.append(kind)
+        return mb.ParticleLayout(
+            particles=P, dim=3, positions=slice(0, 3 * P), velocities=slice(3 * P, 6 * P),
+            extra=slice(6 * P, self.state_dim), neighbours=pairs, rest_lengths=rest, edge_kinds=kinds,
+            num_edge_kinds=3, driven=self.held, exact_step=self._held_next, absolute_axes=(2,),
+            dt=self.config.dt, substeps=self.config.substeps)
 
     # ---- reward and observation: torch on the flat state
     def _distance(self, x: torch.Tensor) -> torch.Tensor:
