@@ -76,20 +76,22 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     model_skips = [trainer.world_model.fit(broken).get("model/skipped", 0.0),
                    trainer.world_model.fit(batch).get("model/skipped", 0.0)]
 
-    # training: rank 1's whole simulator slice is NaN in the first iteration (its buffer stays empty)
-    transition = trainer.env.transition
+    # training: rank 1's whole simulator slice is NaN in the first iteration (its buffer stays empty). The
+    # env's ``score`` is poisoned: a run with a world model steps its real window through ``step`` then
+    # ``score`` (the adjoint tap), so ``transition`` is not called.
+    score = trainer.env.score
     calls = [0]
 
-    def transition_on_this_rank(state, action, generator=None):
+    def score_on_this_rank(state, action, next_state):
         calls[0] += 1
-        step = transition(state, action, generator)
+        step = score(state, action, next_state)
         if bad and calls[0] <= RECIPE["estimator"]["horizon"]:
             poison = float("nan")
             return mb.Transition(step.next_state * poison, step.reward * poison, step.terminated,
                                  step.next_obs * poison)
         return step
 
-    trainer.env.transition = transition_on_this_rank
+    trainer.env.score = score_on_this_rank
     trainer.train()
     state = {f"{name}.{key}": value.clone() for name, module in (
         ("policy", trainer.policy), ("critic", trainer.critic), ("target", trainer.target_critic),

@@ -71,10 +71,14 @@ def test_pendulum_recipe_learns(name, tmp_path):
           *[arg for setting in overrides for arg in ("--set", setting)])
     returns = eval_returns(out)
     assert returns[-1] > returns[0] + gain, returns
-    if name == "pendulum_mbmix":  # the Sobolev model's held-out Jacobian error falls as it trains (0.30 -> 0.11)
+    if name == "pendulum_mbmix":
+        # The Sobolev model's held-out error of its *full* Jacobian falls as it trains (0.34 -> 0.19 over this
+        # budget at 250bcf2). Its probes are the actor's own cotangents (adjoint tap), so it is taught the
+        # Jacobian along the policy's directions only: the full-Jacobian error falls less than with random
+        # probes (0.30 -> 0.11), hence 0.65, not 0.5. A model that does not learn stays near its first value.
         with open(out / "metrics.csv") as handle:
             errors = [float(r["model/jacobian_error"]) for r in csv.DictReader(handle) if r["model/jacobian_error"]]
-        assert sum(errors[-10:]) / 10 < 0.5 * sum(errors[:3]) / 3
+        assert sum(errors[-10:]) / 10 < 0.65 * sum(errors[:3]) / 3
 
 
 @pytest.mark.slow

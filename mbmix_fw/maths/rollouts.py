@@ -100,6 +100,11 @@ def _replaying_segment(policy_fn, env, dynamics, steps, generator):
     def run(state, t):
         nonlocal calls
         replay, calls = calls > 0, calls + 1
+        # A new tensor object at every segment start, in the forward and in the recomputation alike: an env
+        # cache keyed on the state tensor itself (Brax's carried pipeline state) must not let the forward
+        # reach into the previous segment's graph while the recomputation cannot (torch's checkpoint then
+        # refuses the recomputed graph as different).
+        state = state.view_as(state)
         if not replay or generator is None:
             return _roll_steps(policy_fn, env, dynamics, state, t, steps, generator)
         resume = generator.get_state()
