@@ -154,6 +154,11 @@ BAD_RECIPES = {
     "ahac horizons beyond what bptt can roll (at build)": (
         {"estimator.kind": '"bptt"', "estimator.horizon": None, "scheduler.kind": '"ahac"'},
         "scheduler 'ahac' plans horizons [8, 64] but estimator 'bptt' honours only [1, 8] on env 'pendulum'"),
+    "env-step budget beyond the iteration cap (at build)": (
+        {"run.env_steps": "100"},
+        "run.env_steps=100 cannot be reached in run.iterations=2 iterations of at most 4 steps × 4 envs (32 env "
+        "steps); raise run.iterations"),
+    "negative env-step budget": ({"run.env_steps": "-1"}, "run.env_steps: Input should be greater than or equal to 0"),
     "tabular table too large": ({"env.kind": '"tabular_mdp"', "env.n_states": "10000", "env.n_actions": "1000"},
                                 "env.n_actions: the transition table P would hold n_states² × n_actions = 1e+11"),
     "model ensemble too large": (model_based(**{"world_model.hidden": "[65536, 65536]", "world_model.members": "1024"}),

@@ -42,6 +42,19 @@ def test_off_a_terminal_one_plain_line_every_n_iterations_and_at_the_end():
     assert lines[0].startswith("train: iteration 10/25  ret -812.4  eval -901.2  1234 steps/s  ")
 
 
+def test_an_env_step_budget_re_projects_the_total_and_the_bar_follows():
+    progress, stream = plain(total=40)
+    progress.retotal(12)  # a budget run finishing sooner than first projected
+    progress.update(12, {}, NAN, NAN, 0)
+    assert stream.getvalue().startswith("train: iteration 12/12")  # the last line, shown against the new total
+    bar_stream = io.StringIO()
+    bar = TrainingProgress(40, 0, stream=bar_stream, interactive=True)
+    bar.retotal(7)
+    bar.update(1, {}, NAN, NAN, 0)
+    assert "1/7" in str(bar._bar)
+    bar.close()
+
+
 def test_slow_iterations_still_get_a_line_every_few_seconds():
     clock = FakeClock()
     progress, stream = plain(total=100, clock=clock)

@@ -29,6 +29,9 @@ def eval_returns(run_dir: Path) -> list[float]:
 SHRINK = {  # GPU-sized recipes run their two CI iterations at CPU size
     "cloth_mix_gpu": ["env.num_envs=2", "env.grid_size=8", "env.substeps=8", "estimator.horizon=4",
                       "scheduler.model_branches=4", "run.device=cpu"],
+    # env-step budgets end these runs; two iterations cannot spend them (a build error), so the smoke run drops it
+    "cloth_ahac": ["run.env_steps=0"],
+    "cloth_agree": ["run.env_steps=0"],
 }
 
 

@@ -77,6 +77,7 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
     check_horizons(recipe, parts)
+    check_budget(recipe, parts)
     check_memory(recipe, parts.env, parts.estimator, parts.world_model, device,  # before anything is allocated
                  longest_window(parts))
     return Trainer(
@@ -114,6 +115,18 @@ def check_horizons(recipe: Recipe, parts: Components) -> None:
             raise UserError(f"scheduler '{recipe.scheduler.kind}' plans horizons [{h_min}, {h_max}] but estimator "
                             f"'{recipe.estimator.kind}' honours only [{low}, {high}] on env '{recipe.env.kind}'; "
                             f"narrow the scheduler's horizon range")
+
+
+def check_budget(recipe: Recipe, parts: Components) -> None:
+    """One-line :class:`UserError` when ``run.env_steps`` cannot be reached within ``run.iterations``
+    iterations of at most the longest window (:func:`longest_window`) × ``num_envs`` env steps each:
+    such a run would stop at its iteration cap, short of the budget it was asked to spend."""
+    budget, cap = recipe.run.env_steps, recipe.run.iterations
+    most = cap * longest_window(parts) * parts.env.num_envs
+    if budget and budget > most:
+        raise UserError(f"run.env_steps={budget} cannot be reached in run.iterations={cap} iterations of at most "
+                        f"{longest_window(parts)} steps × {parts.env.num_envs} envs ({most} env steps); raise "
+                        f"run.iterations (with a budget it is only a cap)")
 
 
 def run_dir_for(recipe: Recipe, name: str) -> Path:

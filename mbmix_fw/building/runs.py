@@ -50,11 +50,12 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """True when the trainer already holds ``run.iterations`` updates (a finished run was resumed)."""
-        return self.trainer.iteration >= self.recipe.run.iterations
+        """True when the trainer's budget is already spent (a finished run was resumed): ``run.iterations``
+        updates, or ``run.env_steps`` env steps."""
+        return self.trainer.finished()
 
     def train(self) -> dict[str, float]:
-        """Train to ``run.iterations``; the final metrics (``eval/return``, ``eval/initial_return``, …)."""
+        """Train to ``run.iterations`` (or the ``run.env_steps`` budget); the final metrics (``eval/return``, ``eval/initial_return``, …)."""
         return self.trainer.train()
 
 
@@ -193,7 +194,11 @@ def summary_line(out_dir: Path, final: dict[str, float]) -> str:
 
 def already_finished_line(run: Run) -> str:
     """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted)."""
-    return (f"{run.out_dir}: already finished ({run.trainer.iteration} of {run.recipe.run.iterations} "
+    settings = run.recipe.run
+    if settings.env_steps and run.trainer.env_steps >= settings.env_steps:
+        return (f"{run.out_dir}: already finished ({run.trainer.env_steps} of {settings.env_steps} env steps); "
+                f"nothing to resume. To train longer, raise run.env_steps in {run.source} and resume again")
+    return (f"{run.out_dir}: already finished ({run.trainer.iteration} of {settings.iterations} "
             f"iterations); nothing to resume. To train longer, raise run.iterations in {run.source} and "
             f"resume again")
 

@@ -17,7 +17,17 @@ class RunSettings(_Settings):
     seed: int = Field(0, ge=0, lt=2**63)
     """Seeds torch, numpy, python's random and the run's generator."""
     iterations: int = Field(100, ge=1, le=MAX_ITERATIONS)
-    """Policy updates (one estimator window each)."""
+    """Policy updates (one estimator window each). With an ``env_steps`` budget, the most the run may take."""
+    env_steps: Iterations = 0
+    """Env-step budget (0: off, ``iterations`` decides). When set, the run stops after the iteration in which
+    ``env/steps`` (env rows stepped in training windows, all envs counted) reaches it, or at ``iterations``
+    if that comes first, so runs whose window length changes (an adaptive-horizon scheduler such as
+    ``ahac`` or ``agree``) compare with fixed-H runs at equal env steps. The last window is cut to the budget
+    where the estimator allows: to the remaining steps rounded up to a multiple of its shortest window
+    (``mix``: its interval), so a run overshoots by less than that. Schedulers then see as ``total`` the
+    projected iteration count (iterations so far plus the remaining budget over the mean env steps per
+    iteration so far; at iteration 0 the estimator's configured window), so a linear learning-rate decay
+    follows the share of the budget used. Under ``torchrun`` each of K ranks takes ``env_steps / K``."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` picks cuda when available."""
     out: str = "runs/{name}"
@@ -28,6 +38,9 @@ class RunSettings(_Settings):
     """Iterations between checkpoints; one is also written at the end."""
     eval_every: Iterations = 0
     """Iterations between deterministic evaluations (0: only before and after training)."""
+    eval_every_env_steps: Iterations = 0
+    """Also evaluate after the iteration in which ``env/steps`` crosses a multiple of this (0: off), so
+    evaluations of runs with different window lengths fall at the same env steps (within one window)."""
     eval_envs: NumEnvs = 16
     """Episodes run in parallel for each evaluation (fixed, seeded initial states; deterministic policy).
     ``eval/return`` is their mean, so its standard error as a measure of the policy is ``σ/√eval_envs`` with

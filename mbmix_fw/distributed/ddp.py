@@ -71,7 +71,8 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: str) -> dict[str, Any]:
-    """Rank ``rank``'s recipe: its slice of ``env.num_envs`` and its seed (the rest unchanged)."""
+    """Rank ``rank``'s recipe: its slice of ``env.num_envs`` and of ``run.env_steps``, and its seed (the rest
+    unchanged)."""
     import copy
 
     data = copy.deepcopy(data)
@@ -84,6 +85,12 @@ def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: 
         env["num_envs"] = total // world_size
     run = data.setdefault("run", {})
     run["seed"] = rank_seed(run.get("seed", 0), rank)
+    budget = run.get("env_steps", 0)
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0:
+        if budget % world_size:
+            raise UserError(f"{source}: run.env_steps: a budget of {budget} env steps cannot be split evenly over "
+                            f"{world_size} ranks; use a multiple of {world_size}")
+        run["env_steps"] = budget // world_size  # each rank counts its own envs' steps
     return data
 
 

@@ -101,6 +101,13 @@ class TrainingProgress:
             self._bar = tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True,
                              file=self.stream)
 
+    def retotal(self, total: int) -> None:
+        """A new expected iteration count (an env-step budget projects it anew after each iteration)."""
+        if total != self.total:
+            self.total = total
+            if self._bar is not None:
+                self._bar.total = total
+
     def update(self, iteration: int, metrics: Mapping[str, float], last_return: float,
                last_eval: float, skipped_so_far: int) -> None:
         """After iteration ``iteration`` (k updates done): ``last_return`` is the latest finished training

@@ -223,20 +223,21 @@ class Trainer:
         Raises :class:`~mbmix_fw.TrainingDiverged` after ``run.max_skipped_iterations`` consecutive
         iterations whose every update was skipped as non-finite (the last good checkpoint stays on disk).
         """
-        total = self.run.iterations
-        shown = TrainingProgress(total, self.iteration, enabled=self.progress, skipped=self.skipped)
+        shown = TrainingProgress(self.planned_total(), self.iteration, enabled=self.progress, skipped=self.skipped)
         if self.iteration == 0:
             self.log.set_initial_eval(self.evaluate())
         try:
-            while self.iteration < total:
-                started = time.perf_counter()
+            while not self.finished():
+                started, steps_before = time.perf_counter(), self.env_steps
+                total = self.planned_total()
+                shown.retotal(total)
                 metrics = self._read_metrics(self._iterate(self._next_plan(total)))
                 self.iteration += 1
                 elapsed = time.perf_counter() - started
                 metrics["time/iteration_s"] = elapsed
                 metrics["time/steps_per_s"] = metrics.pop("_steps") / max(elapsed, 1e-9)
-                last = self.iteration == total
-                if last or (self.run.eval_every and self.iteration % self.run.eval_every == 0):
+                last = self.finished()
+                if last or self._evaluation_due(steps_before):
                     metrics["eval/return"] = self.evaluate()
                 self.wall_time += time.perf_counter() - started
                 metrics["time/wall_s"] = self.wall_time
@@ -245,6 +246,7 @@ class Trainer:
                 self._last_metrics = metrics
                 if self.hooks is not None:
                     self.hooks.on_iteration_end(run_dir=self.out_dir, iteration=self.iteration, metrics=metrics)
+                shown.retotal(self.iteration if last else self.planned_total())
                 shown.update(self.iteration, metrics, self.log.latest("train/return"),
                              self.log.latest("eval/return"), self.skipped_updates)
                 self._stop_if_diverged()
@@ -258,10 +260,53 @@ class Trainer:
             self.hooks.on_run_end(run_dir=self.out_dir, metrics=final)
         return final
 
+    def finished(self) -> bool:
+        """True once the run's budget is spent: ``run.iterations`` updates, or ``run.env_steps`` env steps."""
+        budget = self.run.env_steps
+        return self.iteration >= self.run.iterations or (budget > 0 and self.env_steps >= budget)
+
+    def planned_total(self) -> int:
+        """The ``total`` schedulers see: ``run.iterations``, or under an env-step budget the projected count,
+        iterations so far plus the remaining budget over the mean env steps per iteration so far (the
+        estimator's configured window before the first), capped at ``run.iterations``. Integer arithmetic,
+        so a fixed window that divides the budget projects exactly ``budget / (H·N)`` at every iteration."""
+        budget, cap = self.run.env_steps, self.run.iterations
+        if not budget:
+            return cap
+        remaining = max(budget - self.env_steps, 0)
+        if self.iteration and self.env_steps:
+            ahead = -(-remaining * self.iteration // self.env_steps)
+        else:
+            ahead = -(-remaining // (self.estimator.horizon(self.env) * self.env.num_envs))
+        return min(cap, max(self.iteration + ahead, self.iteration + 1))
+
+    def _evaluation_due(self, steps_before: int) -> bool:
+        """After an iteration: every ``run.eval_every`` iterations, or when ``env/steps`` crossed a multiple
+        of ``run.eval_every_env_steps`` during it."""
+        every, steps_every = self.run.eval_every, self.run.eval_every_env_steps
+        return bool((every and self.iteration % every == 0)
+                    or (steps_every and self.env_steps // steps_every > steps_before // steps_every))
+
+    def _cut_to_budget(self, plan: Plan) -> Plan:
+        """Under an env-step budget, the last window cut to the remaining steps, rounded up to a multiple of
+        the estimator's shortest window (``mix``: its interval). An estimator that honours one window
+        length only (``horizon_bounds`` low = high) runs it whole."""
+        budget = self.run.env_steps
+        if not budget:
+            return plan
+        planned = plan.horizon if plan.horizon is not None else self.estimator.horizon(self.env)
+        low, high = self.estimator.horizon_bounds(self.env)
+        needed = -(-(budget - self.env_steps) // self.env.num_envs)
+        cut = max(low, -(-needed // low) * low)
+        if low == high or cut >= planned:
+            return plan
+        return attrs.evolve(plan, horizon=cut)
+
     def _next_plan(self, total: int) -> Plan:
         """The scheduler's plan for ``self.iteration`` (its one ``plan`` call of the iteration), given the
-        previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume)."""
-        plan = self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics)))
+        previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume),
+        with the last window of an env-step budget cut to it."""
+        plan = self._cut_to_budget(self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics))))
         if self.iteration == 0 and self.world_model is not None and not (plan.model_branches or plan.model_fit_steps):
             log.warning("a world model is configured but %s neither fits nor uses it in the first iteration; "
                         "use a scheduler such as 'dyna'", type(self.scheduler).__name__)
