@@ -27,6 +27,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_warp import ClothFoldConfig, make_cloth_fold
+from mbmix_warp.ground import ground_force
 
 
 # ---------------------------------------------------------------- the torch baseline
@@ -73,12 +74,8 @@ class TorchCloth:
             magnitude = k * (length - rest) + c.spring_damping * (dv * unit).sum(-1)
             force = (unit * (magnitude * mask)[..., None]).sum(1)
             force = force - c.drag * self.m * v
-            u = (c.particle_radius - x[..., 2]) / c.contact_width
-            normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-            slip = torch.sqrt(v[..., 0] ** 2 + v[..., 1] ** 2 + c.friction_smoothing**2)
-            fz = normal - c.contact_damping * self.m * torch.sigmoid(u) * v[..., 2] - c.gravity * self.m
-            fxy = -v[..., :2] * (c.friction * normal / slip)[..., None]
-            force = force + torch.cat([fxy, fz[..., None]], -1)
+            force = force + ground_force(c, x, v)
+            force[..., 2] -= c.gravity * self.m
             v = v + force * (self.h / self.m)
             x = x + v * self.h
             held = grip + grip_vel * (sub + 1) * self.h

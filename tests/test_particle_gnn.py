@@ -14,6 +14,7 @@ from mbmix_fw.commands.cli import main
 pytest.importorskip("warp")
 from mbmix_sobolev import ParticleGNN, ParticleGNNConfig, make_particle_gnn  # noqa: E402
 from mbmix_warp import ClothFold, ClothFoldConfig  # noqa: E402
+from mbmix_warp.ground import ground_force  # noqa: E402
 
 F64 = torch.float64
 
@@ -95,13 +96,9 @@ class ClothForces(torch.nn.Module):
     def node(self, features):
         c, m = self.c, self.m
         z, v = features[..., :1], features[..., 1:]
-        u = (c.particle_radius - z) / c.contact_width
-        normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-        tangential = torch.cat([v[..., :2], torch.zeros_like(z)], -1)
-        slip = (tangential.pow(2).sum(-1, keepdim=True) + c.friction_smoothing ** 2).sqrt()
-        vertical = -c.gravity * m + normal - c.contact_damping * m * torch.sigmoid(u) * v[..., 2:]
-        force = torch.cat([torch.zeros_like(v[..., :2]), vertical], -1) - v * (c.drag * m)
-        return (force - tangential * (c.friction * normal / slip)) / m
+        ground = ground_force(c, torch.cat([torch.zeros_like(v[..., :2]), z], -1), v)
+        gravity = torch.cat([torch.zeros_like(v[..., :2]), torch.full_like(z, -c.gravity * m)], -1)
+        return (ground + gravity - v * (c.drag * m)) / m
 
 
 def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_jacobians():

@@ -17,6 +17,7 @@ pytest.importorskip("warp", reason="the [warp] extra is installed in CI (README 
 import mbmix_fw as mb  # noqa: E402
 from mbmix_fw.testing import check_env  # noqa: E402
 from mbmix_warp import ClothFoldConfig, make_cloth_fold  # noqa: E402
+from mbmix_warp.ground import ground_force  # noqa: E402
 
 F64 = torch.float64
 
@@ -157,11 +158,7 @@ def reference_substep(c: ClothFoldConfig, x, v, grip, grip_vel, held, elapsed):
         f = unit * (k * (length - rest) + c.spring_damping * ((v[q] - v[p]) @ unit))
         force[p] += f
         force[q] -= f
-    u = (c.particle_radius - x[:, 2]) / c.contact_width
-    normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-    force[:, 2] += normal - c.contact_damping * m * torch.sigmoid(u) * v[:, 2]
-    slip = torch.sqrt(v[:, 0] ** 2 + v[:, 1] ** 2 + c.friction_smoothing**2)
-    force[:, :2] -= v[:, :2] * (c.friction * normal / slip)[:, None]
+    force += ground_force(c, x, v)  # the documented contact law (mbmix_warp.ground), tested below on its own
     dt = c.dt / c.substeps
     v_new = v + force * dt / m
     x_new = x + v_new * dt
@@ -192,6 +189,41 @@ def test_forward_equals_an_independent_torch_reference_on_a_3x3_cloth():
         torch.testing.assert_close(xo[0], xe, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(vo[0], ve, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(go[0], grip_next, rtol=1e-12, atol=1e-14)
+
+
+def test_the_ground_never_pulls_and_its_damping_vanishes_with_the_penetration():
+    """Hunt–Crossley (mbmix_warp.ground): normal force k·δ·max(0, 1 - d·v_z). Under the Kelvin–Voigt damping
+    it replaced, a particle touching the ground and leaving it faster than k·δ/c (~0.16 m/s) was pulled down."""
+    c = ClothFoldConfig()
+    z = torch.linspace(c.particle_radius - 0.004, c.particle_radius + 0.004, 9, dtype=F64)
+    for speed in (-1.0, -0.1, 0.0, 0.1, 0.5, 2.0):  # downwards … fast upwards
+        x = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], -1)
+        v = torch.tensor([0.0, 0.0, speed], dtype=F64).expand_as(x)
+        normal = ground_force(c, x, v)[:, 2]
+        assert (normal >= 0).all()
+        if speed > 1 / c.contact_dissipation:
+            assert (normal == 0).all()  # leaving fast: no force at all, never a pull
+    x = torch.stack([torch.zeros_like(z), torch.zeros_like(z), z], -1)
+    still = ground_force(c, x, torch.zeros_like(x))[:, 2]
+    rising = ground_force(c, x, torch.tensor([0.0, 0.0, 0.05], dtype=F64).expand_as(x))[:, 2]
+    # the damping force is proportional to the elastic force k·δ, at every depth: it vanishes with δ
+    torch.testing.assert_close((still - rising) / still, torch.full_like(z, 0.05 * c.contact_dissipation))
+
+
+def test_the_kernel_applies_the_clamp_of_a_particle_leaving_the_ground_fast():
+    """The 3×3 cloth's corner far from its gripper leaves the ground at 1 m/s from inside the contact layer:
+    the kernel's substep equals the torch reference, in which the ground's force on it is exactly 0."""
+    c = ClothFoldConfig(num_envs=1, grid_size=3, substeps=1, dt=0.001, grippers=[(0, 0)])
+    env = make_cloth_fold(c, mb.BuildContext.cpu())
+    s = env.reset(1, torch.Generator().manual_seed(0)).to(F64)
+    s[:, 3 * 9:6 * 9] = 0.0
+    s[:, 3 * 9 + 3 * 8 + 2] = 1.0  # particle 8 rises at 1 m/s from inside the contact layer
+    s[:, 3 * 8 + 2] = c.particle_radius - 0.001
+    x, v, grip = env.split(s)
+    assert ground_force(c, x[0, 8:9], v[0, 8:9])[0, 2] == 0
+    out = env.step(s, torch.zeros(1, 3, dtype=F64))
+    xe, ve = reference_substep(c, x[0].clone(), v[0].clone(), grip[0], torch.zeros(1, 3, dtype=F64), env.held, c.dt)
+    torch.testing.assert_close(env.split(out)[1][0], ve, rtol=1e-10, atol=1e-12)
 
 
 def test_float32_follows_float64(env):

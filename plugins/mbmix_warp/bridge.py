@@ -71,7 +71,7 @@ class ClothPhysics:
     radius: float
     contact_width: float
     k_contact: float
-    contact_damping: float
+    contact_dissipation: float
     friction: float
     friction_smoothing: float
     dt: float

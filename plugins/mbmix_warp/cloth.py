@@ -51,6 +51,7 @@ import mbmix_fw as mb
 
 from .bridge import ClothPhysics, ClothSimulator
 from .configs import ClothFoldConfig
+from .ground import ground_force
 
 
 class ClothFold(mb.DiffEnv):
@@ -80,7 +81,7 @@ class ClothFold(mb.DiffEnv):
             side=n, spacing=self.spacing, k_stretch=c.stretch_stiffness, k_shear=c.shear_stiffness,
             k_bend=c.bend_stiffness, spring_damping=c.spring_damping, particle_mass=c.mass / self.particles,
             gravity=c.gravity, drag=c.drag, radius=c.particle_radius, contact_width=c.contact_width,
-            k_contact=c.contact_stiffness, contact_damping=c.contact_damping * c.mass / self.particles,
+            k_contact=c.contact_stiffness, contact_dissipation=c.contact_dissipation,
             friction=c.friction,
             friction_smoothing=c.friction_smoothing, dt=c.dt / c.substeps, substeps=c.substeps,
         ), pinned_by, device=self.device)
@@ -213,12 +214,7 @@ class ClothFold(mb.DiffEnv):
         x, v, _ = self.split(state)
         _, v_next, _ = self.split(next_state)
         mass = c.mass / self.particles
-        u = (c.particle_radius - x[..., 2]) / c.contact_width
-        normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-        slip = torch.sqrt(v[..., :2].pow(2).sum(-1) + c.friction_smoothing**2)
-        friction = -v[..., :2] * (c.friction * normal / slip).unsqueeze(-1)
-        pushing = normal - c.contact_damping * mass * torch.sigmoid(u) * v[..., 2]
-        force = torch.cat([friction, pushing.unsqueeze(-1)], -1)
+        force = ground_force(c, x, v)
         acceleration = (v_next - v) / c.dt
         gravity = torch.tensor([0.0, 0.0, -c.gravity], dtype=force.dtype, device=force.device)
         force[:, self.held] = mass * (acceleration[:, self.held] - gravity)

@@ -52,9 +52,11 @@ class ClothFoldConfig(mb.EnvConfig):
     """Ground penalty stiffness (N/m) per particle."""
     contact_width: float = Field(0.002, gt=0)
     """Smoothing width w (m) of the contact: penetration = w·softplus((radius - z)/w)."""
-    contact_damping: float = Field(60.0, ge=0)
-    """Normal damping rate (1/s) in contact: force -contact_damping·m·v_z per particle of mass m (the
-    default damps the 8×8 cloth's contact to about a third of critical: it settles instead of bouncing)."""
+    contact_dissipation: float = Field(6.0, ge=0)
+    """Hunt–Crossley dissipation d (s/m) of the ground: normal force ``k·δ·max(0, 1 - d·v_z)``, damping that
+    vanishes with the penetration δ and never pulls (:mod:`mbmix_warp.ground`). At the resting penetration
+    (``k·δ = m·g``) the damping force is ``d·g·m·v_z``: the default 6 s/m gives the 59/s rate of the
+    Kelvin–Voigt damping (60/s) it replaced, about a third of critical for the 8×8 cloth."""
     friction: float = Field(0.5, ge=0)
     """Coulomb friction coefficient μ with the ground."""
     friction_smoothing: float = Field(0.1, gt=0)
@@ -110,11 +112,12 @@ def stability_bounds(c: dict) -> tuple[float, float, float]:
     12 springs and the ground at a particle, ``K = 4·(stretch + shear + bend) + contact``; with a safety
     factor of √2 this gives ``h ≤ sqrt(m / K)``. The damping terms (springs, ground, friction below its
     smoothing speed, drag) are explicit too: ``h·C/m ≤ 1`` with
-    ``C = 24·spring_damping + contact_damping·m + μ·m·g/ε + drag·m`` (friction's viscous slope at rest).
+    ``C = 24·spring_damping + contact_dissipation·m·g + μ·m·g/ε + drag·m`` (friction's viscous slope at rest;
+    the ground's Hunt–Crossley damping ``k·δ·d`` at the resting penetration ``k·δ = m·g``).
     """
     m = c["mass"] / c["grid_size"] ** 2
     stiffness = 4 * (c["stretch_stiffness"] + c["shear_stiffness"] + c["bend_stiffness"]) + c["contact_stiffness"]
-    damping = (24 * c["spring_damping"] + c["contact_damping"] * m + c["friction"] * m * c["gravity"]
+    damping = (24 * c["spring_damping"] + c["contact_dissipation"] * m * c["gravity"] + c["friction"] * m * c["gravity"]
                / c["friction_smoothing"] + c["drag"] * m)
     h_damp = m / damping if damping > 0 else math.inf
     return c["dt"] / c["substeps"], math.sqrt(m / stiffness), h_damp
@@ -122,7 +125,7 @@ def stability_bounds(c: dict) -> tuple[float, float, float]:
 
 def stability_problem(c: dict) -> str | None:
     """A message naming the fields when the substep breaks a bound of :func:`stability_bounds`, else None."""
-    needed = ("mass", "grid_size", "dt", *STIFFNESS_FIELDS, "spring_damping", "contact_damping", "friction",
+    needed = ("mass", "grid_size", "dt", *STIFFNESS_FIELDS, "spring_damping", "contact_dissipation", "friction",
               "gravity", "friction_smoothing", "drag")
     if any(c.get(name) is None for name in needed):
         return None  # another field already failed validation
@@ -132,6 +135,6 @@ def stability_problem(c: dict) -> str | None:
         return None
     return (f"unstable: the substep dt/substeps = {h * 1e3:.3g} ms exceeds the stability bound "
             f"{limit * 1e3:.3g} ms = min(sqrt(m/K), m/C) with m = mass/grid_size², K = 4·(stretch_stiffness + "
-            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + contact_damping·m + "
+            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + contact_dissipation·m·gravity + "
             f"friction·m·gravity/friction_smoothing + drag·m; set substeps >= {math.ceil(c['dt'] / limit)}, "
             f"or lower the stiffness or damping, or raise mass")

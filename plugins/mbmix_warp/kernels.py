@@ -12,25 +12,20 @@ Model (the config docstring gives units and defaults):
   neighbours, ``k_shear``) and *bending* (4 neighbours two cells away, ``k_bend``); the damping
   coefficient ``c`` is shared. ``|d|`` is ``sqrt(d·d + 1e-12)`` so the force stays finite even when two
   particles coincide.
-- **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)`` (``r`` the particle
-  radius, ``w`` the contact width: a smooth ``max(0, r - z)``, exact to within ``w·ln 2``), normal force
-  ``k_contact·δ - c_contact·σ((r - z)/w)·v_z`` (``c_contact`` = the config's rate × particle mass) (σ the logistic function, the smoothed contact indicator)
-  and regularised Coulomb friction ``-μ·k_contact·δ·v_t / sqrt(|v_t|² + ε²)``: it equals Coulomb
-  friction for ``|v_t| ≫ ε`` and is viscous below ``ε`` (the smoothing that keeps it differentiable).
+- **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)``, Hunt–Crossley normal force
+  ``k_contact·δ·max(0, 1 - d·v_z)`` (damping that vanishes with δ and never pulls) and regularised Coulomb
+  friction; the law and its reasons are in :mod:`mbmix_warp.ground`, the torch reference this kernel is tested
+  against.
 - **gravity** ``-g ẑ`` and air drag ``-drag·m·v``.
 - **grippers**: a pinned particle ignores its forces; after substep ``k`` it sits at
   ``gripper + elapsed·gripper_velocity`` (``elapsed = (k+1)·dt``) with the gripper's velocity.
 
-**Known defects** (found in review of issue 17; left as they are while a learning study runs on this
-cloth, since fixing them changes the physics and would make its runs incomparable):
-
-- the contact damping ``-c_contact·σ·v_z`` is Kelvin–Voigt-like: it does not vanish with the penetration,
-  so a particle leaving the ground faster than about ``k_contact·δ / c_contact`` (~0.16 m/s with the
-  defaults) feels an *attractive* normal force. A Hunt–Crossley damping ``-c·δ·v_z`` (vanishing with ``δ``)
-  would not;
-- the bending springs join particles two cells apart: for a flat cloth bent by a small angle ``θ`` their
-  length changes by ``O(θ²)``, so the bending stiffness of a flat cloth is zero at first order (the cloth
-  resists folding only through geometry). Dihedral-angle bending would give it a stiffness.
+**Bending, a documented choice** (found in review of issue 17): the bending springs join particles two
+cells apart, so for a flat cloth bent by a small angle ``θ`` their length changes by ``O(θ²)`` and the
+bending stiffness of a *flat* cloth is zero at first order: the cloth resists folding only through geometry
+(and more once curved). That is what the fold task wants (a cloth that folds under gravity and the grippers)
+and what simple mass-spring cloths in RL benchmarks do; dihedral-angle bending would give a flat cloth a
+stiffness at the cost of a four-particle stencil per hinge. Not changed.
 """
 from __future__ import annotations
 
@@ -55,19 +50,11 @@ def _softplus(u: Any):
     return wp.max(u, type(u)(0.0)) + wp.log(type(u)(1.0) + wp.exp(-wp.abs(u)))
 
 
-@wp.func
-def _sigmoid(u: Any):
-    """``1 / (1 + e^{-u})`` without overflow: in float32, ``e^{-u}`` is inf for u < -88 and its adjoint NaN."""
-    one = type(u)(1.0)
-    e = wp.exp(-wp.abs(u))
-    return wp.where(u >= type(u)(0.0), one / (one + e), e / (one + e))
-
-
 def _params_struct(scalar):
     """The substep's constants as one ``wp.struct`` (one argument to pack per launch instead of sixteen)."""
 
     names = ("spacing", "k_stretch", "k_shear", "k_bend", "spring_damping", "mass", "gravity", "drag", "radius",
-             "contact_width", "k_contact", "contact_damping", "friction", "friction_smoothing", "dt")
+             "contact_width", "k_contact", "contact_dissipation", "friction", "friction_smoothing", "dt")
     fields = {"side": int, **{name: scalar for name in names}}  # explicit: this module's annotations are strings
     return wp.struct(type(f"ClothParams_{scalar.__name__}", (), {"__annotations__": fields, "__module__": __name__}))
 
@@ -101,7 +88,7 @@ def cloth_substep(
     radius = params.radius
     contact_width = params.contact_width
     k_contact = params.k_contact
-    contact_damping = params.contact_damping
+    contact_dissipation = params.contact_dissipation
     friction = params.friction
     friction_smoothing = params.friction_smoothing
     dt = params.dt
@@ -160,11 +147,11 @@ def cloth_substep(
     # smooth penalty contact with the ground plane z = 0, and regularised Coulomb friction
     u = (radius - xp[2]) / contact_width
     penetration = contact_width * _softplus(u)
-    touching = _sigmoid(u)
     normal = k_contact * penetration
+    pushing = normal * wp.max(one - contact_dissipation * vp[2], zero)  # Hunt–Crossley, never pulling
     tangential = type(xp)(vp[0], vp[1], zero)
     slip = wp.sqrt(wp.dot(tangential, tangential) + friction_smoothing * friction_smoothing)
-    force = force + type(xp)(zero, zero, normal - contact_damping * touching * vp[2])
+    force = force + type(xp)(zero, zero, pushing)
     force = force - tangential * (friction * normal / slip)
     v_new = vp + force * (dt / mass)
     v_out[env, p] = v_new
