@@ -547,6 +547,18 @@ def test_resuming_a_finished_run_says_it_is_finished(tmp_path, registry, capsys)
     assert (run_dir / "metrics.csv").read_text() == before
 
 
+def test_resuming_a_run_that_spent_its_env_step_budget_says_so(tmp_path, registry, capsys):
+    recipe = write(tmp_path, GOOD.replace("iterations = 2", "iterations = 50\nenv_steps = 3"))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run_dir), "--no-progress"], registry=registry) == 0
+    capsys.readouterr()
+    assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
+    steps = float(_rows(run_dir)[-1]["env/steps"])
+    assert steps >= 3 and capsys.readouterr().out == (
+        f"{run_dir}: already finished ({steps:.0f} of 3 env steps); nothing to resume. To train longer, raise "
+        f"run.env_steps in {run_dir / 'recipe.json'} and resume again\n")
+
+
 def test_report_writes_beside_the_runs_by_default(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     sweep = Path("runs") / "sweep"
