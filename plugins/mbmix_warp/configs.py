@@ -53,10 +53,11 @@ class ClothFoldConfig(mb.EnvConfig):
     contact_width: float = Field(0.002, gt=0)
     """Smoothing width w (m) of the contact: penetration = w·softplus((radius - z)/w)."""
     contact_dissipation: float = Field(6.0, ge=0)
-    """Hunt–Crossley dissipation d (s/m) of the ground: normal force ``k·δ·max(0, 1 - d·v_z)``, damping that
-    vanishes with the penetration δ and never pulls (:mod:`mbmix_warp.ground`). At the resting penetration
-    (``k·δ = m·g``) the damping force is ``d·g·m·v_z``: the default 6 s/m gives the 59/s rate of the
-    Kelvin–Voigt damping (60/s) it replaced, about a third of critical for the 8×8 cloth."""
+    """Hunt–Crossley dissipation d (s/m) of the ground: normal force ``max(0, k·δ - d·m·g·tanh(k·δ/(m·g))·v_z)``,
+    damping that vanishes with the penetration δ, saturates at ``d·m·g`` (explicit-substep stability) and
+    never pulls (:mod:`mbmix_warp.ground`). The default 6 s/m saturates at the 59/s rate of the Kelvin–Voigt
+    damping (60/s) it replaced (0.76 of it at the resting penetration ``k·δ = m·g``), about a third of
+    critical for the 8×8 cloth."""
     friction: float = Field(0.5, ge=0)
     """Coulomb friction coefficient μ with the ground."""
     friction_smoothing: float = Field(0.1, gt=0)
@@ -113,7 +114,7 @@ def stability_bounds(c: dict) -> tuple[float, float, float]:
     factor of √2 this gives ``h ≤ sqrt(m / K)``. The damping terms (springs, ground, friction below its
     smoothing speed, drag) are explicit too: ``h·C/m ≤ 1`` with
     ``C = 24·spring_damping + contact_dissipation·m·g + μ·m·g/ε + drag·m`` (friction's viscous slope at rest;
-    the ground's Hunt–Crossley damping ``k·δ·d`` at the resting penetration ``k·δ = m·g``).
+    the ground's Hunt–Crossley damping ``d·m·g·tanh(k·δ/(m·g))`` at most).
     """
     m = c["mass"] / c["grid_size"] ** 2
     stiffness = 4 * (c["stretch_stiffness"] + c["shear_stiffness"] + c["bend_stiffness"]) + c["contact_stiffness"]

@@ -12,8 +12,9 @@ Model (the config docstring gives units and defaults):
   neighbours, ``k_shear``) and *bending* (4 neighbours two cells away, ``k_bend``); the damping
   coefficient ``c`` is shared. ``|d|`` is ``sqrt(d·d + 1e-12)`` so the force stays finite even when two
   particles coincide.
-- **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)``, Hunt–Crossley normal force
-  ``k_contact·δ·max(0, 1 - d·v_z)`` (damping that vanishes with δ and never pulls) and regularised Coulomb
+- **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)``, normal force
+  ``max(0, k_contact·δ - d·m·g·tanh(k_contact·δ/(m·g))·v_z)`` (Hunt–Crossley damping, vanishing with δ,
+  saturating at ``d·m·g``, never pulling) and regularised Coulomb
   friction; the law and its reasons are in :mod:`mbmix_warp.ground`, the torch reference this kernel is tested
   against.
 - **gravity** ``-g ẑ`` and air drag ``-drag·m·v``.
@@ -148,7 +149,9 @@ def cloth_substep(
     u = (radius - xp[2]) / contact_width
     penetration = contact_width * _softplus(u)
     normal = k_contact * penetration
-    pushing = normal * wp.max(one - contact_dissipation * vp[2], zero)  # Hunt–Crossley, never pulling
+    weight = wp.max(mass * gravity, type(mass)(1.0e-6))  # the saturation force (floored: no 0/0 without gravity)
+    damping = contact_dissipation * weight * wp.tanh(normal / weight)  # Hunt–Crossley, saturating smoothly
+    pushing = wp.max(normal - damping * vp[2], zero)  # never pulling
     tangential = type(xp)(vp[0], vp[1], zero)
     slip = wp.sqrt(wp.dot(tangential, tangential) + friction_smoothing * friction_smoothing)
     force = force + type(xp)(zero, zero, pushing)
