@@ -114,12 +114,12 @@ def learned_stiffness(model) -> list[float]:
         unit = (model.velocity_change_stats.std(torch.float64) / dt).pow(2).mean().sqrt()
         out = []
         for kind, rest in enumerate(float(model.pair_rest[model.pair_kinds == k][0]) for k in range(3)):
-            strain = torch.tensor([-1e-3, 1e-3], dtype=torch.float64).reshape(1, 2, 1)
+            strain = torch.tensor([[-1e-3], [1e-3]], dtype=torch.float64)  # two couplings [E, B] = [2, 1]
             closing = torch.zeros_like(strain)
-            features = torch.cat([model._norm(strain, model.strain_stats),
-                                  model._norm(closing, model.closing_speed_stats)], -1).float()
-            phi = model.net.edge(features, torch.full((2,), kind)).double()[0, :, 0] * unit
-            linear = model.net.log_stiffness.exp()[kind].double() * strain[0, :, 0] * rest
+            phi = model.net.edge(model._norm(strain, model.strain_stats).float(),
+                                 model._norm(closing, model.closing_speed_stats).float(),
+                                 torch.full((2,), kind)).double()[:, 0] * unit
+            linear = model.net.log_stiffness.exp()[kind].double() * strain[:, 0] * rest
             force = linear + phi
             out.append(float((force[1] - force[0]) / (2e-3 * rest)))
         return out

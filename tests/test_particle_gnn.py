@@ -89,18 +89,18 @@ class ClothForces(torch.nn.Module):
         stiffness = torch.tensor([c.stretch_stiffness, c.shear_stiffness, c.bend_stiffness], dtype=F64)
         self.log_stiffness = torch.nn.Parameter((stiffness / self.m).log())
 
-    def edge(self, features, kinds):
-        return self.c.spring_damping * features[..., 1:] / self.m
+    def edge(self, strain, closing, kinds):  # [E, B] each
+        return self.c.spring_damping * closing / self.m
 
-    def node(self, features):
+    def node(self, features):  # [1 + 3, N] (height, velocity) -> [3, N]
         c, m = self.c, self.m
-        z, v = features[..., :1], features[..., 1:]
+        z, v = features[:1], features[1:]
         u = (c.particle_radius - z) / c.contact_width
         normal = c.contact_stiffness * c.contact_width * torch.nn.functional.softplus(u)
-        tangential = torch.cat([v[..., :2], torch.zeros_like(z)], -1)
-        slip = (tangential.pow(2).sum(-1, keepdim=True) + c.friction_smoothing ** 2).sqrt()
-        vertical = -c.gravity * m + normal - c.contact_damping * m * torch.sigmoid(u) * v[..., 2:]
-        force = torch.cat([torch.zeros_like(v[..., :2]), vertical], -1) - v * (c.drag * m)
+        tangential = torch.cat([v[:2], torch.zeros_like(z)])
+        slip = (tangential.pow(2).sum(0, keepdim=True) + c.friction_smoothing ** 2).sqrt()
+        vertical = -c.gravity * m + normal - c.contact_damping * m * torch.sigmoid(u) * v[2:]
+        force = torch.cat([torch.zeros_like(v[:2]), vertical]) - v * (c.drag * m)
         return (force - tangential * (c.friction * normal / slip)) / m
 
 

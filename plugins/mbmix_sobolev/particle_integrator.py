@@ -60,15 +60,19 @@ class LearnedForces(nn.Module):
         self.node_w2, self.node_b2 = linear(node_width, node_width)
         self.node_w3, self.node_b3 = linear(node_width, dim, gain=0.1)
 
-    def edge(self, features: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        """``[B, E, 2] -> [B, E, 1]`` force magnitudes along the couplings."""
+    def edge(self, strain: torch.Tensor, closing: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """Normalised force magnitudes ``[E, B]`` along the couplings from the normalised strain and closing
+        speed ``[E, B]`` (couplings first: the layout of :func:`integrate`); ``kinds [E]``."""
         if not self.edge_width:
-            return (features * self.edge_linear[kinds]).sum(-1, keepdim=True) + self.edge_bias[kinds]
-        hidden = self.act(features @ self.edge_w1 + self.edge_b1 + self.kind_bias[kinds])
-        return hidden @ self.edge_w2 + self.edge_b2
+            linear = self.edge_linear[kinds]
+            return linear[:, :1] * strain + linear[:, 1:] * closing + self.edge_bias[kinds]
+        w1 = self.edge_w1.unsqueeze(-1).unsqueeze(-1)  # [2, W, 1, 1]
+        hidden = self.act(w1[0] * strain + w1[1] * closing + (self.edge_b1 + self.kind_bias[kinds]).T.unsqueeze(-1))
+        return (self.edge_w2.T @ hidden.flatten(1)).view_as(strain) + self.edge_b2  # [W, E, B] -> [E, B]
 
     def node(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, P, F] -> [B, P, d]`` per-particle accelerations (normalised)."""
-        hidden = self.act(features @ self.node_w1 + self.node_b1)
-        hidden = self.act(hidden @ self.node_w2 + self.node_b2)
-        return hidden @ self.node_w3 + self.node_b3
+        """``[F, N] -> [d, N]`` per-particle accelerations (normalised), features first (one matrix product
+        per layer over every particle of every env)."""
+        hidden = self.act(torch.addmm(self.node_b1.unsqueeze(-1), self.node_w1.T, features))
+        hidden = self.act(torch.addmm(self.node_b2.unsqueeze(-1), self.node_w2.T, hidden))
+        return torch.addmm(self.node_b3.unsqueeze(-1), self.node_w3.T, hidden)

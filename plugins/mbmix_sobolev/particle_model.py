@@ -286,34 +286,55 @@ class ParticleGNN(mb.WorldModel):
         return length / self.pair_rest.to(x.dtype).unsqueeze(-1) - 1, closing, n
 
     def _integrate(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x', v')`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned forces
-        (:mod:`mbmix_sobolev.particle_integrator`)."""
+        """``(x', v') [B, P, d]`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned
+        forces (:mod:`mbmix_sobolev.particle_integrator`).
+
+        Layout: inside the loop every per-particle tensor is ``[d, P, B]`` and every per-coupling one
+        ``[d, E, B]`` or ``[E, B]`` (particles and couplings first, envs last), so gathering a coupling's ends
+        (``index_select``) and accumulating its forces (``index_add``) move contiguous rows of ``B`` numbers,
+        the sums over the ``d`` axes add whole slabs, and the per-particle network is one matrix product per
+        layer. Profiled on the cloth (``benchmarks/particle_fit_cost.py --profile``): in ``[B, E, d]`` the
+        gathers, their scatter-backwards and the sums over the last axis of 3 were most of the fit's time."""
         L, forces = self.layout, self.net
-        K = L.substeps
+        K, d, P = L.substeps, L.dim, L.particles
         h = L.dt / K
-        x, v = f["x"], f["v"]
-        dtype = x.dtype
+        first = lambda t: t.permute(2, 1, 0).contiguous()  # noqa: E731 - [B, P, d] -> [d, P, B]
+        x, v, known_x, known_v = (first(f[name]) for name in ("x", "v", "known_x", "known_v"))
+        dtype, B = x.dtype, x.shape[-1]
+        column = lambda t: t.to(dtype).reshape(-1, 1, 1)  # noqa: E731 - [d] -> [d, 1, 1]
         unit = self.velocity_change_stats.std(dtype) / L.dt
-        offset = self.velocity_change_stats.mean.to(dtype) / L.dt
-        edge_unit = unit.pow(2).mean().sqrt()
-        i, j = self.pairs[:, 0], self.pairs[:, 1]
-        rest = self.pair_rest.to(dtype).unsqueeze(-1)
+        offset, edge_unit = column(self.velocity_change_stats.mean / L.dt), unit.pow(2).mean().sqrt()
+        unit = column(unit)
+        E = len(self.pairs)
+        i, j, ends = self.pairs[:, 0], self.pairs[:, 1], self.pairs.T.reshape(-1)  # ends: [i..., j...]
+        rest = self.pair_rest.to(dtype).unsqueeze(-1)  # [E, 1]
+        stiffness_rest = forces.log_stiffness.exp()[self.pair_kinds].unsqueeze(-1) * rest
+        strain_mean, strain_std = self.strain_stats.mean.to(dtype), self.strain_stats.std(dtype)
+        closing_mean, closing_std = self.closing_speed_stats.mean.to(dtype), self.closing_speed_stats.std(dtype)
+        node_mean = torch.cat([self.height_stats.mean[:len(self.absolute_axes)], self.velocity_stats.mean])
+        node_std = torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
+                              self.velocity_stats.std(torch.float64)])
+        node_mean, node_std = column(node_mean), column(node_std)
+        driven = self.driven_mask.view(1, P, 1)
         for k in range(K):
-            strain, closing, n = self._pair_geometry(x, v)
-            magnitude = forces.edge(torch.cat([self._norm(strain, self.strain_stats),
-                                               self._norm(closing, self.closing_speed_stats)], -1), self.pair_kinds)
-            spring = forces.log_stiffness.exp()[self.pair_kinds].unsqueeze(-1) * strain * rest
-            pair_force = (spring + magnitude * edge_unit) * n
-            total = torch.zeros_like(x).index_add(1, i, pair_force).index_add(1, j, -pair_force)
-            nodes = [self._norm(v, self.velocity_stats)]
-            if self.absolute_axes:
-                nodes.insert(0, self._norm(x[..., self.absolute_axes], self.height_stats))
-            accel = total + forces.node(torch.cat(nodes, -1)) * unit + offset
+            x_ends, v_ends = x.index_select(1, ends), v.index_select(1, ends)  # [d, 2E, B]
+            offset_ij, relative_v = x_ends[:, E:] - x_ends[:, :E], v_ends[:, E:] - v_ends[:, :E]
+            length = ((offset_ij * offset_ij).sum(0) + 1e-12).sqrt()  # [E, B]
+            inverse_length = length.reciprocal()
+            closing = (relative_v * offset_ij).sum(0) * inverse_length
+            strain = length / rest - 1
+            magnitude = forces.edge((strain - strain_mean) / strain_std, (closing - closing_mean) / closing_std,
+                                    self.pair_kinds)
+            pair_force = offset_ij * ((stiffness_rest * strain + magnitude * edge_unit) * inverse_length)
+            total = torch.zeros_like(x).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
+            nodes = torch.cat([x[self.absolute_axes], v]) if self.absolute_axes else v
+            psi = forces.node(((nodes - node_mean) / node_std).view(-1, P * B)).view(d, P, B)
+            accel = total + psi * unit + offset
             v_free = v + h * accel
             x_free = x + h * v_free
-            x = torch.where(self.driven_mask, f["known_x"] - (K - 1 - k) * h * f["known_v"], x_free)
-            v = torch.where(self.driven_mask, f["known_v"], v_free)
-        return x, v
+            x = torch.where(driven, known_x - (K - 1 - k) * h * known_v, x_free)
+            v = torch.where(driven, known_v, v_free)
+        return x.permute(2, 1, 0), v.permute(2, 1, 0)
 
     def predict(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw-space next states: ``state [..., S]``, ``action [..., A]`` → ``[..., S]`` (any leading shape)."""
