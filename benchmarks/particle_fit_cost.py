@@ -4,8 +4,9 @@
 One fit step (statistics, Sobolev loss with its Jacobian term, backward, AdamW) on cloth transitions (8×8,
 the recipe's physics, one Jacobian probe each) at each model's batch size: ``sobolev_mlp`` with
 ``recipes/cloth_mix.toml``'s settings (batch 128), ``particle_gnn`` with its defaults and with α = 0 (plain
-MSE). Time per transition is the best of ``--repeats`` blocks of ``--steps`` fit steps; ``× mlp`` is the
-ratio to ``sobolev_mlp``'s measured in the same process. With ``--baseline DIR`` the same measurement runs
+MSE). Time per transition is the best of ``--repeats`` blocks of ``--steps`` fit steps, in CPU time of the
+(one-threaded) process: on a shared machine it moves far less with the others' load than wall time; ``× mlp`` is
+the ratio to ``sobolev_mlp``'s measured in the same process. With ``--baseline DIR`` the same measurement runs
 in a subprocess importing the code from ``DIR`` (e.g. ``git worktree add /tmp/base <commit>``), interleaved
 with ours over ``--rounds`` rounds (best of each), and the ratio baseline / ours of the particle model's
 cost is printed last (> 1: ours is cheaper).
@@ -64,10 +65,10 @@ def measure(steps: int, repeats: int, particle_fields: dict) -> dict:
         for name, model in models.items():
             batch = batches[name]
             model.fit(batch)
-            started = time.perf_counter()
+            started = time.process_time()
             for _ in range(steps):
                 model.fit(batch)
-            per_transition = (time.perf_counter() - started) / (steps * len(batch)) * 1e3
+            per_transition = (time.process_time() - started) / (steps * len(batch)) * 1e3
             out[name] = min(out.get(name, float("inf")), per_transition)
     return out
 
@@ -119,7 +120,7 @@ def main() -> None:
                 best[name] = min(best[name], value)
     for who, row in results.items():
         mlp = row["sobolev_mlp"]
-        print(f"{who:<9} " + "  ".join(f"{name}: {ms:.3f} ms/tr ({ms / mlp:.2f}× mlp)" for name, ms in row.items()))
+        print(f"{who:<9} " + "  ".join(f"{name}: {ms:.3f} CPU ms/tr ({ms / mlp:.2f}× mlp)" for name, ms in row.items()))
     if "baseline" in results:
         ours, base = results["ours"], results["baseline"]
         print(f"baseline / ours, particle_gnn: {base['particle_gnn'] / ours['particle_gnn']:.2f}; "

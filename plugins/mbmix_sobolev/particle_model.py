@@ -305,8 +305,8 @@ class ParticleGNN(mb.WorldModel):
         unit = self.velocity_change_stats.std(dtype) / L.dt
         offset, edge_unit = column(self.velocity_change_stats.mean / L.dt), unit.pow(2).mean().sqrt()
         unit = column(unit)
-        E = len(self.pairs)
-        i, j, ends = self.pairs[:, 0], self.pairs[:, 1], self.pairs.T.reshape(-1)  # ends: [i..., j...]
+        i, j = self.pairs[:, 0], self.pairs[:, 1]
+        axes = torch.tensor(self.absolute_axes, dtype=torch.long, device=x.device)
         rest = self.pair_rest.to(dtype).unsqueeze(-1)  # [E, 1]
         stiffness_rest = forces.log_stiffness.exp()[self.pair_kinds].unsqueeze(-1) * rest
         strain_mean, strain_std = self.strain_stats.mean.to(dtype), self.strain_stats.std(dtype)
@@ -315,10 +315,11 @@ class ParticleGNN(mb.WorldModel):
         node_std = torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
                               self.velocity_stats.std(torch.float64)])
         node_mean, node_std = column(node_mean), column(node_std)
-        driven = self.driven_mask.view(1, P, 1)
+        driven = self.driven_index
+        known_x, known_v = known_x.index_select(1, driven), known_v.index_select(1, driven)  # [d, G, B]
         for k in range(K):
-            x_ends, v_ends = x.index_select(1, ends), v.index_select(1, ends)  # [d, 2E, B]
-            offset_ij, relative_v = x_ends[:, E:] - x_ends[:, :E], v_ends[:, E:] - v_ends[:, :E]
+            offset_ij = x.index_select(1, j) - x.index_select(1, i)  # [d, E, B]
+            relative_v = v.index_select(1, j) - v.index_select(1, i)
             length = ((offset_ij * offset_ij).sum(0) + 1e-12).sqrt()  # [E, B]
             inverse_length = length.reciprocal()
             closing = (relative_v * offset_ij).sum(0) * inverse_length
@@ -326,14 +327,13 @@ class ParticleGNN(mb.WorldModel):
             magnitude = forces.edge((strain - strain_mean) / strain_std, (closing - closing_mean) / closing_std,
                                     self.pair_kinds)
             pair_force = offset_ij * ((stiffness_rest * strain + magnitude * edge_unit) * inverse_length)
-            total = torch.zeros_like(x).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
-            nodes = torch.cat([x[self.absolute_axes], v]) if self.absolute_axes else v
+            nodes = torch.cat([x.index_select(0, axes), v]) if self.absolute_axes else v
             psi = forces.node(((nodes - node_mean) / node_std).view(-1, P * B)).view(d, P, B)
-            accel = total + psi * unit + offset
+            accel = (psi * unit + offset).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
             v_free = v + h * accel
             x_free = x + h * v_free
-            x = torch.where(driven, known_x - (K - 1 - k) * h * known_v, x_free)
-            v = torch.where(driven, known_v, v_free)
+            x = x_free.index_copy(1, driven, known_x - (K - 1 - k) * h * known_v)
+            v = v_free.index_copy(1, driven, known_v)
         return x.permute(2, 1, 0), v.permute(2, 1, 0)
 
     def predict(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
