@@ -57,6 +57,10 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     backward through the substeps is most of the fit's cost. Measured on the cloth (``benchmarks/RESULTS.md``):
     0.25 cuts the cost per transition by ~30 % but doubles both held-out Jacobian errors (worse than α = 0),
     so the default is 1."""
+    substeps: int | None = Field(None, ge=1, le=1024)
+    """``integrator`` only: semi-implicit Euler substeps per env step; unset: the env's own (its particle
+    layout's ``substeps``), with which the model's structure can represent the env exactly. Fewer substeps
+    cost proportionally less but integrate the stiff springs less faithfully."""
     lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)

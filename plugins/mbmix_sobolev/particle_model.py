@@ -144,7 +144,7 @@ class ParticleGNN(mb.WorldModel):
                  architecture: str = "integrator", hidden: int = 16, message_width: int = 0, rounds: int = 2,
                  activation: str = "silu", position_correction: bool = True, alpha_s: float = 1.0,
                  alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1,
-                 jacobian_fraction: float = 1.0, lr: float = 1e-2,
+                 jacobian_fraction: float = 1.0, substeps: int | None = None, lr: float = 1e-2,
                  weight_decay: float = 0.0, batch_size: int = 64, buffer_capacity: int = 100_000,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -158,6 +158,8 @@ class ParticleGNN(mb.WorldModel):
         self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
         self.jacobian_fraction = float(jacobian_fraction)
+        self.substeps = layout.substeps if substeps is None else int(substeps)
+        """Integrator substeps per env step (the env's own by default: then the structure is exact)."""
         self.position_correction = position_correction
         P, d = layout.particles, layout.dim
         self.absolute_axes = list(layout.absolute_axes)
@@ -181,7 +183,7 @@ class ParticleGNN(mb.WorldModel):
             # h = dt/substeps is about at its stability bound (envs choose substeps that way), so the fit starts
             # in the right oscillation regime instead of at zero stiffness (a local minimum of the Jacobian
             # loss: with dt²·k/m ≈ 8 on the cloth, ∂s'/∂s is oscillatory in k).
-            h = layout.dt / layout.substeps
+            h = layout.dt / self.substeps
             stiffness = 1.0 / (h * h * neighbour.shape[1])
             self.net = LearnedForces(max(layout.num_edge_kinds, 1), d + len(self.absolute_axes), d, message_width,
                                      hidden, activation, generator, stiffness)
@@ -296,7 +298,7 @@ class ParticleGNN(mb.WorldModel):
         layer. Profiled on the cloth (``benchmarks/particle_fit_cost.py --profile``): in ``[B, E, d]`` the
         gathers, their scatter-backwards and the sums over the last axis of 3 were most of the fit's time."""
         L, forces = self.layout, self.net
-        K, d, P = L.substeps, L.dim, L.particles
+        K, d, P = self.substeps, L.dim, L.particles
         h = L.dt / K
         first = lambda t: t.permute(2, 1, 0).contiguous()  # noqa: E731 - [B, P, d] -> [d, P, B]
         x, v, known_x, known_v = (first(f[name]) for name in ("x", "v", "known_x", "known_v"))
@@ -365,26 +367,33 @@ class ParticleGNN(mb.WorldModel):
 
     @torch.no_grad()
     def update_statistics(self, batch: mb.TransitionBatch) -> None:
-        """Fold ``batch`` into every feature group's statistics (``fit`` does this before each step)."""
-        f = self._raw_features(batch.state, batch.action)
+        """Fold ``batch`` into the statistics of every feature group the architecture uses (``fit`` does this
+        before each step; the integrator's couplings are measured per spring, not per neighbour slot)."""
+        integrator = self.architecture == "integrator"
+        f = self._raw_features(batch.state, batch.action, edges=not integrator)
         x_next, v_next = self._split(batch.next_state)
         free = ~self.driven_mask[0, :, 0]
-        mask = self.net.mask
         self.velocity_stats.update(f["v"])
         if self.absolute_axes:
             self.height_stats.update(f["height"])
-        if len(self.driven_index):
-            self.driven_velocity_stats.update(f["driven_v"])
-        self.offset_stats.update(f["offset"][:, mask])
-        self.relative_velocity_stats.update(f["relative_v"][:, mask])
-        self.strain_stats.update(f["strain"][:, mask])
-        self.closing_speed_stats.update(self._pair_geometry(f["x"], f["v"])[1])
+        strain, closing, _ = self._pair_geometry(f["x"], f["v"])
+        self.closing_speed_stats.update(closing)
+        if integrator:
+            self.strain_stats.update(strain)
+        else:
+            mask = self.net.mask
+            if len(self.driven_index):
+                self.driven_velocity_stats.update(f["driven_v"])
+            self.offset_stats.update(f["offset"][:, mask])
+            self.relative_velocity_stats.update(f["relative_v"][:, mask])
+            self.strain_stats.update(f["strain"][:, mask])
         dv = (v_next - f["v"])[:, free]
         self.velocity_change_stats.update(dv)
         dt, w = self.layout.dt, self.layout.position_weight
         dx = (x_next - f["x"])[:, free]
         self.position_change_stats.update(dx)
-        self.correction_stats.update(dx - dt * (f["v"][:, free] + w * dv))
+        if not integrator:
+            self.correction_stats.update(dx - dt * (f["v"][:, free] + w * dv))
 
     def error_scale(self, dtype: torch.dtype) -> torch.Tensor:
         """``[S]`` unit of the state error: the running std of each entry's one-step change (per axis,
