@@ -287,56 +287,59 @@ class ParticleGNN(mb.WorldModel):
         closing = ((v[:, j] - v[:, i]) * n).sum(-1, keepdim=True)
         return length / self.pair_rest.to(x.dtype).unsqueeze(-1) - 1, closing, n
 
+    def pair_law(self, dtype: torch.dtype):
+        """The learned scalar force per unit mass along each coupling, ``law(strain, closing)`` on ``[E, B]``
+        raw strains and closing speeds, with this model's statistics (:meth:`LearnedForces.pair_law`)."""
+        unit = (self.velocity_change_stats.std(dtype) / self.layout.dt).pow(2).mean().sqrt()
+        mean = torch.cat([self.strain_stats.mean, self.closing_speed_stats.mean]).to(dtype)
+        std = torch.cat([self.strain_stats.std(dtype), self.closing_speed_stats.std(dtype)])
+        return self.net.pair_law(self.pair_kinds, self.pair_rest.to(dtype).unsqueeze(-1), mean, std, unit)
+
     def _integrate(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x', v') [B, P, d]`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned
         forces (:mod:`mbmix_sobolev.particle_integrator`).
 
-        Layout: inside the loop every per-particle tensor is ``[d, P, B]`` and every per-coupling one
-        ``[d, E, B]`` or ``[E, B]`` (particles and couplings first, envs last), so gathering a coupling's ends
-        (``index_select``) and accumulating its forces (``index_add``) move contiguous rows of ``B`` numbers,
-        the sums over the ``d`` axes add whole slabs, and the per-particle network is one matrix product per
+        Layout: inside the loop positions and velocities are one tensor ``z = [x; v]`` of ``[2d, P, B]`` and
+        every per-coupling tensor is ``[2d, E, B]``, ``[d, E, B]`` or ``[E, B]`` (particles and couplings
+        first, envs last), so gathering a coupling's ends (``index_select``) and accumulating its forces
+        (``index_add``) move contiguous rows of ``B`` numbers, the sums over the axes add whole slabs, one
+        gather serves positions and velocities, and the per-particle network is one matrix product per
         layer. Profiled on the cloth (``benchmarks/particle_fit_cost.py --profile``): in ``[B, E, d]`` the
         gathers, their scatter-backwards and the sums over the last axis of 3 were most of the fit's time."""
         L, forces = self.layout, self.net
         K, d, P = self.substeps, L.dim, L.particles
         h = L.dt / K
-        first = lambda t: t.permute(2, 1, 0).contiguous()  # noqa: E731 - [B, P, d] -> [d, P, B]
-        x, v, known_x, known_v = (first(f[name]) for name in ("x", "v", "known_x", "known_v"))
-        dtype, B = x.dtype, x.shape[-1]
-        column = lambda t: t.to(dtype).reshape(-1, 1, 1)  # noqa: E731 - [d] -> [d, 1, 1]
+        first = lambda t: t.permute(2, 1, 0)  # noqa: E731 - [B, P, d] -> [d, P, B]
+        z = torch.cat([first(f["x"]), first(f["v"])]).contiguous()  # [2d, P, B]
+        dtype, B = z.dtype, z.shape[-1]
+        column = lambda t: t.to(dtype).reshape(-1, 1, 1)  # noqa: E731 - [n] -> [n, 1, 1]
         unit = self.velocity_change_stats.std(dtype) / L.dt
-        offset, edge_unit = column(self.velocity_change_stats.mean / L.dt), unit.pow(2).mean().sqrt()
-        unit = column(unit)
+        offset, unit = column(self.velocity_change_stats.mean / L.dt), column(unit)
         i, j = self.pairs[:, 0], self.pairs[:, 1]
-        axes = torch.tensor(self.absolute_axes, dtype=torch.long, device=x.device)
-        rest = self.pair_rest.to(dtype).unsqueeze(-1)  # [E, 1]
-        stiffness_rest = forces.log_stiffness.exp()[self.pair_kinds].unsqueeze(-1) * rest
-        strain_mean, strain_std = self.strain_stats.mean.to(dtype), self.strain_stats.std(dtype)
-        closing_mean, closing_std = self.closing_speed_stats.mean.to(dtype), self.closing_speed_stats.std(dtype)
-        node_mean = torch.cat([self.height_stats.mean[:len(self.absolute_axes)], self.velocity_stats.mean])
-        node_std = torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
-                              self.velocity_stats.std(torch.float64)])
-        node_mean, node_std = column(node_mean), column(node_std)
+        law = self.pair_law(dtype)
+        node_rows = torch.tensor([*self.absolute_axes, *range(d, 2 * d)], dtype=torch.long, device=z.device)
+        node_mean = column(torch.cat([self.height_stats.mean[:len(self.absolute_axes)], self.velocity_stats.mean]))
+        node_std = column(torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
+                                     self.velocity_stats.std(torch.float64)]))
+        # driven particles at every substep k: x_K − (K − 1 − k)·h·v_K, v_K  ->  [K, 2d, G, B]
         driven = self.driven_index
-        known_x, known_v = known_x.index_select(1, driven), known_v.index_select(1, driven)  # [d, G, B]
+        known_x, known_v = (first(f[name]).index_select(1, driven) for name in ("known_x", "known_v"))
+        lag = column(torch.arange(K - 1, -1, -1, dtype=torch.float64) * h).unsqueeze(-1)  # [K, 1, 1, 1]
+        known = torch.cat([known_x - lag * known_v, known_v.expand(K, *known_v.shape)], 1)
         for k in range(K):
-            offset_ij = x.index_select(1, j) - x.index_select(1, i)  # [d, E, B]
-            relative_v = v.index_select(1, j) - v.index_select(1, i)
-            length = ((offset_ij * offset_ij).sum(0) + 1e-12).sqrt()  # [E, B]
+            diff = (z.index_select(1, j) - z.index_select(1, i)).view(2, d, -1, B)  # [2, d, E, B]
+            offset_ij = diff[0]
+            squares = (diff * offset_ij).sum(1)  # [2, E, B]: |x_j − x_i|², (v_j − v_i)·(x_j − x_i)
+            length = (squares[0] + 1e-12).sqrt()
             inverse_length = length.reciprocal()
-            closing = (relative_v * offset_ij).sum(0) * inverse_length
-            strain = length / rest - 1
-            magnitude = forces.edge((strain - strain_mean) / strain_std, (closing - closing_mean) / closing_std,
-                                    self.pair_kinds)
-            pair_force = offset_ij * ((stiffness_rest * strain + magnitude * edge_unit) * inverse_length)
-            nodes = torch.cat([x.index_select(0, axes), v]) if self.absolute_axes else v
-            psi = forces.node(((nodes - node_mean) / node_std).view(-1, P * B)).view(d, P, B)
+            strain = length / self.pair_rest.to(dtype).unsqueeze(-1) - 1
+            pair_force = offset_ij * (law(strain, squares[1] * inverse_length) * inverse_length)  # [d, E, B]
+            nodes = (z.index_select(0, node_rows) - node_mean) / node_std
+            psi = forces.node(nodes.view(-1, P * B)).view(d, P, B)
             accel = (psi * unit + offset).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
-            v_free = v + h * accel
-            x_free = x + h * v_free
-            x = x_free.index_copy(1, driven, known_x - (K - 1 - k) * h * known_v)
-            v = v_free.index_copy(1, driven, known_v)
-        return x.permute(2, 1, 0), v.permute(2, 1, 0)
+            v_free = z[d:] + h * accel
+            z = torch.cat([z[:d] + h * v_free, v_free]).index_copy(1, driven, known[k])
+        return first(z[:d]), first(z[d:])
 
     def predict(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw-space next states: ``state [..., S]``, ``action [..., A]`` → ``[..., S]`` (any leading shape)."""
@@ -425,8 +428,12 @@ class ParticleGNN(mb.WorldModel):
         use_probes = self.probes > 0 and batch.probe_u is not None
         terms = self.loss(batch if use_probes else mb.TransitionBatch(batch.state, batch.action, batch.next_state))
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        parameters = [p for p in self.net.parameters() if p.requires_grad]
+        # Gradients of the parameters only (not of the loss's state/action leaves: no pass back to the inputs).
+        grads = torch.autograd.grad(terms.total, parameters, allow_unused=True)
+        for parameter, grad in zip(parameters, grads):
+            parameter.grad = grad
+        grads = [g for g in grads if g is not None]
         finite = torch.isfinite(terms.total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
         if not bool(finite):
             for buffer, value in zip(stats, saved):
