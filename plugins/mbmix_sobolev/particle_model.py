@@ -316,7 +316,7 @@ class ParticleGNN(mb.WorldModel):
         unit = self.velocity_change_stats.std(dtype) / L.dt
         offset, unit = column(self.velocity_change_stats.mean / L.dt), column(unit)
         i, j = self.pairs[:, 0], self.pairs[:, 1]
-        law = self.pair_law(dtype)
+        law, inverse_rest = self.pair_law(dtype), self.pair_rest.to(dtype).reciprocal().unsqueeze(-1)
         node_rows = torch.tensor([*self.absolute_axes, *range(d, 2 * d)], dtype=torch.long, device=z.device)
         node_mean = column(torch.cat([self.height_stats.mean[:len(self.absolute_axes)], self.velocity_stats.mean]))
         node_std = column(torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
@@ -327,13 +327,12 @@ class ParticleGNN(mb.WorldModel):
         lag = column(torch.arange(K - 1, -1, -1, dtype=torch.float64) * h).unsqueeze(-1)  # [K, 1, 1, 1]
         known = torch.cat([known_x - lag * known_v, known_v.expand(K, *known_v.shape)], 1)
         for k in range(K):
-            diff = (z.index_select(1, j) - z.index_select(1, i)).view(2, d, -1, B)  # [2, d, E, B]
-            offset_ij = diff[0]
-            squares = (diff * offset_ij).sum(1)  # [2, E, B]: |x_j − x_i|², (v_j − v_i)·(x_j − x_i)
-            length = (squares[0] + 1e-12).sqrt()
+            offset_ij, relative_v = (z.index_select(1, j) - z.index_select(1, i)).view(2, d, -1, B).unbind(0)
+            length = ((offset_ij * offset_ij).sum(0) + 1e-12).sqrt()  # [E, B]
             inverse_length = length.reciprocal()
-            strain = length / self.pair_rest.to(dtype).unsqueeze(-1) - 1
-            pair_force = offset_ij * (law(strain, squares[1] * inverse_length) * inverse_length)  # [d, E, B]
+            closing = (relative_v * offset_ij).sum(0) * inverse_length
+            strain = length * inverse_rest - 1
+            pair_force = offset_ij * (law(strain, closing) * inverse_length)  # [d, E, B]
             nodes = (z.index_select(0, node_rows) - node_mean) / node_std
             psi = forces.node(nodes.view(-1, P * B)).view(d, P, B)
             accel = (psi * unit + offset).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
