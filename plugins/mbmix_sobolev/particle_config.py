@@ -67,8 +67,9 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     """Decoupled (AdamW) weight decay."""
     batch_size: mb.NumEnvs = 64
     """Transitions per fit step (each holds every particle: 64 cloths of 64 particles are 4,096 samples of
-    the shared network). Larger batches cost less per transition (fixed per-operation overhead of the
-    substep loop): 64 halves the cost per transition of 16 on the cloth (1 CPU thread)."""
+    the shared network). Larger batches cost less per transition up to ~64 (fixed per-operation overhead of
+    the substep loop): on the cloth (1 CPU thread, ``benchmarks/particle_fit_cost.py``) 16 costs ~1.35× as
+    much per transition as 64; 128 about the same as 64."""
     buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
 

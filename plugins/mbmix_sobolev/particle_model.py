@@ -12,7 +12,8 @@ Two architectures (``architecture``, a setting):
   (``benchmarks/cloth_model_accuracy.py``, ``benchmarks/RESULTS.md``): it learns the three spring
   stiffnesses (to 11 %) and reaches held-out Jacobian errors of 0.17 / 0.05, where one-shot message passing
   (2 rounds) stays at 0.70 / 0.40 (one step of the stiff cloth is an oscillatory map reaching several
-  cells). Its fit costs ~24× ``sobolev_mlp``'s per transition (the substeps, differentiated twice).
+  cells). Its fit costs ~12× ``sobolev_mlp``'s per transition (the substeps, differentiated twice;
+  ``benchmarks/particle_fit_cost.py``, 24× before the substep loop was laid out particles-first).
 - ``message_passing`` (the ablation), described below.
 
 Both pass the driven particles and the layout's ``extra`` entries through **exactly** (the env's
