@@ -120,12 +120,14 @@ def main() -> None:
                 best[name] = min(best[name], value)
     for who, row in results.items():
         mlp = row["sobolev_mlp"]
-        print(f"{who:<9} " + "  ".join(f"{name}: {ms:.3f} CPU ms/tr ({ms / mlp:.2f}× mlp)" for name, ms in row.items()))
+        cells = (f"{name}: {ms:.3f} CPU ms/tr ({ms / mlp:.2f}× mlp)" for name, ms in row.items())
+        print(f"{who:<9} " + "  ".join(cells))
     if "baseline" in results:
         ours, base = results["ours"], results["baseline"]
         print(f"baseline / ours, particle_gnn: {base['particle_gnn'] / ours['particle_gnn']:.2f}; "
               f"α = 0: {base['particle_gnn α=0'] / ours['particle_gnn α=0']:.2f}; "
-              f"× mlp {base['particle_gnn'] / base['sobolev_mlp']:.2f} -> {ours['particle_gnn'] / ours['sobolev_mlp']:.2f}")
+              f"× mlp {base['particle_gnn'] / base['sobolev_mlp']:.2f} -> "
+              f"{ours['particle_gnn'] / ours['sobolev_mlp']:.2f}")
 
 
 if __name__ == "__main__":
