@@ -108,21 +108,13 @@ def gradient_cosines(model, env, policy, starts: torch.Tensor) -> dict[int, floa
 
 def learned_stiffness(model) -> list[float]:
     """Per spring kind, the integrator's force per unit mass per metre of stretch at rest length and zero
-    closing speed (1/s²): the linear spring plus the slope of φ, by a central difference."""
+    closing speed (1/s²): the slope of its learned pair law, by a central difference."""
     with torch.no_grad():
-        dt = model.layout.dt
-        unit = (model.velocity_change_stats.std(torch.float64) / dt).pow(2).mean().sqrt()
-        out = []
-        for kind, rest in enumerate(float(model.pair_rest[model.pair_kinds == k][0]) for k in range(3)):
-            strain = torch.tensor([-1e-3, 1e-3], dtype=torch.float64).reshape(1, 2, 1)
-            closing = torch.zeros_like(strain)
-            features = torch.cat([model._norm(strain, model.strain_stats),
-                                  model._norm(closing, model.closing_speed_stats)], -1).float()
-            phi = model.net.edge(features, torch.full((2,), kind)).double()[0, :, 0] * unit
-            linear = model.net.log_stiffness.exp()[kind].double() * strain[0, :, 0] * rest
-            force = linear + phi
-            out.append(float((force[1] - force[0]) / (2e-3 * rest)))
-        return out
+        dtype = model.net.log_stiffness.dtype
+        strain = torch.tensor([-1e-3, 1e-3], dtype=dtype).expand(len(model.pairs), 2)  # [E, B = 2]
+        force = model.pair_law(dtype)(strain, torch.zeros_like(strain)).double()
+        slope = (force[:, 1] - force[:, 0]) / (2e-3 * model.pair_rest.double())
+        return [float(slope[model.pair_kinds == kind][0]) for kind in range(3)]
 
 
 def state_error(model, held: mb.TransitionBatch, scale: torch.Tensor) -> float:

@@ -27,9 +27,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def cloth(dtype=torch.float32, grid=5):
-    return ClothFold(ClothFoldConfig(num_envs=4, grid_size=grid, grippers=[(0, 0), (0, -1), (2, 2)]),
-                     mb.BuildContext(dtype=dtype))
+def cloth(dtype=torch.float32, grid=5, substeps=8):
+    return ClothFold(ClothFoldConfig(num_envs=4, grid_size=grid, grippers=[(0, 0), (0, -1), (2, 2)],
+                                     substeps=substeps), mb.BuildContext(dtype=dtype))
 
 
 def model_for(env, dtype=torch.float32, seed=0, **fields):
@@ -81,8 +81,8 @@ def test_driven_particles_and_grippers_are_the_simulators_values_and_jacobians()
 
 
 class ClothForces(torch.nn.Module):
-    """The cloth kernel's force law (mbmix_warp.kernels) in the integrator's slots: springs through
-    ``log_stiffness`` (φ = damping only), ground, friction, gravity and drag through ψ, in raw units."""
+    """The cloth kernel's force law (mbmix_warp.kernels) in the integrator's slots: springs and their damping
+    through ``pair_law``, ground, friction, gravity and drag through ψ, in raw units."""
 
     def __init__(self, c, kinds):
         super().__init__()
@@ -90,23 +90,26 @@ class ClothForces(torch.nn.Module):
         stiffness = torch.tensor([c.stretch_stiffness, c.shear_stiffness, c.bend_stiffness], dtype=F64)
         self.log_stiffness = torch.nn.Parameter((stiffness / self.m).log())
 
-    def edge(self, features, kinds):
-        return self.c.spring_damping * features[..., 1:] / self.m
+    def pair_law(self, kinds, rest, mean, std, unit):  # raw units: the test's statistics are the identity
+        spring = self.log_stiffness.exp()[kinds].unsqueeze(-1) * rest
+        return lambda strain, closing: spring * strain + self.c.spring_damping * closing / self.m
 
-    def node(self, features):
+    def node(self, features):  # [1 + 3, N] (height, velocity) -> [3, N]
         c, m = self.c, self.m
-        z, v = features[..., :1], features[..., 1:]
-        ground = ground_force(c, torch.cat([torch.zeros_like(v[..., :2]), z], -1), v)
-        gravity = torch.cat([torch.zeros_like(v[..., :2]), torch.full_like(z, -c.gravity * m)], -1)
+        z, v = features[:1], features[1:]  # [1, N], [3, N]: particles last
+        ground = ground_force(c, torch.cat([torch.zeros_like(v[:2]), z]).T, v.T).T
+        gravity = torch.cat([torch.zeros_like(v[:2]), torch.full_like(z, -c.gravity * m)])
         return (ground + gravity - v * (c.drag * m)) / m
 
 
-def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_jacobians():
+@pytest.mark.parametrize("model_substeps", [None, 16])
+def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_jacobians(model_substeps):
     """The integrator's structure (pairs, substeps, driven particles moving at their next velocity) can
     represent the cloth exactly: with the kernel's force law in its slots, step and Jacobians agree to
-    rounding. So what the fit must learn is the force law, nothing else."""
-    env = cloth(F64, grid=4)
-    model = model_for(env, F64)
+    rounding. So what the fit must learn is the force law, nothing else. With its own ``substeps`` it is
+    the cloth integrated with that many substeps."""
+    model = model_for(cloth(F64, grid=4), F64, substeps=model_substeps)
+    env = cloth(F64, grid=4, substeps=model_substeps or 8)
     for stats in model.modules():
         if type(stats).__name__ == "RunningMoments":  # identity normalisation, raw units
             stats.mean.zero_()
@@ -121,7 +124,38 @@ def test_the_integrator_with_the_cloths_own_forces_is_the_simulator_values_and_j
     assert errors["model/jacobian_error_s"] < 1e-10 and errors["model/jacobian_error_a"] < 1e-10, errors
 
 
-@pytest.mark.parametrize("fields", [{}, {"message_width": 0}, {"architecture": "message_passing"}])
+@pytest.mark.parametrize("message_width", [0, 8])
+def test_the_pair_law_folds_normalisation_and_kinds_into_per_coupling_coefficients(message_width):
+    """``pair_law`` (what the substeps evaluate) equals ``k_kind·L·strain + unit·φ(strain_n, closing_n)``
+    written out from the parameters, for the linear law and the MLP law, float64."""
+    env = cloth(F64)
+    model = model_for(env, F64, message_width=message_width)
+    gen = torch.Generator().manual_seed(8)
+    model.fit(transitions(env, 16, gen))  # non-trivial statistics and weights
+    forces, kinds = model.net, model.pair_kinds
+    with torch.no_grad():
+        for p in forces.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=F64) * 0.3)
+    E = len(kinds)
+    strain = torch.randn(E, 5, generator=gen, dtype=F64) * 0.05
+    closing = torch.randn(E, 5, generator=gen, dtype=F64) * 0.2
+    unit = (model.velocity_change_stats.std(F64) / env.config.dt).pow(2).mean().sqrt()
+    strain_n = (strain - model.strain_stats.mean) / model.strain_stats.std(F64)
+    closing_n = (closing - model.closing_speed_stats.mean) / model.closing_speed_stats.std(F64)
+    rest = model.pair_rest.unsqueeze(-1)
+    if message_width:
+        features = torch.stack([strain_n, closing_n], -1)  # [E, B, 2]
+        hidden = torch.nn.functional.silu(features @ forces.edge_w1 + forces.edge_b1 + forces.kind_bias[kinds][:, None])
+        phi = (hidden @ forces.edge_w2 + forces.edge_b2)[..., 0]
+    else:
+        phi = (forces.edge_linear[kinds][:, None] * torch.stack([strain_n, closing_n], -1)).sum(-1) \
+            + forces.edge_bias[kinds]
+    expected = forces.log_stiffness.exp()[kinds].unsqueeze(-1) * rest * strain + unit * phi
+    torch.testing.assert_close(model.pair_law(F64)(strain, closing), expected, rtol=1e-12, atol=1e-12)
+    assert phi.abs().max() > 1e-3 * expected.abs().max()  # the learned part is not negligible here
+
+
+@pytest.mark.parametrize("fields", [{}, {"message_width": 0}, {"substeps": 3}, {"architecture": "message_passing"}])
 def test_jacobians_match_finite_differences_float64(fields):
     env = cloth(F64, grid=4)
     model = model_for(env, F64, **fields)

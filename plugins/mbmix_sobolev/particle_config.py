@@ -57,14 +57,21 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     backward through the substeps is most of the fit's cost. Measured on the cloth (``benchmarks/RESULTS.md``):
     0.25 cuts the cost per transition by ~30 % but doubles both held-out Jacobian errors (worse than α = 0),
     so the default is 1."""
+    substeps: int | None = Field(None, ge=1, le=1024)
+    """``integrator`` only: semi-implicit Euler substeps per env step; unset: the env's own (its particle
+    layout's ``substeps``), with which the model's structure can represent the env exactly. Fewer substeps
+    cost proportionally less but integrate the stiff springs less faithfully: on the cloth (8 substeps) 4 cut
+    the fit cost by 38 % and raised the held-out Jacobian errors from 0.17 / 0.05 to 0.30 / 0.16
+    (``benchmarks/RESULTS.md``)."""
     lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
     weight_decay: float = Field(0.0, ge=0.0)
     """Decoupled (AdamW) weight decay."""
     batch_size: mb.NumEnvs = 64
     """Transitions per fit step (each holds every particle: 64 cloths of 64 particles are 4,096 samples of
-    the shared network). Larger batches cost less per transition (fixed per-operation overhead of the
-    substep loop): 64 halves the cost per transition of 16 on the cloth (1 CPU thread)."""
+    the shared network). Larger batches cost less per transition up to ~64 (fixed per-operation overhead of
+    the substep loop): on the cloth (1 CPU thread, ``benchmarks/particle_fit_cost.py``) 16 costs ~1.35× as
+    much per transition as 64; 128 about the same as 64."""
     buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
 

@@ -23,6 +23,7 @@ Per substep ``k`` of ``K`` (``h = dt / K``), for every coupling ``(i, j)`` (each
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -60,15 +61,35 @@ class LearnedForces(nn.Module):
         self.node_w2, self.node_b2 = linear(node_width, node_width)
         self.node_w3, self.node_b3 = linear(node_width, dim, gain=0.1)
 
-    def edge(self, features: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        """``[B, E, 2] -> [B, E, 1]`` force magnitudes along the couplings."""
+    def pair_law(self, kinds: torch.Tensor, rest: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                 unit: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The scalar force per unit mass along each coupling, ``law(strain [E, B], closing [E, B]) -> [E, B]``
+        (positive pulls the ends together): ``k_kind·L·strain + unit·φ(strain_n, closing_n)``.
+
+        ``kinds [E]``, ``rest [E, 1]`` (``L``); ``mean``, ``std`` ``[2]``: the statistics normalising
+        (strain, closing) for ``φ``; ``unit``: the scale of ``φ``'s output. Why a closure: the per-kind
+        parameters and the normalisation are folded into per-coupling coefficients once per step, so each
+        substep runs a handful of ``[E, B]`` operations (for the linear law: ``a·strain + b·closing + c``)."""
+        spring = self.log_stiffness.exp()[kinds].unsqueeze(-1) * rest  # [E, 1]
         if not self.edge_width:
-            return (features * self.edge_linear[kinds]).sum(-1, keepdim=True) + self.edge_bias[kinds]
-        hidden = self.act(features @ self.edge_w1 + self.edge_b1 + self.kind_bias[kinds])
-        return hidden @ self.edge_w2 + self.edge_b2
+            slope = self.edge_linear[kinds] * (unit / std)  # [E, 2]
+            strain_coefficient, closing_coefficient = spring + slope[:, :1], slope[:, 1:]
+            constant = self.edge_bias[kinds] * unit - (slope * mean).sum(-1, keepdim=True)
+            return lambda strain, closing: strain_coefficient * strain + closing_coefficient * closing + constant
+        w1 = self.edge_w1 / std.unsqueeze(-1)  # [2, W]
+        b1 = (self.edge_b1 - mean @ w1 + self.kind_bias[kinds]).T.unsqueeze(-1)  # [W, E, 1]
+        w1 = w1.unsqueeze(-1).unsqueeze(-1)  # [2, W, 1, 1]
+        w2, b2 = self.edge_w2.T * unit, self.edge_b2 * unit  # [1, W], [1]
+
+        def law(strain: torch.Tensor, closing: torch.Tensor) -> torch.Tensor:
+            hidden = self.act(w1[0] * strain + w1[1] * closing + b1)  # [W, E, B]
+            return spring * strain + (w2 @ hidden.flatten(1)).view_as(strain) + b2
+
+        return law
 
     def node(self, features: torch.Tensor) -> torch.Tensor:
-        """``[B, P, F] -> [B, P, d]`` per-particle accelerations (normalised)."""
-        hidden = self.act(features @ self.node_w1 + self.node_b1)
-        hidden = self.act(hidden @ self.node_w2 + self.node_b2)
-        return hidden @ self.node_w3 + self.node_b3
+        """``[F, N] -> [d, N]`` per-particle accelerations (normalised), features first (one matrix product
+        per layer over every particle of every env)."""
+        hidden = self.act(torch.addmm(self.node_b1.unsqueeze(-1), self.node_w1.T, features))
+        hidden = self.act(torch.addmm(self.node_b2.unsqueeze(-1), self.node_w2.T, hidden))
+        return torch.addmm(self.node_b3.unsqueeze(-1), self.node_w3.T, hidden)

@@ -12,7 +12,8 @@ Two architectures (``architecture``, a setting):
   (``benchmarks/cloth_model_accuracy.py``, ``benchmarks/RESULTS.md``): it learns the three spring
   stiffnesses (to 11 %) and reaches held-out Jacobian errors of 0.17 / 0.05, where one-shot message passing
   (2 rounds) stays at 0.70 / 0.40 (one step of the stiff cloth is an oscillatory map reaching several
-  cells). Its fit costs ~24× ``sobolev_mlp``'s per transition (the substeps, differentiated twice).
+  cells). Its fit costs ~12× ``sobolev_mlp``'s per transition (the substeps, differentiated twice;
+  ``benchmarks/particle_fit_cost.py``, 24× before the substep loop was laid out particles-first).
 - ``message_passing`` (the ablation), described below.
 
 Both pass the driven particles and the layout's ``extra`` entries through **exactly** (the env's
@@ -144,7 +145,7 @@ class ParticleGNN(mb.WorldModel):
                  architecture: str = "integrator", hidden: int = 16, message_width: int = 0, rounds: int = 2,
                  activation: str = "silu", position_correction: bool = True, alpha_s: float = 1.0,
                  alpha_a: float = 1.0, probe_source: str = "adjoint", probes: int = 1,
-                 jacobian_fraction: float = 1.0, lr: float = 1e-2,
+                 jacobian_fraction: float = 1.0, substeps: int | None = None, lr: float = 1e-2,
                  weight_decay: float = 0.0, batch_size: int = 64, buffer_capacity: int = 100_000,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
@@ -158,6 +159,8 @@ class ParticleGNN(mb.WorldModel):
         self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
         self.jacobian_fraction = float(jacobian_fraction)
+        self.substeps = layout.substeps if substeps is None else int(substeps)
+        """Integrator substeps per env step (the env's own by default: then the structure is exact)."""
         self.position_correction = position_correction
         P, d = layout.particles, layout.dim
         self.absolute_axes = list(layout.absolute_axes)
@@ -181,7 +184,7 @@ class ParticleGNN(mb.WorldModel):
             # h = dt/substeps is about at its stability bound (envs choose substeps that way), so the fit starts
             # in the right oscillation regime instead of at zero stiffness (a local minimum of the Jacobian
             # loss: with dt²·k/m ≈ 8 on the cloth, ∂s'/∂s is oscillatory in k).
-            h = layout.dt / layout.substeps
+            h = layout.dt / self.substeps
             stiffness = 1.0 / (h * h * neighbour.shape[1])
             self.net = LearnedForces(max(layout.num_edge_kinds, 1), d + len(self.absolute_axes), d, message_width,
                                      hidden, activation, generator, stiffness)
@@ -285,35 +288,58 @@ class ParticleGNN(mb.WorldModel):
         closing = ((v[:, j] - v[:, i]) * n).sum(-1, keepdim=True)
         return length / self.pair_rest.to(x.dtype).unsqueeze(-1) - 1, closing, n
 
+    def pair_law(self, dtype: torch.dtype):
+        """The learned scalar force per unit mass along each coupling, ``law(strain, closing)`` on ``[E, B]``
+        raw strains and closing speeds, with this model's statistics (:meth:`LearnedForces.pair_law`)."""
+        unit = (self.velocity_change_stats.std(dtype) / self.layout.dt).pow(2).mean().sqrt()
+        mean = torch.cat([self.strain_stats.mean, self.closing_speed_stats.mean]).to(dtype)
+        std = torch.cat([self.strain_stats.std(dtype), self.closing_speed_stats.std(dtype)])
+        return self.net.pair_law(self.pair_kinds, self.pair_rest.to(dtype).unsqueeze(-1), mean, std, unit)
+
     def _integrate(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x', v')`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned forces
-        (:mod:`mbmix_sobolev.particle_integrator`)."""
+        """``(x', v') [B, P, d]`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned
+        forces (:mod:`mbmix_sobolev.particle_integrator`).
+
+        Layout: inside the loop positions and velocities are one tensor ``z = [x; v]`` of ``[2d, P, B]`` and
+        every per-coupling tensor is ``[2d, E, B]``, ``[d, E, B]`` or ``[E, B]`` (particles and couplings
+        first, envs last), so gathering a coupling's ends (``index_select``) and accumulating its forces
+        (``index_add``) move contiguous rows of ``B`` numbers, the sums over the axes add whole slabs, one
+        gather serves positions and velocities, and the per-particle network is one matrix product per
+        layer. Profiled on the cloth (``benchmarks/particle_fit_cost.py --profile``): in ``[B, E, d]`` the
+        gathers, their scatter-backwards and the sums over the last axis of 3 were most of the fit's time."""
         L, forces = self.layout, self.net
-        K = L.substeps
+        K, d, P = self.substeps, L.dim, L.particles
         h = L.dt / K
-        x, v = f["x"], f["v"]
-        dtype = x.dtype
+        first = lambda t: t.permute(2, 1, 0)  # noqa: E731 - [B, P, d] -> [d, P, B]
+        z = torch.cat([first(f["x"]), first(f["v"])]).contiguous()  # [2d, P, B]
+        dtype, B = z.dtype, z.shape[-1]
+        column = lambda t: t.to(dtype).reshape(-1, 1, 1)  # noqa: E731 - [n] -> [n, 1, 1]
         unit = self.velocity_change_stats.std(dtype) / L.dt
-        offset = self.velocity_change_stats.mean.to(dtype) / L.dt
-        edge_unit = unit.pow(2).mean().sqrt()
+        offset, unit = column(self.velocity_change_stats.mean / L.dt), column(unit)
         i, j = self.pairs[:, 0], self.pairs[:, 1]
-        rest = self.pair_rest.to(dtype).unsqueeze(-1)
+        law, inverse_rest = self.pair_law(dtype), self.pair_rest.to(dtype).reciprocal().unsqueeze(-1)
+        node_rows = torch.tensor([*self.absolute_axes, *range(d, 2 * d)], dtype=torch.long, device=z.device)
+        node_mean = column(torch.cat([self.height_stats.mean[:len(self.absolute_axes)], self.velocity_stats.mean]))
+        node_std = column(torch.cat([self.height_stats.std(torch.float64)[:len(self.absolute_axes)],
+                                     self.velocity_stats.std(torch.float64)]))
+        # driven particles at every substep k: x_K − (K − 1 − k)·h·v_K, v_K  ->  [K, 2d, G, B]
+        driven = self.driven_index
+        known_x, known_v = (first(f[name]).index_select(1, driven) for name in ("known_x", "known_v"))
+        lag = column(torch.arange(K - 1, -1, -1, dtype=torch.float64) * h).unsqueeze(-1)  # [K, 1, 1, 1]
+        known = torch.cat([known_x - lag * known_v, known_v.expand(K, *known_v.shape)], 1)
         for k in range(K):
-            strain, closing, n = self._pair_geometry(x, v)
-            magnitude = forces.edge(torch.cat([self._norm(strain, self.strain_stats),
-                                               self._norm(closing, self.closing_speed_stats)], -1), self.pair_kinds)
-            spring = forces.log_stiffness.exp()[self.pair_kinds].unsqueeze(-1) * strain * rest
-            pair_force = (spring + magnitude * edge_unit) * n
-            total = torch.zeros_like(x).index_add(1, i, pair_force).index_add(1, j, -pair_force)
-            nodes = [self._norm(v, self.velocity_stats)]
-            if self.absolute_axes:
-                nodes.insert(0, self._norm(x[..., self.absolute_axes], self.height_stats))
-            accel = total + forces.node(torch.cat(nodes, -1)) * unit + offset
-            v_free = v + h * accel
-            x_free = x + h * v_free
-            x = torch.where(self.driven_mask, f["known_x"] - (K - 1 - k) * h * f["known_v"], x_free)
-            v = torch.where(self.driven_mask, f["known_v"], v_free)
-        return x, v
+            offset_ij, relative_v = (z.index_select(1, j) - z.index_select(1, i)).view(2, d, -1, B).unbind(0)
+            length = ((offset_ij * offset_ij).sum(0) + 1e-12).sqrt()  # [E, B]
+            inverse_length = length.reciprocal()
+            closing = (relative_v * offset_ij).sum(0) * inverse_length
+            strain = length * inverse_rest - 1
+            pair_force = offset_ij * (law(strain, closing) * inverse_length)  # [d, E, B]
+            nodes = (z.index_select(0, node_rows) - node_mean) / node_std
+            psi = forces.node(nodes.view(-1, P * B)).view(d, P, B)
+            accel = (psi * unit + offset).index_add(1, i, pair_force).index_add(1, j, pair_force, alpha=-1)
+            v_free = z[d:] + h * accel
+            z = torch.cat([z[:d] + h * v_free, v_free]).index_copy(1, driven, known[k])
+        return first(z[:d]), first(z[d:])
 
     def predict(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Raw-space next states: ``state [..., S]``, ``action [..., A]`` → ``[..., S]`` (any leading shape)."""
@@ -344,26 +370,33 @@ class ParticleGNN(mb.WorldModel):
 
     @torch.no_grad()
     def update_statistics(self, batch: mb.TransitionBatch) -> None:
-        """Fold ``batch`` into every feature group's statistics (``fit`` does this before each step)."""
-        f = self._raw_features(batch.state, batch.action)
+        """Fold ``batch`` into the statistics of every feature group the architecture uses (``fit`` does this
+        before each step; the integrator's couplings are measured per spring, not per neighbour slot)."""
+        integrator = self.architecture == "integrator"
+        f = self._raw_features(batch.state, batch.action, edges=not integrator)
         x_next, v_next = self._split(batch.next_state)
         free = ~self.driven_mask[0, :, 0]
-        mask = self.net.mask
         self.velocity_stats.update(f["v"])
         if self.absolute_axes:
             self.height_stats.update(f["height"])
-        if len(self.driven_index):
-            self.driven_velocity_stats.update(f["driven_v"])
-        self.offset_stats.update(f["offset"][:, mask])
-        self.relative_velocity_stats.update(f["relative_v"][:, mask])
-        self.strain_stats.update(f["strain"][:, mask])
-        self.closing_speed_stats.update(self._pair_geometry(f["x"], f["v"])[1])
+        strain, closing, _ = self._pair_geometry(f["x"], f["v"])
+        self.closing_speed_stats.update(closing)
+        if integrator:
+            self.strain_stats.update(strain)
+        else:
+            mask = self.net.mask
+            if len(self.driven_index):
+                self.driven_velocity_stats.update(f["driven_v"])
+            self.offset_stats.update(f["offset"][:, mask])
+            self.relative_velocity_stats.update(f["relative_v"][:, mask])
+            self.strain_stats.update(f["strain"][:, mask])
         dv = (v_next - f["v"])[:, free]
         self.velocity_change_stats.update(dv)
         dt, w = self.layout.dt, self.layout.position_weight
         dx = (x_next - f["x"])[:, free]
         self.position_change_stats.update(dx)
-        self.correction_stats.update(dx - dt * (f["v"][:, free] + w * dv))
+        if not integrator:
+            self.correction_stats.update(dx - dt * (f["v"][:, free] + w * dv))
 
     def error_scale(self, dtype: torch.dtype) -> torch.Tensor:
         """``[S]`` unit of the state error: the running std of each entry's one-step change (per axis,
@@ -395,8 +428,12 @@ class ParticleGNN(mb.WorldModel):
         use_probes = self.probes > 0 and batch.probe_u is not None
         terms = self.loss(batch if use_probes else mb.TransitionBatch(batch.state, batch.action, batch.next_state))
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        parameters = [p for p in self.net.parameters() if p.requires_grad]
+        # Gradients of the parameters only (not of the loss's state/action leaves: no pass back to the inputs).
+        grads = torch.autograd.grad(terms.total, parameters, allow_unused=True)
+        for parameter, grad in zip(parameters, grads):
+            parameter.grad = grad
+        grads = [g for g in grads if g is not None]
         finite = torch.isfinite(terms.total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
         if not bool(finite):
             for buffer, value in zip(stats, saved):
