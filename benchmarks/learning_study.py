@@ -53,6 +53,7 @@ CLOTH: dict[str, tuple[str, list[str]]] = {
     "particle": ("recipes/cloth_mbmix_particle.toml", []),
     # adaptive horizons (issue 18)
     "ahac": ("recipes/cloth_ahac.toml", []),
+    "ahac_shorten": ("recipes/cloth_ahac.toml", ['scheduler.horizon_direction="shorten_when_stiff"']),
     "agree": ("recipes/cloth_agree.toml", []),
 }
 
