@@ -89,3 +89,9 @@ def test_grouped_curves_use_shared_x_or_interpolate_where_runs_differ():
     at_2 = int(np.argmax(xs >= 2.0))  # the first grid point both runs reach
     np.testing.assert_allclose(ys[:, at_2], [xs[at_2] - 1.0, xs[at_2] - 2.0], atol=1e-12)  # both lines, exactly
     assert np.isnan(ys[0, -1]) and not np.isnan(ys[1, -1])  # run 0 stopped at 3: half the runs still count
+    # env steps of adaptive-horizon runs: they share only their first and last values; the curve is interpolated
+    adaptive = [(None, np.array([64.0, 160.0, 400.0, 512.0]), np.array([0.0, 1.0, 4.0, 4.0])),
+                (None, np.array([64.0, 96.0, 256.0, 512.0]), np.array([0.0, 2.0, 3.0, 5.0]))]
+    xs, ys = _group_grid(adaptive)
+    assert len(xs) == 50 and xs[0] == 64.0 and xs[-1] == 512.0
+    np.testing.assert_allclose(ys[0], np.interp(xs, adaptive[0][1], adaptive[0][2]))

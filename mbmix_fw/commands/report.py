@@ -183,11 +183,15 @@ def _curve(run_dir: Path, metric: str, x: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _group_grid(members) -> tuple[np.ndarray, np.ndarray]:
-    """A group's curves on common x values: those every run logged (iterations, env steps). When runs share
-    fewer than two (wall time differs from run to run), each curve is interpolated on 50 points spanning all
-    runs' x range, NaN outside its own, and only points that at least half the runs reach are kept."""
-    shared = sorted(set.intersection(*(set(c[1].tolist()) for c in members)))
-    if len(shared) >= 2 or len(members) == 1:
+    """A group's curves on common x values when every run logged the same ones (iterations; env steps of
+    fixed-H runs). Otherwise (wall time; env steps of runs whose window length adapts, or runs that stopped
+    early) each curve is interpolated on 50 points spanning all runs' x range, NaN outside its own, and only
+    points that at least half the runs reach are kept: the intersection of such runs' x values is a few
+    points (an adaptive-H group shares only its first and last env steps), a straight line that hides the
+    curve."""
+    logged = [set(c[1].tolist()) for c in members]
+    shared = sorted(set.intersection(*logged))
+    if len(members) == 1 or all(len(x) == len(shared) for x in logged):
         return np.array(shared), np.array([[dict(zip(c[1].tolist(), c[2].tolist()))[v] for v in shared]
                                            for c in members])
     grid = np.linspace(min(float(c[1].min()) for c in members), max(float(c[1].max()) for c in members), 50)
