@@ -47,11 +47,13 @@ def cache_dir() -> Path | None:
 
 def jax_already_initialised() -> bool:
     """Whether JAX has created its backends (read its environment variables) in this process already."""
-    if "jax" not in sys.modules:
+    jax = sys.modules.get("jax")
+    if jax is None:
         return False
-    from jax._src import xla_bridge  # no public API says whether the backends exist
-
-    return xla_bridge.backends_are_initialized()
+    # jax has no public API for this; should the internal one move, the warning is lost, nothing else
+    xla_bridge = getattr(getattr(jax, "_src", None), "xla_bridge", None)
+    check = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(check and check())
 
 
 def set_memory_environment() -> None:
