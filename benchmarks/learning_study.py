@@ -76,6 +76,11 @@ HOPPER: dict[str, tuple[str, list[str]]] = {
         'world_model.probe_source="adjoint"', "world_model.buffer_capacity=10000", "scheduler.model_branches=16",
         "scheduler.model_fit_steps=4", "scheduler.warmup_iterations=5", "scheduler.model_horizon=4",
         "scheduler.model_error_gate=0.8"]),
+    "beta1": ("recipes/hopper_mbmix.toml", [  # MB-MIX's model fitted, never used: what the model contributes
+        *HOPPER_CPU, "estimator.lam=0.9", "world_model.hidden=[256, 256]", "world_model.batch_size=128",
+        'world_model.probe_source="adjoint"', "world_model.buffer_capacity=10000", "scheduler.model_branches=16",
+        "scheduler.model_fit_steps=4", "scheduler.warmup_iterations=5", "scheduler.model_horizon=4",
+        "scheduler.model_error_gate=0.8", "scheduler.env_weight=1.0"]),
     "ahac": ("recipes/hopper_shac.toml", [
         *HOPPER_CPU, 'scheduler.kind="ahac"', "scheduler.min_horizon=8", "scheduler.max_horizon=32",
         f"scheduler.contact_threshold={HOPPER_CONTACT_THRESHOLD}", f"scheduler.dual_lr={HOPPER_DUAL_LR}",
