@@ -55,7 +55,8 @@ class Run:
         return self.trainer.finished()
 
     def train(self) -> dict[str, float]:
-        """Train to ``run.iterations`` (or the ``run.env_steps`` budget); the final metrics (``eval/return``, ``eval/initial_return``, …)."""
+        """Train to ``run.iterations`` (or the ``run.env_steps`` budget); the final metrics (``eval/return``,
+        ``eval/initial_return``, …)."""
         return self.trainer.train()
 
 

@@ -53,8 +53,8 @@ class ClothFoldConfig(mb.EnvConfig):
     contact_width: float = Field(0.002, gt=0)
     """Smoothing width w (m) of the contact: penetration = w·softplus((radius - z)/w)."""
     contact_dissipation: float = Field(6.0, ge=0)
-    """Hunt–Crossley dissipation d (s/m) of the ground: normal force ``max(0, k·δ - d·m·g·tanh(k·δ/(m·g))·v_z)``,
-    damping that vanishes with the penetration δ, saturates at ``d·m·g`` (explicit-substep stability) and
+    """Hunt–Crossley dissipation d (s/m) of the ground: normal force
+    ``max(0, k·δ - d·m·g·tanh(k·δ/(m·g))·v_z)``, damping that vanishes with the penetration δ, saturates at ``d·m·g`` (explicit-substep stability) and
     never pulls (:mod:`mbmix_warp.ground`). The default 6 s/m saturates at the 59/s rate of the Kelvin–Voigt
     damping (60/s) it replaced (0.76 of it at the resting penetration ``k·δ = m·g``), about a third of
     critical for the 8×8 cloth."""
@@ -118,7 +118,8 @@ def stability_bounds(c: dict) -> tuple[float, float, float]:
     """
     m = c["mass"] / c["grid_size"] ** 2
     stiffness = 4 * (c["stretch_stiffness"] + c["shear_stiffness"] + c["bend_stiffness"]) + c["contact_stiffness"]
-    damping = (24 * c["spring_damping"] + c["contact_dissipation"] * m * c["gravity"] + c["friction"] * m * c["gravity"]
+    damping = (24 * c["spring_damping"] + c["contact_dissipation"] * m * c["gravity"]
+               + c["friction"] * m * c["gravity"]
                / c["friction_smoothing"] + c["drag"] * m)
     h_damp = m / damping if damping > 0 else math.inf
     return c["dt"] / c["substeps"], math.sqrt(m / stiffness), h_damp
@@ -136,6 +137,6 @@ def stability_problem(c: dict) -> str | None:
         return None
     return (f"unstable: the substep dt/substeps = {h * 1e3:.3g} ms exceeds the stability bound "
             f"{limit * 1e3:.3g} ms = min(sqrt(m/K), m/C) with m = mass/grid_size², K = 4·(stretch_stiffness + "
-            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + contact_dissipation·m·gravity + "
-            f"friction·m·gravity/friction_smoothing + drag·m; set substeps >= {math.ceil(c['dt'] / limit)}, "
+            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + "
+            f"contact_dissipation·m·gravity + friction·m·gravity/friction_smoothing + drag·m; set substeps >= {math.ceil(c['dt'] / limit)}, "
             f"or lower the stiffness or damping, or raise mass")
