@@ -18,15 +18,14 @@ BRAX_ENV_NAMES = (
 )
 """Every env registered in ``brax.envs`` (brax 0.14.2)."""
 
-BRAX_BACKENDS = ("generalized", "positional", "spring", "mjx")
-"""Physics pipelines whose gradients are tested here (``mjx`` with one constraint-solver iteration: see the
-plugin docstring)."""
+BRAX_BACKENDS = ("generalized", "positional", "spring")
+"""Physics pipelines whose gradients are tested here. ``mjx`` is left out: see the plugin docstring."""
 
 BraxEnvName = Literal[
     "ant", "fast", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
     "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d",
 ]
-BraxBackend = Literal["generalized", "positional", "spring", "mjx"]
+BraxBackend = Literal["generalized", "positional", "spring"]
 
 EnvKwarg = bool | int | float | str | list[float] | list[int]
 
@@ -36,22 +35,18 @@ class BraxConfig(mb.EnvConfig):
     name: BraxEnvName = "ant"
     """Brax env (``brax.envs``): ant, halfcheetah, hopper, humanoid, walker2d, inverted_pendulum, reacher, ..."""
     backend: BraxBackend = "generalized"
-    """Physics pipeline: generalized (exact on the (q, qd) state), positional, spring, or mjx (MuJoCo MJX, run
-    with one constraint-solver iteration so that it can be differentiated; see the plugin docs)."""
+    """Physics pipeline: generalized (exact on the (q, qd) state), positional or spring (see the plugin docs)."""
     num_envs: int = Field(64, ge=1)
     """Environments simulated in parallel for training (one vmapped JAX call)."""
     episode_length: int = Field(1000, ge=1)
     """Steps per episode; the time limit is applied by the rollout, not by a Brax wrapper."""
     float64: bool = False
     """Run the JAX physics in float64 (``jax_enable_x64`` scoped to this env's calls); tensors keep their dtype."""
-    bridge_backward: Literal["auto", "recompute", "residuals"] = "recompute"
-    """How the JAX bridge differentiates a step. ``recompute`` (default): run it again fused with its VJP during
-    backward (a window holds only each step's inputs, and XLA prunes the parts of the step that no used output
-    needs); ``residuals``: keep JAX's residuals from the forward (one forward less; 435 kB per ant env-step,
-    93 kB for reacher); ``auto``: residuals while those held alive by the process fit in 1/8 of the device's
-    memory (RAM on the CPU, the GPU's memory on CUDA), recompute beyond (the rule: ``mbmix_brax.bridge``).
-    Not the default: on a CPU residuals were 20 % slower than recompute on reacher (32 envs), faster on ant
-    (64 envs, one round): ``benchmarks/brax_bridge.py`` times both; RESULTS.md."""
+    bridge_backward: Literal["recompute", "residuals"] = "recompute"
+    """How the JAX bridge differentiates a step: recompute it fused with its VJP during backward (default:
+    a window holds only each step's inputs; as fast as ``residuals`` for ant on a CPU), or keep JAX's
+    residuals from the forward (one forward less, but 435 kB per ant env-step; can pay off for small
+    states at large batches: ``benchmarks/brax_bridge.py`` times both)."""
     carry_pipeline: bool = True
     """Step from Brax's own pipeline state when a transition is given the previous transition's next state
     (skips rebuilding it from (q, qd) every step: forward kinematics, mass-matrix inverse, constraint
