@@ -68,19 +68,18 @@ lands (commit 8 steps, measured at the start of training), so C = 0.57 × 21 ≈
 HOPPER_DUAL_LR = 0.065
 """AHAC's 5e-4 × sqrt(500 / C) (the same pace for the rescaled c - C) × 2000 / 100 (AHAC's epochs compressed
 into this budget's ~100 iterations), as recipes/cloth_ahac.toml derives its 0.95."""
+HOPPER_MBMIX = [
+    *HOPPER_CPU, "estimator.lam=0.9", "world_model.hidden=[256, 256]", "world_model.batch_size=128",
+    'world_model.probe_source="adjoint"', "world_model.buffer_capacity=10000", "scheduler.model_branches=16",
+    "scheduler.model_fit_steps=4", "scheduler.warmup_iterations=5", "scheduler.model_horizon=4",
+    "scheduler.model_error_gate=0.8"]
+"""MB-MIX on hopper: cloth_mix.toml's model, branch and fit settings at hopper's CPU size."""
 HOPPER: dict[str, tuple[str, list[str]]] = {
     "shac": ("recipes/hopper_shac.toml", HOPPER_CPU),
     "mix": ("recipes/hopper_shac.toml", [*HOPPER_CPU, 'estimator.kind="mix"', "estimator.lam=0.9"]),
-    "mbmix": ("recipes/hopper_mbmix.toml", [
-        *HOPPER_CPU, "estimator.lam=0.9", "world_model.hidden=[256, 256]", "world_model.batch_size=128",
-        'world_model.probe_source="adjoint"', "world_model.buffer_capacity=10000", "scheduler.model_branches=16",
-        "scheduler.model_fit_steps=4", "scheduler.warmup_iterations=5", "scheduler.model_horizon=4",
-        "scheduler.model_error_gate=0.8"]),
-    "beta1": ("recipes/hopper_mbmix.toml", [  # MB-MIX's model fitted, never used: what the model contributes
-        *HOPPER_CPU, "estimator.lam=0.9", "world_model.hidden=[256, 256]", "world_model.batch_size=128",
-        'world_model.probe_source="adjoint"', "world_model.buffer_capacity=10000", "scheduler.model_branches=16",
-        "scheduler.model_fit_steps=4", "scheduler.warmup_iterations=5", "scheduler.model_horizon=4",
-        "scheduler.model_error_gate=0.8", "scheduler.env_weight=1.0"]),
+    "mbmix": ("recipes/hopper_mbmix.toml", HOPPER_MBMIX),
+    # MB-MIX's model fitted, never used: what the model contributes
+    "beta1": ("recipes/hopper_mbmix.toml", [*HOPPER_MBMIX, "scheduler.env_weight=1.0"]),
     "ahac": ("recipes/hopper_shac.toml", [
         *HOPPER_CPU, 'scheduler.kind="ahac"', "scheduler.min_horizon=8", "scheduler.max_horizon=32",
         f"scheduler.contact_threshold={HOPPER_CONTACT_THRESHOLD}", f"scheduler.dual_lr={HOPPER_DUAL_LR}",
