@@ -53,8 +53,8 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     def actor_loss() -> mb.Estimate:
         start = mb.Cursor(starts[lo:hi], torch.zeros(hi - lo, dtype=torch.long))
         return trainer.estimator.estimate(mb.EstimatorInput(
-            policy_fn=lambda obs, g: trainer.policy(trainer._normalize(obs), deterministic=True),
-            value_fn=lambda obs: trainer.target_critic(trainer._normalize(obs)),
+            policy_fn=lambda obs, g: trainer.policy(trainer.networks.normalize(obs), deterministic=True),
+            value_fn=lambda obs: trainer.target_critic(trainer.networks.normalize(obs)),
             env=trainer.env, dynamics=trainer.env, start=start, generator=trainer.generator))
 
     result: dict[str, object] = {"planned_horizon": trainer._plan(0, 1, {}).horizon if world > 1 else 2}
@@ -62,14 +62,14 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     trainer.actor_opt.register_step_pre_hook(lambda *_: at_step_grads.update(actor=grads(trainer.policy)))
     trainer.critic_opt.register_step_pre_hook(lambda *_: at_step_grads.update(critic=grads(trainer.critic)))
     estimate = actor_loss()
-    norm = trainer._guarded_step(estimate.loss, trainer.policy, trainer.actor_opt, "actor")
+    norm = trainer.guard.step(estimate.loss, trainer.policy, trainer.actor_opt, "actor")
     result["actor_norm"] = float(norm)
     result["actor_grads"] = at_step_grads["actor"]
 
     obs = estimate.rollout.obs.detach()
     targets = estimate.rollout.rewards.detach()
-    critic_loss = (trainer.critic(trainer._normalize(obs)) - targets).pow(2).mean()
-    norm = trainer._guarded_step(critic_loss, trainer.critic, trainer.critic_opt, "critic")
+    critic_loss = (trainer.critic(trainer.networks.normalize(obs)) - targets).pow(2).mean()
+    norm = trainer.guard.step(critic_loss, trainer.critic, trainer.critic_opt, "critic")
     result["critic_norm"] = float(norm)
     result["critic_grads"] = at_step_grads["critic"]
 
@@ -78,8 +78,8 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
 
     # a non-finite loss on the last rank only: every rank must skip that update
     poisoned = actor_loss().loss * (float("nan") if rank == world - 1 else 1.0)
-    trainer._guarded_step(poisoned, trainer.policy, trainer.actor_opt, "actor")
-    result["skipped"] = int(trainer._skips["actor"][0])  # skips are counted on the device
+    trainer.guard.step(poisoned, trainer.policy, trainer.actor_opt, "actor")
+    result["skipped"] = int(trainer.guard.skips["actor"][0])  # skips are counted on the device
 
     # world model: the gradients at its optimiser's step are the mean of the ranks' own gradients
     model = trainer.world_model

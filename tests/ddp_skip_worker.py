@@ -52,19 +52,19 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     bad = rank == 1
     nan = float("nan") if bad else 0.0
     obs = torch.linspace(-1, 1, 4 * trainer.env.obs_dim).reshape(4, -1)
-    trainer._reset_guard_counters()
+    trainer.guard.begin_iteration()
 
     # a NaN loss whose gradient is finite (the all-reduced gradient is finite on both ranks)
     critic_loss = trainer.critic(obs).pow(2).mean()
-    trainer._guarded_step(critic_loss + nan, trainer.critic, trainer.critic_opt, "critic")
+    trainer.guard.step(critic_loss + nan, trainer.critic, trainer.critic_opt, "critic")
     # an empty critic minibatch on rank 1 only
-    trainer._guarded_step(trainer.critic(obs).pow(2).mean(), trainer.critic, trainer.critic_opt, "critic",
+    trainer.guard.step(trainer.critic(obs).pow(2).mean(), trainer.critic, trainer.critic_opt, "critic",
                           empty=torch.tensor(bad))
     # an actor backward whose every action row is NaN on rank 1 only (rank 0's rows are all finite)
-    action = trainer._policy_fn(obs, torch.Generator().manual_seed(0))
+    action = trainer.actor_update.policy_fn(obs, torch.Generator().manual_seed(0))
     action = NaNGradient.apply(action) if bad else action
-    trainer._guarded_step((action - 0.3).pow(2).sum(), trainer.policy, trainer.actor_opt, "actor")
-    flags = {name: int(skipped) for name, (skipped, _) in trainer._skips.items()}
+    trainer.guard.step((action - 0.3).pow(2).sum(), trainer.policy, trainer.actor_opt, "actor")
+    flags = {name: int(skipped) for name, (skipped, _) in trainer.guard.skips.items()}
 
     # a world-model batch that is non-finite on rank 1 only, then a clean one
     shared = torch.Generator().manual_seed(5)

@@ -62,13 +62,13 @@ def actor_gradient(trainer, env, starts, estimator):
     """∂loss/∂θ of one window from ``starts`` with the deterministic policy, through the trainer's gradient
     gate (the hook its own policy_fn registers)."""
     def policy_fn(obs, generator):
-        action = trainer.policy(trainer._normalize(obs), deterministic=True)
-        action.register_hook(trainer._zero_nonfinite_rows)
+        action = trainer.policy(trainer.networks.normalize(obs), deterministic=True)
+        action.register_hook(trainer.guard._zero_nonfinite_rows)
         return action
 
-    trainer._reset_guard_counters()
+    trainer.guard.begin_iteration()
     cursor = mb.Cursor(starts, torch.zeros(starts.shape[0], dtype=torch.long))
-    estimate = estimator.estimate(mb.EstimatorInput(policy_fn, trainer._target_value, env, env, cursor))
+    estimate = estimator.estimate(mb.EstimatorInput(policy_fn, trainer.critic_update.target_value, env, env, cursor))
     trainer.policy.zero_grad(set_to_none=True)
     estimate.loss.backward()
     grads = [p.grad.clone() for p in trainer.policy.parameters() if p.grad is not None]
@@ -89,7 +89,7 @@ def test_one_nan_env_leaves_the_others_gradient_exact(kind):
     estimate, grads = actor_gradient(trainer, bad, starts, estimator)
     assert math.isfinite(float(estimate.loss.detach()))
     assert mb.healthy_envs(estimate.rollout, bad).tolist() == [False] + [True] * 7
-    assert int(trainer._nonfinite_action_grads) > 0  # the NaN·0 rows were there, and were cut
+    assert int(trainer.guard._nonfinite_action_grads) > 0  # the NaN·0 rows were there, and were cut
     clean = LinearEnv(num_envs=N - 1, episode_length=H)
     if kind == "bptt":  # BPTT resets its own episodes: give it the same seven starts
         clean.reset = lambda n, generator=None: starts[1:]
@@ -116,7 +116,7 @@ def test_a_nan_simulator_backward_never_reaches_the_parameters():
     trainer = trainer_for(bad, estimator)
     starts = bad.reset(N, torch.Generator().manual_seed(3))
     estimate, grads = actor_gradient(trainer, bad, starts, estimator)
-    assert mb.healthy_envs(estimate.rollout, bad).all() and int(trainer._nonfinite_action_grads) == H
+    assert mb.healthy_envs(estimate.rollout, bad).all() and int(trainer.guard._nonfinite_action_grads) == H
     _, reference = actor_gradient(trainer, LinearEnv(num_envs=N - 1, episode_length=H), starts[1:], estimator)
     for g, r in zip(grads, reference):
         torch.testing.assert_close(g, r * (N - 1) / N, rtol=1e-4, atol=1e-6)
@@ -128,7 +128,7 @@ def test_with_one_env_nan_every_iteration_the_actor_still_learns():
     final = trainer.train()
     rows = trainer.log.history[1:]
     assert all(r["guard/masked_envs"] == 1 for r in rows)
-    assert trainer.skipped_updates == 0 and all(math.isfinite(r["grad/actor_norm"]) for r in rows)
+    assert trainer.guard.skipped_updates == 0 and all(math.isfinite(r["grad/actor_norm"]) for r in rows)
     # LinearEnv's return is -Σ|s|²: the untrained policy scores -995 on the 4 eval episodes, the trained one
     # -26 (the same as a run with no bad env: -26); half of that improvement is the bar
     assert final["eval/return"] > final["eval/initial_return"] + 0.5 * abs(final["eval/initial_return"])
@@ -152,11 +152,11 @@ def test_the_actor_streak_ends_at_an_actor_step():
     env = BadEnv(range(N), "backward", num_envs=N, episode_length=16)
     trainer = trainer_for(env, iterations=2, max_skipped_iterations=3)
     trainer.train()
-    assert trainer.actor_skip_streak == 2 and trainer.skipped_streak == 0
+    assert trainer.guard.actor_skip_streak == 2 and trainer.guard.skipped_streak == 0
     env.rows = []
     trainer.run = mb.RunSettings(iterations=3, eval_envs=4, max_skipped_iterations=3)
     trainer.train()
-    assert trainer.actor_skip_streak == 0
+    assert trainer.guard.actor_skip_streak == 0
     assert trainer.state_dict()["actor_skip_streak"] == 0
 
 
@@ -176,7 +176,7 @@ def test_the_divergence_bound_is_the_envs():
     assert mb.safe_values(lambda o: o.sum(-1), obs, bound=5.0).tolist() == [5.0, 0.0]
     env = SmallBoundEnv(state_dim=2, num_envs=2, episode_length=4)
     trainer = trainer_for(env)
-    assert trainer._target_value(obs)[1] == 0 and trainer._target_value(obs)[0] != 0
+    assert trainer.critic_update.target_value(obs)[1] == 0 and trainer.critic_update.target_value(obs)[0] != 0
     # in a rollout: the row that leaves the bound terminates (and resets) and its env is masked
     start = mb.Cursor(torch.tensor([[1.0, 0.0], [100.0, 0.0]]), torch.zeros(2, dtype=torch.long))
     window = mb.rollout(lambda o, g: torch.zeros(2, 2), env, env, start, 2)

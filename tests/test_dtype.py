@@ -28,7 +28,7 @@ def test_lqr_trains_in_float64_from_a_recipe():
     assert trainer.dtype == torch.float64 and trainer.cursor.state.dtype == torch.float64
     final = trainer.train()
     tensors = floats([*trainer.policy.parameters(), *trainer.critic.parameters(),
-                      *trainer.target_critic.parameters(), trainer.episode_return])
+                      *trainer.target_critic.parameters(), trainer.episodes.running])
     tensors += floats(t for s in trainer.actor_opt.state.values() for t in s.values() if t.dim())
     assert all(t.dtype == torch.float64 for t in tensors)
     assert final["eval/return"] > 0.85 * final["eval/initial_return"], final["eval/return"]  # negative costs: it improves

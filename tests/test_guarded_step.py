@@ -1,4 +1,4 @@
-"""Every line of ``Trainer._guarded_step`` (zero, backward, sync, clip, finite checks, skip, step, count,
+"""Every line of ``DivergenceGuard.step`` (zero, backward, sync, clip, finite checks, skip, step, count,
 report) pinned by a test that fails when that line alone breaks."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def trainer():
     trainer = Trainer(env, Shac(ShacConfig(horizon=4)), ModelFree(ModelFreeConfig()),
                       run=mb.RunSettings(iterations=1, eval_envs=2), optim=mb.OptimSettings(grad_clip=CLIP),
                       progress=False)
-    trainer._reset_guard_counters()
+    trainer.guard.begin_iteration()
     return trainer
 
 
@@ -50,7 +50,7 @@ def critic_loss(trainer, scale=1.0):
 def actor_loss(trainer, nan_rows=()):
     """A loss through the trainer's own policy_fn (with its gradient gate); ``nan_rows`` of the actions get a
     NaN gradient (a simulator whose backward is NaN there)."""
-    action = trainer._policy_fn(torch.linspace(-1, 1, 12).reshape(4, 3), torch.Generator().manual_seed(0))
+    action = trainer.actor_update.policy_fn(torch.linspace(-1, 1, 12).reshape(4, 3), torch.Generator().manual_seed(0))
     if nan_rows:
         action = NaNGradient.apply(action, list(nan_rows))
     return (action - 0.3).pow(2).sum()
@@ -66,7 +66,7 @@ def moved(before, module) -> bool:
 
 def step(trainer, loss, name="critic", **kwargs):
     module, opt = (trainer.critic, trainer.critic_opt) if name == "critic" else (trainer.policy, trainer.actor_opt)
-    return trainer._guarded_step(loss, module, opt, name, **kwargs)
+    return trainer.guard.step(loss, module, opt, name, **kwargs)
 
 
 def test_a_good_step_moves_counts_clips_and_clears(trainer):
@@ -82,7 +82,7 @@ def test_a_good_step_moves_counts_clips_and_clears(trainer):
     assert float(norm) == pytest.approx(float(raw_norm), rel=1e-5)       # returns the pre-clip norm
     assert float(at_step[0]) == pytest.approx(CLIP, rel=1e-4)            # clip_grad_norm_ before the step
     assert all(p.grad is None for p in trainer.critic.parameters())      # zero_grad after the step
-    skipped, tried = trainer._skips["critic"]
+    skipped, tried = trainer.guard.skips["critic"]
     assert (int(skipped), tried) == (0, 1)                               # the count of tries
 
 
@@ -109,7 +109,7 @@ def test_a_bad_step_is_skipped_counted_and_reported(trainer, case):
     assert math.isnan(float(norm))
     assert not moved(before, trainer.critic)
     assert int(trainer.critic_opt.state_dict()["state"][0]["step"]) == int(state["state"][0]["step"])
-    skipped, tried = trainer._skips["critic"]
+    skipped, tried = trainer.guard.skips["critic"]
     assert (int(skipped), tried) == (1, 2)
 
 
@@ -132,9 +132,9 @@ def test_grad_sync_sees_the_gradient_before_clipping_and_the_step_follows_it(tra
 
 def test_the_actor_report_tells_a_bad_loss_from_a_bad_gradient(trainer):
     step(trainer, actor_loss(trainer) + torch.tensor(float("nan")), "actor")
-    assert bool(trainer._bad_actor_loss)
+    assert bool(trainer.guard._bad_actor_loss)
     step(trainer, NaNGradient.apply(actor_loss(trainer)), "actor")
-    assert not bool(trainer._bad_actor_loss)
+    assert not bool(trainer.guard._bad_actor_loss)
 
 
 def test_an_actor_backward_with_every_action_row_non_finite_is_skipped(trainer):
@@ -142,9 +142,9 @@ def test_an_actor_backward_with_every_action_row_non_finite_is_skipped(trainer):
     skipped — judged on this backward's rows only, not on rows an earlier backward kept."""
     before = snapshot(trainer.policy)
     assert math.isfinite(float(step(trainer, actor_loss(trainer, nan_rows=[2]), "actor")))
-    assert moved(before, trainer.policy) and int(trainer._nonfinite_action_grads) == 1
+    assert moved(before, trainer.policy) and int(trainer.guard._nonfinite_action_grads) == 1
     before = snapshot(trainer.policy)
     assert math.isnan(float(step(trainer, actor_loss(trainer, nan_rows=range(4)), "actor")))
     assert not moved(before, trainer.policy)
-    skipped, tried = trainer._skips["actor"]
-    assert (int(skipped), tried, int(trainer._nonfinite_action_grads)) == (1, 2, 5)
+    skipped, tried = trainer.guard.skips["actor"]
+    assert (int(skipped), tried, int(trainer.guard._nonfinite_action_grads)) == (1, 2, 5)

@@ -76,11 +76,11 @@ def check_poisoned_run(trainer, tmp_path, iterations):
     final = trainer.train()
     rows = [r for r in trainer.log.history[1:]]
     assert [r["guard/nonfinite_transitions"] for r in rows] == [0, 1] + [0] * (iterations - 2)
-    assert trainer.nonfinite_transitions == 1
+    assert trainer.guard.nonfinite_transitions == 1
     # the normaliser saw every transition but the broken one
     assert trainer.obs_norm.count.item() == pytest.approx(1e-5 + iterations * H * N - 1)
     assert all_finite([*trainer.obs_norm.buffers(), *trainer.policy.parameters(), *trainer.critic.parameters(),
-                       *trainer.target_critic.parameters(), trainer.cursor.state, trainer.episode_return])
+                       *trainer.target_critic.parameters(), trainer.cursor.state, trainer.episodes.running])
     assert math.isfinite(final["eval/return"]) and math.isfinite(final["loss/critic"])
     state = load_checkpoint_file(tmp_path / CHECKPOINT)
     for name in ("policy", "critic", "target_critic", "obs_norm"):
@@ -100,8 +100,8 @@ def test_one_nan_state_model_free_is_masked_counted_and_training_goes_on(tmp_pat
     assert [r["guard/masked_envs"] for r in rows] == [0, 1, 0, 0, 0, 0]
     assert rows[1]["guard/nonfinite_action_grads"] > 0 and rows[0]["guard/nonfinite_action_grads"] == 0
     assert math.isfinite(rows[1]["grad/actor_norm"]) and rows[1]["grad/actor_norm"] > 0
-    assert trainer.skipped_updates == 0 and trainer.first_nonfinite.startswith("iteration 2: 1 simulator")
-    assert trainer.skipped_streak == 0 and trainer.actor_skip_streak == 0
+    assert trainer.guard.skipped_updates == 0 and trainer.guard.first_nonfinite.startswith("iteration 2: 1 simulator")
+    assert trainer.guard.skipped_streak == 0 and trainer.guard.actor_skip_streak == 0
 
 
 def test_one_nan_state_with_dyna_never_reaches_buffer_or_model(tmp_path):

@@ -45,8 +45,8 @@ def test_nan_gradients_skip_the_update_and_are_counted(tmp_path):
     env.poisoned = True
     trainer.run = mb.RunSettings(iterations=4, checkpoint_every=4, eval_envs=4)
     trainer.train()
-    assert trainer.skipped_updates >= 1
-    assert trainer.log.history[-1]["guard/skipped_updates"] == trainer.skipped_updates
+    assert trainer.guard.skipped_updates >= 1
+    assert trainer.log.history[-1]["guard/skipped_updates"] == trainer.guard.skipped_updates
     assert all(torch.equal(a, b) for a, b in zip(before, params(trainer)))  # nothing moved
     state = load_checkpoint_file(tmp_path / CHECKPOINT)  # the checkpoint is intact and finite
     assert all(torch.isfinite(v).all() for v in state["policy"].values())

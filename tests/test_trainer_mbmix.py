@@ -10,7 +10,8 @@ from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
 from mbmix_fw.maths.jacobian_blend import JacobianBlend
 from mbmix_fw.maths.adjoint_tap import TappedDynamics
 from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import MODEL_EXPLOSION, Trainer
+from mbmix_fw.training.trainer import Trainer
+from mbmix_fw.training.world_model_learner import MODEL_EXPLOSION
 from mbmix_schedulers import Dyna, DynaConfig, ModelFree, ModelFreeConfig
 from mbmix_sobolev import SobolevConfig, make_sobolev
 
@@ -65,8 +66,8 @@ def test_simulator_cost_counts_rollout_steps_backward_vjps_and_probes():
 def test_the_critic_learns_from_real_windows_unless_asked_for_model_steps(branch_steps, expected, monkeypatch):
     trainer = dyna_trainer(iterations=3, branch_steps=branch_steps)
     seen = []
-    update = trainer._update_critic
-    monkeypatch.setattr(trainer, "_update_critic",
+    update = trainer.critic_update.update
+    monkeypatch.setattr(trainer.critic_update, "update",
                         lambda rollouts, plan: (seen.append([r.steps for r in rollouts]), update(rollouts, plan))[1])
     trainer.train()
     assert seen == expected
@@ -89,15 +90,15 @@ def test_the_real_window_is_tapped_and_blended_as_planned():
 def test_an_exploded_world_model_is_rolled_back_to_its_best():
     trainer = dyna_trainer()
     model = trainer.world_model
-    trainer._roll_back_if_exploded({"model/state_error": 2.0})
+    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0})
     best = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    trainer._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 0.99})  # not yet
-    assert trainer.model_rollbacks == 0 and not torch.equal(best[0], next(model.parameters()))
-    trainer._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 1.01})
-    assert trainer.model_rollbacks == 1
+    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 0.99})  # not yet
+    assert trainer.model_update.rollbacks == 0 and not torch.equal(best[0], next(model.parameters()))
+    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 1.01})
+    assert trainer.model_update.rollbacks == 1
     assert all(torch.equal(a, b) for a, b in zip(best, model.parameters()))
 
 

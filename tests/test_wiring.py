@@ -48,7 +48,7 @@ def test_polyak_moves_the_target_by_tau_towards_the_online_critic():
             p.fill_(1.0)
         for p in trainer.target_critic.parameters():
             p.fill_(0.0)
-    trainer._polyak_target()
+    trainer.critic_update._polyak_target()
     assert all(torch.allclose(p, torch.full_like(p, 0.8)) for p in trainer.target_critic.parameters())
     assert all(torch.equal(p, torch.ones_like(p)) for p in trainer.critic.parameters())
 
@@ -91,7 +91,7 @@ def test_critic_targets_match_a_plain_python_td_lambda_at_every_step():
     trainer = make_trainer()
     perturb(trainer.target_critic)  # nonzero, distinct values everywhere
     r = hand_made_rollout()
-    obs, targets, valid = trainer._critic_targets([r])
+    obs, targets, valid = trainer.critic_update.targets([r])
     with torch.no_grad():
         values = trainer.target_critic(trainer.obs_norm.normalize(r.next_obs)).tolist()
     expected = reference_td_lambda(r.rewards.tolist(), values, r.terminated.tolist(), r.truncated.tolist(),
@@ -107,11 +107,11 @@ def test_the_critic_loss_leaves_out_nonfinite_transitions():
     broken[0, 2] = float("nan")
     r = mb.Rollout(**{**{k: getattr(r, k) for k in ("obs", "actions", "rewards", "terminated", "truncated",
                                                    "states", "next_states", "end")}, "next_obs": broken})
-    obs, targets, valid = trainer._critic_targets([r])
+    obs, targets, valid = trainer.critic_update.targets([r])
     assert valid.tolist() == [i != 2 for i in range(12)]
     with torch.no_grad():
         expected = (trainer.critic(obs[valid]) - targets[valid]).pow(2).mean()
-    loss = trainer._update_critic([r], mb.Plan())  # one minibatch: the loss before its step
+    loss = trainer.critic_update.update([r], mb.Plan())  # one minibatch: the loss before its step
     assert torch.isfinite(targets).all() and torch.allclose(loss, expected)
 
 

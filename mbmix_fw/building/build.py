@@ -51,7 +51,7 @@ def build_components(recipe: Recipe, registry: Registry, device: str | torch.dev
     Global RNGs are seeded from ``run.seed`` first, so factories that initialise from torch's global
     generator (a plain ``nn.Linear``) build the same component for the same seed.
     """
-    from ..training.trainer import seed_everything
+    from ..training.setup import seed_everything
 
     seed_everything(recipe.run.seed)
     dtype = torch.float64 if recipe.run.dtype == "float64" else torch.float32  # "auto": envs build in float32

@@ -8,7 +8,7 @@ The *initial* policy is rebuilt, not stored: a run's initialisation is a functio
 (``build_components`` and the trainer seed every generator first), so building the trainer from the run's
 ``recipe.json`` gives exactly the policy that row 0 of ``metrics.csv`` evaluated. The *trained* policy (and
 its observation statistics) comes from ``checkpoints/last.pt``. Both start from the same reset: the
-evaluation generator of :meth:`Trainer.evaluate`, so the pictures show the first evaluation episode.
+evaluation generator of :class:`~mbmix_fw.training.evaluation.Evaluator`, so the pictures show the first evaluation episode.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import UserError
+from ..training.evaluation import EVAL_SEED_OFFSET
 
 if TYPE_CHECKING:
     from ..building.registry import Registry
@@ -69,11 +70,11 @@ def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: in
 def _episode(trainer, seed: int) -> tuple[list[torch.Tensor], float]:
     """States ``s_0 … s_T`` of the first evaluation episode (env 0) and its return, deterministic policy."""
     env, device = trainer.env, trainer.device
-    g = torch.Generator(device=device).manual_seed(seed + 1_000_003)  # Trainer.evaluate's generator
+    g = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET)  # the Evaluator's generator
     state = env.reset(trainer.run.eval_envs, g)
     states, total = [state[0].clone()], 0.0
     for _ in range(env.episode_length):
-        action = trainer.policy(trainer._normalize(env.observe(state)), deterministic=True)
+        action = trainer.policy(trainer.networks.normalize(env.observe(state)), deterministic=True)
         next_state = env.step(state, action, g)
         total += float(env.reward(state, action, next_state)[0])
         state = next_state

@@ -249,7 +249,7 @@ def resume_data_parallel(run_dir: str | Path, registry: "Registry", *, device: s
             trainer.generator.manual_seed(rank_seed(saved.recipe.run.seed, rank) + trainer.iteration)
             trainer.cursor = Cursor(trainer.env.reset(trainer.env.num_envs, trainer.generator),
                                     torch.zeros(trainer.env.num_envs, dtype=torch.long, device=device))
-            trainer.episode_return.zero_()
+            trainer.episodes.running.zero_()
         return _train(run), run
 
 

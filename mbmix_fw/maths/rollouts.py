@@ -39,7 +39,7 @@ def masked_actor_loss(per_env: torch.Tensor, window: Rollout, env: DiffEnv) -> t
     A diverged env's window (:func:`healthy_envs`) is left out of the sum with ``torch.where``, so its NaN
     never reaches the loss. Its gradient is cut where it would reach the policy: the trainer's policy zeroes
     the action-gradient rows that come back non-finite (``0 · NaN = NaN`` through a NaN state's Jacobian,
-    or a simulator whose backward is NaN) — see ``Trainer._policy_fn``. When no env is healthy the loss is
+    or a simulator whose backward is NaN) — see ``DivergenceGuard.gate_action_grads``. When no env is healthy the loss is
     NaN and the trainer skips (and counts) the actor step. With every env healthy it is exactly
     ``-per_env.sum() / (T·N)``, SHAC's normalisation.
     """

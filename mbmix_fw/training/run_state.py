@@ -1,0 +1,76 @@
+"""The parts of a run's checkpoint that belong to no single role: the random streams, the optional state
+of the env, estimator and scheduler, and the check that nothing saved is NaN/inf.
+
+Why: a resumed run continues bit for bit only if every random stream it draws from (the run's own
+generator, torch's, CUDA's, numpy's and python's global ones) is restored exactly where it stopped.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+
+def nonfinite_entries(obj: Any) -> bool:
+    """Whether any floating tensor inside ``obj`` (a state dict, possibly nested) is NaN/inf."""
+    if isinstance(obj, torch.Tensor):
+        return obj.is_floating_point() and not bool(torch.isfinite(obj).all())
+    if isinstance(obj, dict):
+        return any(nonfinite_entries(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(nonfinite_entries(v) for v in obj)
+    return False
+
+
+def component_state(component: Any) -> Any:
+    """The optional ``state_dict()`` of an env, estimator or scheduler (``None`` if it has none).
+
+    Protocol (optional, duck-typed): a stateful env (its own RNG), estimator or scheduler (an adaptive
+    schedule) defines ``state_dict() -> dict`` of tensors and plain Python values
+    (``torch.load(weights_only=True)`` must read it) and ``load_state_dict(state)``; the trainer saves it
+    in every checkpoint and restores it on resume. World models (``nn.Module`` objects) are saved whole
+    (``WorldModel`` docs).
+    """
+    getter = getattr(component, "state_dict", None)
+    return getter() if callable(getter) else None
+
+
+def load_component_state(component: Any, saved: Any) -> None:
+    """Restore what :func:`component_state` saved (nothing when either side has no state)."""
+    loader = getattr(component, "load_state_dict", None)
+    if saved is not None and callable(loader):
+        loader(saved)
+
+
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random stream a run draws from, as tensors and plain values (``weights_only`` loads it)."""
+    np_state = np.random.get_state()
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(rng: dict[str, Any], generator: torch.Generator) -> None:
+    """Put every stream back where :func:`rng_state` found it."""
+    generator.set_state(rng["generator"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = rng["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def check_device(saved: str, device: torch.device) -> None:
+    """Generator states are device-specific: a run continues bit for bit only where it started."""
+    if saved != device.type:
+        raise UserError(f"checkpoint was written by a run on {saved}; resume it with --device {saved}")
