@@ -11,13 +11,13 @@ and each of several fixed linear policies (``--policies``, seeded):
 1. the policy is held fixed: ``lqr``: W = 0 (a random W makes the 128-step closed loop unstable) and a
    random action offset b ~ N(0, 0.5²) per policy seed (policy 0: b = 0), σ = e^-1; ``tabular_mdp``: W, b
    from the policy seed, deterministic (σ = e^-20), as its exact gradient requires;
-2. a critic is fitted to it (``mbmix_fw.commands.diagnose.fit_critic_to_policy``: TD(0.95) policy evaluation);
+2. a critic is fitted to it (``mbmix_fw.diagnostics.variance.fit_critic_to_policy``: TD(0.95) policy evaluation);
 3. ``K`` gradient samples (fresh episodes from the reset distribution, 64 envs each; one generator seed
    for every estimator: common random numbers) are drawn for SHAC at every H ≤ H_max and for MIX at
    H_max with each λ; bias = ‖mean − exact‖, with standard errors of bias and variance.
 
 SHAC's frontier is the Pareto set of its (bias, variance) points joined by straight lines
-(``mbmix_fw.commands.diagnose.frontier_position``); for each MIX λ the script prints its variance over the
+(``mbmix_fw.diagnostics.variance.frontier_position``); for each MIX λ the script prints its variance over the
 frontier's variance at MIX's bias (ratio), the z-score of the gap, and ``below`` / ``on`` / ``above``
 (±2 standard errors), then, per env, the ratio's mean ± standard error over the policies.
 
@@ -36,7 +36,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.commands.diagnose import fit_critic_to_policy, frontier_position, variance_study
+from mbmix_fw.diagnostics.variance import fit_critic_to_policy, frontier_position, variance_study
 from mbmix_toy import LQR, LQRConfig, TabularMDP, TabularMDPConfig
 
 EPISODE_LENGTH = 128

@@ -149,7 +149,7 @@ def test_contributing_example_is_the_shipped_example_package():
 
 # ---- the layers of the core (CONTRIBUTING section 2): every import, wherever it is written ----
 CORE = REPO / "mbmix_fw"
-LAYERS = ("contracts", "maths", "training", "building", "distributed", "commands")
+LAYERS = ("contracts", "maths", "training", "building", "diagnostics", "distributed", "commands")
 """Bottom to top: a core module imports only its own layer and the layers below it."""
 BOTTOM = {"mbmix_fw.errors", "mbmix_fw.lazy"}
 """Below every layer: anything may import them, they import no other core module."""

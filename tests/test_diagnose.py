@@ -9,8 +9,9 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Bptt, BpttConfig, Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.commands.diagnose import (fit_critic_to_policy, gradient_samples, gradient_statistics, plot_variance_study,
-                               statistics_of, variance_from_recipe, variance_study)
+from mbmix_fw.diagnostics.gradient_statistics import fit_critic_to_policy, gradient_samples, gradient_statistics
+from mbmix_fw.diagnostics.gradient_statistics import statistics_of
+from mbmix_fw.diagnostics.variance import plot_variance_study, variance_from_recipe, variance_study
 from mbmix_fw.testing import LinearEnv
 
 
@@ -148,7 +149,7 @@ FRONTIER = [_point("H=1", 10.0, 1.0), _point("H=2", 6.0, 3.0), _point("H=4", 6.5
 
 
 def test_pareto_frontier_drops_dominated_points():
-    from mbmix_fw.commands.diagnose import pareto_frontier
+    from mbmix_fw.diagnostics.variance import pareto_frontier
 
     assert [r["label"] for r in pareto_frontier(FRONTIER)] == ["H=8", "H=2", "H=1"]
 
@@ -162,7 +163,7 @@ def test_pareto_frontier_drops_dominated_points():
     (1.0, 10.0, 10 / 11, "below"),  # less bias than every SHAC H and less variance than H=8
 ])
 def test_frontier_position(bias, variance, ratio, position):
-    from mbmix_fw.commands.diagnose import frontier_position
+    from mbmix_fw.diagnostics.variance import frontier_position
 
     found = frontier_position(FRONTIER, _point("mix", bias, variance))
     assert found["ratio"] == pytest.approx(ratio)
@@ -171,7 +172,7 @@ def test_frontier_position(bias, variance, ratio, position):
 
 
 def test_variance_standard_error_matches_the_spread_of_repeated_estimates():
-    from mbmix_fw.commands.diagnose import statistics_of
+    from mbmix_fw.diagnostics.gradient_statistics import statistics_of
 
     g = torch.Generator().manual_seed(0)
     draws = [statistics_of(torch.randn(40, 3, generator=g, dtype=torch.float64) * 2.0) for _ in range(400)]

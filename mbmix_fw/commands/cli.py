@@ -257,7 +257,7 @@ def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) ->
 
     registry = registries.get()
     recipe = load_recipe(args.recipe, registry, args.set)
-    from .diagnose import variance_from_recipe  # written separately; imported only when asked for
+    from ..diagnostics.variance import variance_from_recipe  # written separately; imported only when asked for
 
     device = resolve_device(args.device if args.device is not None else recipe.run.device)
     options: dict[str, Any] = {"progress": lambda message: print(message, file=sys.stderr)}
@@ -273,7 +273,7 @@ def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) ->
     if json_to_stdout:
         print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
     else:
-        from .diagnose import variance_table
+        from ..diagnostics.variance import variance_table
 
         print(variance_table(rows))
     for path in (json_file, args.png):

@@ -1,0 +1,1 @@
+"""Diagnostics of estimators and world models at fixed parameters: gradient statistics, the variance study."""
