@@ -205,3 +205,25 @@ def test_the_split_half_policy_of_the_agree_scheduler_gates_nan_action_gradients
     rows = trainer.log.history[1:]
     assert all(r["guard/nonfinite_action_grads"] == H for r in rows)
     assert all(math.isfinite(r["grad/half_cosine"]) and math.isfinite(r["grad/actor_norm"]) for r in rows)
+
+
+class NaNEvalEnv(LinearEnv):
+    """LinearEnv whose evaluation batches (not ``N`` rows) send their first episode to NaN."""
+
+    def step(self, state, action, generator=None):
+        next_state = super().step(state, action, generator)
+        if state.shape[0] == N:
+            return next_state
+        poison = torch.zeros_like(next_state)
+        poison[0] = float("nan")
+        return next_state + poison
+
+
+def test_a_nonfinite_evaluation_episode_is_counted_and_left_out_of_the_mean():
+    trainer = trainer_for(NaNEvalEnv(num_envs=N, episode_length=16), iterations=1)
+    rows = trainer.log.history if trainer.train() else None
+    last = rows[-1]
+    assert last["eval/nonfinite_episodes"] == 1 and math.isfinite(last["eval/return"])
+    returns = trainer.evaluation_returns()
+    assert not math.isfinite(float(returns[0]))
+    assert last["eval/return"] == pytest.approx(float(returns[1:].mean()))

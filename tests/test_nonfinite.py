@@ -162,10 +162,12 @@ def test_a_run_that_can_only_skip_stops_naming_the_first_nonfinite(tmp_path):
 
 def test_final_metrics_report_a_nan_last_evaluation():
     trainer = model_free(LinearEnv(num_envs=N, episode_length=12), iterations=2)
-    evaluations = iter([-5.0, float("nan")])  # a finite initial evaluation, a NaN final one
-    trainer.evaluate = lambda: next(evaluations)
+    # a finite initial evaluation, a final one whose every episode is NaN
+    evaluations = iter([torch.tensor([-5.0, -5.0]), torch.tensor([float("nan"), float("nan")])])
+    trainer.evaluator.returns = lambda episodes=None: next(evaluations)
     final = trainer.train()
     assert final["eval/initial_return"] == -5.0 and math.isnan(final["eval/return"])
+    assert trainer.log.history[-1]["eval/nonfinite_episodes"] == 2
 
 
 def test_nothing_nonfinite_is_checkpointed(tmp_path):

@@ -138,3 +138,49 @@ def test_recent_states_come_from_the_newest_transitions_only():
         buffer.add(mb.TransitionBatch(values, values, values))
     drawn = buffer.sample_recent_states(200, 3, torch.Generator().manual_seed(0))
     assert set(drawn.squeeze(-1).tolist()) == {9.0, 10.0, 11.0}
+
+
+@pytest.mark.parametrize("probe_source", ["random", "adjoint"])
+def test_diverged_but_finite_transitions_are_kept_out_of_buffer_critic_and_counted(probe_source, monkeypatch):
+    """Above the env's ``diverged_magnitude`` is the same as NaN: masked in the actor, left out of the
+    replay buffer, the critic's regression and the normaliser, and counted."""
+    trainer = dyna_trainer(iterations=2, probe_source=probe_source)
+    bound = trainer.env.diverged_magnitude = 3.0  # LinearEnv's states pass it in some envs, finitely
+    seen = []
+    targets = trainer.critic_update.targets
+    monkeypatch.setattr(trainer.critic_update, "targets", lambda rs: (seen.append(targets(rs)), seen[-1])[1])
+    rows = [trainer._read_metrics(trainer._iterate(trainer._plan(i, 2, {}))) for i in range(2)]
+    masked = sum(int(r["guard/nonfinite_transitions"]) for r in rows)
+    assert 0 < masked < 2 * H * N and all(r["guard/masked_envs"] > 0 for r in rows)
+    assert trainer.guard.nonfinite_transitions == masked
+    assert sum(int((~valid).sum()) for _, _, valid in seen) == masked
+    batch = trainer.buffer.sample(len(trainer.buffer), torch.Generator().manual_seed(0))
+    assert len(trainer.buffer) > 0 and float(batch.next_state.abs().max()) <= bound  # LinearEnv observes s
+    if probe_source == "random":  # every finite row enters the buffer, no other
+        assert len(trainer.buffer) == 2 * H * N - masked
+
+
+@pytest.mark.parametrize("env_weight", [0.0, 0.5])
+def test_the_models_share_of_the_actor_step_is_logged(env_weight):
+    trainer = dyna_trainer(iterations=3)
+    trainer.scheduler = Dyna(DynaConfig(env_weight=env_weight, model_branches=4, model_fit_steps=2,
+                                        warmup_iterations=1))
+    trainer._plan = trainer.scheduler.plan
+    rows = trainer.train() and trainer.log.history[1:]
+    clip = trainer.optim_cfg.grad_clip
+    assert rows[0]["model/grad_share"] == 0 and rows[0]["model/update_norm"] == 0  # warm-up: no branch
+    for row in rows[1:]:
+        norm, lr = row["grad/actor_norm"], row["lr/actor"]
+        assert row["grad/update_norm"] == pytest.approx(lr * min(1.0, clip / (norm + 1e-6)) * norm, rel=1e-5)
+        if env_weight == 0:  # every bit of the step is the model's
+            assert row["model/grad_share"] == pytest.approx(1.0)
+            assert row["model/update_norm"] == pytest.approx(row["grad/update_norm"], rel=1e-5)
+        else:
+            assert 0 < row["model/grad_share"] < 1 and 0 < row["model/update_norm"] < row["grad/update_norm"]
+
+
+def test_a_model_free_run_logs_no_model_share():
+    env = LinearEnv(num_envs=N, episode_length=16)
+    rows = Trainer(env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
+                   run=mb.RunSettings(iterations=1, eval_envs=2), progress=False).train()
+    assert "model/grad_share" not in rows

@@ -5,6 +5,7 @@ them; the rollout loop itself is maths (:mod:`mbmix_fw.maths.rollouts`).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Protocol
 
 import attrs
@@ -58,6 +59,9 @@ class Rollout:
     states: torch.Tensor  # [T, N, S]
     next_states: torch.Tensor  # [T, N, S]
     end: Cursor  # detached cursor after the last step (after resets)
+    diverged_magnitude: float = math.inf
+    """The env's bound on observations (``DiffEnv.diverged_magnitude``): a transition whose observation
+    exceeds it diverged, exactly as if it were NaN (:attr:`finite`). :func:`mbmix_fw.rollout` sets it."""
 
     @property
     def done(self) -> torch.Tensor:
@@ -65,14 +69,19 @@ class Rollout:
 
     @property
     def finite(self) -> torch.Tensor:
-        """Bool ``[T, N]``: every number of the transition (observations, action, reward, states) is finite.
+        """Bool ``[T, N]``: every number of the transition (observations, action, reward, states) is finite
+        and no observation exceeds :attr:`diverged_magnitude` — a diverged-but-finite transition is as broken
+        as a NaN one.
 
-        The trainer feeds only these rows to the observation normaliser, the critic and the replay
-        buffer; the others are counted (``guard/nonfinite_transitions``). Computed on the device.
+        The trainer feeds only these rows to the observation normaliser, the critic, the replay buffer and
+        the world model; the others are counted (``guard/nonfinite_transitions``). Computed on the device.
         """
         rows = torch.isfinite(self.rewards.detach())
         for column in (self.obs, self.actions, self.next_obs, self.states, self.next_states):
             rows = rows & torch.isfinite(column.detach()).all(-1)
+        if math.isfinite(self.diverged_magnitude):
+            for column in (self.obs, self.next_obs):
+                rows = rows & (column.detach().abs() <= self.diverged_magnitude).all(-1)
         return rows
 
     @property
@@ -87,8 +96,10 @@ class Rollout:
         return attrs.evolve(
             self,
             **{
-                f.name: getattr(self, f.name).detach()
-                for f in attrs.fields(Rollout)
-                if f.name != "end"
+                name: getattr(self, name).detach() for name in COLUMNS
             },
         )
+
+
+COLUMNS = tuple(f.name for f in attrs.fields(Rollout) if f.name not in ("end", "diverged_magnitude"))
+"""The per-step tensors ``[T, N, ...]`` of a :class:`Rollout` (its fields but the end cursor and the bound)."""

@@ -5,7 +5,7 @@ import attrs
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
+from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout, ValueFn
 
 DIVERGED_MAGNITUDE = 1e6
 """The default of :attr:`DiffEnv.diverged_magnitude <mbmix_fw.DiffEnv>` (DiffRL's SHAC zeroes the bootstrap
@@ -76,9 +76,10 @@ def rollout(
     and resets are those of the forward pass and the gradient is exactly the one without checkpointing.
     Without autograd (``torch.no_grad``) it has no effect.
     """
+    bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
     if checkpoint_segments <= 0 or not torch.is_grad_enabled() or steps <= 1:
         columns, state, t = _roll_steps(policy_fn, env, dynamics, start.state, start.t, steps, generator)
-        return Rollout(**columns, end=Cursor(state, t).detach())
+        return Rollout(**columns, end=Cursor(state, t).detach(), diverged_magnitude=bound)
     from torch.utils.checkpoint import checkpoint
 
     size = -(-steps // min(checkpoint_segments, steps))  # ceil: segments of equal length but the last
@@ -88,7 +89,7 @@ def rollout(
         columns, state, t = checkpoint(run, state, t, use_reentrant=False)
         pieces.append(columns)
     stacked = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
-    return Rollout(**stacked, end=Cursor(state, t).detach())
+    return Rollout(**stacked, end=Cursor(state, t).detach(), diverged_magnitude=bound)
 
 
 def _replaying_segment(policy_fn, env, dynamics, steps, generator):
@@ -119,7 +120,7 @@ def _replaying_segment(policy_fn, env, dynamics, steps, generator):
 
 def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
-    columns: dict[str, list[torch.Tensor]] = {k: [] for k in attrs.fields_dict(Rollout) if k != "end"}
+    columns: dict[str, list[torch.Tensor]] = {k: [] for k in COLUMNS}
     bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
     obs = env.observe(state)  # later steps reuse the transition's observation (DiffEnv.reset_done_observed)
     for _ in range(steps):

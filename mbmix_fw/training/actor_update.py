@@ -16,10 +16,21 @@ from .setup import Networks
 
 
 class ActorUpdate:
-    """Steps ``networks.policy`` with ``optimizer`` through ``guard``."""
+    """Steps ``networks.policy`` with ``optimizer`` through ``guard``.
 
-    def __init__(self, networks: Networks, optimizer: torch.optim.Optimizer, guard: DivergenceGuard):
+    ``measure_model_share``: log how much of each step came from the model branches (runs with a world
+    model): ``model/grad_share`` = ``‖g_model‖ / (‖g_env‖ + ‖g_model‖)`` of the two weighted terms'
+    gradients (0 when no branch ran, 1 with β = 0), and ``model/update_norm`` = ``lr · c · ‖g_model‖``, the
+    length of the model's part of the parameter step (``c`` the clipping factor), so a run's share of
+    the actor's learning is ``Σ model/update_norm / Σ grad/update_norm``. It costs one extra backward
+    through the branches (model and policy only, never the simulator): ``g_env`` is the total minus
+    ``g_model``. In data-parallel training the total is the ranks' mean and ``g_model`` this rank's.
+    """
+
+    def __init__(self, networks: Networks, optimizer: torch.optim.Optimizer, guard: DivergenceGuard,
+                 grad_clip: float = 1.0, measure_model_share: bool = False):
         self.networks, self.optimizer, self.guard = networks, optimizer, guard
+        self.grad_clip, self.measure_model_share = grad_clip, measure_model_share
 
     def policy_fn(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The policy as estimators call it: raw observations in, actions out, and on the way back the
@@ -35,8 +46,30 @@ class ActorUpdate:
             loss = term if loss is None else loss + term
         if loss is None or not loss.requires_grad:
             return {}
-        return {"loss/actor": loss.detach(),
-                "grad/actor_norm": self.guard.step(loss, self.networks.policy, self.optimizer, "actor")}
+        if not self.measure_model_share:
+            return {"loss/actor": loss.detach(),
+                    "grad/actor_norm": self.guard.step(loss, self.networks.policy, self.optimizer, "actor")}
+        params = list(self.networks.policy.parameters())
+        model_grad = None
+        if branch is not None and beta < 1:
+            grads = torch.autograd.grad((1.0 - beta) * branch.loss, params, retain_graph=True, allow_unused=True)
+            model_grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                                    for g, p in zip(grads, params)])
+        parts: dict[str, torch.Tensor] = {}
+
+        def measure(module: torch.nn.Module) -> None:
+            total = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
+            model = torch.zeros_like(total) if model_grad is None else model_grad
+            parts["model"], parts["env"] = model.norm(), (total - model).norm()
+
+        lr = self.optimizer.param_groups[0]["lr"]
+        norm = self.guard.step(loss, self.networks.policy, self.optimizer, "actor", before_clip=measure)
+        applied = torch.where(torch.isfinite(norm), lr * (self.grad_clip / (norm + 1e-6)).clamp(max=1.0),
+                              torch.zeros_like(norm))  # torch's clip factor; 0 for a skipped step
+        shared = parts["model"] + parts["env"]
+        return {"loss/actor": loss.detach(), "grad/actor_norm": norm,
+                "model/grad_share": torch.where(shared > 0, parts["model"] / shared, torch.zeros_like(shared)),
+                "model/update_norm": applied * parts["model"], "grad/update_norm": applied * norm.nan_to_num(0.0)}
 
     def state_entries(self) -> dict[str, Any]:
         """What the checkpoint keeps of the actor: the policy, its optimiser and the normaliser."""

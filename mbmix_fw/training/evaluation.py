@@ -24,9 +24,19 @@ class Evaluator:
         self.seed, self.eval_envs, self.device = seed, eval_envs, device
 
     @torch.no_grad()
+    def metrics(self) -> dict[str, float]:
+        """``eval/return``: the mean undiscounted return of the finite ones of ``eval_envs`` full episodes
+        (:meth:`returns`; NaN when none is finite), and ``eval/nonfinite_episodes``: how many were left out.
+        One diverged cloth must not turn a run's score into NaN; it is counted instead."""
+        returns = self.returns()
+        finite = torch.isfinite(returns)
+        kept = int(finite.sum())
+        mean = float(returns[finite].mean()) if kept else float("nan")
+        return {"eval/return": mean, "eval/nonfinite_episodes": float(returns.numel() - kept)}
+
     def mean_return(self) -> float:
-        """Mean undiscounted return of ``eval_envs`` full episodes (:meth:`returns`)."""
-        return float(self.returns().mean())
+        """``eval/return`` of :meth:`metrics`."""
+        return self.metrics()["eval/return"]
 
     @torch.no_grad()
     def returns(self, episodes: int | None = None) -> torch.Tensor:

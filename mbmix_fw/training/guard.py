@@ -71,7 +71,8 @@ class DivergenceGuard:
         return torch.where(ok, grad, torch.zeros_like(grad))
 
     def step(self, loss: torch.Tensor, module: torch.nn.Module, opt: torch.optim.Optimizer,
-             kind: str, empty: torch.Tensor | None = None) -> torch.Tensor:
+             kind: str, empty: torch.Tensor | None = None,
+             before_clip: Callable[[torch.nn.Module], None] | None = None) -> torch.Tensor:
         """Backward, clip, step — a step that the device skips when the loss or gradient is NaN/inf.
 
         The check never reaches the host: the finite flag goes to the fused Adam kernel as ``found_inf``
@@ -80,7 +81,8 @@ class DivergenceGuard:
         device scalar) also skips: a minibatch with no valid row must not move Adam by its momentum; so
         does an actor backward whose every action-gradient row came back non-finite (all zeroed by
         :meth:`gate_action_grads`). The decision is OR-ed over data-parallel ranks (:func:`any_rank`).
-        Returns the gradient norm (a device scalar; NaN when skipped).
+        ``before_clip(module)`` sees the (synchronised) gradient before it is clipped. Returns the gradient
+        norm before clipping (a device scalar; NaN when skipped).
         """
         opt.zero_grad(set_to_none=True)
         if kind == "actor":  # action-gradient rows this backward keeps / zeroes (_zero_nonfinite_rows)
@@ -89,6 +91,8 @@ class DivergenceGuard:
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(module)
+        if before_clip is not None:
+            before_clip(module)
         norm = torch.nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip)
         bad_loss = ~torch.isfinite(loss.detach())
         bad = bad_loss | ~torch.isfinite(norm)

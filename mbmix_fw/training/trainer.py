@@ -55,7 +55,7 @@ import torch
 
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
-from ..contracts.rollout import Cursor, Rollout
+from ..contracts.rollout import COLUMNS, Cursor, Rollout
 from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
@@ -82,7 +82,7 @@ log = logging.getLogger("mbmix_fw")
 
 def _first_steps(rollout: Rollout, steps: int) -> Rollout:
     """The first ``steps`` steps of a rollout (TD(λ) targets then bootstrap at the cut)."""
-    cut = {f.name: getattr(rollout, f.name)[:steps] for f in attrs.fields(Rollout) if f.name != "end"}
+    cut = {name: getattr(rollout, name)[:steps] for name in COLUMNS}
     return attrs.evolve(rollout, **cut)
 
 
@@ -130,7 +130,8 @@ class Trainer:
 
         self.guard = DivergenceGuard(self.device, optim.grad_clip, run.max_skipped_iterations)
         self.cost = SimulatorCost()
-        self.actor_update = ActorUpdate(self.networks, self.actor_opt, self.guard)
+        self.actor_update = ActorUpdate(self.networks, self.actor_opt, self.guard, optim.grad_clip,
+                                        measure_model_share=world_model is not None)
         self.critic_update = CriticLearner(self.networks, self.critic_opt, critic, estimator.gamma,
                                            env.diverged_magnitude, self.guard, self.generator)
         self.model_update = None if world_model is None else WorldModelLearner(
@@ -191,7 +192,7 @@ class Trainer:
                 metrics["time/steps_per_s"] = metrics.pop("_steps") / max(elapsed, 1e-9)
                 last = self.finished()
                 if last or budget.evaluation_due(self.run, self.iteration, self.env_steps, steps_before):
-                    metrics["eval/return"] = self.evaluate()
+                    metrics.update(self.evaluator.metrics())
                 self.cost.wall_time += time.perf_counter() - started
                 metrics["time/wall_s"] = self.cost.wall_time
                 metrics["sim/steps"], metrics["sim/vjps"] = float(self.cost.steps), float(self.cost.vjps)

@@ -106,6 +106,8 @@ class WorldModelLearner:
             if probes:
                 self.cost.steps += states.shape[0]
                 self.cost.vjps += states.shape[0] * probes
+        if tapped is not None and fresh is tapped:  # the tap saw every row; the window's diverged ones go
+            fresh = self._within_bound(fresh)
         if fresh.probe_u is not None:  # a simulator Jacobian can be non-finite at a finite state
             ok = torch.isfinite(fresh.probe_s).all(-1).all(-1) & torch.isfinite(fresh.probe_a).all(-1).all(-1)
             fresh = type(fresh)(*(v[ok] for v in (fresh.state, fresh.action, fresh.next_state,
@@ -137,6 +139,17 @@ class WorldModelLearner:
         metrics["model/rollbacks"] = float(self.rollbacks)
         metrics["time/model_s"] = time.perf_counter() - started
         return metrics
+
+    def _within_bound(self, rows):
+        """``rows`` without the transitions whose observations exceed the env's ``diverged_magnitude``:
+        a diverged-but-finite transition is as broken as a NaN one (:attr:`Rollout.finite`)."""
+        if len(rows) == 0:
+            return rows
+        bound = self.env.diverged_magnitude
+        with torch.no_grad():
+            ok = ((self.env.observe(rows.state).abs() <= bound).all(-1)
+                  & (self.env.observe(rows.next_state).abs() <= bound).all(-1))
+        return type(rows)(*(None if v is None else v[ok] for v in attrs.astuple(rows, recurse=False)))
 
     def _fit(self, plan: Plan) -> dict[str, float]:
         """``plan.model_fit_steps`` fit steps on buffer batches; undone when the model ends non-finite."""
