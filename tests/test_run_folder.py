@@ -84,6 +84,24 @@ def test_files_get_the_permissions_the_umask_gives(tmp_path, umask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
+def test_the_next_writer_removes_temporaries_a_killed_writer_left(tmp_path):
+    from mbmix_fw.training.folder_lock import hold_folder, release_folder
+
+    checkpoints = tmp_path / run_folder.CHECKPOINT.parent
+    checkpoints.mkdir()
+    leftover = [checkpoints / ".last.pt.k3x_9ab2.tmp", tmp_path / ".metrics.csv.0f1e2d3c.tmp",
+                tmp_path / ".recipe.json.abcdefgh.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", checkpoints / "last.pt", tmp_path / "metrics.csv"]
+    for path in leftover + kept:
+        path.write_text("x")
+    hold_folder(tmp_path)
+    try:
+        assert not any(path.exists() for path in leftover)
+        assert all(path.exists() for path in kept)
+    finally:
+        release_folder(tmp_path)
+
+
 def test_a_killed_write_leaves_a_temporary_the_cleanup_recognises(tmp_path, monkeypatch):
     """The names write_atomic gives its temporaries are the names the clean-up removes."""
     def killed(src, dst):

@@ -20,6 +20,7 @@ Layout of a run folder (``run.out``, or ``--out``)::
     data_parallel.json    ``{"world_size": K}``: written only by a data-parallel (torchrun) run
     done.json             a finished sweep trial's final metrics (written by ``distributed/trial.py``)
     error.txt             a failed sweep trial's traceback
+    .writer.lock          who writes the folder now (``training/folder_lock.py``: one writer at a time)
 
 Torch-free: the sweep driver and the CLI import it without loading torch.
 """
@@ -43,6 +44,8 @@ DONE_JSON = "done.json"
 ERROR_TXT = "error.txt"
 TRAINING_OUTPUTS = (METRICS_CSV, TB_DIR)
 """What training writes before its first checkpoint: a fresh start removes these leftovers of a killed run."""
+WRITER_LOCK = ".writer.lock"
+"""The lock file of the folder's one writer; not part of a run's results."""
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 """A temporary file of :func:`write_atomic` (``.last.pt.1f3a9c2e.tmp``; ``tempfile``'s names match too)."""
 
@@ -117,5 +120,5 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 __all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "remove_leftover_temporaries",
+           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK", "remove_leftover_temporaries",
            "write_atomic", "write_json_atomic", "write_text_atomic"]
