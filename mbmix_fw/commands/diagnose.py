@@ -415,7 +415,7 @@ def variance_from_recipe(
     when given; returns the rows.
     """
     from ..building.build import build_components, resolve_device
-    from ..training.checkpoint import load_checkpoint_file
+    from ..training.checkpoint import read_checkpoint
     from ..contracts.context import BuildContext
     from ..maths.nets import ObsNormalizer
 
@@ -431,7 +431,7 @@ def variance_from_recipe(
     critic = Critic(env.obs_dim, ccfg.hidden, ccfg.activation, ccfg.layer_norm).to(device)
     obs_norm = ObsNormalizer(env.obs_dim).to(device) if pcfg.normalize_obs else None
     if checkpoint is not None:
-        state = load_checkpoint_file(Path(checkpoint), map_location=device)
+        state = read_checkpoint(Path(checkpoint))  # checked as resume checks it; load_state_dict moves it to device
         policy.load_state_dict(state["policy"])
         if obs_norm is not None and state.get("obs_norm") is not None:
             obs_norm.load_state_dict(state["obs_norm"])
