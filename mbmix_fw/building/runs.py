@@ -102,7 +102,7 @@ def plan_run(recipe_path: str | Path, registry: "Registry", sets: Iterable["Over
     from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path, registry, run_overrides(sets, device=device, out=out))
-    out_dir = run_dir_for(recipe, Path(recipe_path).stem)
+    out_dir = run_dir_for(recipe, Path(recipe_path).stem, str(recipe_path))
     check_run_dir(out_dir)
     refuse_if_held(out_dir)  # a folder another process writes now: name it, rather than "holds a run"
     refuse_occupied(out_dir)
