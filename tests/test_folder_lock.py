@@ -33,9 +33,11 @@ HOLDER = textwrap.dedent("""
         sys.exit(2)
     print("holding", flush=True)
     if sys.argv[4:] == ["fork"]:  # a child inherits the lock, the holder itself dies at once
-        if os.fork() == 0:
+        child = os.fork()
+        if child == 0:
             time.sleep(seconds)
             os._exit(0)
+        print(child, flush=True)
         os._exit(0)
     time.sleep(seconds)
 """)
@@ -103,14 +105,13 @@ def test_a_child_that_inherited_the_lock_of_a_dead_writer_is_named(tmp_path):
     """The holder forks and dies: its child still holds the lock, and may still write."""
     folder = tmp_path / "run"
     holder = start_holder(tmp_path, folder, 60.0, "fork")
+    child = int(holder.stdout.readline())
     holder.wait()
     try:
         with pytest.raises(UserError, match=rf"inherited the lock of pid {holder.pid} \(no longer running"):
             hold_folder(folder)
     finally:
-        out = subprocess.run(["fuser", str(folder / WRITER_LOCK)], capture_output=True, text=True).stdout
-        for pid in out.split():
-            os.kill(int(pid), signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)
 
 
 def test_holding_counts_within_a_process(tmp_path):
