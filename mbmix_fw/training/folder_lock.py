@@ -6,9 +6,10 @@ sweep rerun while the first one still trains) interleave rows in ``metrics.csv``
 torchrun's rank 0) therefore holds the folder's lock for as long as it writes, and a second one is refused
 with one line naming the holder.
 
-Why ``fcntl.flock``: the kernel releases it when the holder dies, however it dies (``kill -9``, a lost
-node), so a folder never stays locked by a dead process and nothing has to be cleaned up; a later writer
-takes it over and overwrites the holder line. The line (pid, host, command, start time) is only for the
+Why ``fcntl.flock``: the kernel releases it when the holder dies, however it dies (``kill -9``, the
+out-of-memory killer), so a folder never stays locked by a dead process and nothing has to be cleaned up;
+a later writer takes it over and overwrites the holder line. On NFS, Linux turns it into an NFS lock, which
+holds across machines (the holder's host is then named in the refusal). The line (pid, host, command, start time) is only for the
 refusal message. One case is refused although the pid in the line is dead: a child that inherited the
 lock by ``fork`` still holds it, and such a child is a copy of the writer, so it may still write.
 
