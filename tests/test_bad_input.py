@@ -10,12 +10,15 @@ import hashlib
 import json
 import os
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from mbmix_fw.commands.cli import main
+from mbmix_fw.training.run_folder import WRITER_LOCK
 
 BASE = {
     "run": {"iterations": "2", "eval_every": "0", "checkpoint_every": "1", "eval_envs": "2"},
@@ -192,9 +195,11 @@ def run_bad(tmp_path: Path, argv: list[str], capsys) -> str:
 
 
 def written(folder: Path) -> dict[str, str]:
-    """Every file under ``folder`` and a hash of its bytes (to show that nothing was written)."""
+    """Every file under ``folder`` and a hash of its bytes (to show that nothing was written). The writer
+    lock is left out: a resume takes it before it reads the checkpoint, so its holder line is rewritten even
+    when the run then turns out to be broken; it holds no results."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != WRITER_LOCK}
 
 
 @pytest.mark.parametrize("case", list(BAD_RECIPES))
@@ -346,6 +351,18 @@ def _poison_policy(run: Path) -> None:
     torch.save(state, run / CKPT)
 
 
+def _flip_a_weight_bit(run: Path) -> None:
+    """One bit of one tensor's bytes flipped in place, as a bad disk or a broken copy does: the file
+    still unpickles, and without the checksum test it loads as slightly different weights."""
+    path = run / CKPT
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename and info.file_size >= 16)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    data[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
 class _NotAllowed:
     """Unpickling this would run code; ``weights_only=True`` must refuse it."""
 
@@ -364,6 +381,7 @@ BAD_RUN_FOLDERS = {
                                  "not an mbmix-fw checkpoint: no format, iteration, policy"),
     "checkpoint is a folder": (lambda run: ((run / CKPT).unlink(), (run / CKPT).mkdir()), CKPT, "no such file"),
     "nan in the policy": (_poison_policy, CKPT, "holds nan or inf; the checkpoint is damaged"),
+    "a flipped bit in the weights": (_flip_a_weight_bit, CKPT, "does not match its checksum"),
     "policy hidden edited": (_edit_recipe(**{"policy.hidden": [16]}), CKPT,
                              f"does not match {{run}}/{RECIPE}: policy."),
     "critic layers edited": (_edit_recipe(**{"critic.hidden": [8, 8]}), CKPT,
@@ -391,3 +409,30 @@ def test_resume_a_broken_run_folder(finished_run, tmp_path, capsys, case):
     assert line.startswith(f"mbmix-fw: error: {run / named}: "), line
     assert expected.format(run=run) in line
     assert written(run) == before, "resume wrote into the run folder"
+
+
+def test_a_flipped_bit_loads_normally_without_the_checksum_test(finished_run, tmp_path):
+    """What the test above guards against: torch.load itself takes the damaged file."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    clean = torch.load(run / CKPT, weights_only=True)
+    _flip_a_weight_bit(run)
+    damaged = torch.load(run / CKPT, weights_only=True)
+    assert any(not torch.equal(a, b) for a, b in zip(clean["policy"].values(), damaged["policy"].values())) or \
+        any(not torch.equal(a, b) for a, b in zip(clean["critic"].values(), damaged["critic"].values()))
+
+
+def test_render_and_diagnose_refuse_a_damaged_checkpoint_in_one_line(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    _flip_a_weight_bit(run)
+    before = written(run)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(recipe_text({}), encoding="utf-8")
+    for argv in (["render", str(run), "--out", str(tmp_path / "r.png")],
+                 ["diagnose", "variance", str(recipe), "--checkpoint", str(run / CKPT), "--samples", "2",
+                  "--png", str(tmp_path / "d.png")]):
+        line = run_bad(tmp_path, argv, capsys)
+        assert line.startswith(f"mbmix-fw: error: {run / CKPT}: "), line
+        assert "does not match its checksum" in line and "restore the file from a copy" in line, line
+    assert written(run) == before and not (tmp_path / "r.png").exists() and not (tmp_path / "d.png").exists()

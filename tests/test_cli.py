@@ -589,3 +589,17 @@ def test_an_empty_plugin_allow_list_is_named_when_no_env_is_registered(tmp_path,
         "no env plugin is registered; note: MBMIX_FW_PLUGINS=estimators loads only these plugins")
     monkeypatch.delenv("MBMIX_FW_PLUGINS")
     assert main(["validate", str(recipe)]) == 0
+
+
+@pytest.mark.parametrize("name", ["..toml", "...toml"])
+def test_a_recipe_named_dots_does_not_run_into_runs_itself(tmp_path, monkeypatch, registry, capsys, name):
+    """``runs/{name}`` with the stem ``.`` is ``runs/`` itself (``..``: the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    recipe = write(tmp_path, GOOD, name)
+    (tmp_path / "runs").mkdir()
+    assert main(["run", str(recipe), "--no-progress"], registry=registry) == 2
+    line, = error_lines(capsys.readouterr().err)
+    assert line.startswith(f"{recipe}: run.out = 'runs/{{name}}' names the run folder after the recipe's file "
+                           f"name, which gives '{Path(name).stem}'"), line
+    assert list((tmp_path / "runs").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [name, "runs"]
+    assert main(["run", str(recipe), "--no-progress", "--out", "runs/dots"], registry=registry) == 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,62 @@ def test_json_that_cannot_be_serialised_touches_nothing(tmp_path):
     assert json.loads(path.read_text()) == {"ok": True} and leftovers(tmp_path, "done.json") == []
 
 
-def test_the_write_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+def test_the_write_is_fsynced_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(run_folder.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+
+    def fsync(fd):
+        calls.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(run_folder.os, "fsync", fsync)
     monkeypatch.setattr(run_folder.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
     write_text_atomic(tmp_path / "x.txt", "x")
-    assert calls == ["fsync", "replace"]
+    assert calls == ["fsync file", "replace", "fsync folder"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_files_get_the_permissions_the_umask_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        text = write_text_atomic(tmp_path / "recipe.json", "{}")
+        checkpoint = save_checkpoint_file({"w": torch.ones(1)}, tmp_path / run_folder.CHECKPOINT)
+    finally:
+        os.umask(previous)
+    for path in (text, checkpoint):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+def test_the_next_writer_removes_temporaries_a_killed_writer_left(tmp_path):
+    from mbmix_fw.training.folder_lock import hold_folder, release_folder
+
+    checkpoints = tmp_path / run_folder.CHECKPOINT.parent
+    checkpoints.mkdir()
+    leftover = [checkpoints / ".last.pt.k3x_9ab2.tmp", tmp_path / ".metrics.csv.0f1e2d3c.tmp",
+                tmp_path / ".recipe.json.abcdefgh.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", checkpoints / "last.pt", tmp_path / "metrics.csv"]
+    for path in leftover + kept:
+        path.write_text("x")
+    hold_folder(tmp_path)
+    try:
+        assert not any(path.exists() for path in leftover)
+        assert all(path.exists() for path in kept)
+    finally:
+        release_folder(tmp_path)
+
+
+def test_a_killed_write_leaves_a_temporary_the_cleanup_recognises(tmp_path, monkeypatch):
+    """The names write_atomic gives its temporaries are the names the clean-up removes."""
+    def killed(src, dst):
+        raise KeyboardInterrupt  # stands for the kill: no clean-up code of ours runs after it
+
+    monkeypatch.setattr(run_folder.Path, "unlink", lambda self, missing_ok=False: None)
+    monkeypatch.setattr(run_folder.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(tmp_path / "metrics.csv", "x")
+    monkeypatch.undo()
+    assert len(list(tmp_path.iterdir())) == 1
+    assert run_folder.remove_leftover_temporaries(tmp_path) and not list(tmp_path.iterdir())
 
 
 def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path):

@@ -3,9 +3,13 @@ skip on rerun, resume of an interrupted sweep, a failing trial beside passing on
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +176,48 @@ def test_a_failing_trial_is_reported_and_the_others_finish(local_ray, tmp_path, 
         rows = {r["point"]: r for r in csv.DictReader(handle)}
     assert rows["horizon-8"]["seeds_finished"] == "1" and rows["horizon-4"]["seeds_finished"] == "2"
     assert math.isnan(float(rows["horizon-8"]["eval/return_std"]))  # one seed: no spread
+
+
+# ---- a local sweep's Ray stays on this machine ----
+LISTENERS = """
+import ipaddress, psutil
+from mbmix_fw.distributed.sweep import connect, import_ray
+ray = import_ray(local=True)
+assert connect(ray, None)
+processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+for process in processes:
+    for connection in process.net_connections(kind="inet"):
+        if connection.status == psutil.CONN_LISTEN:
+            print(process.name(), connection.laddr.ip, connection.laddr.port)
+ray.shutdown()
+"""
+
+
+@pytest.mark.parametrize("address", [None, "auto"])
+def test_a_local_sweep_confines_its_ray_to_the_loopback(tmp_path, monkeypatch, address):
+    from mbmix_fw.distributed import sweep
+
+    for name in sweep.LOOPBACK_ONLY:
+        monkeypatch.delenv(name, raising=False)
+    seen = {}
+
+    def connect(ray, given):  # what the sweep would start Ray with
+        seen.update(address=given, env={name: os.environ.get(name) for name in sweep.LOOPBACK_ONLY})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "connect", connect)
+    plan = plan_sweep(tiny_recipe(tmp_path), mb.load_registry(), name="s", address=address)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(plan)
+    local = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    assert seen == {"address": address, "env": local if address is None else {name: None for name in local}}
+
+
+@pytest.mark.slow
+def test_a_local_sweeps_ray_listens_on_the_loopback_only():
+    """Started as ``mbmix-fw sweep`` starts it, in a fresh process (Ray reads the setting on import)."""
+    result = subprocess.run([sys.executable, "-c", LISTENERS], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listeners = [line.split() for line in result.stdout.splitlines()]
+    assert any(name == "gcs_server" for name, _, _ in listeners), listeners
+    assert all(ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for _, ip, _ in listeners), listeners

@@ -129,8 +129,16 @@ def check_budget(recipe: Recipe, parts: Components) -> None:
                         f"run.iterations (with a budget it is only a cap)")
 
 
-def run_dir_for(recipe: Recipe, name: str) -> Path:
-    """``recipe.run.out`` with ``{name}`` replaced (relative paths are relative to the working directory)."""
+def run_dir_for(recipe: Recipe, name: str, source: str | None = None) -> Path:
+    """``recipe.run.out`` with ``{name}`` replaced (relative paths are relative to the working directory).
+
+    A ``name`` of dots only (the stem of ``..toml`` is ``.``) is refused: ``runs/{name}`` would be
+    ``runs/`` itself, or its parent, and the run would write among other runs. ``source`` names the recipe
+    in that message."""
+    if "{name}" in recipe.run.out and not name.strip("."):
+        raise UserError(f"{source or name}: run.out = {recipe.run.out!r} names the run folder after the recipe's "
+                        f"file name, which gives {name!r}, not a folder of its own; rename the recipe file or "
+                        f"choose the folder with --out")
     return Path(recipe.run.out.replace("{name}", name))
 
 

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 import attrs
 
 from ..errors import PROG, UserError
-from ..training.run_folder import CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, write_json_atomic
+from ..training.folder_lock import hold_folder, refuse_if_held, release_folder
+from ..training.run_folder import (CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, WRITER_LOCK,
+                                   write_json_atomic)
 
 if TYPE_CHECKING:
     import torch
@@ -56,8 +58,12 @@ class Run:
 
     def train(self) -> dict[str, float]:
         """Train to ``run.iterations`` (or the ``run.env_steps`` budget); the final metrics (``eval/return``,
-        ``eval/initial_return``, …)."""
-        return self.trainer.train()
+        ``eval/initial_return``, …). Then the folder is free for its next writer (a resume)."""
+        try:
+            return self.trainer.train()
+        finally:
+            if self.out_dir is not None:
+                release_folder(self.out_dir)
 
 
 @attrs.frozen
@@ -96,8 +102,9 @@ def plan_run(recipe_path: str | Path, registry: "Registry", sets: Iterable["Over
     from .recipe import load_recipe
 
     recipe = load_recipe(recipe_path, registry, run_overrides(sets, device=device, out=out))
-    out_dir = run_dir_for(recipe, Path(recipe_path).stem)
+    out_dir = run_dir_for(recipe, Path(recipe_path).stem, str(recipe_path))
     check_run_dir(out_dir)
+    refuse_if_held(out_dir)  # a folder another process writes now: name it, rather than "holds a run"
     refuse_occupied(out_dir)
     return recipe, out_dir
 
@@ -107,7 +114,7 @@ def refuse_occupied(out_dir: Path) -> None:
     if (out_dir / METRICS_CSV).exists() or (out_dir / CHECKPOINT).exists():
         raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}', "
                         f"choose another folder with --out, or remove it")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(p.name != WRITER_LOCK for p in out_dir.iterdir()):
         raise UserError(f"{out_dir}: exists, is not empty and is not a run folder; choose another folder "
                         f"with --out (a new or empty one)")
 
@@ -122,8 +129,9 @@ def start_run(recipe: "Recipe", out_dir: Path | None, registry: "Registry", *,
     from .build import make_trainer, write_run_files
 
     trainer = make_trainer(trainer_recipe or recipe, out_dir, device if device is not None else recipe.run.device,
-                           registry, progress=progress)
+                           registry, progress=progress)  # writes nothing yet: a recipe that cannot build leaves no trace
     if out_dir is not None:
+        _become_writer(out_dir, fresh=True)
         write_run_files(out_dir, recipe, registry)
         if world_size > 1:
             write_json_atomic(out_dir / DATA_PARALLEL_JSON, {"world_size": world_size})
@@ -178,12 +186,25 @@ def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.de
     from ..training.checkpoint import read_checkpoint, restore_checkpoint
     from .build import make_trainer
 
+    if write:  # before reading: the checkpoint read is the one the resumed run continues from
+        _become_writer(saved.run_dir, fresh=False)
     state = read_checkpoint(saved.checkpoint)
     out_dir = saved.run_dir if write else None
     trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
                            device if device is not None else saved.recipe.run.device, registry, progress=progress)
     restore_checkpoint(trainer, state, saved.checkpoint, saved.source)
     return Run(saved.recipe, out_dir, trainer, saved.source)
+
+
+def _become_writer(out_dir: Path, *, fresh: bool) -> None:
+    """Hold ``out_dir``'s writer lock (:mod:`~mbmix_fw.training.folder_lock`) before anything is written; a
+    new run (``fresh``) then checks again that no run appeared since :func:`plan_run` looked: another
+    process may have trained one to the end in between."""
+    hold_folder(out_dir)
+    if fresh and (out_dir / CHECKPOINT).exists():
+        release_folder(out_dir)
+        raise UserError(f"{out_dir}: already holds a run (written while this one started); continue it with "
+                        f"'{PROG} resume {out_dir}', choose another folder with --out, or remove it")
 
 
 def summary_line(out_dir: Path, final: dict[str, float]) -> str:

@@ -31,7 +31,7 @@ def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: in
                device: str = "cpu", registry: "Registry | None" = None) -> Path:
     """Draw ``frames`` states of one episode per policy (rows: initial, trained) into a PNG; returns its path."""
     from ..building.build import make_trainer
-    from ..training.checkpoint import load_checkpoint_file
+    from ..training.checkpoint import read_checkpoint
     from ..building.recipe import validate_recipe
     from ..building.registry import load_registry
     from ..training.run_folder import CHECKPOINT, RECIPE_JSON
@@ -47,6 +47,7 @@ def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: in
         raise UserError(f"{recipe_path}: not valid JSON: {exc}") from None
     registry = registry if registry is not None else load_registry()
     recipe = validate_recipe(data, registry, str(recipe_path))
+    state = read_checkpoint(checkpoint)  # checked as resume checks it, before anything is built
 
     initial = make_trainer(recipe, None, device, registry, progress=False)
     env = initial.env
@@ -54,7 +55,6 @@ def render_run(run_dir: str | Path, out: str | Path | None = None, *, frames: in
         raise UserError(f"{run_dir}: env '{recipe.env.kind}' cannot draw itself (it has no draw(ax, state) "
                         f"method), so there is nothing to render; plot its curves with 'mbmix-fw report'")
     trained = make_trainer(recipe, None, device, registry, progress=False)
-    state = load_checkpoint_file(checkpoint)
     trained.policy.load_state_dict(state["policy"])
     if trained.obs_norm is not None and state.get("obs_norm") is not None:
         trained.obs_norm.load_state_dict(state["obs_norm"])

@@ -206,7 +206,7 @@ def variance_from_recipe(
     """
     from ..building.build import build_components, resolve_device
     from ..contracts.context import BuildContext
-    from ..training.checkpoint import load_checkpoint_file
+    from ..training.checkpoint import read_checkpoint
     from ..training.setup import build_networks, resolve_dtype, seed_everything
 
     say = progress or (lambda _: None)
@@ -220,7 +220,7 @@ def variance_from_recipe(
     policy, critic, obs_norm = networks.policy, networks.critic, networks.obs_norm
     ccfg = recipe.critic
     if checkpoint is not None:
-        state = load_checkpoint_file(Path(checkpoint), map_location=device)
+        state = read_checkpoint(Path(checkpoint))  # checked as resume checks it; load_state_dict moves it to device
         policy.load_state_dict(state["policy"])
         if obs_norm is not None and state.get("obs_norm") is not None:
             obs_norm.load_state_dict(state["obs_norm"])

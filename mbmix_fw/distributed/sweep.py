@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import sys
 import time
@@ -61,7 +62,21 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix}: {json.dumps(a)} there, {json.dumps(b)} now"
 
 
-def import_ray():
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""The environment that makes a Ray started here take the loopback address as its node address, so its GCS,
+raylet, object manager and workers listen on 127.0.0.1 only (what Ray does on macOS and Windows; checked
+with Ray 2.60). Without it a local sweep's Ray listens on every interface, and only Ray's token
+authentication keeps other hosts out. ``ray.init(_node_ip_address="127.0.0.1")`` does not do this: Ray
+turns a loopback address given there into the machine's outward address. Ray reads it when it is
+imported."""
+
+
+def import_ray(local: bool = False):
+    """``import ray``, or a one-line install hint. ``local``: a local Ray will be started (no ``--address``),
+    so it is confined to the loopback first (:data:`LOOPBACK_ONLY`; a Ray imported earlier in this
+    process, by a script that calls the sweep from Python, keeps what it read then)."""
+    if local:
+        os.environ.update(LOOPBACK_ONLY)
     try:
         import ray
     except ImportError:
@@ -116,8 +131,8 @@ def point_results(plan: SweepPlan) -> list[PointResult]:
 def run_sweep(plan: SweepPlan, say: Callable[[str], None] = print) -> int:
     """Run every unfinished trial of ``plan`` on Ray; returns the number of failed trials."""
     check_folders(plan)
-    ray = import_ray()
     settings = plan.settings
+    ray = import_ray(local=settings.address is None)
     started_ray = connect(ray, settings.address)
     try:
         _write_sweep_json(plan)

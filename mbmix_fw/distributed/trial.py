@@ -4,7 +4,9 @@
 *finished* when its folder holds ``done.json``, written atomically after ``Trainer.train()`` returns; a
 folder with ``checkpoints/last.pt`` but no ``done.json`` is resumed with the same machinery as
 ``mbmix-fw resume``; anything else starts afresh (stale ``metrics.csv`` and TensorBoard files of a run
-killed before its first checkpoint are removed first).
+killed before its first checkpoint are removed first). The trial holds its folder's writer lock from
+before that clean-up until ``done.json`` is written, so a second sweep on the same folder is refused
+instead of deleting files under a running trial.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..training.folder_lock import hold_folder, release_folder
 from ..training.run_folder import CHECKPOINT, DONE_JSON, ERROR_TXT, RECIPE_JSON, TRAINING_OUTPUTS, write_json_atomic
 
 
@@ -48,9 +51,12 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
     started = time.perf_counter()
     torch.set_num_threads(max(1, int(threads)))
     state = trial_state(out)
+    held = False
     try:
         if state == "finished":
             return {"status": "finished", "final": read_done(out), "resumed": False, "seconds": 0.0}
+        hold_folder(out)  # before the stale files go: another sweep may be training this trial now
+        held = True
         registry = load_registry()
         source = str(out / RECIPE_JSON)
         recipe = validate_recipe(recipe_data, registry, source)
@@ -70,9 +76,12 @@ def run_trial(recipe_data: dict[str, Any], out_dir: str, threads: int = 1) -> di
         first = (str(exc).splitlines() or [""])[0]
         error = f"{type(exc).__name__}: {first}"
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / ERROR_TXT).write_text(traceback.format_exc(), encoding="utf-8")
+            if held:  # a trial refused the folder writes nothing into it: another process writes it
+                (out / ERROR_TXT).write_text(traceback.format_exc(), encoding="utf-8")
         except OSError:
             pass
         return {"status": "failed", "error": error, "resumed": state == "partial",
                 "seconds": time.perf_counter() - started}
+    finally:
+        if held:
+            release_folder(out)

@@ -1,6 +1,7 @@
 """Atomic checkpoint files: a crash mid-write never leaves a truncated or half-new checkpoint."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,34 @@ def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
 
 
 def load_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: tensors and plain Python values only, never arbitrary pickles."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load with ``weights_only=True``: tensors and plain Python values only, never arbitrary pickles.
+
+    The archive's checksums are verified first: ``torch.save`` writes a zip archive with a CRC-32 per
+    member but ``torch.load`` never checks them, so a flipped bit in the weights (a bad disk, an incomplete
+    copy) would load as slightly different weights. A damaged archive is a :class:`UserError`. The file is
+    opened once, so the check and the load read the same file even if a writer replaces it meanwhile."""
+    with open(path, "rb") as handle:
+        _verify_checksums(handle)
+        handle.seek(0)
+        return torch.load(handle, map_location=map_location, weights_only=True)
+
+
+def _verify_checksums(handle: Any) -> None:
+    """Raise when a member of the zip archive in ``handle`` does not match its CRC-32. A file that is not
+    a whole zip archive is left to ``torch.load``, whose error says what it is instead. The message names
+    no file: :func:`read_checkpoint`, which every command loads through, puts the path in front."""
+    try:
+        archive = zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    with archive:
+        try:
+            damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            damaged = f"the archive ({exc})"
+    if damaged is not None:
+        raise UserError(f"damaged: {damaged} does not match its checksum (a bad disk or an incomplete copy); "
+                        f"restore the file from a copy, or train the run again")
 
 
 REQUIRED_KEYS = ("format", "iteration", "policy", "critic", "target_critic", "actor_opt", "critic_opt", "rng")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +87,25 @@ class MetricsLog:
         if list(columns) != self._columns or not path.exists():
             self._rewrite(list(columns))
         else:
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=self._columns, restval="")
-            for row in new_rows:
-                writer.writerow(self._cells(row))
-            with open(path, "a", encoding="utf-8", newline="") as handle:
-                handle.write(text.getvalue())
+            self._append_lines(path, new_rows)
         self._written = len(self.history)
         if self._writer is not None:
             self._writer.flush()
+
+    def _append_lines(self, path: Path, rows: list[dict[str, float]]) -> None:
+        """Append each row as one whole line with one ``write`` call, so a run killed between two rows
+        leaves whole rows; one killed inside a call (or a full disk) leaves at most an unterminated last
+        line, which the readers (:func:`~mbmix_fw.training.scores.read_metrics_rows`) skip."""
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            for row in rows:
+                text = io.StringIO()
+                csv.DictWriter(text, fieldnames=self._columns, restval="").writerow(self._cells(row))
+                line = memoryview(text.getvalue().encode("utf-8"))
+                while line:  # a short write (a signal, a nearly full disk) goes on where it stopped
+                    line = line[os.write(fd, line):]
+        finally:
+            os.close(fd)
 
     @staticmethod
     def _cells(row: dict[str, float]) -> dict[str, str | int]:

@@ -4,8 +4,11 @@ one way files are written into it, atomically.
 Why atomic: a run is killed at any moment (Ctrl-C, a pre-empted node, a full disk) and resumed later, and
 ``resume``, ``report`` and a rerun ``sweep`` read what it left. A file is therefore never written in place:
 the new content goes to a temporary file in the same folder (same file system, so the rename is atomic),
-is flushed and fsynced, then :func:`os.replace` swaps it in. A write that fails at any point leaves the
-previous file, byte for byte, and no temporary file behind.
+is flushed and fsynced, then :func:`os.replace` swaps it in, and the folder is fsynced so the rename itself
+survives a power loss. A write that fails at any point leaves the previous file, byte for byte, and no
+temporary file behind; a writer killed mid-write leaves its temporary file, which the next writer of the
+folder removes (:func:`remove_leftover_temporaries`, called once it holds the folder's lock). Files are
+created with the permissions the umask gives (0644 under umask 022), like any file the user writes.
 
 Layout of a run folder (``run.out``, or ``--out``)::
 
@@ -17,6 +20,7 @@ Layout of a run folder (``run.out``, or ``--out``)::
     data_parallel.json    ``{"world_size": K}``: written only by a data-parallel (torchrun) run
     done.json             a finished sweep trial's final metrics (written by ``distributed/trial.py``)
     error.txt             a failed sweep trial's traceback
+    .writer.lock          who writes the folder now (``training/folder_lock.py``: one writer at a time)
 
 Torch-free: the sweep driver and the CLI import it without loading torch.
 """
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -39,6 +44,10 @@ DONE_JSON = "done.json"
 ERROR_TXT = "error.txt"
 TRAINING_OUTPUTS = (METRICS_CSV, TB_DIR)
 """What training writes before its first checkpoint: a fresh start removes these leftovers of a killed run."""
+WRITER_LOCK = ".writer.lock"
+"""The lock file of the folder's one writer; not part of a run's results."""
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+"""A temporary file of :func:`write_atomic` (``.last.pt.1f3a9c2e.tmp``; ``tempfile``'s names match too)."""
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -47,7 +56,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     temporary file is removed; the exception propagates."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -55,9 +64,47 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def remove_leftover_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files a killed :func:`write_atomic` left in a run folder (and its
+    ``checkpoints/``); returns them. Only for the folder's writer: another one's may be mid-write."""
+    removed = []
+    for where in (Path(folder), Path(folder) / CHECKPOINT.parent):
+        for leftover in where.glob(".*.tmp") if where.is_dir() else ():
+            if _TEMPORARY.fullmatch(leftover.name) and leftover.is_file():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file ``.NAME.XXXXXXXX.tmp`` beside ``path``, opened for writing. Created with mode 0666 so the
+    kernel applies the umask (``tempfile.mkstemp`` makes every file 0600, unreadable to the group)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable: without it a power loss can bring back the old file, or none."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder; the file itself is already on disk
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -73,4 +120,5 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 __all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "write_atomic", "write_json_atomic", "write_text_atomic"]
+           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK", "remove_leftover_temporaries",
+           "write_atomic", "write_json_atomic", "write_text_atomic"]

@@ -8,6 +8,7 @@ value (a diverged evaluation), not a gap.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -20,18 +21,30 @@ from .run_folder import METRICS_CSV
 
 
 def read_metrics_rows(run_dir: str | Path) -> tuple[Path, list[str], list[dict[str, str]]]:
-    """``metrics.csv``'s path, columns and raw rows (cells as written; ``""`` where nothing was logged)."""
+    """``metrics.csv``'s path, columns and raw rows (cells as written; ``""`` where nothing was logged).
+
+    A last row that is unterminated or has fewer cells than the header is left out: it is what a writer
+    killed mid-row leaves, and a number cut short is still a number."""
     path = Path(run_dir) / METRICS_CSV
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir}: no such run folder")
     if not path.is_file():
         raise UserError(f"{path}: no such file (has the run logged an iteration yet?)")
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-        columns = list(rows[0].keys()) if rows else []
+        reader = csv.DictReader(io.StringIO(whole_lines(handle.read())))
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    if rows and None in rows[-1].values():  # fewer cells than columns: a row cut short
+        rows.pop()
     if not rows or "iteration" not in columns:
         raise UserError(f"{path}: no rows with an 'iteration' column")
     return path, columns, rows
+
+
+def whole_lines(text: str) -> str:
+    """``text`` without an unterminated last line: the part of a row a killed writer (or a full disk) left,
+    which would otherwise read as a number (``30,-15`` of ``30,-1528.2,…``)."""
+    return text if text.endswith("\n") else text[:text.rfind("\n") + 1]
 
 
 def to_float(cell: str | None) -> float:
