@@ -25,6 +25,8 @@ REQUIRED_KEYS = ("format", "iteration", "policy", "critic", "target_critic", "ac
 """Entries every checkpoint written by :meth:`Trainer.save_checkpoint <mbmix_fw.training.trainer.Trainer.state_dict>` has."""
 SHAPED_ENTRIES = ("policy", "critic", "target_critic", "obs_norm", "world_model")
 """Entries whose tensor shapes follow from the recipe (network sizes, env dimensions)."""
+EXTRA_STATE = "_extra_state"
+"""The key ``nn.Module.state_dict`` stores ``get_extra_state()`` under (torch's ``_EXTRA_STATE_KEY_SUFFIX``)."""
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -60,9 +62,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_shapes(state: dict[str, Any], expected: dict[str, Any], path: Path, recipe_source: str) -> None:
     """Raise one line naming ``path`` and the first tensor whose name or shape differs between the
-    checkpoint ``state`` and a freshly built trainer's ``expected`` state (its recipe edited since)."""
+    checkpoint ``state`` and a freshly built trainer's ``expected`` state (its recipe edited since).
+
+    Only parameters and buffers are compared, never a module's ``_extra_state`` (:data:`EXTRA_STATE`):
+    what a module keeps there is its own to restore (``set_extra_state``) and need not exist in a module
+    that was just built — a world model's optimiser moments appear with its first fit, so comparing
+    them refused every MB-MIX run resumed after the model had been fitted. Their shapes follow from the
+    parameters, which are compared."""
     for entry in SHAPED_ENTRIES:
-        theirs, ours = _tensor_shapes(state.get(entry), entry), _tensor_shapes(expected.get(entry), entry)
+        theirs, ours = _shaped(state.get(entry), entry), _shaped(expected.get(entry), entry)
         for name in sorted(theirs.keys() | ours.keys()):
             where = f"{path}: does not match {recipe_source}: "
             if name not in ours:
@@ -87,6 +95,12 @@ def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_s
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: cannot restore the checkpoint: {type(exc).__name__}: {reason[:200]}") from None
+
+
+def _shaped(value: Any, prefix: str) -> dict[str, list[int]]:
+    """:func:`_tensor_shapes` without anything inside a module's ``_extra_state``."""
+    return {name: shape for name, shape in _tensor_shapes(value, prefix).items()
+            if EXTRA_STATE not in name.split(".")}
 
 
 def _tensor_shapes(value: Any, prefix: str) -> dict[str, list[int]]:
