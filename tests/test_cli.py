@@ -543,7 +543,8 @@ def test_resuming_a_finished_run_says_it_is_finished(tmp_path, registry, capsys)
     assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
     assert capsys.readouterr().out == (
         f"{run_dir}: already finished (2 of 2 iterations); nothing to resume. To train longer, raise "
-        f"run.iterations in {run_dir / 'recipe.json'} and resume again\n")
+        f"run.iterations in {run_dir / 'recipe.json'} and resume again (a resume honours changes to run.iterations, run.env_steps, run.eval_every, "
+        f"run.eval_every_env_steps, run.checkpoint_every, run.max_skipped_iterations, run.device, run.out only)\n")
     assert (run_dir / "metrics.csv").read_text() == before
 
 
@@ -556,7 +557,8 @@ def test_resuming_a_run_that_spent_its_env_step_budget_says_so(tmp_path, registr
     steps = float(_rows(run_dir)[-1]["env/steps"])
     assert steps >= 3 and capsys.readouterr().out == (
         f"{run_dir}: already finished ({steps:.0f} of 3 env steps); nothing to resume. To train longer, raise "
-        f"run.env_steps in {run_dir / 'recipe.json'} and resume again\n")
+        f"run.env_steps in {run_dir / 'recipe.json'} and resume again (a resume honours changes to run.iterations, run.env_steps, run.eval_every, "
+        f"run.eval_every_env_steps, run.checkpoint_every, run.max_skipped_iterations, run.device, run.out only)\n")
 
 
 def test_report_writes_beside_the_runs_by_default(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,8 @@ Two ways in:
   ``--out``, see :func:`run_overrides`) and checks the run folder it will write; :func:`start_run` builds
   the trainer and writes ``recipe.json`` and ``plugins.json``;
 - a **saved run**: :func:`open_saved_run` reads a run folder (``recipe.json``, ``checkpoints/last.pt``, and
-  ``data_parallel.json``'s rank count) and :func:`resume_run` builds the trainer and restores the checkpoint.
+  ``data_parallel.json``'s rank count) and :func:`resume_run` builds the trainer and restores the checkpoint,
+  after refusing a ``recipe.json`` edited in a field the checkpoint cannot honour (:mod:`.resumable`).
 
 Either gives a :class:`Run`; ``run.train()`` trains it, :func:`summary_line` is what the CLI prints after.
 """
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import attrs
 
 from ..errors import PROG, UserError
-from ..training.run_folder import CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, write_json_atomic
+from ..training.run_folder import (CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, STARTED_RECIPE,
+                                   write_json_atomic)
 
 if TYPE_CHECKING:
     import torch
@@ -123,7 +125,8 @@ def start_run(recipe: "Recipe", out_dir: Path | None, registry: "Registry", *,
 
     trainer = make_trainer(trainer_recipe or recipe, out_dir, device if device is not None else recipe.run.device,
                            registry, progress=progress)
-    if out_dir is not None:
+    if out_dir is not None:  # the copy first: a folder with recipe.json then always has it
+        write_json_atomic(out_dir / STARTED_RECIPE, recipe.model_dump(mode="json"))
         write_run_files(out_dir, recipe, registry)
         if world_size > 1:
             write_json_atomic(out_dir / DATA_PARALLEL_JSON, {"world_size": world_size})
@@ -172,12 +175,15 @@ def open_saved_run(run_dir: str | Path, registry: "Registry", *, world_size: int
 
 def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.device | None" = None,
                progress: bool = True, trainer_recipe: "Recipe | None" = None, write: bool = True) -> Run:
-    """Build the saved run's trainer and restore ``checkpoints/last.pt`` into it. The checkpoint is read and
-    checked first, so a corrupt file fails before anything is built; ``write=False`` for a rank that writes
-    nothing; ``trainer_recipe`` as in :func:`start_run`."""
+    """Build the saved run's trainer and restore ``checkpoints/last.pt`` into it. ``recipe.json`` is
+    compared with the recipe the run started with and the checkpoint is read and checked first, so an
+    edit the checkpoint cannot honour or a corrupt file fails before anything is built or written;
+    ``write=False`` for a rank that writes nothing; ``trainer_recipe`` as in :func:`start_run`."""
     from ..training.checkpoint import read_checkpoint, restore_checkpoint
     from .build import make_trainer
+    from .resumable import refuse_unresumable
 
+    refuse_unresumable(saved.recipe.model_dump(mode="json"), saved.run_dir, saved.source)
     state = read_checkpoint(saved.checkpoint)
     out_dir = saved.run_dir if write else None
     trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
@@ -194,14 +200,20 @@ def summary_line(out_dir: Path, final: dict[str, float]) -> str:
 
 
 def already_finished_line(run: Run) -> str:
-    """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted)."""
+    """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted).
+    It names the one field to raise and, since the advice invites editing ``recipe.json``, every field a
+    resume honours (:data:`~mbmix_fw.building.resumable.RESUMABLE`): any other edit is refused."""
+    from .resumable import resumable_fields
+
     settings = run.recipe.run
+    only = f"(a resume honours changes to {resumable_fields()} only)"
     if settings.env_steps and run.trainer.env_steps >= settings.env_steps:
         return (f"{run.out_dir}: already finished ({run.trainer.env_steps} of {settings.env_steps} env steps); "
-                f"nothing to resume. To train longer, raise run.env_steps in {run.source} and resume again")
+                f"nothing to resume. To train longer, raise run.env_steps in {run.source} and resume again "
+                f"{only}")
     return (f"{run.out_dir}: already finished ({run.trainer.iteration} of {settings.iterations} "
             f"iterations); nothing to resume. To train longer, raise run.iterations in {run.source} and "
-            f"resume again")
+            f"resume again {only}")
 
 
 __all__ = ["Run", "SavedRun", "already_finished_line", "open_saved_run", "plan_run", "refuse_occupied",

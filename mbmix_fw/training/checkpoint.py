@@ -84,10 +84,47 @@ def check_shapes(state: dict[str, Any], expected: dict[str, Any], path: Path, re
                                         f"builds {ours[name]} (were hidden sizes or env dimensions edited?)")
 
 
+def check_settings(state: dict[str, Any], expected: dict[str, Any], path: Path, recipe_source: str) -> None:
+    """Raise one line naming ``path`` and the recipe field when the checkpoint ``state`` was trained with a
+    setting the freshly built trainer's ``expected`` state differs in, outside the networks' shapes: the
+    env count (the saved env states), the replay buffer's capacity, Adam's betas (``Adam.load_state_dict``
+    would silently bring back the old ones).
+
+    Why here as well as in :mod:`mbmix_fw.building.resumable`: a run folder written before that module kept
+    the recipe a run started with has only its checkpoint to compare with."""
+    where = f"{path}: does not match {recipe_source}: "
+    theirs, ours = state.get("cursor_state"), expected.get("cursor_state")
+    if isinstance(theirs, torch.Tensor) and isinstance(ours, torch.Tensor) and theirs.shape[0] != ours.shape[0]:
+        raise UserError(where + f"env.num_envs gives {ours.shape[0]} envs but the checkpoint holds the states of "
+                                f"{theirs.shape[0]}; a checkpoint cannot honour a changed env count (restore "
+                                f"env.num_envs, or start a new run)")
+    theirs, ours = state.get("buffer"), expected.get("buffer")
+    if isinstance(theirs, dict) and isinstance(ours, dict) and theirs.get("capacity") != ours.get("capacity"):
+        raise UserError(where + f"world_model.buffer_capacity is {ours.get('capacity')} but the checkpoint's "
+                                f"replay buffer holds {theirs.get('capacity')}; a checkpoint cannot honour a "
+                                f"changed capacity (restore it, or start a new run)")
+    for entry in ("actor_opt", "critic_opt"):
+        theirs, ours = _betas(state.get(entry)), _betas(expected.get(entry))
+        if theirs is not None and ours is not None and theirs != ours:
+            raise UserError(where + f"optim.betas is {list(ours)} but the checkpoint's {entry} was trained with "
+                                    f"{list(theirs)}; a checkpoint cannot honour changed optimiser settings "
+                                    f"(restore optim.betas, or start a new run)")
+
+
+def _betas(optimiser_state: Any) -> tuple[float, ...] | None:
+    """The first parameter group's Adam betas in an optimiser's ``state_dict`` (None if it has none)."""
+    try:
+        return tuple(float(b) for b in optimiser_state["param_groups"][0]["betas"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_source: str) -> None:
     """Load ``state`` (:func:`read_checkpoint` of ``path``) into ``trainer``, built from ``recipe_source``;
     one line naming the file if the two do not fit together."""
-    check_shapes(state, trainer.state_dict(), path, recipe_source)
+    expected = trainer.state_dict()
+    check_shapes(state, expected, path, recipe_source)
+    check_settings(state, expected, path, recipe_source)
     try:
         trainer.load_state_dict(state)
     except UserError:

@@ -14,6 +14,8 @@ Layout of a run folder (``run.out``, or ``--out``)::
     metrics.csv           one row per iteration (appended; rewritten atomically when a column appears)
     tb/                   TensorBoard events
     checkpoints/last.pt   the full training state (``torch.save``, read with ``weights_only=True``)
+    checkpoints/recipe_at_start.json  the recipe the run started with: ``resume`` refuses a recipe.json
+                          edited in a field the checkpoint cannot honour (``building/resumable.py``)
     data_parallel.json    ``{"world_size": K}``: written only by a data-parallel (torchrun) run
     done.json             a finished sweep trial's final metrics (written by ``distributed/trial.py``)
     error.txt             a failed sweep trial's traceback
@@ -34,6 +36,8 @@ METRICS_CSV = "metrics.csv"
 TB_DIR = "tb"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 """Relative to the run folder."""
+STARTED_RECIPE = Path("checkpoints") / "recipe_at_start.json"
+"""Relative to the run folder; written once, when the run starts, and never by a resume."""
 DATA_PARALLEL_JSON = "data_parallel.json"
 DONE_JSON = "done.json"
 ERROR_TXT = "error.txt"
@@ -73,4 +77,5 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 __all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "write_atomic", "write_json_atomic", "write_text_atomic"]
+           "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "write_atomic",
+           "write_json_atomic", "write_text_atomic"]
