@@ -306,11 +306,15 @@ def test_resume_without_a_run_folder_or_checkpoint_is_a_user_error(tmp_path, reg
     assert main(["resume", str(tmp_path / "nope")], registry=registry) == 2
     assert error_lines(capsys.readouterr().err) == [f"{tmp_path / 'nope'}: no such run folder"]
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "recipe.json").write_text("{}")
     assert main(["resume", str(tmp_path / "run")], registry=registry) == 2
-    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    recipe = tmp_path / "run" / "recipe.json"
     assert error_lines(capsys.readouterr().err) == [
-        f"{checkpoint}: no such file; is {tmp_path / 'run'} a run folder written by 'mbmix-fw run'?"]
+        f"{recipe}: no such file; is {tmp_path / 'run'} a run folder written by 'mbmix-fw run'?"]
+    # recipe.json without a checkpoint: a run stopped before its first one, resumed from the start
+    # (tests/test_run_stopped_early.py) once its recipe validates
+    recipe.write_text("{}")
+    assert main(["resume", str(tmp_path / "run")], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err)[0].startswith(f"{recipe}: ")
 
 
 def test_resume_validates_the_saved_recipe(tmp_path, registry, capsys):

@@ -12,8 +12,35 @@ from .run_folder import write_atomic
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
     """``torch.save`` through :func:`~mbmix_fw.training.run_folder.write_atomic`: a failed save keeps the
-    previous checkpoint."""
-    return write_atomic(path, lambda handle: torch.save(state, handle))
+    previous checkpoint. A write that fails raises its own ``OSError`` (a full disk stays a full disk),
+    not the ``RuntimeError`` ("unexpected pos …") torch's zip writer turns it into."""
+    def save(handle) -> None:
+        recording = _RecordingWriter(handle)
+        try:
+            torch.save(state, recording)
+        except RuntimeError:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+
+    return write_atomic(path, save)
+
+
+class _RecordingWriter:
+    """A binary file handle that remembers the ``OSError`` of its last failed write."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

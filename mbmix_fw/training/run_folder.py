@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -76,6 +77,17 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def remove_training_outputs(out_dir: Path) -> None:
+    """Remove :data:`TRAINING_OUTPUTS` from ``out_dir``: what a run killed before its first checkpoint
+    left, before the run starts again there (its TensorBoard events would otherwise repeat its steps)."""
+    for name in TRAINING_OUTPUTS:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 __all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "write_atomic",
+           "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "remove_training_outputs", "write_atomic",
            "write_json_atomic", "write_text_atomic"]
