@@ -166,3 +166,17 @@ def test_no_room_for_recipe_json_leaves_an_empty_folder_to_run_again(tmp_path):
     again = subprocess.run([*CLI, "run", str(path), "--out", str(out), "--no-progress"], capture_output=True,
                            text=True)
     assert again.returncode == 0, again.stderr
+
+
+def test_no_room_anywhere_else_is_one_line_too(tmp_path, monkeypatch, capsys):
+    """A full disk the run did not meet while training (here: writing a report) is no internal error."""
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "curves.png"))
+
+    monkeypatch.setattr("mbmix_fw.commands.cli._cmd_validate", full)
+    assert main(["validate", str(recipe(tmp_path))]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mbmix-fw: error: {tmp_path / 'curves.png'}: disk full / file too large (No space left on device, "
+        f"errno 28); free space and try again"]

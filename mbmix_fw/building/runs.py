@@ -104,16 +104,18 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def disk_full_error(exc: OSError, run_dir: Path | None) -> UserError:
-    """One line for a write into ``run_dir`` that found no room: what happened and what to do next (resume
-    the folder once it holds ``recipe.json``, else try again)."""
-    where = run_dir if run_dir is not None else exc.filename or "the run folder"
+    """One line for a write that found no room: what happened and what to do next (resume ``run_dir`` once
+    it holds ``recipe.json``, else try again). Without ``run_dir``, the file the error names, if any."""
     reason = f"{exc.strerror or exc}, errno {exc.errno}"
-    if run_dir is None or not (run_dir / RECIPE_JSON).is_file():
-        return UserError(f"{where}: disk full / file too large while writing the run ({reason}); free space and try "
-                         f"again")
-    return UserError(f"{where}: disk full / file too large while writing the run ({reason}); free space (or raise "
-                     f"the file-size limit), then '{PROG} resume {run_dir}' continues from its last checkpoint (or "
-                     f"starts again if it has none)")
+    if run_dir is None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return UserError(f"{where}disk full / file too large ({reason}); free space and try again")
+    if not (run_dir / RECIPE_JSON).is_file():
+        return UserError(f"{run_dir}: disk full / file too large while writing the run ({reason}); free space "
+                         f"and try again")
+    return UserError(f"{run_dir}: disk full / file too large while writing the run ({reason}); free space (or "
+                     f"raise the file-size limit), then '{PROG} resume {run_dir}' continues from its last checkpoint "
+                     f"(or starts again if it has none)")
 
 
 @contextlib.contextmanager
