@@ -344,6 +344,15 @@ def _swap_env(run: Path) -> None:
     (run / RECIPE).write_text(json.dumps(data))
 
 
+def _older(edit) -> callable:
+    """``edit`` in a run folder from before ``checkpoints/recipe_at_start.json`` (the recipe a run started
+    with) was written."""
+    def older(run: Path) -> None:
+        (run / "checkpoints" / "recipe_at_start.json").unlink()
+        edit(run)
+    return older
+
+
 def _poison_policy(run: Path) -> None:
     state = torch.load(run / CKPT, weights_only=True)
     first = next(iter(state["policy"]))
@@ -382,13 +391,19 @@ BAD_RUN_FOLDERS = {
     "checkpoint is a folder": (lambda run: ((run / CKPT).unlink(), (run / CKPT).mkdir()), CKPT, "no such file"),
     "nan in the policy": (_poison_policy, CKPT, "holds nan or inf; the checkpoint is damaged"),
     "a flipped bit in the weights": (_flip_a_weight_bit, CKPT, "does not match its checksum"),
-    "policy hidden edited": (_edit_recipe(**{"policy.hidden": [16]}), CKPT,
-                             f"does not match {{run}}/{RECIPE}: policy."),
-    "critic layers edited": (_edit_recipe(**{"critic.hidden": [8, 8]}), CKPT,
-                             f"does not match {{run}}/{RECIPE}: critic."),
-    "layer norm switched off": (_edit_recipe(**{"policy.layer_norm": False}), CKPT,
-                                f"does not match {{run}}/{RECIPE}: policy."),
-    "env swapped": (_swap_env, CKPT, "has shape"),
+    "policy hidden edited": (_edit_recipe(**{"policy.hidden": [16]}), RECIPE,
+                             "policy.hidden is [16] but the run started with [8]; its checkpoint cannot honour"),
+    "critic layers edited": (_edit_recipe(**{"critic.hidden": [8, 8]}), RECIPE, "critic.hidden is [8, 8] but"),
+    "layer norm switched off": (_edit_recipe(**{"policy.layer_norm": False}), RECIPE, "policy.layer_norm is false"),
+    "env swapped": (_swap_env, RECIPE, 'env.kind is "lqr" but the run started with "pendulum"'),
+    # a folder written before checkpoints/recipe_at_start.json existed: the checkpoint's tensors are compared
+    "older folder, policy hidden edited": (_older(_edit_recipe(**{"policy.hidden": [16]})), CKPT,
+                                           f"does not match {{run}}/{RECIPE}: policy."),
+    "older folder, critic layers edited": (_older(_edit_recipe(**{"critic.hidden": [8, 8]})), CKPT,
+                                           f"does not match {{run}}/{RECIPE}: critic."),
+    "older folder, layer norm switched off": (_older(_edit_recipe(**{"policy.layer_norm": False})), CKPT,
+                                              f"does not match {{run}}/{RECIPE}: policy."),
+    "older folder, env swapped": (_older(_swap_env), CKPT, "has shape"),
     "string in recipe.json": (_edit_recipe(**{"env.num_envs": "4"}), RECIPE, "env.num_envs: expected an integer"),
     "nan in recipe.json": (_edit_recipe(**{"optim.actor_lr": float("nan")}), RECIPE,
                            "optim.actor_lr: expected a finite number"),

@@ -306,11 +306,15 @@ def test_resume_without_a_run_folder_or_checkpoint_is_a_user_error(tmp_path, reg
     assert main(["resume", str(tmp_path / "nope")], registry=registry) == 2
     assert error_lines(capsys.readouterr().err) == [f"{tmp_path / 'nope'}: no such run folder"]
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "recipe.json").write_text("{}")
     assert main(["resume", str(tmp_path / "run")], registry=registry) == 2
-    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    recipe = tmp_path / "run" / "recipe.json"
     assert error_lines(capsys.readouterr().err) == [
-        f"{checkpoint}: no such file; is {tmp_path / 'run'} a run folder written by 'mbmix-fw run'?"]
+        f"{recipe}: no such file; is {tmp_path / 'run'} a run folder written by 'mbmix-fw run'?"]
+    # recipe.json without a checkpoint: a run stopped before its first one, resumed from the start
+    # (tests/test_run_stopped_early.py) once its recipe validates
+    recipe.write_text("{}")
+    assert main(["resume", str(tmp_path / "run")], registry=registry) == 2
+    assert error_lines(capsys.readouterr().err)[0].startswith(f"{recipe}: ")
 
 
 def test_resume_validates_the_saved_recipe(tmp_path, registry, capsys):
@@ -543,7 +547,8 @@ def test_resuming_a_finished_run_says_it_is_finished(tmp_path, registry, capsys)
     assert main(["resume", str(run_dir), "--no-progress"], registry=registry) == 0
     assert capsys.readouterr().out == (
         f"{run_dir}: already finished (2 of 2 iterations); nothing to resume. To train longer, raise "
-        f"run.iterations in {run_dir / 'recipe.json'} and resume again\n")
+        f"run.iterations in {run_dir / 'recipe.json'} and resume again (a resume honours changes to run.iterations, run.env_steps, run.eval_every, "
+        f"run.eval_every_env_steps, run.checkpoint_every, run.max_skipped_iterations, run.device, run.out only)\n")
     assert (run_dir / "metrics.csv").read_text() == before
 
 
@@ -556,7 +561,8 @@ def test_resuming_a_run_that_spent_its_env_step_budget_says_so(tmp_path, registr
     steps = float(_rows(run_dir)[-1]["env/steps"])
     assert steps >= 3 and capsys.readouterr().out == (
         f"{run_dir}: already finished ({steps:.0f} of 3 env steps); nothing to resume. To train longer, raise "
-        f"run.env_steps in {run_dir / 'recipe.json'} and resume again\n")
+        f"run.env_steps in {run_dir / 'recipe.json'} and resume again (a resume honours changes to run.iterations, run.env_steps, run.eval_every, "
+        f"run.eval_every_env_steps, run.checkpoint_every, run.max_skipped_iterations, run.device, run.out only)\n")
 
 
 def test_report_writes_beside_the_runs_by_default(tmp_path, monkeypatch, capsys):

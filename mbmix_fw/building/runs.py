@@ -12,13 +12,20 @@ Two ways in:
   ``--out``, see :func:`run_overrides`) and checks the run folder it will write; :func:`start_run` builds
   the trainer and writes ``recipe.json`` and ``plugins.json``;
 - a **saved run**: :func:`open_saved_run` reads a run folder (``recipe.json``, ``checkpoints/last.pt``, and
-  ``data_parallel.json``'s rank count) and :func:`resume_run` builds the trainer and restores the checkpoint.
+  ``data_parallel.json``'s rank count) and :func:`resume_run` builds the trainer and restores the checkpoint,
+  after refusing a ``recipe.json`` edited in a field the checkpoint cannot honour (:mod:`.resumable`). A
+  folder whose run stopped before its first checkpoint (killed, a full disk) has no checkpoint to restore:
+  :func:`resume_run` starts that run again from iteration 0 in the same folder, so such a folder is never a
+  dead end (``run`` refuses it as a run folder, ``resume`` continues it).
 
 Either gives a :class:`Run`; ``run.train()`` trains it, :func:`summary_line` is what the CLI prints after.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -26,8 +33,8 @@ import attrs
 
 from ..errors import PROG, UserError
 from ..training.folder_lock import hold_folder, refuse_if_held, release_folder
-from ..training.run_folder import (CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, WRITER_LOCK,
-                                   write_json_atomic)
+from ..training.run_folder import (CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, STARTED_RECIPE,
+                                   WRITER_LOCK, remove_training_outputs, write_json_atomic)
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +56,8 @@ class Run:
     out_dir: Path | None
     trainer: "Trainer"
     source: str
+    started_afresh: bool = False
+    """True for a resumed folder that held no checkpoint: the run starts again from iteration 0."""
 
     @property
     def finished(self) -> bool:
@@ -58,12 +67,20 @@ class Run:
 
     def train(self) -> dict[str, float]:
         """Train to ``run.iterations`` (or the ``run.env_steps`` budget); the final metrics (``eval/return``,
-        ``eval/initial_return``, …). Then the folder is free for its next writer (a resume)."""
-        try:
-            return self.trainer.train()
-        finally:
-            if self.out_dir is not None:
-                release_folder(self.out_dir)
+        ``eval/initial_return``, …). Then the folder is free for its next writer (a resume). A full disk (or
+        a file-size limit) while writing the run folder is a one-line :class:`UserError`
+        (:func:`disk_full_error`), not a crash with a TensorBoard thread's traceback: the folder keeps its
+        last checkpoint, and ``resume`` continues from it once there is room."""
+        with _quiet_disk_full_threads():
+            try:
+                return self.trainer.train()
+            except OSError as exc:
+                if exc.errno not in DISK_FULL:
+                    raise
+                raise disk_full_error(exc, self.out_dir) from None
+            finally:
+                if self.out_dir is not None:
+                    release_folder(self.out_dir)
 
 
 @attrs.frozen
@@ -79,6 +96,49 @@ class SavedRun:
     @property
     def checkpoint(self) -> Path:
         return self.run_dir / CHECKPOINT
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """False when the run stopped before its first checkpoint (:func:`resume_run` then starts afresh)."""
+        return self.checkpoint.is_file()
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+"""The ``errno`` values of a write that found no room: no space left, over the file-size limit
+(``RLIMIT_FSIZE``), over the disk quota."""
+
+
+def disk_full_error(exc: OSError, run_dir: Path | None) -> UserError:
+    """One line for a write that found no room: what happened and what to do next (resume ``run_dir`` once
+    it holds ``recipe.json``, else try again). Without ``run_dir``, the file the error names, if any."""
+    reason = f"{exc.strerror or exc}, errno {exc.errno}"
+    if run_dir is None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return UserError(f"{where}disk full / file too large ({reason}); free space and try again")
+    if not (run_dir / RECIPE_JSON).is_file():
+        return UserError(f"{run_dir}: disk full / file too large while writing the run ({reason}); free space "
+                         f"and try again")
+    return UserError(f"{run_dir}: disk full / file too large while writing the run ({reason}); free space (or "
+                     f"raise the file-size limit), then '{PROG} resume {run_dir}' continues from its last checkpoint "
+                     f"(or starts again if it has none)")
+
+
+@contextlib.contextmanager
+def _quiet_disk_full_threads():
+    """While training, a writer thread (TensorBoard's) that dies of a full disk prints no traceback: the
+    main thread meets the same error at its next write and reports it in one line (:meth:`Run.train`).
+    Any other thread error still goes to the previous ``threading.excepthook``."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def run_overrides(sets: Iterable["Override | str"] = (), *, device: str | None = None,
@@ -110,8 +170,9 @@ def plan_run(recipe_path: str | Path, registry: "Registry", sets: Iterable["Over
 
 
 def refuse_occupied(out_dir: Path) -> None:
-    """A run writes only into a new or empty folder: never over a run, never among someone's files."""
-    if (out_dir / METRICS_CSV).exists() or (out_dir / CHECKPOINT).exists():
+    """A run writes only into a new or empty folder: never over a run, never among someone's files. A folder
+    with ``recipe.json`` is a run folder even without a checkpoint: ``resume`` continues (or restarts) it."""
+    if any((out_dir / name).exists() for name in (RECIPE_JSON, METRICS_CSV, CHECKPOINT)):
         raise UserError(f"{out_dir}: already holds a run; continue it with '{PROG} resume {out_dir}', "
                         f"choose another folder with --out, or remove it")
     if out_dir.is_dir() and any(p.name != WRITER_LOCK for p in out_dir.iterdir()):
@@ -132,9 +193,16 @@ def start_run(recipe: "Recipe", out_dir: Path | None, registry: "Registry", *,
                            registry, progress=progress)  # writes nothing yet: a recipe that cannot build leaves no trace
     if out_dir is not None:
         _become_writer(out_dir, fresh=True)
-        write_run_files(out_dir, recipe, registry)
-        if world_size > 1:
-            write_json_atomic(out_dir / DATA_PARALLEL_JSON, {"world_size": world_size})
+        try:
+            write_run_files(out_dir, recipe, registry)
+            # A checkpoint is written only after this copy, so a folder with a checkpoint always has it.
+            write_json_atomic(out_dir / STARTED_RECIPE, recipe.model_dump(mode="json"))
+            if world_size > 1:
+                write_json_atomic(out_dir / DATA_PARALLEL_JSON, {"world_size": world_size})
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            raise disk_full_error(exc, out_dir) from None
     return Run(recipe, out_dir, trainer, str(out_dir / RECIPE_JSON) if out_dir is not None else "")
 
 
@@ -154,17 +222,20 @@ def saved_world_size(run_dir: Path) -> int:
 
 def open_saved_run(run_dir: str | Path, registry: "Registry", *, world_size: int = 1) -> SavedRun:
     """Read and validate a run folder before anything is built, for ``world_size`` processes (1: a plain
-    ``resume``; K: K torchrun ranks). One-line :class:`UserError` for a missing folder or file, a run
-    trained with a different number of ranks, unreadable JSON, or a recipe the installed plugins reject."""
+    ``resume``; K: K torchrun ranks). One-line :class:`UserError` for a missing folder or ``recipe.json``, a
+    run trained with a different number of ranks, unreadable JSON, or a recipe the installed plugins reject.
+    A missing ``checkpoints/last.pt`` is not an error (:attr:`SavedRun.has_checkpoint`)."""
     from .recipe import validate_recipe
 
     run_dir = Path(run_dir)
     recipe_path = run_dir / RECIPE_JSON
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run folder")
-    for needed in (recipe_path, run_dir / CHECKPOINT):
-        if not needed.is_file():
-            raise UserError(f"{needed}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
+    if not recipe_path.is_file():
+        raise UserError(f"{recipe_path}: no such file; is {run_dir} a run folder written by '{PROG} run'?")
+    if (run_dir / CHECKPOINT).exists() and not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"{run_dir / CHECKPOINT}: no such file (a folder is there); remove it to start the "
+                        f"run again, or restore the checkpoint")
     saved = saved_world_size(run_dir)
     if saved != world_size:  # its checkpoint holds rank 0's slice of the env batch, or the whole batch
         if saved > 1:
@@ -180,14 +251,27 @@ def open_saved_run(run_dir: str | Path, registry: "Registry", *, world_size: int
 
 def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.device | None" = None,
                progress: bool = True, trainer_recipe: "Recipe | None" = None, write: bool = True) -> Run:
-    """Build the saved run's trainer and restore ``checkpoints/last.pt`` into it. The checkpoint is read and
-    checked first, so a corrupt file fails before anything is built; ``write=False`` for a rank that writes
-    nothing; ``trainer_recipe`` as in :func:`start_run`."""
+    """Build the saved run's trainer and restore ``checkpoints/last.pt`` into it. ``recipe.json`` is
+    compared with the recipe the run started with and the checkpoint is read and checked first, so an
+    edit the checkpoint cannot honour or a corrupt file fails before anything is built or written;
+    ``write=False`` for a rank that writes nothing; ``trainer_recipe`` as in :func:`start_run`.
+
+    A folder without a checkpoint (the run stopped before its first one) starts again from iteration 0:
+    the leftovers of the stopped run (``metrics.csv``, ``tb/``) are removed and the run is started as
+    ``mbmix-fw run`` would start it, from its ``recipe.json`` (edits included: nothing was trained yet)."""
     from ..training.checkpoint import read_checkpoint, restore_checkpoint
     from .build import make_trainer
+    from .resumable import refuse_unresumable
 
     if write:  # before reading: the checkpoint read is the one the resumed run continues from
         _become_writer(saved.run_dir, fresh=False)
+    if not saved.has_checkpoint:
+        if write:
+            remove_training_outputs(saved.run_dir)
+        run = start_run(saved.recipe, saved.run_dir if write else None, registry, device=device, progress=progress,
+                        trainer_recipe=trainer_recipe, world_size=saved.world_size)
+        return attrs.evolve(run, source=saved.source, started_afresh=True)
+    refuse_unresumable(saved.recipe.model_dump(mode="json"), saved.run_dir, saved.source)
     state = read_checkpoint(saved.checkpoint)
     out_dir = saved.run_dir if write else None
     trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
@@ -215,15 +299,21 @@ def summary_line(out_dir: Path, final: dict[str, float]) -> str:
 
 
 def already_finished_line(run: Run) -> str:
-    """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted)."""
+    """What ``resume`` of a finished run prints (exit 0: the run is complete, which is what was wanted).
+    It names the one field to raise and, since the advice invites editing ``recipe.json``, every field a
+    resume honours (:data:`~mbmix_fw.building.resumable.RESUMABLE`): any other edit is refused."""
+    from .resumable import resumable_fields
+
     settings = run.recipe.run
+    only = f"(a resume honours changes to {resumable_fields()} only)"
     if settings.env_steps and run.trainer.env_steps >= settings.env_steps:
         return (f"{run.out_dir}: already finished ({run.trainer.env_steps} of {settings.env_steps} env steps); "
-                f"nothing to resume. To train longer, raise run.env_steps in {run.source} and resume again")
+                f"nothing to resume. To train longer, raise run.env_steps in {run.source} and resume again "
+                f"{only}")
     return (f"{run.out_dir}: already finished ({run.trainer.iteration} of {settings.iterations} "
             f"iterations); nothing to resume. To train longer, raise run.iterations in {run.source} and "
-            f"resume again")
+            f"resume again {only}")
 
 
-__all__ = ["Run", "SavedRun", "already_finished_line", "open_saved_run", "plan_run", "refuse_occupied",
-           "resume_run", "run_overrides", "saved_world_size", "start_run", "summary_line"]
+__all__ = ["DISK_FULL", "Run", "SavedRun", "already_finished_line", "disk_full_error", "open_saved_run", "plan_run",
+           "refuse_occupied", "resume_run", "run_overrides", "saved_world_size", "start_run", "summary_line"]

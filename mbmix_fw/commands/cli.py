@@ -62,14 +62,30 @@ def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = Non
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+    except OSError as exc:
+        from ..building.runs import DISK_FULL, disk_full_error
+
+        if exc.errno not in DISK_FULL:
+            return _internal_error(exc, debug)
+        # no room while writing recipe.json, plugins.json, a report, …: the machine's state, not a bug
         if debug:
             traceback.print_exc()
-        first = (str(exc).splitlines() or [""])[0]
-        print(f"{PROG}: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
-        if not debug:
-            print(f"{PROG}: run with -v (or MBMIX_FW_DEBUG=1) for the traceback", file=sys.stderr)
-        return 1
+        if not rank:
+            print(f"{PROG}: error: {disk_full_error(exc, None)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence
+        return _internal_error(exc, debug)
+
+
+def _internal_error(exc: Exception, debug: bool) -> int:
+    """``internal error: TYPE: first line`` (exit 1); the traceback with ``-v``."""
+    if debug:
+        traceback.print_exc()
+    first = (str(exc).splitlines() or [""])[0]
+    print(f"{PROG}: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
+    if not debug:
+        print(f"{PROG}: run with -v (or MBMIX_FW_DEBUG=1) for the traceback", file=sys.stderr)
+    return 1
 
 
 class _Registries:
@@ -118,8 +134,18 @@ def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
     else:
         run = resume_run(open_saved_run(args.run_dir, registry), registry, device=args.device,
                          progress=not args.no_progress)
+        if run.started_afresh:
+            _note_fresh_start(run)
         final = None if run.finished else run.train()
     return _finish(args, run, final)
+
+
+def _note_fresh_start(run: "Run") -> None:
+    """A resumed folder without a checkpoint starts again; say so, since nothing of it is kept."""
+    from ..training.run_folder import CHECKPOINT
+
+    print(f"{PROG}: {run.out_dir / CHECKPOINT}: none yet (the run stopped before its first checkpoint); "
+          f"starting it again from iteration 0", file=sys.stderr)
 
 
 def _finish(args: argparse.Namespace, run: "Run", final: dict[str, float] | None) -> int:

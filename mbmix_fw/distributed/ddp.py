@@ -245,7 +245,7 @@ def resume_data_parallel(run_dir: str | Path, registry: "Registry", *, device: s
         if run.finished:
             return None, run
         trainer = run.trainer
-        if rank > 0:  # rank 0's checkpoint holds rank 0's episodes: start this slice afresh
+        if rank > 0 and not run.started_afresh:  # rank 0's checkpoint holds rank 0's episodes: start afresh
             trainer.generator.manual_seed(rank_seed(saved.recipe.run.seed, rank) + trainer.iteration)
             trainer.cursor = Cursor(trainer.env.reset(trainer.env.num_envs, trainer.generator),
                                     torch.zeros(trainer.env.num_envs, dtype=torch.long, device=device))

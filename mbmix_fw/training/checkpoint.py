@@ -13,8 +13,35 @@ from .run_folder import write_atomic
 
 def save_checkpoint_file(state: dict[str, Any], path: Path) -> Path:
     """``torch.save`` through :func:`~mbmix_fw.training.run_folder.write_atomic`: a failed save keeps the
-    previous checkpoint."""
-    return write_atomic(path, lambda handle: torch.save(state, handle))
+    previous checkpoint. A write that fails raises its own ``OSError`` (a full disk stays a full disk),
+    not the ``RuntimeError`` ("unexpected pos …") torch's zip writer turns it into."""
+    def save(handle) -> None:
+        recording = _RecordingWriter(handle)
+        try:
+            torch.save(state, recording)
+        except RuntimeError:
+            if recording.error is not None:
+                raise recording.error from None
+            raise
+
+    return write_atomic(path, save)
+
+
+class _RecordingWriter:
+    """A binary file handle that remembers the ``OSError`` of its last failed write."""
+
+    def __init__(self, handle):
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def load_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -52,6 +79,8 @@ REQUIRED_KEYS = ("format", "iteration", "policy", "critic", "target_critic", "ac
 """Entries every checkpoint written by :meth:`Trainer.save_checkpoint <mbmix_fw.training.trainer.Trainer.state_dict>` has."""
 SHAPED_ENTRIES = ("policy", "critic", "target_critic", "obs_norm", "world_model")
 """Entries whose tensor shapes follow from the recipe (network sizes, env dimensions)."""
+EXTRA_STATE = "_extra_state"
+"""The key ``nn.Module.state_dict`` stores ``get_extra_state()`` under (torch's ``_EXTRA_STATE_KEY_SUFFIX``)."""
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -87,9 +116,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 def check_shapes(state: dict[str, Any], expected: dict[str, Any], path: Path, recipe_source: str) -> None:
     """Raise one line naming ``path`` and the first tensor whose name or shape differs between the
-    checkpoint ``state`` and a freshly built trainer's ``expected`` state (its recipe edited since)."""
+    checkpoint ``state`` and a freshly built trainer's ``expected`` state (its recipe edited since).
+
+    Only parameters and buffers are compared, never a module's ``_extra_state`` (:data:`EXTRA_STATE`):
+    what a module keeps there is its own to restore (``set_extra_state``) and need not exist in a module
+    that was just built — a world model's optimiser moments appear with its first fit, so comparing
+    them refused every MB-MIX run resumed after the model had been fitted. Their shapes follow from the
+    parameters, which are compared."""
     for entry in SHAPED_ENTRIES:
-        theirs, ours = _tensor_shapes(state.get(entry), entry), _tensor_shapes(expected.get(entry), entry)
+        theirs, ours = _shaped(state.get(entry), entry), _shaped(expected.get(entry), entry)
         for name in sorted(theirs.keys() | ours.keys()):
             where = f"{path}: does not match {recipe_source}: "
             if name not in ours:
@@ -103,10 +138,47 @@ def check_shapes(state: dict[str, Any], expected: dict[str, Any], path: Path, re
                                         f"builds {ours[name]} (were hidden sizes or env dimensions edited?)")
 
 
+def check_settings(state: dict[str, Any], expected: dict[str, Any], path: Path, recipe_source: str) -> None:
+    """Raise one line naming ``path`` and the recipe field when the checkpoint ``state`` was trained with a
+    setting the freshly built trainer's ``expected`` state differs in, outside the networks' shapes: the
+    env count (the saved env states), the replay buffer's capacity, Adam's betas (``Adam.load_state_dict``
+    would silently bring back the old ones).
+
+    Why here as well as in :mod:`mbmix_fw.building.resumable`: a run folder written before that module kept
+    the recipe a run started with has only its checkpoint to compare with."""
+    where = f"{path}: does not match {recipe_source}: "
+    theirs, ours = state.get("cursor_state"), expected.get("cursor_state")
+    if isinstance(theirs, torch.Tensor) and isinstance(ours, torch.Tensor) and theirs.shape[0] != ours.shape[0]:
+        raise UserError(where + f"env.num_envs gives {ours.shape[0]} envs but the checkpoint holds the states of "
+                                f"{theirs.shape[0]}; a checkpoint cannot honour a changed env count (restore "
+                                f"env.num_envs, or start a new run)")
+    theirs, ours = state.get("buffer"), expected.get("buffer")
+    if isinstance(theirs, dict) and isinstance(ours, dict) and theirs.get("capacity") != ours.get("capacity"):
+        raise UserError(where + f"world_model.buffer_capacity is {ours.get('capacity')} but the checkpoint's "
+                                f"replay buffer holds {theirs.get('capacity')}; a checkpoint cannot honour a "
+                                f"changed capacity (restore it, or start a new run)")
+    for entry in ("actor_opt", "critic_opt"):
+        theirs, ours = _betas(state.get(entry)), _betas(expected.get(entry))
+        if theirs is not None and ours is not None and theirs != ours:
+            raise UserError(where + f"optim.betas is {list(ours)} but the checkpoint's {entry} was trained with "
+                                    f"{list(theirs)}; a checkpoint cannot honour changed optimiser settings "
+                                    f"(restore optim.betas, or start a new run)")
+
+
+def _betas(optimiser_state: Any) -> tuple[float, ...] | None:
+    """The first parameter group's Adam betas in an optimiser's ``state_dict`` (None if it has none)."""
+    try:
+        return tuple(float(b) for b in optimiser_state["param_groups"][0]["betas"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_source: str) -> None:
     """Load ``state`` (:func:`read_checkpoint` of ``path``) into ``trainer``, built from ``recipe_source``;
     one line naming the file if the two do not fit together."""
-    check_shapes(state, trainer.state_dict(), path, recipe_source)
+    expected = trainer.state_dict()
+    check_shapes(state, expected, path, recipe_source)
+    check_settings(state, expected, path, recipe_source)
     try:
         trainer.load_state_dict(state)
     except UserError:
@@ -114,6 +186,12 @@ def restore_checkpoint(trainer: Any, state: dict[str, Any], path: Path, recipe_s
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: cannot restore the checkpoint: {type(exc).__name__}: {reason[:200]}") from None
+
+
+def _shaped(value: Any, prefix: str) -> dict[str, list[int]]:
+    """:func:`_tensor_shapes` without anything inside a module's ``_extra_state``."""
+    return {name: shape for name, shape in _tensor_shapes(value, prefix).items()
+            if EXTRA_STATE not in name.split(".")}
 
 
 def _tensor_shapes(value: Any, prefix: str) -> dict[str, list[int]]:

@@ -17,6 +17,8 @@ Layout of a run folder (``run.out``, or ``--out``)::
     metrics.csv           one row per iteration (appended; rewritten atomically when a column appears)
     tb/                   TensorBoard events
     checkpoints/last.pt   the full training state (``torch.save``, read with ``weights_only=True``)
+    checkpoints/recipe_at_start.json  the recipe the run started with: ``resume`` refuses a recipe.json
+                          edited in a field the checkpoint cannot honour (``building/resumable.py``)
     data_parallel.json    ``{"world_size": K}``: written only by a data-parallel (torchrun) run
     done.json             a finished sweep trial's final metrics (written by ``distributed/trial.py``)
     error.txt             a failed sweep trial's traceback
@@ -30,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -39,6 +42,8 @@ METRICS_CSV = "metrics.csv"
 TB_DIR = "tb"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 """Relative to the run folder."""
+STARTED_RECIPE = Path("checkpoints") / "recipe_at_start.json"
+"""Relative to the run folder; written once, when the run starts, and never by a resume."""
 DATA_PARALLEL_JSON = "data_parallel.json"
 DONE_JSON = "done.json"
 ERROR_TXT = "error.txt"
@@ -119,6 +124,17 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def remove_training_outputs(out_dir: Path) -> None:
+    """Remove :data:`TRAINING_OUTPUTS` from ``out_dir``: what a run killed before its first checkpoint
+    left, before the run starts again there (its TensorBoard events would otherwise repeat its steps)."""
+    for name in TRAINING_OUTPUTS:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
 __all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK", "remove_leftover_temporaries",
-           "write_atomic", "write_json_atomic", "write_text_atomic"]
+           "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK", "remove_leftover_temporaries",
+           "remove_training_outputs", "write_atomic", "write_json_atomic", "write_text_atomic"]
