@@ -263,6 +263,8 @@ def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.de
     from .build import make_trainer
     from .resumable import refuse_unresumable
 
+    if saved.has_checkpoint:  # recipe edits are refused before anything, the lock included, is touched
+        refuse_unresumable(saved.recipe.model_dump(mode="json"), saved.run_dir, saved.source)
     if write:  # before reading: the checkpoint read is the one the resumed run continues from
         _become_writer(saved.run_dir, fresh=False)
     if not saved.has_checkpoint:
@@ -271,7 +273,6 @@ def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.de
         run = start_run(saved.recipe, saved.run_dir if write else None, registry, device=device, progress=progress,
                         trainer_recipe=trainer_recipe, world_size=saved.world_size)
         return attrs.evolve(run, source=saved.source, started_afresh=True)
-    refuse_unresumable(saved.recipe.model_dump(mode="json"), saved.run_dir, saved.source)
     state = read_checkpoint(saved.checkpoint)
     out_dir = saved.run_dir if write else None
     trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
