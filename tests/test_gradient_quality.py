@@ -124,7 +124,8 @@ def pendulum_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gq") / "pendulum"
     sets = ["run.iterations=3", "run.checkpoint_every=3", "run.eval_every=3", "run.eval_envs=4",
             "env.num_envs=8", "env.episode_length=16", "estimator.horizon=8", "scheduler.warmup_iterations=1",
-            "scheduler.model_branches=8", "scheduler.model_fit_steps=2", "world_model.hidden=[32]",
+            "scheduler.model_branches=8", "scheduler.model_fit_steps=2", "scheduler.env_weight=0.7",
+            "world_model.hidden=[32]",
             "policy.hidden=[16]", "critic.hidden=[16]"]
     argv = ["run", "recipes/pendulum_mbmix.toml", "--out", str(out), "--no-progress"]
     for item in sets:
@@ -161,3 +162,29 @@ def test_diagnose_gradients_refuses_a_bad_run_folder_in_one_line(make, pendulum_
     assert main(["diagnose", "gradients", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mbmix-fw: error: ")
+
+
+def test_model_branches_mix_the_real_window_and_the_branches_as_the_trainer_does(pendulum_run, registry):
+    """The ``model_branches`` sample is ``-H·∇θ(β·L_real + (1−β)·L_branches)``: the real window from the
+    sample's starts through the simulator, then branches from buffer states drawn with the same generator
+    through the world model (Trainer._iterate's order), at the plan's β and model horizon."""
+    from mbmix_fw.contracts.rollout import Cursor
+    from mbmix_fw.diagnostics.gradient_quality import load_run_trainer
+
+    _, trainer = load_run_trainer(pendulum_run, registry)
+    instrument = GradientQuality(trainer, registry, QualitySettings(samples=2, estimators=("model_branches",)))
+    plan = instrument.plan
+    assert 0 < plan.env_weight < 1 and plan.model_branches == 8  # the plan at iteration 3 uses the model
+    drawn = instrument.sample(instrument.candidates[0], 11)
+
+    g = torch.Generator().manual_seed(11)
+    starts = trainer.env.reset(trainer.env.num_envs, g)
+    est = trainer.estimator
+    real = est.estimate(instrument._input(trainer.env, Cursor(starts, torch.zeros(8, dtype=torch.long)), g, 8))
+    chosen = trainer.model_update.buffer.sample_states(8, g)
+    branch = est.estimate(instrument._input(trainer.world_model, Cursor(chosen, None), g, plan.model_horizon or 8))
+    loss = plan.env_weight * real.loss + (1 - plan.env_weight) * branch.loss
+    params = list(trainer.networks.policy.parameters())
+    expected = -8 * torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, params)]).double()
+    torch.testing.assert_close(drawn.gradient, expected)
+    assert (drawn.steps, drawn.vjps) == (8 * 8, 8 * 8)  # the real window only: branches step the model
