@@ -75,7 +75,8 @@ def test_measure_leaves_theta_bit_exact_and_reports_every_row(registry):
     result = GradientQuality(trainer, registry, QualitySettings(samples=3, estimators=("shac", "mix"))).measure()
     for key, value in trainer.networks.policy.state_dict().items():
         assert torch.equal(value, before[key]), key
-    assert [r["label"] for r in result["rows"]] == ["shac H=2", "shac H=4", "shac H=8", "mix λ=0.97 H=8"]  # MixConfig's λ: the recipe is shac
+    # the mix row takes MixConfig's λ (0.97): the recipe's estimator is shac
+    assert [r["label"] for r in result["rows"]] == ["shac H=2", "shac H=4", "shac H=8", "mix λ=0.97 H=8"]
     for row in result["rows"]:
         assert -1 <= row["pair_cosine"] <= 1 and -1 <= row["ref_cosine"] <= 1
         assert row["delta_j_per_1k_calls"] == pytest.approx(
@@ -86,7 +87,8 @@ def test_simulator_calls_are_counted_exactly(registry):
     """A SHAC window of H steps from N starts: H·N forward steps and H·N VJPs (the last state feeds the
     critic); BPTT through T steps: T·N steps but (T−1)·N VJPs, as the LQR's reward does not read the last
     next state, so no gradient reaches the simulator's last step."""
-    instrument = GradientQuality(lqr_trainer(registry), registry, QualitySettings(samples=2, estimators=("shac", "bptt")))
+    settings = QualitySettings(samples=2, estimators=("shac", "bptt"))
+    instrument = GradientQuality(lqr_trainer(registry), registry, settings)
     shac4 = next(c for c in instrument.candidates if c.label == "shac H=4")
     sample = instrument.sample(shac4, 0)
     assert (sample.steps, sample.vjps) == (4 * N, 4 * N)

@@ -290,7 +290,7 @@ class GradientQuality:
 
         if len(learner.buffer) == 0:
             note += "; the buffer is empty: no branch ran"
-        return Candidate(f"model branches β={beta:g} H={h}+{branch_h}", "model_branches", h, loss,
+        return Candidate(f"model branches β={beta:.3g} H={h}+{branch_h}", "model_branches", h, loss,
                          note=f"{note}; {branches} branches of {branch_h} steps")
 
     # ------------------------------------------------------------------ samples and ΔJ
