@@ -190,3 +190,21 @@ def test_model_branches_mix_the_real_window_and_the_branches_as_the_trainer_does
     expected = -8 * torch.cat([x.reshape(-1) for x in torch.autograd.grad(loss, params)]).double()
     torch.testing.assert_close(drawn.gradient, expected)
     assert (drawn.steps, drawn.vjps) == (8 * 8, 8 * 8)  # the real window only: branches step the model
+
+
+def test_model_branches_use_the_schedulers_beta_when_the_plan_leaves_the_model_out(pendulum_run, registry,
+                                                                                 monkeypatch):
+    """A checkpoint whose next plan is β = 1 (warm-up or a closed gate) would measure no model at all: the
+    row then mixes at the scheduler's env_weight (0.7 here) and says so."""
+    import mbmix_fw.diagnostics.gradient_quality as gq
+    from mbmix_fw.contracts.scheduler import Plan
+    from mbmix_fw.diagnostics.gradient_quality import load_run_trainer
+
+    _, trainer = load_run_trainer(pendulum_run, registry)
+    monkeypatch.setattr(gq, "_plan_at", lambda trainer: Plan())  # β = 1, no branches
+    instrument = GradientQuality(trainer, registry, QualitySettings(samples=2, estimators=("model_branches",)))
+    row = instrument.candidates[0]
+    assert row.label.startswith("model branches β=0.7 ") and "leaves the model out" in row.note
+    monkeypatch.undo()
+    planned = GradientQuality(trainer, registry, QualitySettings(samples=2, estimators=("model_branches",)))
+    torch.testing.assert_close(instrument.sample(row, 3).gradient, planned.sample(planned.candidates[0], 3).gradient)
