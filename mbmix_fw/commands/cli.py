@@ -308,6 +308,30 @@ def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) ->
     return 0
 
 
+def _cmd_diagnose_gradients(args: argparse.Namespace, registries: _Registries) -> int:
+    from ..diagnostics.gradient_quality import QualitySettings, gradient_quality_from_run, quality_table
+
+    options: dict[str, Any] = {"samples": args.samples}
+    if args.eta is not None:
+        options["eta"] = args.eta
+    if args.estimators:
+        options["estimators"] = tuple(args.estimators)
+    settings = QualitySettings(**options)
+    json_to_stdout = args.json == "-"
+    json_file = None if json_to_stdout else args.json
+    result = gradient_quality_from_run(args.run_dir, registries.get(), settings, checkpoint=args.checkpoint,
+                                       device=args.device, json_out=json_file, png_out=args.png,
+                                       progress=lambda message: print(message, file=sys.stderr))
+    if json_to_stdout:
+        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(quality_table(result))
+    for path in (json_file, args.png):
+        if path is not None:
+            print(f"wrote {path}", file=sys.stderr if json_to_stdout else sys.stdout)
+    return 0
+
+
 # ---- argument parsing ----
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
@@ -420,6 +444,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--critic-iterations", type=_positive_int, metavar="N",
                    help="TD(λ) windows to fit the critic to the fixed policy")
     overrides(p)
+    p = diag.add_parser("gradients", parents=[common],
+                        help="what each estimator's gradient is worth at a run's saved policy: cosines, "
+                             "improvement ΔJ of a step along it, simulator calls")
+    p.set_defaults(command=_cmd_diagnose_gradients)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'run' (recipe.json, checkpoints/)")
+    p.add_argument("--checkpoint", metavar="PT", help="another checkpoint of the run (default: checkpoints/last.pt)")
+    p.add_argument("--samples", type=_int_at_least(2), default=8,
+                   help="gradient samples per estimator, at least 2 (default: %(default)s)")
+    p.add_argument("--estimators", nargs="+", metavar="KIND",  # checked by QualitySettings (no torch to parse)
+                   help="which estimators: shac, mix, bptt, model_window, model_branches, jacobian_blend "
+                        "(default: all the run supports)")
+    p.add_argument("--eta", type=float, metavar="η", help="step length of θ + η·ĝ/|ĝ| (default: 0.02)")
+    p.add_argument("--json", metavar="OUT",
+                   help="also write the results as JSON to OUT ('-': print JSON instead of the table)")
+    p.add_argument("--png", metavar="OUT", help="write a plot")
+    p.add_argument("--device", choices=devices, help="overrides the run's run.device")
     return parser
 
 
