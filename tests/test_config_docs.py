@@ -79,7 +79,7 @@ def test_plugins_verbose_shows_the_core_tables_and_whole_multiline_docs(capsys):
         assert f"\n  {table}\n" in out
     assert "      iterations: int in [1, 1000000000] = 100\n          Policy updates" in out
     assert '      device: "auto" | "cpu" | "cuda" = "auto"\n' in out
-    # DynaConfig.warmup_iterations has a two-line docstring: both lines are shown
-    assert ("before model branches start,\n          so the policy never follows an untrained model.\n"
-            in out)
+    # DynaConfig.warmup_iterations has a three-line docstring: every line is shown
+    assert ("before model branches start,\n          so the policy never follows an untrained model. Ignored "
+            "when ``warmup_env_steps`` is set.\n" in out)
     assert "(no description)" not in out

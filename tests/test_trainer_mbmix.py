@@ -184,3 +184,45 @@ def test_a_model_free_run_logs_no_model_share():
     rows = Trainer(env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
                    run=mb.RunSettings(iterations=1, eval_envs=2), progress=False).train()
     assert "model/grad_share" not in rows
+
+
+def test_dyna_warms_up_in_env_steps_when_asked():
+    scheduler = Dyna(DynaConfig(env_weight=0.5, warmup_iterations=100, warmup_env_steps=1000, model_branches=3))
+    assert scheduler.plan(0, 10, {}).env_weight == 1.0
+    assert scheduler.plan(50, 100, {"env/steps": 999.0}).env_weight == 1.0
+    after = scheduler.plan(2, 100, {"env/steps": 1000.0})
+    assert (after.env_weight, after.model_branches) == (0.5, 3)
+
+
+def test_dyna_can_gate_on_both_jacobian_blocks():
+    both = Dyna(DynaConfig(env_weight=0.5, warmup_iterations=0, model_error_gate=0.8, gate_on="both"))
+    action = Dyna(DynaConfig(env_weight=0.5, warmup_iterations=0, model_error_gate=0.8))
+    errors = {"model/jacobian_error_a": 0.4, "model/jacobian_error_s": 0.9}
+    assert action.plan(3, 10, errors).env_weight == pytest.approx(0.75)
+    assert both.plan(3, 10, errors).env_weight == 1.0  # the state block is past the gate
+
+
+def test_the_fit_budget_follows_the_data():
+    trainer = dyna_trainer(iterations=2)
+    trainer.scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=1,
+                                        model_fit_per_transition=1.0, warmup_iterations=1))
+    trainer._plan = trainer.scheduler.plan
+    trainer.train()
+    added = H * N  # the adjoint tap feeds every real transition of the window
+    assert [r["model/fit_steps"] for r in trainer.log.history[1:]] == [1 + added // 32] * 2  # batch_size 32
+
+
+@pytest.mark.parametrize("change", [dict(model_fit_steps=6), dict(alpha_s=0.0, alpha_a=0.0)])
+def test_how_the_model_is_fitted_leaves_the_real_windows_random_numbers_alone(change):
+    """A model fitted but never used (β = 1) draws from its own streams: a longer fit or an MSE fit leaves
+    the run's real windows, and so the policy, bit-identical (the paired design of the ablations)."""
+    def run(model_fit_steps=2, **model):
+        trainer = dyna_trainer(iterations=3, probe_source="random", **model)
+        trainer.scheduler = Dyna(DynaConfig(env_weight=1.0, model_fit_steps=model_fit_steps))
+        trainer._plan = trainer.scheduler.plan
+        trainer.train()
+        return trainer
+    base, other = run(), run(**change)
+    assert all(torch.equal(a, b) for a, b in zip(base.policy.parameters(), other.policy.parameters()))
+    assert [r.get("train/return") for r in base.log.history] == [r.get("train/return") for r in other.log.history]
+    assert not all(torch.equal(a, b) for a, b in zip(base.world_model.parameters(), other.world_model.parameters()))

@@ -30,6 +30,10 @@ class Plan:
     ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
     through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
 
+    ``model_fit_per_transition`` = r > 0 adds ``ceil(r · n / batch_size)`` fit steps to ``model_fit_steps``,
+    where ``n`` is the number of transitions this iteration added to the buffer: a fit budget in units of
+    data, which keeps up with the data whatever the window length or env count.
+
     ``model_horizon`` sets the model branches' window length alone (``None``: the same as the real window);
     ``branch_recent`` > 0 draws branch start states from the newest ``branch_recent`` buffer transitions
     only (0: the whole buffer), where the model has just been measured and the policy now goes.
@@ -52,6 +56,7 @@ class Plan:
     lam: float | None = None
     model_horizon: int | None = None
     branch_recent: int = 0
+    model_fit_per_transition: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.env_weight <= 1.0:
@@ -68,6 +73,8 @@ class Plan:
                 raise ValueError(f"{name} must be an int in [1, {MAX_STEPS}] or None, got {value!r}")
         if isinstance(self.branch_recent, bool) or not isinstance(self.branch_recent, int) or self.branch_recent < 0:
             raise ValueError(f"branch_recent must be an int >= 0, got {self.branch_recent!r}")
+        if not 0.0 <= self.model_fit_per_transition <= 1e4:  # NaN fails this too
+            raise ValueError(f"model_fit_per_transition must lie in [0, 1e4], got {self.model_fit_per_transition}")
         if self.lam is not None and not 0.0 <= self.lam <= 1.0:  # NaN fails this too
             raise ValueError(f"lam must lie in [0, 1] or be None, got {self.lam}")
 

@@ -22,7 +22,8 @@ class ActorUpdate:
     model): ``model/grad_share`` = ``‖g_model‖ / (‖g_env‖ + ‖g_model‖)`` of the two weighted terms'
     gradients (0 when no branch ran, 1 with β = 0), and ``model/update_norm`` = ``lr · c · ‖g_model‖``, the
     length of the model's part of the parameter step (``c`` the clipping factor), so a run's share of
-    the actor's learning is ``Σ model/update_norm / Σ grad/update_norm``. It costs one extra backward
+    the actor's learning is ``Σ model/update_norm / Σ grad/update_norm``; ``model/grad_cosine`` is the
+    cosine between the two terms' gradients when both are present. It costs one extra backward
     through the branches (model and policy only, never the simulator): ``g_env`` is the total minus
     ``g_model``. In data-parallel training the total is the ranks' mean and ``g_model`` this rank's.
     """
@@ -60,16 +61,21 @@ class ActorUpdate:
         def measure(module: torch.nn.Module) -> None:
             total = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
             model = torch.zeros_like(total) if model_grad is None else model_grad
-            parts["model"], parts["env"] = model.norm(), (total - model).norm()
+            env = total - model
+            parts["model"], parts["env"] = model.norm(), env.norm()
+            parts["cosine"] = (model @ env) / (parts["model"] * parts["env"])  # NaN where either is 0
 
         lr = self.optimizer.param_groups[0]["lr"]
         norm = self.guard.step(loss, self.networks.policy, self.optimizer, "actor", before_clip=measure)
         applied = torch.where(torch.isfinite(norm), lr * (self.grad_clip / (norm + 1e-6)).clamp(max=1.0),
                               torch.zeros_like(norm))  # torch's clip factor; 0 for a skipped step
         shared = parts["model"] + parts["env"]
-        return {"loss/actor": loss.detach(), "grad/actor_norm": norm,
-                "model/grad_share": torch.where(shared > 0, parts["model"] / shared, torch.zeros_like(shared)),
-                "model/update_norm": applied * parts["model"], "grad/update_norm": applied * norm.nan_to_num(0.0)}
+        out = {"loss/actor": loss.detach(), "grad/actor_norm": norm,
+               "model/grad_share": torch.where(shared > 0, parts["model"] / shared, torch.zeros_like(shared)),
+               "model/update_norm": applied * parts["model"], "grad/update_norm": applied * norm.nan_to_num(0.0)}
+        if model_grad is not None and beta > 0:  # both terms present: do they point the same way?
+            out["model/grad_cosine"] = parts["cosine"]
+        return out
 
     def state_entries(self) -> dict[str, Any]:
         """What the checkpoint keeps of the actor: the policy, its optimiser and the normaliser."""

@@ -135,7 +135,7 @@ class Trainer:
         self.critic_update = CriticLearner(self.networks, self.critic_opt, critic, estimator.gamma,
                                            env.diverged_magnitude, self.guard, self.generator)
         self.model_update = None if world_model is None else WorldModelLearner(
-            world_model, env, self.guard, self.cost, self.generator, self.device, self.dtype)
+            world_model, env, self.guard, self.cost, run.seed, self.device, self.dtype)
         self.buffer = None if self.model_update is None else self.model_update.buffer
         self.evaluator = Evaluator(env, self.policy, self.networks.normalize, run.seed, run.eval_envs, self.device)
 
@@ -295,7 +295,8 @@ class Trainer:
         if starts is None:
             return None
         branch_plan = attrs.evolve(plan, horizon=plan.model_horizon or plan.horizon)
-        branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None), branch_plan))
+        branch = self.estimator.estimate(self._estimator_input(self.world_model, Cursor(starts, None), branch_plan,
+                                                               generator=self.model_update.branch_generator))
         metrics["loss/actor_model"] = branch.loss.detach()
         return branch
 
@@ -308,14 +309,15 @@ class Trainer:
                             f"{plan.jacobian_blend} but the run has no world model")
         return self.env
 
-    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan(), policy_fn=None) -> EstimatorInput:
+    def _estimator_input(self, dynamics, start: Cursor, plan: Plan = Plan(), policy_fn=None,
+                         generator: torch.Generator | None = None) -> EstimatorInput:
         return EstimatorInput(
             policy_fn=policy_fn or self.actor_update.policy_fn,
             value_fn=self.critic_update.target_value,
             env=self.env,
             dynamics=dynamics,
             start=start,
-            generator=self.generator,
+            generator=self.generator if generator is None else generator,
             horizon=plan.horizon,
             lam=plan.lam,
         )

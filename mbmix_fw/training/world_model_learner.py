@@ -32,6 +32,8 @@ from .ranks import any_rank
 log = logging.getLogger("mbmix_fw")
 
 EVAL_TRANSITIONS = 256  # held-out transitions per iteration for world-model error metrics
+FIT_SEED_OFFSET, BRANCH_SEED_OFFSET = 2_000_003, 3_000_017
+"""The world model's own random streams are seeded ``run.seed`` plus these (see :class:`WorldModelLearner`)."""
 MODEL_EXPLOSION = 4.0
 """A world model whose held-out state error exceeds this multiple of its best so far is rolled back to
 the parameters (and optimiser state) it had at its best, and ``model/rollbacks`` counts it."""
@@ -43,12 +45,20 @@ class WorldModelLearner:
     ``tap`` records the simulator's VJPs during the actor's backward through the real window
     (mbmix_fw/maths/adjoint_tap.py): the free Jacobian probes of a world model with
     ``probe_source = "adjoint"``, and the held-out Jacobian error of every model on large envs.
+
+    Two random streams of its own, seeded from ``seed``: ``fit_generator`` (random probes, held-out picks,
+    fit minibatches) and ``branch_generator`` (branch start states and the branches' policy noise). Why:
+    the real windows then draw from the run's generator exactly as a run that fits the model differently
+    (an MSE or longer fit) or never uses it (β = 1) does, so such ablations stay paired with the method
+    — they see the same real random numbers until their policies differ.
     """
 
     def __init__(self, world_model: WorldModel, env: DiffEnv, guard: DivergenceGuard, cost: SimulatorCost,
-                 generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+                 seed: int, device: torch.device, dtype: torch.dtype):
         self.world_model, self.env, self.guard, self.cost = world_model, env, guard, cost
-        self.generator, self.device = generator, device
+        self.device = device
+        self.fit_generator = torch.Generator(device=device).manual_seed(seed + FIT_SEED_OFFSET)
+        self.branch_generator = torch.Generator(device=device).manual_seed(seed + BRANCH_SEED_OFFSET)
         world_model.to(device=device, dtype=dtype)
         self.buffer = ReplayBuffer(
             getattr(world_model, "buffer_capacity", 100_000), env.state_dim, env.action_dim,
@@ -74,8 +84,9 @@ class WorldModelLearner:
         if not plan.model_branches or len(self.buffer) == 0:
             return None
         if plan.branch_recent:
-            return self.buffer.sample_recent_states(plan.model_branches, plan.branch_recent, self.generator)
-        return self.buffer.sample_states(plan.model_branches, self.generator)
+            return self.buffer.sample_recent_states(plan.model_branches, plan.branch_recent,
+                                                    self.branch_generator)
+        return self.buffer.sample_states(plan.model_branches, self.branch_generator)
 
     # ------------------------------------------------------------------ after the actor update
     def update(self, rollout: Rollout, finite: torch.Tensor, plan: Plan) -> dict[str, Any]:
@@ -102,7 +113,7 @@ class WorldModelLearner:
         if probes and tapped is not None and getattr(self.world_model, "probe_source", "random") == "adjoint":
             fresh = tapped
         else:
-            fresh = collect_transitions(self.env, states, actions, probes, self.generator, next_state=next_states)
+            fresh = collect_transitions(self.env, states, actions, probes, self.fit_generator, next_state=next_states)
             if probes:
                 self.cost.steps += states.shape[0]
                 self.cost.vjps += states.shape[0] * probes
@@ -118,23 +129,23 @@ class WorldModelLearner:
             # ablation included), on a random subsample to bound the cost.
             small = states.shape[1] + actions.shape[1] <= FULL_JACOBIAN_MAX_DIM
             if small:
-                pick = torch.randperm(states.shape[0], generator=self.generator, device=self.device)
+                pick = torch.randperm(states.shape[0], generator=self.fit_generator, device=self.device)
                 pick = pick[:EVAL_TRANSITIONS]
                 held_out = collect_eval_transitions(
-                    self.env, states[pick], actions[pick], self.generator, next_state=next_states[pick],
+                    self.env, states[pick], actions[pick], self.fit_generator, next_state=next_states[pick],
                 )
                 self.cost.steps += len(pick)
                 self.cost.vjps += len(pick) * states.shape[1]
             else:  # the window's own probes: the tap's (any model) or the buffer's random ones
                 rows = tapped if tapped is not None and len(tapped) > 0 else fresh
-                pick = torch.randperm(len(rows), generator=self.generator, device=self.device)[:EVAL_TRANSITIONS]
+                pick = torch.randperm(len(rows), generator=self.fit_generator, device=self.device)[:EVAL_TRANSITIONS]
                 held_out = type(rows)(*(None if v is None else v[pick] for v in attrs.astuple(rows, recurse=False)))
             if len(held_out) > 0:
                 metrics.update(self.world_model.evaluate(held_out))
                 self._roll_back_if_exploded(metrics)
         if len(fresh) > 0:
             self.buffer.add(fresh)
-        metrics.update(self._fit(plan))
+        metrics.update(self._fit(plan, len(fresh)))
         metrics["buffer/size"] = float(len(self.buffer))
         metrics["model/rollbacks"] = float(self.rollbacks)
         metrics["time/model_s"] = time.perf_counter() - started
@@ -151,22 +162,32 @@ class WorldModelLearner:
                   & (self.env.observe(rows.next_state).abs() <= bound).all(-1))
         return type(rows)(*(None if v is None else v[ok] for v in attrs.astuple(rows, recurse=False)))
 
-    def _fit(self, plan: Plan) -> dict[str, float]:
-        """``plan.model_fit_steps`` fit steps on buffer batches; undone when the model ends non-finite."""
+    def fit_steps(self, plan: Plan, added: int) -> int:
+        """This iteration's fit steps: ``plan.model_fit_steps`` plus the data-proportional budget
+        ``ceil(plan.model_fit_per_transition · added / batch_size)`` for ``added`` new transitions."""
+        extra = plan.model_fit_per_transition * added / self.world_model.batch_size
+        return plan.model_fit_steps + math.ceil(extra - 1e-9) if extra > 0 else plan.model_fit_steps
+
+    def _fit(self, plan: Plan, added: int) -> dict[str, float]:
+        """:meth:`fit_steps` fit steps on buffer batches; undone when the model ends non-finite."""
         fit: dict[str, list[float]] = {}
+        steps = self.fit_steps(plan, added)
         empty = torch.tensor(len(self.buffer) == 0, device=self.device)
-        if plan.model_fit_steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
+        if steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
             before = copy.deepcopy(self.world_model.state_dict())
-            for _ in range(plan.model_fit_steps):
-                batch = self.buffer.sample(self.world_model.batch_size, self.generator)
+            for _ in range(steps):
+                batch = self.buffer.sample(self.world_model.batch_size, self.fit_generator)
                 for key, value in self.world_model.fit(batch).items():
                     fit.setdefault(key, []).append(float(value))
             if nonfinite_entries(self.world_model.state_dict()):
                 self.world_model.load_state_dict(before)
-                self.guard.count("world model", plan.model_fit_steps, plan.model_fit_steps)
+                self.guard.count("world model", steps, steps)
             else:
-                self.guard.count("world model", sum(fit.get("model/skipped", [])), plan.model_fit_steps)
-        return {k: float(np.mean(v)) for k, v in fit.items() if k != "model/skipped"}
+                self.guard.count("world model", sum(fit.get("model/skipped", [])), steps)
+        out = {k: float(np.mean(v)) for k, v in fit.items() if k != "model/skipped"}
+        if steps:
+            out["model/fit_steps"] = float(steps)
+        return out
 
     def _roll_back_if_exploded(self, metrics: dict[str, Any]) -> None:
         """Keep the model at its best held-out state error; restore it there when the error explodes."""
@@ -189,9 +210,14 @@ class WorldModelLearner:
         return {"model_rollbacks": self.rollbacks,
                 "model_best": None if self.best is None else list(self.best),
                 "world_model": self.world_model.state_dict(),
-                "buffer": self.buffer.state_dict()}
+                "buffer": self.buffer.state_dict(),
+                "model_rng": {"fit": self.fit_generator.get_state(), "branch": self.branch_generator.get_state()}}
 
     def load_state_entries(self, state: dict[str, Any]) -> None:
+        rng = state.get("model_rng")
+        if rng is not None:
+            self.fit_generator.set_state(rng["fit"])
+            self.branch_generator.set_state(rng["branch"])
         self.rollbacks = state.get("model_rollbacks", 0)
         best = state.get("model_best")
         self.best = None if best is None else (best[0], best[1])

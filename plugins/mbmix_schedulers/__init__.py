@@ -55,7 +55,15 @@ class DynaConfig(mb.SchedulerConfig):
     """World-model minibatch steps per iteration (K)."""
     warmup_iterations: mb.Iterations = 5
     """Iterations of pure simulator training (β=1, model fitted but unused) before model branches start,
-    so the policy never follows an untrained model."""
+    so the policy never follows an untrained model. Ignored when ``warmup_env_steps`` is set."""
+    warmup_env_steps: int | None = Field(None, ge=0, le=10**12)
+    """The warm-up in units of data: model branches may start once the run has taken this many env steps
+    (``env/steps`` of the previous iteration). Unlike iterations, it does not grow with the window length,
+    so a long window does not silence the model. None: ``warmup_iterations`` decides."""
+    model_fit_per_transition: float = Field(0.0, ge=0.0, le=10_000.0)
+    """r: a fit budget that keeps up with the data — each iteration also fits ``ceil(r · n / batch_size)``
+    minibatches, ``n`` the transitions the iteration added to the buffer (r = 1: every new transition is
+    seen once on average), on top of ``model_fit_steps``. 0: ``model_fit_steps`` only."""
     lr_schedule: Literal["constant", "linear"] = "linear"
     """Learning-rate schedule for actor and critic: ``linear`` decays to 0 over ``run.iterations`` (SHAC),
     ``constant`` keeps ``optim.actor_lr`` and ``optim.critic_lr``."""
@@ -76,6 +84,10 @@ class DynaConfig(mb.SchedulerConfig):
     only in iterations whose previous held-out ``model/jacobian_error_a`` (the relative action-Jacobian
     error, 0 perfect, 1 as bad as no model) is below e_max, and β rises from ``env_weight`` towards 1 as the
     error grows: ``β = 1 − (1 − env_weight) · (1 − e / e_max)``. None: fixed β after the warm-up."""
+    gate_on: Literal["action", "both"] = "action"
+    """Which held-out Jacobian error the gate reads: ``action`` (``model/jacobian_error_a``, ∂f/∂a, through
+    which the policy gradient enters each step) or ``both`` (the larger of that and ``model/jacobian_error_s``,
+    ∂f/∂s, which carries it from step to step along a branch)."""
 
     @property
     def simulator_gradient(self) -> bool:
@@ -84,6 +96,8 @@ class DynaConfig(mb.SchedulerConfig):
 
 MODEL_ERROR_METRIC = "model/jacobian_error_a"
 """The held-out model quality ``dyna.model_error_gate`` reads (logged by the trainer every iteration)."""
+STATE_ERROR_METRIC = "model/jacobian_error_s"
+"""Read too with ``dyna.gate_on = "both"``."""
 
 
 class Dyna(mb.Scheduler):
@@ -95,10 +109,15 @@ class Dyna(mb.Scheduler):
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         cfg = self.config
         scale = _lr_scale(cfg.lr_schedule, iteration, total)
-        warming = iteration < cfg.warmup_iterations
+        if cfg.warmup_env_steps is not None:
+            warming = metrics.get("env/steps", 0.0) < cfg.warmup_env_steps
+        else:
+            warming = iteration < cfg.warmup_iterations
         beta = 1.0 if warming else cfg.env_weight
         if not warming and cfg.model_error_gate is not None:
             error = metrics.get(MODEL_ERROR_METRIC, math.inf)
+            if cfg.gate_on == "both":
+                error = max(error, metrics.get(STATE_ERROR_METRIC, math.inf))
             trust = max(0.0, 1.0 - error / cfg.model_error_gate) if math.isfinite(error) else 0.0
             beta = 1.0 - (1.0 - cfg.env_weight) * trust
         return mb.Plan(
@@ -110,6 +129,7 @@ class Dyna(mb.Scheduler):
             jacobian_blend=0.0 if warming else cfg.jacobian_blend,
             model_horizon=cfg.model_horizon,
             branch_recent=cfg.branch_recent,
+            model_fit_per_transition=cfg.model_fit_per_transition,
         )
 
 
