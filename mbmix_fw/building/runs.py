@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import attrs
 
 from ..errors import PROG, UserError
+from .environment import record_environment
 from ..training.folder_lock import hold_folder, refuse_if_held, release_folder
 from ..training.run_folder import (CHECKPOINT, DATA_PARALLEL_JSON, METRICS_CSV, RECIPE_JSON, STARTED_RECIPE,
                                    WRITER_LOCK, remove_training_outputs, write_json_atomic)
@@ -195,6 +196,7 @@ def start_run(recipe: "Recipe", out_dir: Path | None, registry: "Registry", *,
         _become_writer(out_dir, fresh=True)
         try:
             write_run_files(out_dir, recipe, registry)
+            record_environment(out_dir, "run")
             # A checkpoint is written only after this copy, so a folder with a checkpoint always has it.
             write_json_atomic(out_dir / STARTED_RECIPE, recipe.model_dump(mode="json"))
             if world_size > 1:
@@ -278,6 +280,8 @@ def resume_run(saved: SavedRun, registry: "Registry", *, device: "str | torch.de
     trainer = make_trainer(trainer_recipe or saved.recipe, out_dir,
                            device if device is not None else saved.recipe.run.device, registry, progress=progress)
     restore_checkpoint(trainer, state, saved.checkpoint, saved.source)
+    if out_dir is not None:
+        record_environment(out_dir, "resume")
     return Run(saved.recipe, out_dir, trainer, saved.source)
 
 

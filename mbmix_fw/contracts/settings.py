@@ -53,6 +53,13 @@ class RunSettings(_Settings):
     max_skipped_iterations: int = Field(20, ge=1, le=MAX_ITERATIONS)
     """Stop with an error (exit 1, naming what went non-finite first) after this many consecutive
     iterations in which every update (actor, critic, world model) was skipped as non-finite."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """torch's intra-op threads for the run (``torch.set_num_threads``). Scores depend on the thread count:
+    a multi-threaded matrix product or reduction sums in another order, and a learning curve amplifies the
+    last-bit differences (seed 0 of ``cloth_mix``: 28.5 with one thread, 30.4 with two). Set it (e.g. 1)
+    to make a recipe's numbers the same on every machine with the same software; ``None`` keeps torch's
+    default (the machine's cores, or ``OMP_NUM_THREADS``). The count a run used is recorded in its
+    ``environment.json`` either way. See README, "Reproducibility"."""
     dtype: Literal["auto", "float32", "float64"] = "auto"
     """Floating-point type of the env, nets, replay buffer and world model. ``auto``: the env's (the
     dtype of its ``reset`` states; the built-in envs build in float32); ``float64`` builds the env in it."""

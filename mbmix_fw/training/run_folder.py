@@ -14,6 +14,7 @@ Layout of a run folder (``run.out``, or ``--out``)::
 
     recipe.json           the resolved recipe, defaults included (``resume`` rebuilds the run from it)
     plugins.json          every loaded plugin: distribution, version, kinds, the tables it provided
+    environment.json      per process that trained it (run, each resume): torch threads, versions, machine
     metrics.csv           one row per iteration (appended; rewritten atomically when a column appears)
     tb/                   TensorBoard events
     checkpoints/last.pt   the full training state (``torch.save``, read with ``weights_only=True``)
@@ -38,6 +39,7 @@ from typing import IO, Any, Callable
 
 RECIPE_JSON = "recipe.json"
 PLUGINS_JSON = "plugins.json"
+ENVIRONMENT_JSON = "environment.json"
 METRICS_CSV = "metrics.csv"
 TB_DIR = "tb"
 CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -135,6 +137,6 @@ def remove_training_outputs(out_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-__all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ERROR_TXT", "METRICS_CSV", "PLUGINS_JSON",
-           "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK", "remove_leftover_temporaries",
-           "remove_training_outputs", "write_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["CHECKPOINT", "DATA_PARALLEL_JSON", "DONE_JSON", "ENVIRONMENT_JSON", "ERROR_TXT", "METRICS_CSV",
+           "PLUGINS_JSON", "RECIPE_JSON", "STARTED_RECIPE", "TB_DIR", "TRAINING_OUTPUTS", "WRITER_LOCK",
+           "remove_leftover_temporaries", "remove_training_outputs", "write_atomic", "write_json_atomic", "write_text_atomic"]

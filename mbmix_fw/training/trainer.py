@@ -119,6 +119,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.hooks, self.progress = hooks, progress
 
+        if run.threads is not None:
+            torch.set_num_threads(run.threads)
         seed_everything(run.seed)
         self.generator = torch.Generator(device=self.device).manual_seed(run.seed)
         self.dtype = resolve_dtype(run.dtype, env, self.device)
