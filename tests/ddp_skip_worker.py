@@ -60,7 +60,8 @@ def main(rank: int, world: int, init_file: str, out: str) -> None:
     # an empty critic minibatch on rank 1 only
     trainer.guard.step(trainer.critic(obs).pow(2).mean(), trainer.critic, trainer.critic_opt, "critic",
                           empty=torch.tensor(bad))
-    # an actor backward whose every action row is NaN on rank 1 only (rank 0's rows are all finite)
+    # an actor backward whose every action row is NaN on rank 1 only (rank 0's rows are all finite): the
+    # union kept rows, so neither rank skips; rank 1's zeroed rows add nothing to the averaged gradient
     action = trainer.actor_update.policy_fn(obs, torch.Generator().manual_seed(0))
     action = NaNGradient.apply(action) if bad else action
     trainer.guard.step((action - 0.3).pow(2).sum(), trainer.policy, trainer.actor_opt, "actor")

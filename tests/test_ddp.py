@@ -162,7 +162,8 @@ SKIP_WORKER = Path(__file__).with_name("ddp_skip_worker.py")
 def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_path):
     """Rank 1 alone produces a NaN loss, an empty minibatch, NaN action gradients, a NaN model batch and a
     NaN simulator iteration: both ranks skip the same updates and end with equal replicas (a rank left
-    waiting in a collective would fail on the workers' gloo timeout)."""
+    waiting in a collective would fail on the workers' gloo timeout). NaN action gradients on one rank
+    only do not skip: the other rank's rows train."""
     outs = [tmp_path / f"skip_r{rank}.pt" for rank in range(2)]
     procs = [subprocess.Popen([sys.executable, str(SKIP_WORKER), str(rank), "2", str(tmp_path / "pg"), str(out)],
                               env=ENV, stderr=subprocess.PIPE, text=True) for rank, out in enumerate(outs)]
@@ -170,7 +171,7 @@ def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_pat
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
     r0, r1 = (torch.load(out, weights_only=False) for out in outs)
-    assert r0["flags"] == r1["flags"] == {"actor": 1, "critic": 2, "world model": 0}
+    assert r0["flags"] == r1["flags"] == {"actor": 0, "critic": 2, "world model": 0}
     assert r0["model_skips"] == r1["model_skips"] == [1.0, 0.0]
     assert r0["history"][1]["guard/nonfinite_transitions"] == 0 < r1["history"][1]["guard/nonfinite_transitions"]
     assert r0["buffer"] > r1["buffer"] > 0  # rank 1 kept nothing of its NaN iteration
@@ -181,3 +182,36 @@ def test_one_rank_going_non_finite_skips_on_every_rank_and_nothing_hangs(tmp_pat
     for key, value in r0["state"].items():
         torch.testing.assert_close(value, r1["state"][key], rtol=0, atol=0, msg=key)
         assert torch.isfinite(value).all(), key
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_logs_global_env_steps_and_evaluates_at_one_process_cadence(tmp_path):
+    """Two ranks share the budget; ``env/steps`` counts both ranks' steps and ``eval_every_env_steps``
+    evaluates where a one-process run of the same total batch would."""
+    out = tmp_path / "ddp"
+    torchrun("run", str(ROOT / "recipes" / "pendulum_shac.toml"), "--out", str(out), "--no-progress",
+             "--set", "run.env_steps=8192", "--set", "run.eval_every_env_steps=2048", "--set", "estimator.horizon=32",
+             "--set", "env.num_envs=64", "--set", "run.iterations=100")
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["env/steps"]) for r in rows[1:]] == [2048.0, 4096.0, 6144.0, 8192.0]
+    assert [int(r["iteration"]) for r in rows if r["eval/return"]] == [0, 1, 2, 3, 4]
+
+
+def test_actor_loss_and_model_rollback_use_the_union_of_the_ranks(tmp_path):
+    """A rank whose every env diverged contributes nothing and does not stop the other (the averaged
+    gradient is the mean over every healthy env of both ranks), and the rollback decides on the mean
+    held-out error of the ranks that measured one."""
+    outs = [tmp_path / f"union_r{rank}.pt" for rank in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "ddp_union_worker.py"), str(rank), "2",
+                               str(tmp_path / "pg"), str(out)], env=ENV, stderr=subprocess.PIPE, text=True)
+             for rank, out in enumerate(outs)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    r0, r1 = (torch.load(out, weights_only=False) for out in outs)
+    union = -torch.arange(1.0, 4.0) / (4 * 3)  # d/dw of -(Σ_n w_n x_n) / (T · 3 healthy envs), rank 0's x
+    torch.testing.assert_close(r0["grad"], union)
+    torch.testing.assert_close(r1["grad"], union)
+    assert r1["loss"] == 0.0  # no healthy env here: zero, not NaN (NaN would make every rank skip)
+    assert r0["agreed"] == r1["agreed"] == 2.0 and r0["none_here"] == r1["none_here"] == 2.0

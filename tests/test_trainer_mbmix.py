@@ -90,14 +90,14 @@ def test_the_real_window_is_tapped_and_blended_as_planned():
 def test_an_exploded_world_model_is_rolled_back_to_its_best():
     trainer = dyna_trainer()
     model = trainer.world_model
-    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0})
+    trainer.model_update._roll_back_if_exploded(2.0)
     best = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 0.99})  # not yet
+    trainer.model_update._roll_back_if_exploded(2.0 * MODEL_EXPLOSION * 0.99)  # not yet
     assert trainer.model_update.rollbacks == 0 and not torch.equal(best[0], next(model.parameters()))
-    trainer.model_update._roll_back_if_exploded({"model/state_error": 2.0 * MODEL_EXPLOSION * 1.01})
+    trainer.model_update._roll_back_if_exploded(2.0 * MODEL_EXPLOSION * 1.01)
     assert trainer.model_update.rollbacks == 1
     assert all(torch.equal(a, b) for a, b in zip(best, model.parameters()))
 

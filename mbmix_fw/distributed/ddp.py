@@ -175,6 +175,7 @@ def make_data_parallel(trainer: "Trainer", world_size: int) -> list[Any]:
     broadcast_state([trainer.policy, trainer.critic, trainer.target_critic, trainer.obs_norm,
                      trainer.world_model])
     trainer.grad_sync = lambda module: average_gradients(module.parameters(), world_size)
+    trainer.ranks = world_size  # env/steps and the evaluation cadence count every rank's steps
     trainer._plan = _rank0_plan(trainer._plan)
     if trainer.obs_norm is not None:
         trainer.obs_norm.update = _gathering_update(trainer.obs_norm.update, world_size)

@@ -1,11 +1,11 @@
 """Differentiable rollouts through a simulator or a world model, shared by every estimator."""
 from __future__ import annotations
 
-import attrs
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout, ValueFn
+from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout
+from .ranks import rank_count, sum_over_ranks
 
 DIVERGED_MAGNITUDE = 1e6
 """The default of :attr:`DiffEnv.diverged_magnitude <mbmix_fw.DiffEnv>` (DiffRL's SHAC zeroes the bootstrap
@@ -42,11 +42,17 @@ def masked_actor_loss(per_env: torch.Tensor, window: Rollout, env: DiffEnv) -> t
     or a simulator whose backward is NaN) — see ``DivergenceGuard.gate_action_grads``. When no env is healthy the loss is
     NaN and the trainer skips (and counts) the actor step. With every env healthy it is exactly
     ``-per_env.sum() / (T·N)``, SHAC's normalisation.
+
+    Data-parallel (K ranks, gradients averaged): the healthy count is the union's (summed over ranks) and
+    each rank's loss is scaled by K, so the averaged gradient is that of the mean over every healthy env of
+    every rank, and a rank with no healthy env contributes zero instead of making every rank skip; the loss
+    is NaN only when no rank has a healthy env.
     """
     healthy = healthy_envs(window, env)
-    count = healthy.sum()
+    count = sum_over_ranks(healthy.sum())
     total = torch.where(healthy, per_env, torch.zeros_like(per_env)).sum()
-    loss = -total / (window.steps * count.clamp_min(1))
+    ranks = rank_count()
+    loss = -(total if ranks == 1 else total * ranks) / (window.steps * count.clamp_min(1))
     return torch.where(count > 0, loss, torch.full_like(loss, float("nan")))
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import TrainingDiverged
 from .progress import SkippedUpdates
-from .ranks import any_rank
+from ..maths.ranks import any_rank, sum_over_ranks
 
 UPDATE_KINDS = ("actor", "critic", "world model")
 
@@ -98,8 +98,8 @@ class DivergenceGuard:
         bad = bad_loss | ~torch.isfinite(norm)
         if empty is not None:
             bad = bad | empty
-        if kind == "actor":  # every action's gradient was non-finite: a zero step would train nothing
-            kept, lost = self._action_rows
+        if kind == "actor":  # every action's gradient, on every rank, was non-finite: a zero step trains nothing
+            kept, lost = sum_over_ranks(torch.stack(self._action_rows))  # a rank with none still steps
             bad = bad | ((kept == 0) & (lost > 0))
         bad = any_rank(bad)  # data-parallel: a step that one rank skips, every rank skips
         opt.found_inf, opt.grad_scale = bad.to(torch.float32), None

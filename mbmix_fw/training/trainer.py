@@ -158,7 +158,11 @@ class Trainer:
         )
         self.episodes = EpisodeReturns(env.num_envs, self.device, self.dtype)
         self.iteration = 0
-        self.env_steps = 0
+        self.env_steps = 0  # this process's env rows stepped in training windows
+        self.ranks = 1
+        """Processes training this run together (data-parallel: set by ``make_data_parallel``). Logged
+        ``env/steps`` and the ``run.eval_every_env_steps`` cadence count every rank's steps, so a curve and
+        its evaluations fall where a one-process run's would; the budget is split per rank."""
         self.log = MetricsLog(self.out_dir)
 
     @property
@@ -193,7 +197,8 @@ class Trainer:
                 metrics["time/iteration_s"] = elapsed
                 metrics["time/steps_per_s"] = metrics.pop("_steps") / max(elapsed, 1e-9)
                 last = self.finished()
-                if last or budget.evaluation_due(self.run, self.iteration, self.env_steps, steps_before):
+                if last or budget.evaluation_due(self.run, self.iteration, self.env_steps * self.ranks,
+                                                 steps_before * self.ranks):
                     metrics.update(self.evaluator.metrics())
                 self.cost.wall_time += time.perf_counter() - started
                 metrics["time/wall_s"] = self.cost.wall_time
@@ -341,7 +346,7 @@ class Trainer:
         if "train/episodes" in out and out["train/episodes"] == 0:
             del out["train/return"], out["train/episodes"]
         self.guard.report(metrics, out, self.iteration + 1, self.env.diverged_magnitude)
-        out["env/steps"] = float(self.env_steps)
+        out["env/steps"] = float(self.env_steps * self.ranks)
         return out
 
     # ------------------------------------------------------------------ plan and budget (budget.py)

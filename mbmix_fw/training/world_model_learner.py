@@ -27,7 +27,7 @@ from .buffer import ReplayBuffer
 from .cost import SimulatorCost
 from .run_state import nonfinite_entries
 from .guard import DivergenceGuard
-from .ranks import any_rank
+from ..maths.ranks import any_rank, rank_count, sum_over_ranks
 
 log = logging.getLogger("mbmix_fw")
 
@@ -80,8 +80,12 @@ class WorldModelLearner:
 
     def branch_starts(self, plan: Plan) -> torch.Tensor | None:
         """Start states of ``plan.model_branches`` model branches drawn from the buffer (the most recent
-        ``plan.branch_recent`` transitions when set), or ``None`` when no branch runs."""
-        if not plan.model_branches or len(self.buffer) == 0:
+        ``plan.branch_recent`` transitions when set), or ``None`` when no branch runs. Data-parallel: branches
+        run on every rank or none (a rank whose buffer is still empty holds the others back), since the
+        branch loss takes part in collectives (``masked_actor_loss``'s union count)."""
+        if not plan.model_branches:
+            return None
+        if bool(any_rank(torch.tensor(len(self.buffer) == 0, device=self.device))):
             return None
         if plan.branch_recent:
             return self.buffer.sample_recent_states(plan.model_branches, plan.branch_recent,
@@ -142,7 +146,7 @@ class WorldModelLearner:
                 held_out = type(rows)(*(None if v is None else v[pick] for v in attrs.astuple(rows, recurse=False)))
             if len(held_out) > 0:
                 metrics.update(self.world_model.evaluate(held_out))
-                self._roll_back_if_exploded(metrics)
+        self._roll_back_if_exploded(self._agreed_state_error(metrics.get("model/state_error")))
         if len(fresh) > 0:
             self.buffer.add(fresh)
         metrics.update(self._fit(plan, len(fresh)))
@@ -189,9 +193,19 @@ class WorldModelLearner:
             out["model/fit_steps"] = float(steps)
         return out
 
-    def _roll_back_if_exploded(self, metrics: dict[str, Any]) -> None:
+    def _agreed_state_error(self, error: float | None) -> float | None:
+        """The held-out state error the rollback decides on: this rank's, or in data-parallel training the
+        mean over the ranks that measured one (a collective every rank calls each iteration), so every
+        replica keeps and restores the same best model and none drifts."""
+        if rank_count() == 1:
+            return error
+        local = torch.tensor([error, 1.0] if error is not None and math.isfinite(error) else [0.0, 0.0],
+                             dtype=torch.float64, device=self.device)
+        total, measured = sum_over_ranks(local).tolist()
+        return total / measured if measured else None
+
+    def _roll_back_if_exploded(self, error: float | None) -> None:
         """Keep the model at its best held-out state error; restore it there when the error explodes."""
-        error = metrics.get("model/state_error")
         if error is None or not math.isfinite(error):
             return
         if self.best is None or error <= self.best[0]:

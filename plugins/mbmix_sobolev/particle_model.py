@@ -419,8 +419,12 @@ class ParticleGNN(mb.WorldModel):
         ``model/state_loss`` and, for α > 0, ``model/jacobian_loss``.
 
         A batch, loss or gradient with a NaN/inf skips the step: the statistics are restored, nothing
-        moves, and ``model/skipped = 1`` is returned (the trainer counts it)."""
-        if not all(bool(torch.isfinite(v).all()) for v in (batch.state, batch.action, batch.next_state)):
+        moves, and ``model/skipped = 1`` is returned (the trainer counts it). Under data parallelism a skip
+        on one rank is a skip on every rank (:func:`mbmix_fw.any_rank`): a rank that skipped alone would leave
+        the others waiting in the gradient all-reduce of the optimiser's pre-hook."""
+        columns = (batch.state, batch.action, batch.next_state)
+        finite_batch = torch.stack([torch.isfinite(v).all() for v in columns]).all()
+        if bool(mb.any_rank(~finite_batch)):
             return {"model/skipped": 1.0}
         stats = [b for m in self.modules() if isinstance(m, RunningMoments) for b in m.buffers()]
         saved = [b.clone() for b in stats]
@@ -435,7 +439,7 @@ class ParticleGNN(mb.WorldModel):
             parameter.grad = grad
         grads = [g for g in grads if g is not None]
         finite = torch.isfinite(terms.total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if not bool(finite):
+        if bool(mb.any_rank(~finite)):
             for buffer, value in zip(stats, saved):
                 buffer.copy_(value)
             self.optimizer.zero_grad(set_to_none=True)

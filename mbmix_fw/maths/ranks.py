@@ -1,4 +1,4 @@
-"""Decisions every data-parallel rank must take together.
+"""Decisions and counts every data-parallel rank must share.
 
 Data-parallel training (:mod:`mbmix_fw.distributed.ddp`) keeps one replica per rank and averages gradients
 in collectives. A decision taken from a rank's own numbers — "this loss is NaN, skip the step", "this batch
@@ -22,3 +22,27 @@ def any_rank(flag: torch.Tensor) -> torch.Tensor:
     agreed = flag.to(torch.float32)  # a copy: MAX over {0, 1} is OR, on every backend
     dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
     return agreed > 0
+
+
+def _group_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank_count() -> int:
+    """Processes in the default process group (1 outside one)."""
+    return _group_size()
+
+
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over every rank (a copy; ``value`` itself in a single process). A collective: every
+    rank calls it at the same point. Used where a count must be the union's, not a rank's: the healthy envs
+    an actor loss is normalised by, the action-gradient rows an actor step kept."""
+    import torch.distributed as dist
+
+    if _group_size() == 1:
+        return value
+    total = value.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
