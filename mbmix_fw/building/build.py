@@ -78,6 +78,7 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
     parts = build_components(recipe, registry, device)
     check_horizons(recipe, parts)
     check_budget(recipe, parts)
+    check_metrics(recipe, parts)
     check_memory(recipe, parts.env, parts.estimator, parts.world_model, device,  # before anything is allocated
                  longest_window(parts))
     return Trainer(
@@ -115,6 +116,27 @@ def check_horizons(recipe: Recipe, parts: Components) -> None:
             raise UserError(f"scheduler '{recipe.scheduler.kind}' plans horizons [{h_min}, {h_max}] but estimator "
                             f"'{recipe.estimator.kind}' honours only [{low}, {high}] on env '{recipe.env.kind}'; "
                             f"narrow the scheduler's horizon range")
+
+
+def check_metrics(recipe: Recipe, parts: Components) -> None:
+    """One-line :class:`UserError` when the scheduler reads a metric that no component of the run reports
+    (:mod:`mbmix_fw.contracts.metrics`): its plans would read a default forever (a gate that never opens)."""
+    from ..contracts.metrics import CONTACT_STIFFNESS, CONTACT_STIFFNESS_FIRST_STEP, HALF_COSINE, unproduced
+
+    scheduler = parts.scheduler
+    producers = [getattr(parts.estimator, "reports", frozenset())]
+    if parts.world_model is not None:
+        producers.append(getattr(parts.world_model, "reports", frozenset()))
+    if getattr(scheduler, "needs_contact", False):
+        producers.append({CONTACT_STIFFNESS, CONTACT_STIFFNESS_FIRST_STEP})
+    if getattr(scheduler, "needs_gradient_agreement", False):
+        producers.append({HALF_COSINE})
+    missing = unproduced(getattr(scheduler, "reads", frozenset()), *producers)
+    if missing:
+        model = "no world model" if parts.world_model is None else f"world model {recipe.world_model.kind!r}"
+        raise UserError(f"scheduler {recipe.scheduler.kind!r} reads {', '.join(missing)}, which no component of "
+                        f"this run reports ({model}, estimator {recipe.estimator.kind!r}); use a world model "
+                        f"that declares it in WorldModel.reports, or turn off the setting that reads it")
 
 
 def check_budget(recipe: Recipe, parts: Components) -> None:

@@ -70,6 +70,9 @@ class GradientEstimator(abc.ABC):
 
     gamma: float = 0.99
     uses_critic: bool = True
+    reports: frozenset[str] = frozenset()
+    """The metrics its :class:`Estimate` carries every iteration (``Estimate.metrics``), for the schedulers
+    that read them (:attr:`Scheduler.reads <mbmix_fw.Scheduler>`)."""
     lam: float | None = None
 
     @abc.abstractmethod

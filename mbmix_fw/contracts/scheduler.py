@@ -102,6 +102,10 @@ class Scheduler(abc.ABC):
 
     horizon_range: tuple[int, int] | None = None
     """The window lengths this scheduler's plans may ask for (inclusive); ``None``: it never sets one."""
+    reads: frozenset[str] = frozenset()
+    """Metrics its plans read from the previous row (names in :mod:`mbmix_fw.contracts.metrics`): the build
+    refuses a run in which no component reports one of them (a plan would read a default forever). A
+    scheduler whose reads depend on its settings makes this a property."""
     needs_contact: bool = False
     """True: its plans read ``contact/stiffness`` (the env's optional :meth:`~mbmix_fw.DiffEnv.contact_stiffness`
     signal, averaged over the previous window), so the trainer computes it, and refuses an env without it."""

@@ -94,9 +94,9 @@ class DynaConfig(mb.SchedulerConfig):
         return self.env_weight > 0 and self.jacobian_blend < 1
 
 
-MODEL_ERROR_METRIC = "model/jacobian_error_a"
-"""The held-out model quality ``dyna.model_error_gate`` reads (logged by the trainer every iteration)."""
-STATE_ERROR_METRIC = "model/jacobian_error_s"
+MODEL_ERROR_METRIC = mb.MODEL_JACOBIAN_ERROR_A
+"""The held-out model quality ``dyna.model_error_gate`` reads (the world model's ``evaluate``, every iteration)."""
+STATE_ERROR_METRIC = mb.MODEL_JACOBIAN_ERROR_S
 """Read too with ``dyna.gate_on = "both"``."""
 
 
@@ -105,6 +105,13 @@ class Dyna(mb.Scheduler):
 
     def __init__(self, config: DynaConfig, ctx: mb.BuildContext | None = None):
         self.config = config
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The gate's held-out errors, when it gates (``model_error_gate`` set)."""
+        if self.config.model_error_gate is None:
+            return frozenset()
+        return frozenset({MODEL_ERROR_METRIC, *((STATE_ERROR_METRIC,) if self.config.gate_on == "both" else ())})
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         cfg = self.config

@@ -132,6 +132,8 @@ class SobolevMLP(mb.WorldModel):
     state dict holds tensors, numbers, tuples and dicts only (``torch.load(weights_only=True)``).
     """
 
+    reports = mb.HELD_OUT_MODEL_ERRORS  # evaluation.held_out_errors
+
     def __init__(self, state_dim: int, action_dim: int, *, hidden=(256, 256), activation: str = "silu",
                  layer_norm: bool = True, members: int = 1, alpha_s: float = 1.0, alpha_a: float = 1.0,
                  probes: int = 4, probe_source: str = "adjoint", probe_mixing: bool = True,

@@ -141,6 +141,8 @@ class ParticleGNN(mb.WorldModel):
     table is rebuilt from the env's layout, not saved.
     """
 
+    reports = mb.HELD_OUT_MODEL_ERRORS  # evaluation.held_out_errors
+
     def __init__(self, layout: mb.ParticleLayout, state_dim: int, action_dim: int, *,
                  architecture: str = "integrator", hidden: int = 16, message_width: int = 0, rounds: int = 2,
                  activation: str = "silu", position_correction: bool = True, alpha_s: float = 1.0,
