@@ -126,7 +126,7 @@ CATALOGUE = {
     "E5 unknown table": (GOOD + "[polcy]\nhidden = [8]\n", (),
                          ["{p}: polcy: unknown field (did you mean 'policy'?)"]),
     "E5 unknown field, no close match": (GOOD.replace("num_envs = 4", "zzz = 4"), (),
-                                         ["{p}: env.zzz: unknown field; expected one of: kind, num_envs, state_dim"]),
+                                         ["{p}: env.zzz: unknown field; expected one of: episode_length, kind, num_envs, state_dim"]),
     "E5 unknown field in a core table": (GOOD + "[policy]\nhiden = [8]\n", (),
                                          ["{p}: policy.hiden: unknown field (did you mean 'hidden'?)"]),
     "E6 TOML syntax": ("[run\nseed = 1\n", (),
@@ -217,7 +217,7 @@ def test_overrides_create_tables_and_leave_the_input_untouched(tmp_path, registr
 def test_json_dump_round_trips_with_every_plugin_field(tmp_path, registry):
     recipe = mb.load_recipe(write(tmp_path, GOOD + '[world_model]\nkind = "tiny_model"\n'), registry)
     dumped = recipe.model_dump(mode="json")
-    assert dumped["env"] == {"kind": "linear", "num_envs": 4, "state_dim": 3}  # subclass fields kept
+    assert dumped["env"] == {"kind": "linear", "num_envs": 4, "episode_length": 200, "state_dim": 3}  # all kept
     assert dumped["scheduler"] == {"kind": "model_free", "lr_schedule": "linear"}
     again = mb.validate_recipe(dumped, registry, "recipe.json")
     assert again == recipe and type(again.env) is LinearConfig

@@ -72,7 +72,7 @@ def memory_needs(recipe: "Recipe", env: "DiffEnv", estimator: "GradientEstimator
     )]
     model = world_model
     if model is not None:
-        capacity, probes = int(getattr(model, "buffer_capacity", 0)), int(getattr(model, "probes", 0))
+        capacity, probes = int(model.buffer_capacity), int(getattr(model, "probes", 0))
         row = 2 * env.state_dim + env.action_dim
         needs.append((capacity * row * (1 + probes) * number,
                       f"the replay buffer of world_model.buffer_capacity={capacity} transitions"))

@@ -114,11 +114,24 @@ class ComponentConfig(StrictTable):
 
 
 class EnvConfig(ComponentConfig):
-    """Base config of every env plugin (recipe table ``[env]``)."""
+    """Base config of every env plugin (recipe table ``[env]``).
+
+    ``num_envs`` and ``episode_length`` are read by the core (data-parallel splits, memory estimates,
+    resume checks), so every env config has them, with the same bounds; a plugin overrides the defaults
+    (``num_envs: mb.NumEnvs = 16``), never the types."""
+
+    num_envs: NumEnvs = 64
+    """Environments simulated in parallel for training."""
+    episode_length: Steps = 200
+    """Steps per episode (the rollout applies the time limit)."""
 
 
 class WorldModelConfig(ComponentConfig):
     """Base config of every world-model plugin (recipe table ``[world_model]``, optional)."""
+
+    buffer_capacity: int = Field(100_000, ge=1, le=10**9)
+    """Replay-buffer size in transitions (the trainer sizes the buffer from the built model's
+    ``WorldModel.buffer_capacity``, which the factory sets from this)."""
 
 
 class EstimatorConfig(ComponentConfig):

@@ -44,6 +44,8 @@ class WorldModel(torch.nn.Module, abc.ABC):
     it stores the probes of the actor's own backward through the real window (one per transition, in the
     policy gradient's directions, free: mbmix_fw/maths/adjoint_tap.py); ``probes`` must then be 1."""
     batch_size: int = 256
+    buffer_capacity: int = 100_000
+    """Transitions the trainer's replay buffer keeps (``[world_model] buffer_capacity``)."""
     reports: frozenset[str] = frozenset()
     """The metrics :meth:`evaluate` returns (names in :mod:`mbmix_fw.contracts.metrics`). A scheduler that
     reads one (``dyna.model_error_gate`` reads ``model/jacobian_error_a``) is refused at build when the

@@ -43,6 +43,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
+from ..contracts.component import EnvConfig
 from ..errors import UserError
 
 if TYPE_CHECKING:
@@ -76,13 +77,12 @@ def split_recipe_data(data: dict[str, Any], rank: int, world_size: int, source: 
     import copy
 
     data = copy.deepcopy(data)
-    env = data.get("env", {})
-    if "num_envs" in env:
-        total = env["num_envs"]
-        if total % world_size:
-            raise UserError(f"{source}: env.num_envs: {total} envs cannot be split evenly over {world_size} "
-                            f"ranks; use a multiple of {world_size}")
-        env["num_envs"] = total // world_size
+    env = data.setdefault("env", {})
+    total = env.get("num_envs", EnvConfig.model_fields["num_envs"].default)  # every EnvConfig has num_envs
+    if total % world_size:
+        raise UserError(f"{source}: env.num_envs: {total} envs cannot be split evenly over {world_size} "
+                        f"ranks; use a multiple of {world_size}")
+    env["num_envs"] = total // world_size
     run = data.setdefault("run", {})
     run["seed"] = rank_seed(run.get("seed", 0), rank)
     budget = run.get("env_steps", 0)

@@ -61,7 +61,7 @@ class WorldModelLearner:
         self.branch_generator = torch.Generator(device=device).manual_seed(seed + BRANCH_SEED_OFFSET)
         world_model.to(device=device, dtype=dtype)
         self.buffer = ReplayBuffer(
-            getattr(world_model, "buffer_capacity", 100_000), env.state_dim, env.action_dim,
+            world_model.buffer_capacity, env.state_dim, env.action_dim,
             world_model.probes, device, dtype,
         )
         self.tap = AdjointTap()

@@ -36,9 +36,9 @@ class BraxConfig(mb.EnvConfig):
     """Brax env (``brax.envs``): ant, halfcheetah, hopper, humanoid, walker2d, inverted_pendulum, reacher, ..."""
     backend: BraxBackend = "generalized"
     """Physics pipeline: generalized (exact on the (q, qd) state), positional or spring (see the plugin docs)."""
-    num_envs: int = Field(64, ge=1)
+    num_envs: mb.NumEnvs = 64
     """Environments simulated in parallel for training (one vmapped JAX call)."""
-    episode_length: int = Field(1000, ge=1)
+    episode_length: mb.Steps = 1000
     """Steps per episode; the time limit is applied by the rollout, not by a Brax wrapper."""
     float64: bool = False
     """Run the JAX physics in float64 (``jax_enable_x64`` scoped to this env's calls); tensors keep their dtype."""

@@ -24,9 +24,9 @@ class ClothFoldConfig(mb.EnvConfig):
     """
 
     kind: Literal["cloth_fold"] = "cloth_fold"
-    num_envs: int = Field(16, ge=1)
+    num_envs: mb.NumEnvs = 16
     """Cloths simulated in parallel for training (all in the same kernel launches)."""
-    episode_length: int = Field(40, ge=1)
+    episode_length: mb.Steps = 40
     """Steps per episode."""
     grid_size: int = Field(8, ge=3, le=512)
     """Particles per side: the cloth has grid_size² particles (8: CPU; 32 or more: GPU)."""
