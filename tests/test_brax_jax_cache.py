@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, os, sys, time, warnings
 from pathlib import Path
-warnings.simplefilter("error")  # the guarded cache installs without a warning
+warnings.filterwarnings("error", message="mbmix_brax")  # the guarded cache installs without a warning
 import jax
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name.rsplit("/", 1)[-1]))
