@@ -1,7 +1,29 @@
-"""Shared test helpers."""
+"""Shared test helpers, and the test run's own JAX compilation cache."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+
+def jax_cache_dir_for_tests() -> str:
+    """Where the tests (and the processes they start) keep JAX's compiled executables: not the user's cache.
+
+    A test run must neither trip over nor fill the cache that training runs share, so it gets its own
+    directory, kept between runs (a cold one costs many minutes of Brax compiles):
+    ``$MBMIX_FW_TEST_JAX_CACHE`` (a path, or ``off``), else ``$XDG_CACHE_HOME/mbmix_fw/jax-tests``, else
+    ``~/.cache/mbmix_fw/jax-tests``. A cold run: ``MBMIX_FW_TEST_JAX_CACHE=$(mktemp -d)``.
+    """
+    chosen = os.environ.get("MBMIX_FW_TEST_JAX_CACHE")
+    if chosen is not None:
+        return chosen
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "mbmix_fw" / "jax-tests")
+
+
+# set at import, before any test imports the Brax plugin (which reads it once per process)
+os.environ["MBMIX_FW_JAX_CACHE"] = jax_cache_dir_for_tests()
 
 
 def _train_until_checkpoint_at(trainer, iteration: int) -> None:

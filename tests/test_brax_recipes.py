@@ -1,7 +1,10 @@
-"""Every Brax recipe runs (tiny CPU smoke runs through ``--set``), and the CPU recipe learns.
+"""Every Brax recipe is valid with tiny CPU sizes, every estimator path runs through the Brax bridge, and the
+CPU recipe learns.
 
-The GPU-sized hopper recipes run in one process at ``num_envs = 2`` so Brax is traced and compiled once per
-shape (the JAX compilation cache makes later runs load it); the ant recipes are validated, not compiled.
+The GPU-sized recipes (ant, hopper) are validated with the smoke overrides; their four estimator paths
+run in one process on ``inverted_pendulum`` at ``num_envs = 2`` (each Brax function traced and compiled
+once per shape): the paths through the bridge are the same for every Brax env, and compiling hopper cost
+minutes of a cold test run for physics no assertion here looks at.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 pytest.importorskip("jax")  # never skipped in CI: the test extra installs jax and brax
 
 ROOT = Path(__file__).resolve().parents[1]
+PATHS_ENV = ["--set", "env.name=inverted_pendulum"]  # the smallest Brax system: paths, not physics
 SMOKE = ["--set", "env.num_envs=2", "--set", "env.episode_length=8", "--set", "run.iterations=2",
          "--set", "run.eval_envs=2", "--set", "run.checkpoint_every=2"]
 PER_ESTIMATOR = {
@@ -26,6 +30,14 @@ PER_ESTIMATOR = {
     "mbmix": ["--set", "estimator.horizon=1", "--set", "scheduler.model_branches=2",
               "--set", "scheduler.warmup_iterations=1", "--set", "world_model.batch_size=8"],
 }
+
+
+CLI_CALLS = (  # one process, several CLI calls (argv entries, their arguments joined by \x1f)
+    "import sys\nfrom mbmix_fw.commands.cli import main\n"
+    "for args in sys.argv[1:]:\n"
+    "    rc = main(args.split('\\x1f'))\n"
+    "    assert rc == 0, (rc, args)\n"
+)
 
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
@@ -39,21 +51,15 @@ def test_every_brax_recipe_is_smoke_tested():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)  # first compile of Brax's hopper: minutes per function on a 2-core CPU
+@pytest.mark.timeout(3600)  # first compile of Brax: minutes per function on a 2-core CPU
 def test_every_estimator_path_runs_tiny_on_brax(tmp_path):
-    """The four recipes of the smaller GPU env (hopper) in one process (the CLI's ``main``): one Brax trace
-    per function, every estimator path (shac, mix, bptt, the Sobolev model on Brax's Jacobians) through the
-    bridge. The ant recipes differ only in the env: they are validated (:func:`test_ant_recipes_validate`),
-    not compiled — ant's trace alone took minutes of the suite for no path hopper does not take."""
-    code = (
-        "import sys\nfrom mbmix_fw.commands.cli import main\n"
-        "for args in sys.argv[1:]:\n"
-        "    rc = main(args.split('\\x1f'))\n"
-        "    assert rc == 0, (rc, args)\n"
-    )
+    """The four hopper recipes in one process (the CLI's ``main``), their env swapped for inverted_pendulum:
+    one Brax trace per function, every estimator path (shac, mix, bptt, the Sobolev model on Brax's
+    Jacobians) through the bridge. That the recipes themselves, hopper's and ant's, are valid with these
+    overrides is :func:`test_gpu_sized_recipes_validate`."""
     runs = {kind: ["run", str(ROOT / "recipes" / f"hopper_{kind}.toml"), "--out", str(tmp_path / kind),
-                   "--no-progress", *SMOKE, *extra] for kind, extra in PER_ESTIMATOR.items()}
-    done = subprocess.run([sys.executable, "-c", code, *("\x1f".join(a) for a in runs.values())],
+                   "--no-progress", *SMOKE, *extra, *PATHS_ENV] for kind, extra in PER_ESTIMATOR.items()}
+    done = subprocess.run([sys.executable, "-c", CLI_CALLS, *("\x1f".join(a) for a in runs.values())],
                           capture_output=True, text=True, timeout=3500, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     for kind in runs:
@@ -66,12 +72,14 @@ def test_every_estimator_path_runs_tiny_on_brax(tmp_path):
     assert model_rows, "the Sobolev model was never evaluated against Brax's Jacobians"
 
 
-def test_ant_recipes_validate():
-    """The ant recipes with the same smoke overrides are valid recipes (env, estimator, scheduler, model)."""
-    for kind, extra in PER_ESTIMATOR.items():
-        done = subprocess.run([sys.executable, "-m", "mbmix_fw", "validate", str(ROOT / "recipes" / f"ant_{kind}.toml"),
-                               *SMOKE, *extra], capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert done.returncode == 0, (kind, done.stderr[-3000:])
+def test_gpu_sized_recipes_validate():
+    """The ant and hopper recipes with the same smoke overrides are valid recipes (env, estimator, scheduler,
+    model), checked in one process."""
+    checks = [["validate", str(ROOT / "recipes" / f"{env}_{kind}.toml"), *SMOKE, *extra]
+              for env in ("ant", "hopper") for kind, extra in PER_ESTIMATOR.items()]
+    done = subprocess.run([sys.executable, "-c", CLI_CALLS, *("\x1f".join(a) for a in checks)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.slow
