@@ -1,0 +1,184 @@
+"""The torch ↔ Newton bridge: one env step (``substeps`` Featherstone substeps) as an ``mb.ExternalFunction``.
+
+Why Featherstone: of Newton 1.8's solvers only ``SolverFeatherstone`` and ``SolverSemiImplicit`` differentiate
+through ``wp.Tape``; SemiImplicit went NaN on the ant within 200 substeps with its default joint attachment
+stiffness, and Featherstone integrates in generalized coordinates ``(joint_q, joint_qd)`` -- exactly the flat
+state an ``mb.DiffEnv`` wants (DiffRL's tasks were generalized-coordinate too).
+
+One :class:`NewtonSimulator` serves every batch size: a :class:`_Workspace` per ``num_envs`` holds **one Newton
+model with all the envs of that batch** (``ModelBuilder.replicate``: one world per env, so envs never collide
+with each other), ``substeps + 1`` states, one ``Contacts`` buffer per substep and the solver. Its torch views of
+``joint_q``, ``joint_qd`` and ``Control.joint_f`` are ``wp.to_torch`` views of warp's own memory (no copy).
+
+Forward: copy the step's inputs ``(q [N, nq], qd [N, nd], joint_f [N, nd])`` into state 0 and the control,
+run forward kinematics of state 0 (the collision pipeline reads body poses), then per substep ``collide``
+into that substep's ``Contacts`` and ``solver.step``; return copies of the last state's ``(q, qd)``. No tape.
+
+Backward (recompute, the cloth's pattern and Rewarped's): the same forward recorded on a fresh ``wp.Tape``,
+the cotangents written into the last state's ``.grad``, ``tape.backward()``, and the gradients read from
+state 0's ``joint_q.grad``/``joint_qd.grad`` and ``joint_f.grad``; then ``tape.zero()``. The autograd graph keeps
+only each step's inputs.
+
+**The mass-matrix pitfall** (``newton.md``): Featherstone keeps the joint-space mass matrix and its Cholesky
+factor in buffers it owns and overwrites on each update; a tape that spans two updates back-propagates every
+substep with the *last* factor (measured: tape 0.00949 vs central differences 0.00350 on the ant over 64
+substeps with interval 1). The solver is therefore built with ``update_mass_matrix_interval = substeps`` and every
+call runs exactly ``substeps`` steps, so each taped step computes the factor once, at its first substep, and the
+backward that follows at once uses that factor. :meth:`_Workspace.run` checks the solver's step count before
+each step: a step that does not start on an update boundary is an error, not a silent wrong gradient.
+
+Float32 only: Newton's ``finalize`` takes no dtype. Envs cast to float32 before the bridge and back after.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import warp as wp
+
+import mbmix_fw as mb
+
+
+class NewtonSimulator:
+    """Steps batches of one articulated robot: ``step(q, qd, joint_f) -> (q', qd')``, differentiable.
+
+    ``build_env(builder)`` adds one env (bodies, joints, shapes) to a ``newton.ModelBuilder``; ``ground``
+    adds a ground plane shared by all worlds; ``contacts``: run the collision pipeline every substep (off
+    for robots that touch nothing, e.g. the cart-pole). ``dt`` is one env step (s), split in ``substeps``.
+    ``configure_builder(builder)`` runs on each new builder first; ``ground_config`` is the ground plane's
+    ``ShapeConfig`` (its contact material).
+    """
+
+    def __init__(self, build_env: Callable, *, dt: float, substeps: int, contacts: bool, ground: bool = False,
+                 device: torch.device | str | None = None, gravity: float = -9.81,
+                 configure_builder: Callable | None = None, mass_matrix_interval: int | None = None,
+                 ground_config=None):
+        init_warp()
+        self.build_env, self.dt, self.substeps = build_env, dt, substeps
+        self.use_contacts, self.ground, self.gravity = contacts, ground, gravity
+        self.configure_builder, self.ground_config = configure_builder, ground_config
+        self.mass_matrix_interval = substeps if mass_matrix_interval is None else mass_matrix_interval
+        """Featherstone's update interval; ``substeps`` (the default) is the only correct value for a taped
+        step (module docstring). Tests set another value to show that the FD check catches it."""
+        self.device = torch.device(device or "cpu")
+        self._workspaces: dict[int, _Workspace] = {}
+        probe = self.workspace(1)
+        self.nq, self.nd = probe.nq, probe.nd
+        self.function = mb.ExternalFunction(
+            self._forward, self._vjp, name="newton step", outputs=("joint_q", "joint_qd"),
+            output_shapes=lambda inputs: (inputs[0].shape, inputs[1].shape), dtypes=(torch.float32,),
+            check_finite=False)  # the trainer skips and counts non-finite updates
+
+    def workspace(self, n: int) -> "_Workspace":
+        if n not in self._workspaces:
+            self._workspaces[n] = _Workspace(self, n)
+        return self._workspaces[n]
+
+    def step(self, q: torch.Tensor, qd: torch.Tensor, joint_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One env step of float32 ``q [N, nq]``, ``qd [N, nd]`` under generalized forces ``joint_f [N, nd]``."""
+        return self.function(q, qd, joint_f)
+
+    def initial_q(self) -> torch.Tensor:
+        """``[1, nq]`` the model's own initial joint coordinates (the builder's, e.g. an asset's pose)."""
+        return wp.to_torch(self.workspace(1).model.joint_q, requires_grad=False).clone().view(1, self.nq)
+
+    def body_poses(self, q: torch.Tensor) -> torch.Tensor:
+        """``[N, B, 7]`` world poses (position, quaternion xyzw) of each env's bodies at ``q`` (no gradient):
+        forward kinematics, for tests and drawings."""
+        ws = self.workspace(q.shape[0])
+        ws.q[0].copy_(q.detach().float())
+        import newton
+        newton.eval_fk(ws.model, ws.states[0].joint_q, ws.states[0].joint_qd, ws.states[0])
+        return wp.to_torch(ws.states[0].body_q).clone().reshape(q.shape[0], -1, 7)
+
+    # ---- the ExternalFunction callables
+    @torch.no_grad()
+    def _forward(self, inputs):
+        ws = self.workspace(inputs[0].shape[0])
+        ws.load(inputs)
+        ws.run()
+        return ws.q[-1].clone(), ws.qd[-1].clone()
+
+    @torch.no_grad()
+    def _vjp(self, inputs, cotangents):
+        ws = self.workspace(inputs[0].shape[0])
+        ws.load(inputs)
+        tape = wp.Tape()
+        with tape:
+            ws.run()
+        ws.q_grad[-1].copy_(cotangents[0])
+        ws.qd_grad[-1].copy_(cotangents[1])
+        tape.backward()
+        grads = ws.q_grad[0].clone(), ws.qd_grad[0].clone(), ws.f_grad.clone()
+        tape.zero()
+        for g in (*ws.q_grad, *ws.qd_grad, ws.f_grad):
+            g.zero_()
+        return grads
+
+
+class _Workspace:
+    """The Newton model of ``n`` envs, its states, contacts, control, solver and torch views of them."""
+
+    def __init__(self, sim: NewtonSimulator, n: int):
+        import newton
+
+        one = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+        if sim.configure_builder is not None:
+            sim.configure_builder(one)
+        sim.build_env(one)
+        scene = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+        if sim.configure_builder is not None:
+            sim.configure_builder(scene)
+        scene.replicate(one, n)
+        if sim.ground:
+            scene.add_ground_plane(cfg=sim.ground_config)
+        device = wp.device_from_torch(sim.device)
+        self.model = model = scene.finalize(device=device, requires_grad=True)
+        self.n, self.substeps, self.dt = n, sim.substeps, sim.dt / sim.substeps
+        self.nq, self.nd = model.joint_coord_count // n, model.joint_dof_count // n
+        self.solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval)
+        self.states = [model.state(requires_grad=True) for _ in range(sim.substeps + 1)]
+        self.control = model.control(requires_grad=True)
+        self.pipeline = newton.CollisionPipeline(model, requires_grad=True) if sim.use_contacts else None
+        self.contacts = ([self.pipeline.contacts() for _ in range(sim.substeps)] if self.pipeline
+                         else [None] * sim.substeps)
+        view = lambda a, width: wp.to_torch(a, requires_grad=False).view(n, width)  # noqa: E731 - zero-copy views of warp memory
+        self.q = [view(s.joint_q, self.nq) for s in self.states]
+        self.qd = [view(s.joint_qd, self.nd) for s in self.states]
+        self.q_grad = [view(s.joint_q.grad, self.nq) for s in self.states]
+        self.qd_grad = [view(s.joint_qd.grad, self.nd) for s in self.states]
+        self.f = view(self.control.joint_f, self.nd)
+        self.f_grad = view(self.control.joint_f.grad, self.nd)
+        self._eval_fk = newton.eval_fk
+
+    @torch.no_grad()
+    def load(self, inputs) -> None:
+        q, qd, f = inputs
+        self.q[0].copy_(q)
+        self.qd[0].copy_(qd)
+        self.f.copy_(f)
+
+    def run(self) -> None:
+        """``substeps`` substeps from state 0; each starts a mass-matrix update period exactly once."""
+        interval = self.solver.update_mass_matrix_interval
+        if interval != self.substeps:
+            raise mb.BridgeError(
+                f"newton step: update_mass_matrix_interval = {interval} but one taped step has {self.substeps} "
+                f"substeps; the tape would back-propagate through a mass-matrix factor it did not compute with")
+        first = self.states[0]
+        if self.pipeline is not None:
+            self._eval_fk(self.model, first.joint_q, first.joint_qd, first)
+        for k in range(self.substeps):
+            state, following = self.states[k], self.states[k + 1]
+            state.clear_forces()
+            if self.pipeline is not None:
+                self.pipeline.collide(state, self.contacts[k])
+            self.solver.step(state, following, self.control, self.contacts[k], self.dt)
+
+
+def init_warp() -> None:
+    """Initialise warp quietly on a CPU run: the same filter as the cloth (warp's "no CUDA driver" line)."""
+    from mbmix_warp.bridge import init_warp as quiet_init
+    quiet_init("cpu")
+    wp.config.quiet = True
