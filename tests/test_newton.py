@@ -195,3 +195,22 @@ def test_an_ant_episode_of_1000_steps_stays_finite(ant, policy):
             s = ant.step(s, a)
             assert torch.isfinite(s).all(), f"step {t}"
     assert (ant.observe(s).abs() < ant.diverged_magnitude).all()
+
+
+# ---------------------------------------------------------------- recipes
+NEWTON_RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.toml") if 'kind = "newton_' in r.read_text())
+SMOKE = ["run.iterations=2", "run.eval_envs=2", "env.num_envs=2", "env.episode_length=8", "estimator.horizon=4"]
+SMOKE_MODEL = ["scheduler.warmup_iterations=0", "scheduler.model_branches=2", "scheduler.model_fit_steps=1"]
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r.stem.startswith("ant") else r
+                                    for r in NEWTON_RECIPES], ids=[r.stem for r in NEWTON_RECIPES])
+def test_newton_recipe_runs_two_iterations(recipe, tmp_path):
+    """Every shipped Newton recipe runs from the CLI at a tiny size (tests/test_recipes_e2e.py skips them)."""
+    out = tmp_path / recipe.stem
+    settings = SMOKE + (SMOKE_MODEL if "[world_model]" in recipe.read_text() else [])
+    done = subprocess.run([sys.executable, "-m", "mbmix_fw", "run", str(recipe), "--out", str(out), "--no-progress",
+                           *[arg for s in settings for arg in ("--set", s)]], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "checkpoints" / "last.pt").exists()
