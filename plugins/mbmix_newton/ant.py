@@ -21,6 +21,11 @@ linear velocity (3), angular velocity (3), hinge angles (8), 0.1 × hinge rates 
 component of the torso's z axis), heading projection (1: the x component of the torso's x axis, the target
 direction being +x), previous action (8).
 
+**Caveat, measured**: with these constants a passive ant (zero action) does not stand: its legs fold to
+their limits and the torso settles at about 0.16 m after 30 steps (half a second), below the 0.27 m
+termination, so untrained episodes are short. Whether DiffRL's dflex ant stood at rest was not checked here
+(its MJCF and dflex's contact model differ from Newton's: one penalty contact per sphere or capsule end).
+
 **Reward** (DiffRL's ant, of the reached state): ``v_x + 0.1·up + heading + (height − 0.27) − w_a·|a|²``
 (``w_a = 0``). **Termination**: torso height below 0.27 m.
 
