@@ -15,8 +15,9 @@ then per substep forward kinematics and ``collide`` into that substep's ``Contac
 and ``solver.step``; return copies of the last state's ``(q, qd)``. No tape.
 
 Backward (recompute, the cloth's pattern and Rewarped's): the same forward recorded on a fresh ``wp.Tape``,
-the cotangents written into the last state's ``.grad``, ``tape.backward()`` (after undoing an in-place overwrite of Newton's that its adjoint would otherwise
-read: :meth:`_Workspace.restore_external_wrenches`), and the gradients read from
+the cotangents written into the last state's ``.grad``, ``tape.backward()`` (after undoing an in-place
+overwrite of Newton's that its adjoint would otherwise read: :meth:`_Workspace.restore_external_wrenches`),
+and the gradients read from
 state 0's ``joint_q.grad``/``joint_qd.grad`` and ``joint_f.grad``; then ``tape.zero()``. The autograd graph keeps
 only each step's inputs.
 
@@ -25,8 +26,14 @@ factor in buffers it owns and overwrites on each update; a tape that spans two u
 substep with the *last* factor (measured: tape 0.00949 vs central differences 0.00350 on the ant over 64
 substeps with interval 1). The solver is therefore built with ``update_mass_matrix_interval = substeps`` and every
 call runs exactly ``substeps`` steps, so each taped step computes the factor once, at its first substep, and the
-backward that follows at once uses that factor. :meth:`_Workspace.run` checks the solver's step count before
-each step: a step that does not start on an update boundary is an error, not a silent wrong gradient.
+backward that follows at once uses that factor. :meth:`_Workspace.run` refuses a solver whose interval is
+anything else (an error, not a silent wrong gradient; tested).
+
+**Graphs**: the forward, the taped recompute with its backward, and the gradient zeroing are each captured once
+per workspace as a warp graph and replayed (bit-identical to launching, tested): on a CPU the step was mostly
+Python packing kernel arguments (see :meth:`_Workspace.forward`). CPU only for now: on CUDA the step launches
+one by one, because ordering the captures against torch's stream (what the cloth bridge does) is not done and
+no GPU was at hand to test it.
 
 Float32 only: Newton's ``finalize`` takes no dtype. Envs cast to float32 before the bridge and back after.
 """
@@ -36,7 +43,6 @@ import contextlib
 import warnings
 from typing import Callable
 
-import numpy as np
 import torch
 import warp as wp
 
@@ -66,7 +72,7 @@ class NewtonSimulator:
         step (module docstring). Tests set another value to show that the FD check catches it."""
         self.device = torch.device(device or "cpu")
         self.use_graphs = use_graphs
-        """Replay the step's launches as captured warp graphs (CPU or CUDA; see :meth:`_Workspace.forward`)."""
+        """Replay the step's launches as captured warp graphs (CPU only; see :meth:`_Workspace.forward`)."""
         self._workspaces: dict[int, _Workspace] = {}
         probe = self.workspace(1)
         self.nq, self.nd = probe.nq, probe.nd
@@ -152,7 +158,7 @@ class _Workspace:
         self.f = view(self.control.joint_f, self.nd)
         self.f_grad = view(self.control.joint_f.grad, self.nd)
         self._eval_fk = newton.eval_fk
-        self.use_graphs = sim.use_graphs
+        self.use_graphs = sim.use_graphs and device.is_cpu  # CUDA: see the module docstring
         self.graphs: dict[str, object] = {}
         self.tape: wp.Tape | None = None
 
