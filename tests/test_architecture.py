@@ -22,7 +22,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 ENTRY_POINTS: dict[str, str] = PYPROJECT["project"]["entry-points"]["mbmix_fw"]
 PLUGIN_DIRS = sorted(p for p in (REPO / "plugins").iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 PLUGIN_PACKAGES = {p.name for p in PLUGIN_DIRS} | set(ENTRY_POINTS.values())
-HEAVY = {"jax", "jaxlib", "brax", "warp", "ray"}
+HEAVY = {"jax", "jaxlib", "brax", "warp", "newton", "ray"}
 CORE_MODULES_PLUGINS_MAY_IMPORT = {"mbmix_fw", "mbmix_fw.testing"}
 
 

@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.toml")
-                 if 'kind = "brax"' not in r.read_text())  # Brax recipes: tests/test_brax_recipes.py (sized runs)
+                 if 'kind = "brax"' not in r.read_text()  # Brax recipes: tests/test_brax_recipes.py (sized runs)
+                 and 'kind = "newton_' not in r.read_text())  # Newton recipes: tests/test_newton.py
 CLI = [sys.executable, "-m", "mbmix_fw"]
 
 

@@ -1,0 +1,96 @@
+"""Config models of the Newton envs: pydantic only, so registration and recipe validation import no newton/warp.
+
+Every default is documented with its source: DiffRL's published task definitions (Xu et al., "Accelerated
+Policy Learning with Parallel Differentiable Simulation", ICLR 2022 -- SHAC -- and its appendix), Newton's own
+assets, or ours (marked "ours", with the reason).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+import mbmix_fw as mb
+
+
+class NewtonCartPoleConfig(mb.EnvConfig):
+    """Cart-pole swing-up on Newton's Featherstone solver (see :mod:`mbmix_newton.cartpole`)."""
+
+    kind: Literal["newton_cartpole"] = "newton_cartpole"
+    num_envs: int = Field(16, ge=1)
+    """Cart-poles simulated in parallel, all in one Newton model (one world each)."""
+    episode_length: int = Field(240, ge=1)
+    """Steps per episode: 240 × 1/60 s = 4 s, SHAC's cart-pole swing-up episode."""
+    dt: float = Field(1 / 60, gt=0)
+    """Env step (s): SHAC's 60 Hz control rate."""
+    substeps: int = Field(4, ge=1, le=64)
+    """Featherstone substeps per env step (ours: 4 keep the 1-m pole's semi-implicit integration accurate to
+    well under 1 % energy drift over an episode at the default strength)."""
+    cart_mass: float = Field(1.0, gt=0)
+    """Cart mass (kg) (ours: the classic cart-pole's 1 kg)."""
+    pole_mass: float = Field(0.5, gt=0)
+    """Pole mass (kg), a uniform rod (ours)."""
+    pole_length: float = Field(1.0, gt=0)
+    """Pole length (m); the joint is at one end (ours)."""
+    max_force: float = Field(20.0, gt=0)
+    """Force on the cart (N) at action ±1 (ours: enough to swing the pole up in about two pumps, so a short
+    CPU run learns it)."""
+    reset_noise: float = Field(0.1, ge=0)
+    """Reset: cart position, pole angle (about hanging down) and both velocities ~ U(-reset_noise, reset_noise)."""
+    angle_weight: float = Field(1.0, ge=0)
+    """Reward weight of θ² (θ the pole angle from upright, wrapped to (-π, π]): SHAC's cart-pole reward."""
+    angular_velocity_weight: float = Field(0.1, ge=0)
+    """Reward weight of θ̇²: SHAC's cart-pole reward."""
+    position_weight: float = Field(0.05, ge=0)
+    """Reward weight of x²: SHAC's cart-pole reward."""
+    velocity_weight: float = Field(0.1, ge=0)
+    """Reward weight of ẋ²: SHAC's cart-pole reward."""
+    action_weight: float = Field(0.0, ge=0)
+    """Reward weight of a² (SHAC's cart-pole has none)."""
+
+
+class NewtonLocomotionConfig(mb.EnvConfig):
+    """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact."""
+
+    num_envs: int = Field(16, ge=1)
+    """Robots simulated in parallel, all in one Newton model (one world each, one shared ground plane)."""
+    episode_length: int = Field(1000, ge=1)
+    """Steps per episode: DiffRL's 1000."""
+    dt: float = Field(1 / 60, gt=0)
+    """Env step (s): DiffRL's 60 Hz."""
+    substeps: int = Field(16, ge=1, le=256)
+    """Featherstone substeps per env step: DiffRL's 16 (sim dt 1/960 s). The solver's mass-matrix update
+    interval is set to this (see :mod:`mbmix_newton.bridge`)."""
+    action_strength: float = Field(200.0, gt=0)
+    """Joint torque (N·m) at action ±1 times the joint's gear (DiffRL: 200 for ant and hopper; the
+    assets' ``gear`` attributes are not used, see the env docstrings)."""
+    contact_ke: float = Field(4.0e3, gt=0)
+    """Contact normal stiffness: DiffRL's ant/hopper 4e3."""
+    contact_kd: float = Field(1.0e3, ge=0)
+    """Contact damping: DiffRL's ant/hopper 1e3."""
+    contact_kf: float = Field(3.0e2, ge=0)
+    """Contact friction stiffness: DiffRL's ant/hopper 3e2."""
+    contact_mu: float = Field(0.75, ge=0)
+    """Friction coefficient: DiffRL's ant/hopper 0.75."""
+    limit_ke: float = Field(1.0e3, ge=0)
+    """Joint-limit stiffness: DiffRL's ant/hopper 1e3."""
+    limit_kd: float = Field(10.0, ge=0)
+    """Joint-limit damping: DiffRL's ant/hopper 10."""
+    reset_noise: float = Field(0.1, ge=0)
+    """Reset noise scale (DiffRL's stochastic init; how it enters: each env's docstring)."""
+
+
+class NewtonAntConfig(NewtonLocomotionConfig):
+    """Ant on Newton (``nv_ant.xml``, Newton's asset); DiffRL's observation, reward and termination."""
+
+    kind: Literal["newton_ant"] = "newton_ant"
+    termination_height: float = Field(0.27, ge=0)
+    """Torso height (m) below which the episode ends: DiffRL's ant 0.27."""
+    up_weight: float = Field(0.1, ge=0)
+    """Reward weight of the up-projection: DiffRL's ant 0.1."""
+    heading_weight: float = Field(1.0, ge=0)
+    """Reward weight of the heading projection: DiffRL's ant 1."""
+    height_weight: float = Field(1.0, ge=0)
+    """Reward weight of (height − termination_height): DiffRL's ant 1."""
+    action_penalty: float = Field(0.0, ge=0)
+    """Reward weight of −|a|²: DiffRL's ant 0."""
