@@ -17,9 +17,9 @@ class NewtonCartPoleConfig(mb.EnvConfig):
     """Cart-pole swing-up on Newton's Featherstone solver (see :mod:`mbmix_newton.cartpole`)."""
 
     kind: Literal["newton_cartpole"] = "newton_cartpole"
-    num_envs: int = Field(16, ge=1)
+    num_envs: mb.NumEnvs = 16
     """Cart-poles simulated in parallel, all in one Newton model (one world each)."""
-    episode_length: int = Field(240, ge=1)
+    episode_length: mb.Steps = 240
     """Steps per episode: 240 × 1/60 s = 4 s, SHAC's cart-pole swing-up episode."""
     dt: float = Field(1 / 60, gt=0)
     """Env step (s): SHAC's 60 Hz control rate."""
@@ -52,9 +52,9 @@ class NewtonCartPoleConfig(mb.EnvConfig):
 class NewtonLocomotionConfig(mb.EnvConfig):
     """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact."""
 
-    num_envs: int = Field(16, ge=1)
+    num_envs: mb.NumEnvs = 16
     """Robots simulated in parallel, all in one Newton model (one world each, one shared ground plane)."""
-    episode_length: int = Field(1000, ge=1)
+    episode_length: mb.Steps = 1000
     """Steps per episode: DiffRL's 1000."""
     dt: float = Field(1 / 60, gt=0)
     """Env step (s): DiffRL's 60 Hz."""
