@@ -16,7 +16,8 @@ Per run two scores: ``final``, the mean of the last 3 evaluations (as benchmarks
 ``curve``, the mean of the 4 evaluations after the initial one (area under eval/return over env steps, so a
 method that learns sooner scores higher). Per (variant, stiffness): the IQM over seeds with a 95 %
 stratified-bootstrap interval (``mb.summarize_scores``), and the paired difference to SHAC on the same seeds
-(mean ± standard error, seeds above). Runs use one torch thread each, ``--jobs`` at once, seed-major so every
+(mean ± standard error, seeds above); for model runs, the model's mean share of the actor's gradient and its
+last held-out errors (means over seeds). Runs use one torch thread each, ``--jobs`` at once, seed-major so every
 variant sees the same machine load; finished runs are reused (delete ``--root`` to start over).
 
     python benchmarks/stiffness_study.py --stiffness 1e2 1e4 1e5 --seeds 5 --jobs 2 \\
@@ -75,7 +76,21 @@ def run_one(root: Path, variant: str, stiffness: float, seed: int) -> dict:
     return {"variant": variant, "stiffness": stiffness, "seed": seed, "final": sum(evals[-3:]) / len(evals[-3:]),
             "curve": sum(evals) / len(evals), "evals": evals, "wall_s": float(last["time/wall_s"]),
             "env_steps": float(last["env/steps"]), "sim_steps": float(last["sim/steps"]),
-            "sim_vjps": float(last["sim/vjps"])}
+            "sim_vjps": float(last["sim/vjps"]), **model_numbers(rows)}
+
+
+def model_numbers(rows: list[dict]) -> dict:
+    """A model run's share of the actor's gradient (mean over iterations of ``model/grad_share``) and its last
+    held-out errors (next state in units of the typical step; action Jacobian, relative): whether the model
+    acted, and how well it fits the wall. Empty for model-free runs."""
+    def column(name: str) -> list[float]:
+        return [float(r[name]) for r in rows if r.get(name) not in (None, "")]
+
+    share, state, jac = column("model/grad_share"), column("model/state_error"), column("model/jacobian_error_a")
+    if not share:
+        return {}
+    return {"grad_share": sum(share) / len(share), "state_error": state[-1] if state else math.nan,
+            "jacobian_error_a": jac[-1] if jac else math.nan}
 
 
 def _finished(metrics: Path) -> bool:
@@ -117,6 +132,17 @@ def table(results: list[dict], variants: list[str], stiffnesses: list[float]) ->
             avg = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
             lines.append(f"| {k:g} | {v} | {len(rs)} | {final[v]} | {curve[v]} | {cells[0]} | {cells[1]} | "
                          f"{avg('wall_s'):.1f} | {avg('sim_steps'):.0f} | {avg('sim_vjps'):.0f} |")
+    models = [r for r in results if "grad_share" in r]
+    if models:
+        lines += ["", "| k (N/m) | variant | seeds | model/grad_share (mean) | held-out state error (last) | "
+                  "held-out action-Jacobian error (last) |", "|---|---|---|---|---|---|"]
+        for k in stiffnesses:
+            for v in variants:
+                rs = [r for r in models if r["variant"] == v and r["stiffness"] == k]
+                if rs:
+                    avg = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+                    lines.append(f"| {k:g} | {v} | {len(rs)} | {avg('grad_share'):.3f} | {avg('state_error'):.3f} | "
+                                 f"{avg('jacobian_error_a'):.3f} |")
     return "\n".join(lines)
 
 
