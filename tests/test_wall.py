@@ -168,3 +168,22 @@ def test_wall_shac_recipe_learns(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     returns = [float(r["eval/return"]) for r in csv.DictReader(open(out / "metrics.csv")) if r["eval/return"]]
     assert returns[-1] > returns[0] + 20, returns
+
+
+def test_stiffness_study_runs_are_valid_recipes_at_equal_env_steps():
+    """Every (variant, stiffness) the study launches is a valid recipe with the knob set, the same env-step
+    budget (the shipped recipes' own 60 × 16 × 32) and, for ``beta1``, the model never used."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stiffness_study", ROOT / "benchmarks" / "stiffness_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    shipped = mb.load_recipe(ROOT / "recipes" / "wall_shac.toml")
+    assert study.BUDGET == shipped.run.iterations * shipped.estimator.horizon * shipped.env.num_envs
+    for variant in study.VARIANTS:
+        for stiffness in (1e2, 1e5):
+            recipe_path, sets = study.settings(variant, stiffness)
+            recipe = mb.load_recipe(ROOT / recipe_path, overrides=sets)
+            assert recipe.env.stiffness == stiffness and recipe.run.env_steps == study.BUDGET
+            if recipe.world_model is not None:
+                assert (recipe.scheduler.env_weight == 1.0) == (variant == "beta1")
