@@ -242,6 +242,62 @@ def test_sobolev_loss_parameter_gradients_match_finite_differences():
             assert abs((up - down) / (2 * eps) - float(grad[i])) < 1e-6 * (1 + abs(float(grad[i])))
 
 
+# --- smoothness (a model smoother than the simulator) ------------------------------------------
+
+def probe_sizes(model, batch):
+    """The model's relative Jacobian size along the batch's probes (every probe, no mixing), recomputed from
+    full Jacobians: ``Σ‖uᵀ(J_s − I)‖² / Σ‖t_s − u‖² + Σ‖uᵀJ_a‖² / Σ‖t_a‖²``."""
+    j_s, j_a = full_jacobians(model.step, batch.state, batch.action)
+    u = batch.probe_u
+    eye = torch.eye(j_s.shape[-1], dtype=j_s.dtype)
+    vjp_s = torch.einsum("bps,bst->bpt", u, j_s - eye)
+    vjp_a = torch.einsum("bps,bsa->bpa", u, j_a)
+    return (vjp_s.pow(2).sum() / (batch.probe_s - u).pow(2).sum()
+            + vjp_a.pow(2).sum() / batch.probe_a.pow(2).sum())
+
+
+def test_smoothness_penalty_is_the_models_relative_jacobian_size_and_zero_adds_nothing():
+    """The penalty equals its formula recomputed from full Jacobians; ``smoothness = λ`` adds exactly λ times
+    it to the loss; ``smoothness = 0`` reports no penalty and a total that is exactly the matching loss."""
+    env = linear_env64()
+    batch = skewed_batch(env, n=16, seed=3)
+    base, smooth = small_model(probe_mixing=False), small_model(probe_mixing=False, smoothness=0.7)
+    for m in (base, smooth):
+        m.update_statistics(skewed_batch(env, seed=1))
+    zero, terms = base.loss_terms(batch), smooth.loss_terms(batch)
+    assert zero.smooth is None
+    assert torch.equal(zero.total, zero.state + zero.jacobian_s + zero.jacobian_a)
+    torch.testing.assert_close(terms.smooth, probe_sizes(smooth, batch), rtol=1e-10, atol=0)
+    assert torch.equal(terms.total, zero.total + 0.7 * terms.smooth)
+
+
+def fitted(env, steps=200, **kw):
+    model = small_model(lr=1e-2, **kw)
+    for step in range(steps):
+        model.fit(skewed_batch(env, seed=100 + step))
+    return model
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0], ids=["sobolev", "mse"])
+def test_smoothness_makes_the_fitted_models_jacobian_smaller_on_the_same_data(alpha):
+    """Same data, same initial weights: with ``smoothness > 0`` the fitted model's Jacobian along held-out
+    probes is smaller than without it, for the Sobolev model (α = 1) and for plain MSE (α = 0)."""
+    env = linear_env64()
+    held_out = skewed_batch(env, n=128, seed=7)
+    plain = fitted(env, alpha_s=alpha, alpha_a=alpha, probes=3)
+    smooth = fitted(env, alpha_s=alpha, alpha_a=alpha, probes=3, smoothness=2.0)
+    assert smooth.probes == 3 and plain.probes == (3 if alpha else 0)  # smoothness alone still collects probes
+    size_plain, size_smooth = probe_sizes(plain, held_out).item(), probe_sizes(smooth, held_out).item()
+    assert size_smooth < 0.8 * size_plain, (size_plain, size_smooth)
+    assert "model/smooth_loss" in smooth.fit(held_out) and "model/smooth_loss" not in plain.fit(held_out)
+
+
+def test_smoothness_without_probes_fails_validation():
+    with pytest.raises(pydantic.ValidationError, match="smoothness"):
+        SobolevConfig(alpha_s=0.0, alpha_a=0.0, smoothness=1.0, probes=0)
+    assert SobolevConfig(alpha_s=0.0, alpha_a=0.0, smoothness=1.0).smoothness == 1.0
+
+
 # --- checkpoints -------------------------------------------------------------------------------
 
 def test_state_dict_round_trip_restores_the_model_and_the_next_fit_step():

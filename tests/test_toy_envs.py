@@ -27,10 +27,10 @@ def test_env_keeps_the_contract(make, surrogate):
     check_env(make(), surrogate_step=surrogate)
 
 
-def test_plugin_registers_all_three_envs():
+def test_plugin_registers_all_four_envs():
     registered = {}
     mbmix_toy.register_envs(lambda config_cls, factory: registered.setdefault(config_cls.model_fields["kind"].default, (config_cls, factory)))
-    assert set(registered) == {"pendulum", "lqr", "tabular_mdp"}
+    assert set(registered) == {"pendulum", "lqr", "tabular_mdp", "wall_push"}
     for config_cls, factory in registered.values():
         assert issubclass(config_cls, mb.EnvConfig)
         env = factory(config_cls(), mb.BuildContext.cpu())

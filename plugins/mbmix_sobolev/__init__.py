@@ -7,6 +7,7 @@ Recipe::
     hidden = [256, 256]
     alpha_s = 1.0        # 0 and alpha_a = 0: the plain-MSE ablation (no probes are collected)
     probes = 4
+    smoothness = 0.0     # > 0: also penalise the model's own Jacobian along the probes (smoother than the sim)
 
 The loss, the coordinates it works in and the probe estimator are documented in
 :mod:`mbmix_sobolev.model`. The package also registers ``particle_gnn``
@@ -72,6 +73,11 @@ class SobolevConfig(mb.WorldModelConfig):
     """Transitions per fit step, sampled from the replay buffer."""
     buffer_capacity: int = Field(100_000, ge=1, le=10**9)
     """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
+    smoothness: float = Field(0.0, ge=0.0)
+    """Weight λ of a penalty on the model's own Jacobian along the probes, relative to the simulator's
+    (``‖uᵀ(∂f/∂s − I)‖²/‖t_s − u‖² + ‖uᵀ∂f/∂a‖²/‖t_a‖²``): a model smoother than the simulator (PWM,
+    Georgiev et al. 2025). With α > 0 the Jacobian learnt along a probe is α/(α+λ) of the simulator's; with
+    α = 0 it is as small as the next-state fit allows. 0 (default) leaves the loss as it was. Needs probes."""
     clip_probe_norm: float | None = Field(None, gt=0.0)
     """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).
     Off by default: smooth simulators need no clipping, and a clip biases the Jacobians learned."""
@@ -89,9 +95,9 @@ class SobolevConfig(mb.WorldModelConfig):
 
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "SobolevConfig":
-        if (self.alpha_s > 0 or self.alpha_a > 0) and self.probes == 0:
-            raise ValueError("alpha_s or alpha_a > 0 needs probes >= 1; for the plain-MSE model set "
-                             "alpha_s = alpha_a = 0")
+        if (self.alpha_s > 0 or self.alpha_a > 0 or self.smoothness > 0) and self.probes == 0:
+            raise ValueError("alpha_s, alpha_a or smoothness > 0 needs probes >= 1; for the plain-MSE model set "
+                             "alpha_s = alpha_a = smoothness = 0")
         return self
 
 

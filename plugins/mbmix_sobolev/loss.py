@@ -24,6 +24,20 @@ dominated by one block's units.
 Pooled, not per row: the numerator and denominator are sums over the batch (and probes), so stiff rows
 weigh by their size inside a block, and a row whose target is ~0 cannot blow the term up.
 
+Smoothness (PWM's idea, Georgiev et al. ICLR 2025: a model smoother than the true dynamics can give
+better policy gradients than the dynamics' own Jacobians, which stiff contact makes large and erratic).
+With ``smoothness = λ > 0`` the loss adds a penalty on the *model's* Jacobian along the same probes, in
+the same relative units::
+
+      + λ · ( Σ ‖uᵀ∂f/∂s − u‖² / Σ ‖t_s − u‖²  +  Σ ‖uᵀ∂f/∂a‖² / Σ ‖t_a‖² )
+
+so on one probe the two Jacobian terms are minimised by ``α/(α+λ)`` times the simulator's VJP: ``α > 0,
+λ = 0`` matches it, ``α = 0, λ = 0`` is plain MSE, ``λ > 0`` shrinks it (with ``α = 0``: as small as the
+state term allows). The state block is penalised as ``J_s − I``, the part beyond "nothing moves", for the
+reason the matching term is. The penalty reuses the matching term's model VJPs (no extra double
+backward) and needs the probes only for their directions and their denominators. ``λ = 0`` computes
+nothing new: the loss is bit-identical to the loss without the term.
+
 Probe mixing (``probe_generator`` given and more than one stored probe): one random Gaussian
 combination ``Σ_p c_p u_p`` with ``E[c_p c_q] = δ_pq / P`` replaces the ``P`` double-backward passes;
 its squared error is an unbiased estimate of the per-probe mean. The denominator is always computed
@@ -53,22 +67,25 @@ class SobolevTerms:
     state: torch.Tensor
     jacobian_s: torch.Tensor | None = None
     jacobian_a: torch.Tensor | None = None
+    smooth: torch.Tensor | None = None
+    """The unweighted smoothness penalty (the model's relative Jacobian size along the probes), ``None`` when
+    ``smoothness = 0``."""
 
 
 def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tensor, alpha_s: float,
                  alpha_a: float, *, members: int = 1, jacobian_rows: int | None = None,
-                 probe_generator: torch.Generator | None = None) -> SobolevTerms:
+                 probe_generator: torch.Generator | None = None, smoothness: float = 0.0) -> SobolevTerms:
     """The balanced Sobolev loss of ``predict`` on ``batch`` (module docstring), differentiable w.r.t. the
     model's parameters.
 
     ``scale [S]``: the unit of the state error (e.g. the running std of the one-step change). The first
     ``jacobian_rows`` rows (default: all) also get the Jacobian terms; they go through their own forward
     so the double backward runs on those rows only (buffer samples are i.i.d., so the first ``k`` are a
-    uniform subset).
+    uniform subset). ``smoothness`` weighs the penalty on the model's own Jacobian (module docstring).
     """
     state, action, target = batch.state, batch.action, batch.next_state
     expand = lambda x: x.unsqueeze(0).expand(members, *x.shape)  # noqa: E731 - [B, D] -> [M, B, D]
-    use_jacobian = (alpha_s > 0 or alpha_a > 0) and batch.probe_u is not None
+    use_jacobian = (alpha_s > 0 or alpha_a > 0 or smoothness > 0) and batch.probe_u is not None
     if not use_jacobian:
         state_loss = ((predict(expand(state), expand(action)) - target) / scale).pow(2).mean()
         return SobolevTerms(state_loss, state_loss)
@@ -96,8 +113,15 @@ def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tenso
         g_s, g_a = torch.autograd.grad(pred_jac, (s_leaf, a_leaf), u[:, :, p], create_graph=True)
         rows_s.append(g_s)
         rows_a.append(g_a)
-    num_s = (torch.stack(rows_s, 2) - t_s).pow(2).sum() / (members * u.shape[2])
-    num_a = (torch.stack(rows_a, 2) - t_a).pow(2).sum() / (members * u.shape[2])
+    model_s, model_a = torch.stack(rows_s, 2), torch.stack(rows_a, 2)
+    num_s = (model_s - t_s).pow(2).sum() / (members * u.shape[2])
+    num_a = (model_a - t_a).pow(2).sum() / (members * u.shape[2])
     tiny = torch.finfo(pred.dtype).tiny
     rel_s, rel_a = num_s / den_s.clamp_min(tiny), num_a / den_a.clamp_min(tiny)
-    return SobolevTerms(state_loss + alpha_s * rel_s + alpha_a * rel_a, state_loss, rel_s, rel_a)
+    total = state_loss + alpha_s * rel_s + alpha_a * rel_a
+    if smoothness == 0:
+        return SobolevTerms(total, state_loss, rel_s, rel_a)
+    size_s = (model_s - u).pow(2).sum() / (members * u.shape[2])
+    size_a = model_a.pow(2).sum() / (members * u.shape[2])
+    smooth = size_s / den_s.clamp_min(tiny) + size_a / den_a.clamp_min(tiny)
+    return SobolevTerms(total + smoothness * smooth, state_loss, rel_s, rel_a, smooth)

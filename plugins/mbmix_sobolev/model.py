@@ -120,7 +120,9 @@ class SobolevMLP(mb.WorldModel):
     """Learned dynamics ``ŝ' = s + μ_Δ + σ_Δ ⊙ mean_m g_m(s_n, a)`` trained with the Sobolev loss.
 
     ``alpha_s = alpha_a = 0`` is the plain-MSE model (then ``probes`` is 0 and the trainer collects
-    none): the ablation is a setting. ``members > 1`` is an ensemble whose members share every
+    none): the ablation is a setting. ``smoothness > 0`` penalises the model's own Jacobian along the
+    probes (a model smoother than the simulator, PWM's idea), with or without α: a third setting on the
+    same data. ``members > 1`` is an ensemble whose members share every
     minibatch and differ by initialisation; ``step`` returns the *mean* of the members — deterministic
     and smooth, so policy gradients through the model do not jump between members from call to call
     and the generator is not consumed (the random-member alternative would make the rollout's noise
@@ -137,20 +139,21 @@ class SobolevMLP(mb.WorldModel):
     def __init__(self, state_dim: int, action_dim: int, *, hidden=(256, 256), activation: str = "silu",
                  layer_norm: bool = True, members: int = 1, alpha_s: float = 1.0, alpha_a: float = 1.0,
                  probes: int = 4, probe_source: str = "adjoint", probe_mixing: bool = True,
-                 jacobian_fraction: float = 1.0,
+                 jacobian_fraction: float = 1.0, smoothness: float = 0.0,
                  lr: float = 1e-3, weight_decay: float = 0.0,
                  batch_size: int = 256, buffer_capacity: int = 100_000, clip_probe_norm: float | None = None,
                  seed: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         super().__init__()
-        if (alpha_s > 0 or alpha_a > 0) and probes < 1:
-            raise ValueError("alpha_s/alpha_a > 0 need probes >= 1 (set probes, or both alphas to 0)")
+        jacobian_terms = alpha_s > 0 or alpha_a > 0 or smoothness > 0
+        if jacobian_terms and probes < 1:
+            raise ValueError("alpha_s/alpha_a/smoothness > 0 need probes >= 1 (set probes, or all three to 0)")
         self.state_dim, self.action_dim, self.members = state_dim, action_dim, members
-        self.alpha_s, self.alpha_a = float(alpha_s), float(alpha_a)
+        self.alpha_s, self.alpha_a, self.smoothness = float(alpha_s), float(alpha_a), float(smoothness)
         if probe_source not in ("adjoint", "random"):
             raise ValueError(f"probe_source must be 'adjoint' or 'random', got {probe_source!r}")
         self.probe_source = probe_source
         """``adjoint``: the trainer stores the actor backward's own probes (one per transition)."""
-        self.probes = (1 if probe_source == "adjoint" else probes) if (alpha_s > 0 or alpha_a > 0) else 0
+        self.probes = (1 if probe_source == "adjoint" else probes) if jacobian_terms else 0
         self.probe_mixing, self.clip_probe_norm = probe_mixing, clip_probe_norm
         self.jacobian_fraction = float(jacobian_fraction)
         self.batch_size, self.buffer_capacity = batch_size, buffer_capacity
@@ -216,18 +219,23 @@ class SobolevMLP(mb.WorldModel):
         """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
         w.r.t. parameters): the balanced loss of :mod:`mbmix_sobolev.loss` with the state error in units
         of ``σ_Δ``. ``jacobian_loss`` is the unweighted sum of the two relative Jacobian errors, ``None``
-        without α > 0."""
+        without probes."""
+        terms = self.loss_terms(batch)
+        jacobian = None if terms.jacobian_s is None else terms.jacobian_s + terms.jacobian_a
+        return terms.total, terms.state, jacobian
+
+    def loss_terms(self, batch: mb.TransitionBatch):
+        """The loss's parts (:class:`mbmix_sobolev.loss.SobolevTerms`), the smoothness penalty included."""
         if self.probes > 0 and batch.probe_u is not None and self.clip_probe_norm is not None:
             probe_s, probe_a = self._clipped_targets(batch)
             batch = attrs.evolve(batch, probe_s=probe_s, probe_a=probe_a)
-        terms = sobolev_loss(
+        return sobolev_loss(
             self.predict_members, batch, self.delta_stats.std(batch.state.dtype),
             self.alpha_s if self.probes else 0.0, self.alpha_a if self.probes else 0.0,
             members=self.members, jacobian_rows=self.jacobian_rows(len(batch)),
             probe_generator=self._mixing if self.probe_mixing else None,
+            smoothness=self.smoothness if self.probes else 0.0,
         )
-        jacobian = None if terms.jacobian_s is None else terms.jacobian_s + terms.jacobian_a
-        return terms.total, terms.state, jacobian
 
     def jacobian_rows(self, batch_size: int) -> int:
         """Rows of a ``batch_size`` minibatch that also get the Jacobian term (at least one)."""
@@ -235,7 +243,8 @@ class SobolevMLP(mb.WorldModel):
 
     def fit(self, batch: mb.TransitionBatch) -> dict[str, float]:
         """Update the statistics, then one AdamW step on :meth:`loss`. Metrics: ``model/loss``,
-        ``model/state_loss`` and, for α > 0, ``model/jacobian_loss``.
+        ``model/state_loss``, with probes ``model/jacobian_loss`` and, for ``smoothness > 0``,
+        ``model/smooth_loss`` (the unweighted penalty).
 
         A batch, loss or gradient with a NaN/inf skips the step: the statistics are restored, nothing
         moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
@@ -247,7 +256,9 @@ class SobolevMLP(mb.WorldModel):
             return {"model/skipped": 1.0}    # in the gradient all-reduce of the optimiser's pre-hook)
         saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
         self.update_statistics(batch)
-        total, state_loss, jacobian_loss = self.loss(batch)
+        terms = self.loss_terms(batch)
+        total, state_loss, smooth = terms.total, terms.state, terms.smooth
+        jacobian_loss = None if terms.jacobian_s is None else terms.jacobian_s + terms.jacobian_a
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
@@ -262,6 +273,8 @@ class SobolevMLP(mb.WorldModel):
         metrics = {"model/loss": float(total.detach()), "model/state_loss": float(state_loss.detach())}
         if jacobian_loss is not None:
             metrics["model/jacobian_loss"] = float(jacobian_loss.detach())
+        if smooth is not None:
+            metrics["model/smooth_loss"] = float(smooth.detach())
         return metrics
 
     # --- evaluation ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Config models of the toy envs, importable without torch so ``mbmix-fw plugins`` stays instant."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import mbmix_fw as mb
 
@@ -87,3 +88,70 @@ class TabularMDPConfig(mb.EnvConfig):
                              f"{n_states * n_states * n_actions:.3g} probabilities, more than the maximum "
                              f"{MAX_TABLE_ENTRIES:.0e} (800 MB of float64); lower n_states or n_actions")
         return n_actions
+
+
+MAX_WALL_SUBSTEPS = 10_000
+"""Most integration substeps per control step of ``wall_push`` (explicit or derived from the stiffness)."""
+
+
+class WallPushConfig(mb.EnvConfig):
+    kind: Literal["wall_push"] = "wall_push"
+    num_envs: mb.NumEnvs = 64
+    """Blocks rolled out in parallel for training."""
+    episode_length: mb.Steps = 64
+    """Control steps per episode."""
+    stiffness: float = Field(1e3, gt=0, le=1e8)
+    """The knob: the wall's penalty-spring constant k (N/m). The contact's natural frequency is sqrt(k/m), so
+    the step Jacobian's velocity-position entry in contact grows like sqrt(k) and flips sign with the phase
+    of the contact oscillation (see the module docstring)."""
+    contact_damping: float = Field(1.0, ge=0)
+    """Damping c (N·s/m) of the wall's spring, active only in contact. Held fixed while k grows, the damping
+    ratio c / (2 sqrt(k m)) falls: stiffer walls are also bouncier, as in Suh et al. 2022's examples."""
+    contact_smoothing: float = Field(0.0, ge=0)
+    """Width w (m) of a softplus-smoothed penetration ``w·softplus(d / w)`` (and a sigmoid contact indicator
+    for the damping); 0 = the hard ``max(0, d)`` and indicator ``d > 0``."""
+    mass: float = Field(1.0, gt=0)
+    """Block mass m (kg)."""
+    max_force: float = Field(5.0, gt=0)
+    """Push (N) applied for action ±1."""
+    drag: float = Field(1.0, ge=0)
+    """Linear ground friction b (N·s/m), always active: an unpushed block coasts to rest."""
+    dt: float = Field(0.05, gt=0, le=0.5)
+    """Control step (s); the policy acts once per step."""
+    substeps: int | None = Field(None, ge=1, le=MAX_WALL_SUBSTEPS)
+    """Semi-implicit Euler substeps per control step; ``None`` = the fewest with ``h·(sqrt(k/m) + (c+b)/m)
+    <= courant`` for the substep h, which keeps the explicit integrator stable at any stiffness."""
+    courant: float = Field(0.5, gt=0, lt=2.0)
+    """The bound on ``h·(sqrt(k/m) + (c+b)/m)`` used when ``substeps`` is ``None``; semi-implicit Euler on an
+    undamped spring is stable for ``h·sqrt(k/m) < 2``, and 0.5 also resolves a contact oscillation with
+    about 12 substeps per period."""
+    init_distance: tuple[float, float] = (0.5, 2.0)
+    """The block starts this far (m) from the wall, uniformly, at a speed uniform in ±``init_max_speed``."""
+    init_max_speed: float = Field(0.5, ge=0)
+    """Initial speed bound (m/s)."""
+    action_cost: float = Field(0.01, ge=0)
+    """Reward weight of ``a²``."""
+
+    @field_validator("init_distance")
+    @classmethod
+    def _distances_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError(f"init_distance must be (low, high) with 0 <= low <= high, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _substeps_bounded(self) -> "WallPushConfig":
+        """A stiffness whose stable step needs too many substeps fails when the recipe is read."""
+        self.substep_count()
+        return self
+
+    def substep_count(self) -> int:
+        """The substeps each control step runs (``substeps``, or the stability bound's count)."""
+        if self.substeps is not None:
+            return self.substeps
+        rate = math.sqrt(self.stiffness / self.mass) + (self.contact_damping + self.drag) / self.mass
+        count = math.ceil(self.dt * rate / self.courant)
+        if count > MAX_WALL_SUBSTEPS:
+            raise ValueError(f"stiffness {self.stiffness:g} needs {count} substeps per step at courant "
+                             f"{self.courant}, more than {MAX_WALL_SUBSTEPS}; lower the stiffness or dt")
+        return max(1, count)
