@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout
+from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout, ValueFn  # noqa: F401 - re-exported
 from .ranks import rank_count, sum_over_ranks
 
 DIVERGED_MAGNITUDE = 1e6
