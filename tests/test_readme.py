@@ -1,4 +1,5 @@
-"""The README's promises: its Python example runs, and .ci/run runs exactly its test command."""
+"""The README's promises and its guides': .ci/run runs exactly the README's test command, the Python guide's
+example runs, and the CLI guide lists every command with its options."""
 from __future__ import annotations
 
 import math
@@ -9,10 +10,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+PYTHON_GUIDE = (ROOT / "docs" / "python.md").read_text()
+CLI_GUIDE = (ROOT / "docs" / "cli.md").read_text()
 
 
-def code_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+def code_blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -22,7 +25,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_programmatic_composition_example_runs(tmp_path):
-    (example,) = code_blocks("python")
+    (example,) = code_blocks("python", PYTHON_GUIDE)
     script = tmp_path / "readme_example.py"
     script.write_text(example)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
@@ -45,7 +48,7 @@ def _commands(parser, prefix=()):
 
 def _readme_cli_lines() -> dict[str, str]:
     """The README's CLI block: command path → its synopsis (continuation lines joined)."""
-    block = re.search(r"## CLI\n\n```\n(.*?)```", README, flags=re.S).group(1)
+    block = re.search(r"## CLI\n\n```\n(.*?)```", CLI_GUIDE, flags=re.S).group(1)
     synopses: dict[str, str] = {}
     current = None
     for line in block.splitlines():
@@ -69,9 +72,9 @@ def test_readme_cli_block_shows_every_command_and_option():
     synopses = _readme_cli_lines()
     for path, parser in _commands(_parser()):
         name = " ".join(path)
-        assert name in synopses, f"README's CLI block has no line for 'mbmix-fw {name}'"
+        assert name in synopses, f"the CLI guide has no line for 'mbmix-fw {name}'"
         for action in parser._actions:
             if action.dest in ("help", "verbose_errors"):  # -h and -v are on every command (said below it)
                 continue
             shown = max(action.option_strings, key=len) if action.option_strings else action.metavar
-            assert shown in synopses[name], f"README's CLI line for 'mbmix-fw {name}' does not show {shown}"
+            assert shown in synopses[name], f"the CLI guide's line for 'mbmix-fw {name}' does not show {shown}"

@@ -195,7 +195,7 @@ def test_a_table_added_or_removed_is_a_difference(tmp_path):
     refuse_unresumable({**added, "run": {"iterations": 9}}, tmp_path, "R")  # a resumable field: no error
 
 
-@pytest.mark.parametrize("doc, start, end", [("README.md", "a resume honours changes to", "only (`RESUMABLE`"),
+@pytest.mark.parametrize("doc, start, end", [("docs/runs.md", "a resume honours changes to", "only (`RESUMABLE`"),
                                               ("CONTRIBUTING.md", "an edit its checkpoint cannot honour",
                                                "may change (`RESUMABLE`")])
 def test_readme_and_contributing_list_exactly_the_resumable_settings(doc, start, end):

@@ -54,23 +54,10 @@ class DiffEnv(abc.ABC):
     Because Jacobian probes for Sobolev training are ``torch.autograd.grad(step(s, a), (s, a), u)``,
     an env whose ``step`` is differentiable gets them for free, whatever runs inside.
 
-    How non-torch simulators map onto this interface:
-
-    - **Brax (JAX)** (``plugins/mbmix_brax``): ``state = concat(q, qd)``. Physics, reward, termination and
-      observation are Brax's own JAX code, never rewritten in torch: ``transition`` calls the env's own
-      ``step`` on the pipeline state rebuilt from ``(q, qd)`` (``pipeline_init``), and ``score`` runs the
-      same ``step`` on a world model's predicted state, so a prediction is scored by the code that scores
-      the simulator. Each is one jitted, vmapped JAX function wrapped as a ``torch.autograd.Function``:
-      tensors cross by DLPack without a copy, and backward runs the jitted ``jax.vjp`` of the function
-      (by default recomputing the forward fused with its transpose, so no residuals are held between
-      forward and backward). ``step``, ``reward`` and ``terminated`` reuse those executables.
-    - **Warp (cloth)** (``plugins/mbmix_warp``): ``state = concat(positions, velocities, gripper
-      positions)`` flattened. ``step`` is a ``torch.autograd.Function`` whose forward launches the
-      ``substeps`` integration kernels *without* a tape and saves only the step's inputs; its backward
-      recomputes the substeps on a ``wp.Tape`` and replays ``tape.backward`` with the incoming gradient
-      (``wp.from_torch`` shares memory both ways). The gripper moves, the reward (fold quality) and the
-      observation are plain torch on the flat state; a cloth never terminates (the default
-      ``terminated``), episodes end at ``episode_length``.
+    A non-torch simulator (JAX, warp, NumPy) crosses into torch through the public bridge
+    :class:`mb.ExternalFunction <mbmix_fw.maths.bridge.ExternalFunction>`; how each built-in plugin does it is
+    in its own module docstrings (``plugins/mbmix_brax/bridge.py``, ``plugins/mbmix_warp/bridge.py``,
+    ``plugins/mbmix_newton/``), not part of this contract.
     """
 
     num_envs: int

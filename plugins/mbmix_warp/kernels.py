@@ -3,7 +3,7 @@
 One kernel, launched over ``(num_envs, particles)``, gathers each particle's forces from a fixed stencil
 of grid neighbours (no atomics: the forward pass is deterministic on CPU and GPU) and integrates it. It is
 generic over the float type (``float32`` for training, ``float64`` for finite-difference checks) and
-differentiated by warp's reverse mode (:class:`warp.Tape`); see :mod:`mbmix_warp.bridge`.
+differentiated by warp's generated adjoint kernels, which :mod:`mbmix_warp.bridge` launches itself (no tape).
 
 Model (the config docstring gives units and defaults):
 
