@@ -33,7 +33,7 @@ _LAZY = {
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
     ".maths.bridge": ["BridgeError", "ExternalFunction", "current_stream_handle", "from_foreign", "to_foreign"],
     ".maths.mix_returns": ["bootstrap_values", "mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
-    ".maths.nets": ["Critic", "ObsNormalizer", "TanhGaussianPolicy", "mlp"],
+    ".maths.nets": ["Critic", "ObsNormalizer", "RunningMoments", "TanhGaussianPolicy", "mlp"],
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
     ".maths.returns": ["lambda_returns", "safe_values"],
@@ -81,7 +81,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.bridge import BridgeError, ExternalFunction, current_stream_handle, from_foreign, to_foreign
     from .maths.mix_returns import (bootstrap_values, mix_objective, mix_weights, mixed_returns, segment_offsets,
                                     shac_objective)
-    from .maths.nets import Critic, ObsNormalizer, TanhGaussianPolicy, mlp
+    from .maths.nets import Critic, ObsNormalizer, RunningMoments, TanhGaussianPolicy, mlp
     from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
     from .maths.returns import lambda_returns, safe_values

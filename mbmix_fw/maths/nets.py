@@ -56,7 +56,40 @@ class Critic(nn.Module):
         return self.net(obs).squeeze(-1)
 
 
-class ObsNormalizer(nn.Module):
+class RunningMoments(nn.Module):
+    """Running mean and variance of every row folded in, in float64 buffers (so part of ``state_dict``).
+
+    One implementation of the statistics that the observation normaliser and the world models' input and
+    output scalings both keep: batches are combined exactly (Chan et al.'s parallel update), so the result
+    does not depend on how the rows were batched, and the buffers stay float64 whatever ``.to(dtype)`` the
+    owning module receives. Subclasses compute a batch's mean and variance their own way and :meth:`fold` it.
+    """
+
+    def __init__(self, dim: int, initial_count: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(initial_count, dtype=torch.float64))
+
+    def _apply(self, fn, recurse=True):
+        """Keep the statistics float64 whatever ``.to(dtype)`` the module receives."""
+        super()._apply(fn, recurse)
+        for name, value in self._buffers.items():
+            self._buffers[name] = value.to(torch.float64)
+        return self
+
+    @torch.no_grad()
+    def fold(self, batch_mean: torch.Tensor, batch_var: torch.Tensor, n) -> None:
+        """Combine a batch of ``n`` rows with mean ``batch_mean`` and (biased) variance ``batch_var``."""
+        delta, total = batch_mean - self.mean, self.count + n
+        mean = self.mean + delta * n / total
+        var = (self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total) / total
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(total)
+
+
+class ObsNormalizer(RunningMoments):
     """Running mean/variance of observations, frozen while a window is rolled out.
 
     ``normalize`` uses the statistics as they were after the last ``update``; the trainer calls
@@ -65,18 +98,8 @@ class ObsNormalizer(nn.Module):
     """
 
     def __init__(self, dim: int, eps: float = 1e-5, clip: float = 10.0):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(eps, dtype=torch.float64))
+        super().__init__(dim, initial_count=eps)
         self.eps, self.clip = eps, clip
-
-    def _apply(self, fn, recurse=True):
-        """Keep the statistics float64 whatever ``.to(dtype)`` the module receives."""
-        super()._apply(fn, recurse)
-        for name, value in self._buffers.items():
-            self._buffers[name] = value.to(torch.float64)
-        return self
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         mean = self.mean.to(obs.dtype)
@@ -99,9 +122,4 @@ class ObsNormalizer(nn.Module):
         safe_n = n.clamp_min(1.0)
         batch_mean = (flat * weight).sum(0) / safe_n
         batch_var = ((flat - batch_mean).pow(2) * weight).sum(0) / safe_n
-        delta, total = batch_mean - self.mean, self.count + n
-        mean = self.mean + delta * n / total
-        var = (self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total) / total
-        self.mean.copy_(mean)
-        self.var.copy_(var)
-        self.count.copy_(total)
+        self.fold(batch_mean, batch_var, n)

@@ -45,7 +45,7 @@ from .loss import sobolev_loss
 _ACTIVATIONS = {"silu": F.silu, "elu": F.elu}
 
 
-class RunningMoments(nn.Module):
+class RunningMoments(mb.RunningMoments):
     """Running mean and variance of every sample ever passed to :meth:`update` (float64 buffers).
 
     Updated from each fit minibatch, so the statistics converge to those of the replay data and
@@ -54,30 +54,13 @@ class RunningMoments(nn.Module):
     """
 
     def __init__(self, dim: int, min_std: float = 1e-6):
-        super().__init__()
+        super().__init__(dim)
         self.min_std = min_std
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
 
     @torch.no_grad()
-    def _apply(self, fn, recurse=True):
-        """Keep the statistics float64 whatever ``.to(dtype)`` / ``.half()`` the model receives."""
-        super()._apply(fn, recurse)
-        for name, value in self._buffers.items():
-            self._buffers[name] = value.to(torch.float64)
-        return self
-
     def update(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        n = x.shape[0]
-        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
-        self.mean += delta * n / total
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        self.fold(x.mean(0), x.var(0, unbiased=False), x.shape[0])
 
     def std(self, dtype: torch.dtype) -> torch.Tensor:
         return self.var.sqrt().clamp_min(self.min_std).to(dtype)
