@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
 
+from .fitting import SobolevFitting
 from .particle_config import ParticleGNNConfig, make_particle_gnn
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ MAX_MODEL_WEIGHTS = 10**9
 """Most hidden-to-hidden weights of the whole ensemble (4 GB of float32, 16 GB with Adam's state)."""
 
 
-class SobolevConfig(mb.WorldModelConfig):
+class SobolevConfig(SobolevFitting):
     kind: Literal["sobolev_mlp"] = "sobolev_mlp"
     hidden: mb.Hidden = Field(default_factory=lambda: [256, 256], min_length=1)
     """Hidden layer widths (each followed by LayerNorm and the activation)."""
@@ -46,33 +47,9 @@ class SobolevConfig(mb.WorldModelConfig):
     """LayerNorm after each hidden layer (steadier fits across state scales)."""
     members: int = Field(1, ge=1, le=1024)
     """Ensemble size; ``step`` returns the members' mean."""
-    alpha_s: float = Field(1.0, ge=0.0)
-    """Weight of the state-Jacobian term ``∂s'/∂s`` (normalised units; 1 balances the state term)."""
-    alpha_a: float = Field(1.0, ge=0.0)
-    """Weight of the action-Jacobian term ``∂s'/∂a``."""
-    probe_source: Literal["adjoint", "random"] = "adjoint"
-    """Where the Jacobian probes come from. ``adjoint``: the cotangents of the actor's own backward through
-    each real step and the simulator's VJPs they produced (mbmix_fw/maths/adjoint_tap.py) — one probe per
-    transition, in the directions the policy gradient uses, at no extra simulator cost. ``random``:
-    ``probes`` random unit directions per transition, each a simulator VJP (a recomputation of the step
-    for bridged simulators)."""
-    probes: int = Field(4, ge=0, le=1024)
-    """Random Jacobian probes per transition (``probe_source = "random"``; the adjoint source gives one).
-    Ignored (0) when both alphas are 0."""
     probe_mixing: bool = True
     """Per fit step, match one random combination of a transition's probes (cost of one probe,
     unbiased) instead of every probe separately."""
-    jacobian_fraction: float = Field(1.0, gt=0.0, le=1.0)
-    """Fraction of each minibatch whose rows also get the Jacobian term (all rows get the state term);
-    below 1 it trades Jacobian-gradient variance for a cheaper step (the double backward is the cost)."""
-    lr: float = Field(1e-3, gt=0.0)
-    """Adam(W) learning rate of the model fit."""
-    weight_decay: float = Field(0.0, ge=0.0)
-    """Decoupled (AdamW) weight decay."""
-    batch_size: mb.NumEnvs = 256
-    """Transitions per fit step, sampled from the replay buffer."""
-    buffer_capacity: int = Field(100_000, ge=1, le=10**9)
-    """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
     smoothness: float = Field(0.0, ge=0.0)
     """Weight λ of a penalty on the model's own Jacobian along the probes, relative to the simulator's
     (``‖uᵀ(∂f/∂s − I)‖²/‖t_s − u‖² + ‖uᵀ∂f/∂a‖²/‖t_a‖²``): a model smoother than the simulator (PWM,
@@ -93,12 +70,6 @@ class SobolevConfig(mb.WorldModelConfig):
                              f"more than the maximum {MAX_MODEL_WEIGHTS:.0e}; lower members or the widths")
         return members
 
-    @model_validator(mode="after")
-    def _probes_for_jacobian_terms(self) -> "SobolevConfig":
-        if (self.alpha_s > 0 or self.alpha_a > 0 or self.smoothness > 0) and self.probes == 0:
-            raise ValueError("alpha_s, alpha_a or smoothness > 0 needs probes >= 1; for the plain-MSE model set "
-                             "alpha_s = alpha_a = smoothness = 0")
-        return self
 
 
 def make_sobolev(config: SobolevConfig, ctx: "mb.BuildContext") -> "SobolevMLP":

@@ -21,8 +21,10 @@ from pydantic import Field, model_validator
 
 import mbmix_fw as mb
 
+from .fitting import SobolevFitting
 
-class ParticleGNNConfig(mb.WorldModelConfig):
+
+class ParticleGNNConfig(SobolevFitting):
     kind: Literal["particle_gnn"] = "particle_gnn"
     architecture: Literal["integrator", "message_passing"] = "integrator"
     """``integrator``: learned spring and per-particle forces integrated by the env's own substeps (exact
@@ -42,13 +44,6 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     """``message_passing`` only: also predict a per-particle position correction on top of
     ``x + dt·(v + w·Δv)`` (the env's integration for constant acceleration within a step); off: positions come
     from ``Δv`` alone."""
-    alpha_s: float = Field(1.0, ge=0.0)
-    """Weight of the state-Jacobian term (relative error of the probe rows ``uᵀ∂ŝ'/∂s``)."""
-    alpha_a: float = Field(1.0, ge=0.0)
-    """Weight of the action-Jacobian term (relative error of ``uᵀ∂ŝ'/∂a``)."""
-    probe_source: Literal["adjoint", "random"] = "adjoint"
-    """Where the Jacobian probes come from, as for ``sobolev_mlp``: ``adjoint``, the actor backward's own
-    probes (one per transition, free); ``random``, ``probes`` random simulator VJPs per transition."""
     probes: int = Field(1, ge=0, le=1024)
     """Random Jacobian probes per transition (``probe_source = "random"``; the adjoint source gives one).
     Ignored (0) when both alphas are 0."""
@@ -65,15 +60,11 @@ class ParticleGNNConfig(mb.WorldModelConfig):
     (``benchmarks/RESULTS.md``)."""
     lr: float = Field(1e-2, gt=0.0)
     """Adam(W) learning rate of the model fit."""
-    weight_decay: float = Field(0.0, ge=0.0)
-    """Decoupled (AdamW) weight decay."""
     batch_size: mb.NumEnvs = 64
     """Transitions per fit step (each holds every particle: 64 cloths of 64 particles are 4,096 samples of
     the shared network). Larger batches cost less per transition up to ~64 (fixed per-operation overhead of
     the substep loop): on the cloth (1 CPU thread, ``benchmarks/particle_fit_cost.py``) 16 costs ~1.35× as
     much per transition as 64; 128 about the same as 64."""
-    buffer_capacity: int = Field(100_000, ge=1, le=10**9)
-    """Replay-buffer size in transitions (the trainer reads ``world_model.buffer_capacity``)."""
 
     @model_validator(mode="after")
     def _message_passing_needs_messages(self) -> "ParticleGNNConfig":
@@ -81,12 +72,6 @@ class ParticleGNNConfig(mb.WorldModelConfig):
             raise ValueError("message_width: architecture 'message_passing' needs message_width >= 1")
         return self
 
-    @model_validator(mode="after")
-    def _probes_for_jacobian_terms(self) -> "ParticleGNNConfig":
-        if (self.alpha_s > 0 or self.alpha_a > 0) and self.probes == 0:
-            raise ValueError("alpha_s or alpha_a > 0 needs probes >= 1; for the plain-MSE model set "
-                             "alpha_s = alpha_a = 0")
-        return self
 
 
 def make_particle_gnn(config: ParticleGNNConfig, ctx: "mb.BuildContext"):
