@@ -90,8 +90,8 @@ class SobolevConfig(mb.WorldModelConfig):
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "SobolevConfig":
         if (self.alpha_s > 0 or self.alpha_a > 0) and self.probes == 0:
-            raise ValueError("alpha_s or alpha_a > 0 needs probes >= 1; for the plain-MSE model set "
-                             "alpha_s = alpha_a = 0")
+            raise ValueError("probes: alpha_s or alpha_a > 0 needs probes >= 1; for the plain-MSE model set "
+                             "alpha_s = alpha_a = 0")  # "field: …" names the field in the error line
         return self
 
 
