@@ -231,7 +231,8 @@ def test_a_bridge_contract_error_is_a_user_error_exit_2(tmp_path, monkeypatch, c
                 registry=mb.make_registry(plugin, mbmix_estimators, __import__("mbmix_schedulers")))
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("mbmix-fw: error: short step: output 'next_state' has shape (2, 1), expected (2, 3)")  # eval envs first
+    # the initial evaluation (2 eval envs) steps first
+    assert err.startswith("mbmix-fw: error: short step: output 'next_state' has shape (2, 1), expected (2, 3)")
     assert len(err.strip().splitlines()) == 1
 
 
