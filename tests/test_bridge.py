@@ -129,7 +129,6 @@ def test_a_wrong_output_is_an_error_naming_function_and_output(bad, message):
     (lambda i, c: (numpy_vjp(i, c)[0].sum(0), numpy_vjp(i, c)[1]),  # broadcastable: torch would sum it
      r"sine: gradient of input 0 is \(4,\) torch.float64 on cpu, expected \(3, 4\)"),
     (lambda i, c: (numpy_vjp(i, c)[0].float(), numpy_vjp(i, c)[1]), "sine: gradient of input 0 is .*float32"),
-    (lambda i, c: (numpy_vjp(i, c)[0] / 0.0, numpy_vjp(i, c)[1]), "sine: the gradient of input 0 is not finite"),
 ])
 def test_a_wrong_gradient_is_an_error(bad, message):
     x, w = inputs()
@@ -138,12 +137,103 @@ def test_a_wrong_gradient_is_an_error(bad, message):
         y.sum().backward()
 
 
-def test_non_finite_gradients_pass_when_checks_are_off_or_cotangents_are_not_finite():
+def test_non_finite_gradients_pass_by_default_and_are_an_error_only_when_checked():
+    """By default a NaN adjoint passes (the trainer masks that env and the others learn); ``check_finite``
+    makes it an error for a plugin's own tests, unless the cotangents were not finite already."""
+    nan_vjp = lambda i, c: (numpy_vjp(i, c)[0] / 0.0, None)  # noqa: E731
     x, w = inputs()
-    make(vjp=lambda i, c: (numpy_vjp(i, c)[0] / 0.0, None), check_finite=False)(x, w)[0].sum().backward()
+    make(vjp=nan_vjp)(x, w)[0].sum().backward()
     assert not torch.isfinite(x.grad).all()
     x, w = inputs()
-    (make()(x, w)[0] * float("nan")).sum().backward()  # NaN cotangent: not the bridge's fault
+    with pytest.raises(mb.BridgeError, match="sine: the gradient of input 0 is not finite"):
+        make(vjp=nan_vjp, check_finite=True)(x, w)[0].sum().backward()
+    x, w = inputs()
+    (make(check_finite=True)(x, w)[0] * float("nan")).sum().backward()  # NaN cotangent: not the bridge's fault
+
+
+def test_one_envs_nan_adjoint_does_not_stop_the_others_learning():
+    """CONTRIBUTING §10: a bridged simulator whose adjoint is NaN for one env trains on; that env's action
+    gradient is zeroed and counted, the run does not end."""
+    from mbmix_estimators import Shac, ShacConfig
+    from mbmix_fw.testing import LinearEnv
+    from mbmix_fw.training.trainer import Trainer
+
+    def vjp(inputs, cotangents):
+        (g,) = cotangents
+        grads = (g.clone(), g.clone())
+        grads[1][0] = float("nan")  # env 0's action gradient
+        return grads
+
+    step = mb.ExternalFunction(forward=lambda i: (i[0] + 0.1 * i[1],), vjp=vjp, name="nan for env 0",
+                               outputs=("next_state",))
+
+    class Bridged(LinearEnv):
+        def step(self, state, action, generator=None):
+            return step(state, action)[0]
+
+    trainer = Trainer(Bridged(num_envs=4, episode_length=10, state_dim=1, action_dim=1),
+                      Shac(ShacConfig(horizon=4)), __import__("mbmix_schedulers").ModelFree(
+                          __import__("mbmix_schedulers").ModelFreeConfig()),
+                      run=mb.RunSettings(iterations=2, eval_envs=2, eval_every=0),
+                      critic=mb.CriticSettings(iterations=1, minibatches=2), progress=False)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    trainer.train()
+    assert trainer.iteration == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    assert all(row.get("guard/nonfinite_action_grads", 0) > 0 for row in trainer.log.history[1:])
+
+
+@pytest.mark.parametrize("where, direction", [("forward", "forward"), ("vjp", "vjp (backward)"),
+                                              ("batched_vjp", "batched_vjp (backward)")])
+def test_an_exception_inside_the_callables_names_the_function_and_the_direction(where, direction):
+    def broken(*args):
+        raise ValueError("operands could not be broadcast together\nsecond line")
+
+    fn = make(**{where: broken})
+    x, w = inputs()
+    with pytest.raises(mb.BridgeError) as info:
+        y = fn(x, w)[0]
+        if where == "batched_vjp":
+            torch.autograd.grad(y, (x, w), torch.ones(2, 3, 4, dtype=torch.float64), is_grads_batched=True)
+        else:
+            y.sum().backward()
+    assert str(info.value) == f"sine: {direction} raised ValueError: operands could not be broadcast together"
+    assert isinstance(info.value.__cause__, ValueError)  # the original, for -v
+
+
+def test_a_bridge_contract_error_is_a_user_error_exit_2(tmp_path, monkeypatch, capsys):
+    """From the CLI: one line naming the function, exit 2 (1 is for internal errors)."""
+    import types
+    from typing import Literal
+
+    import mbmix_estimators
+    from mbmix_fw.commands.cli import main
+    from mbmix_fw.testing import LinearEnv
+
+    wrong = mb.ExternalFunction(forward=lambda i: (i[0][:, :1],), vjp=numpy_vjp, name="short step",
+                                outputs=("next_state",), output_shapes=lambda i: (i[0].shape,))
+
+    class ShortEnv(LinearEnv):
+        def step(self, state, action, generator=None):
+            return wrong(state, action)[0]
+
+    class ShortConfig(mb.EnvConfig):
+        kind: Literal["short"] = "short"
+
+    plugin = types.ModuleType("bridge_test_plugin")
+    plugin.register_envs = mb.hookimpl(lambda register: register(
+        ShortConfig, lambda c, ctx: ShortEnv(num_envs=4, episode_length=6, ctx=ctx)))
+    recipe = tmp_path / "short.toml"
+    recipe.write_text('[run]\niterations = 1\ndevice = "cpu"\neval_envs = 2\n[env]\nkind = "short"\n'
+                      '[estimator]\nkind = "shac"\nhorizon = 2\n[policy]\nhidden = [8]\n[critic]\nhidden = [8]\n')
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", str(recipe), "--out", str(tmp_path / "out"), "--no-progress"],
+                registry=mb.make_registry(plugin, mbmix_estimators, __import__("mbmix_schedulers")))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # the initial evaluation (2 eval envs) steps first
+    assert err.startswith("mbmix-fw: error: short step: output 'next_state' has shape (2, 1), expected (2, 3)")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_bad_inputs_are_errors_naming_the_function():

@@ -249,6 +249,29 @@ def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
     assert "          Learning-rate schedule for actor and critic" in out
 
 
+def test_plugins_table_stays_aligned_with_long_names(capsys):
+    """Each column is as wide as its longest entry: a long distribution name shifts it, never breaks it."""
+    import attrs
+
+    class LongKindConfig(mb.SchedulerConfig):
+        kind: Literal["a_scheduler_kind_longer_than_twenty"] = "a_scheduler_kind_longer_than_twenty"
+
+    long_named = _module("a_plugin_module_with_a_long_name", register_envs=_register_envs,
+                         register_schedulers=lambda register: register(LongKindConfig, lambda c, ctx: None))
+    registry = mb.make_registry(long_named, mbmix_schedulers)
+    registry.plugins[0] = attrs.evolve(registry.plugins[0], distribution="mbmix-example-scheduler-for-long-names",
+                                       version="0.1.0")
+    assert main(["plugins"], registry=registry) == 0
+    out = capsys.readouterr().out
+    rows = out.split("plugins:\n", 1)[1].split("\nenv:", 1)[0].splitlines()
+    assert len(rows) == 2
+    starts = {row.index("env: " if "env: " in row else "scheduler: ") for row in rows}
+    assert "a_scheduler_kind_longer_than_twenty from" in out
+    assert len(starts) == 1, rows  # the kinds column starts at the same place in both rows
+    kind_rows = [line for line in out.splitlines() if " from " in line]
+    assert len({line.index(" from ") for line in kind_rows}) == 1, kind_rows
+
+
 def test_installed_plugins_json_imports_no_heavy_package():
     """Listing plugins imports neither torch nor any optional heavy package, so it is instant (the time
     itself is measured by ``benchmarks/plugins_startup.py``: tests make no wall-clock assertions)."""

@@ -2,6 +2,10 @@
 ``load_state_dict`` of the env, the estimator and the scheduler."""
 from __future__ import annotations
 
+import re
+
+import numpy as np
+import pytest
 import torch
 
 import mbmix_fw as mb
@@ -47,3 +51,51 @@ def test_a_stateful_scheduler_resumes_exactly(tmp_path, crash_after_checkpoint):
         assert torch.equal(a, b)
     state = torch.load(tmp_path / "cut" / CHECKPOINT, weights_only=True)
     assert state["components"]["scheduler"] is not None and state["components"]["env"] is None
+
+
+class NumpyHorizon(mb.Scheduler):
+    """Keeps its horizon as a numpy scalar: ``torch.load(weights_only=True)`` could not read it back."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def plan(self, iteration, total):
+        return mb.Plan()
+
+    def state_dict(self):
+        return {"schedule": {"horizon": self.value}}
+
+
+@pytest.mark.parametrize("value, kind", [(np.float64(4.0), "numpy.float64"), (np.float32(4.0), "numpy.float32"),
+                                         (frozenset({4}), "frozenset")])
+def test_a_state_a_checkpoint_cannot_hold_is_refused_when_saved_naming_the_key(tmp_path, value, kind):
+    trainer = Trainer(LinearEnv(num_envs=4, episode_length=10), Shac(ShacConfig(horizon=4)), NumpyHorizon(value),
+                      run=mb.RunSettings(iterations=1, eval_envs=2), out_dir=tmp_path, progress=False)
+    with pytest.raises(mb.UserError) as info:
+        trainer.save_checkpoint()
+    assert str(info.value).startswith(f"scheduler 'NumpyHorizon': state_dict()['schedule']['horizon'] is a {kind}; "
+                                      f"a checkpoint holds only tensors and plain Python values")
+    assert not (tmp_path / CHECKPOINT).exists()
+
+
+def test_plain_values_and_tensors_save_and_load_back(tmp_path):
+    plain = {"h": 4.0, "n": 3, "on": True, "name": "x", "none": None, "steps": [1, (2, 3)], "t": torch.ones(2),
+             "rng": torch.Generator().get_state(), "size": torch.Size([2])}
+    trainer = Trainer(LinearEnv(num_envs=4, episode_length=10), Shac(ShacConfig(horizon=4)), NumpyHorizon(plain),
+                      run=mb.RunSettings(iterations=1, eval_envs=2), out_dir=tmp_path, progress=False)
+    trainer.save_checkpoint()
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=True)["components"]["scheduler"]["schedule"]["horizon"]
+    assert saved["steps"] == [1, (2, 3)] and saved["h"] == 4.0
+
+
+def test_the_scheduler_base_declares_state_methods_with_stateless_defaults():
+    class Stateless(mb.Scheduler):
+        def plan(self, iteration, total):
+            return mb.Plan()
+
+    scheduler = Stateless()
+    assert scheduler.state_dict() == {}
+    scheduler.load_state_dict({})  # nothing saved, nothing to restore
+    message = "scheduler 'Stateless': the checkpoint holds its state (keys ['h'])"
+    with pytest.raises(mb.UserError, match="^" + re.escape(message)):
+        scheduler.load_state_dict({"h": 4})  # saved by a scheduler that kept state: never dropped silently

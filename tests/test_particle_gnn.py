@@ -268,7 +268,7 @@ minibatches = 1
 @pytest.mark.parametrize("env, model, expected", [
     ("pendulum", "", "world_model 'particle_gnn' needs an env that declares its particles "
                      "(DiffEnv.particle_layout()); env 'pendulum' declares no particle layout"),
-    ("cloth_fold", "probes = 0", "world_model: alpha_s, alpha_a or smoothness > 0 needs probes >= 1"),
+    ("cloth_fold", "probes = 0", "world_model.probes: alpha_s, alpha_a or smoothness > 0 needs probes >= 1"),
 ])
 def test_cli_refuses_with_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, env, model, expected):
     recipe = tmp_path / "bad.toml"

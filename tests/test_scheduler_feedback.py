@@ -2,6 +2,8 @@
 one ``plan`` call per iteration, exact resume of a stateful adaptive scheduler, and the horizon checks."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -15,6 +17,8 @@ from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 class Recorder(mb.Scheduler):
     """Records what it was asked and seen; plans ``horizons[iteration]`` (None when the list runs out)."""
+
+    horizon_range, plans_lam = (1, 10), True
 
     def __init__(self, horizons=(), lams=()):
         self.horizons, self.lams, self.calls = list(horizons), list(lams), []
@@ -134,26 +138,62 @@ def test_plan_refuses_out_of_range_values(plan):
         mb.Plan(**plan)
 
 
-@pytest.mark.parametrize("estimator, plan, message", [
-    (Bptt(BpttConfig()), mb.Plan(horizon=11), "planned horizon 11, outside [1, 10]"),
-    (Shac(ShacConfig(horizon=4)), mb.Plan(lam=0.5), "planned lam 0.5 but estimator Shac mixes no windows"),
+@pytest.mark.parametrize("estimator, declared, plan, message", [
+    (Bptt(BpttConfig()), (1, 11), mb.Plan(horizon=11),
+     "planned horizon 11, outside [1, 10], the window lengths estimator 'bptt' honours"),
+    (Shac(ShacConfig(horizon=4)), None, mb.Plan(lam=0.5), "planned lam 0.5 but estimator 'shac' mixes no windows"),
+    (Mix(MixConfig(horizon=4, interval=2)), (1, 8), mb.Plan(horizon=5),
+     "planned horizon 5, not a multiple of 2, which estimator 'mix' needs"),
+    (Shac(ShacConfig(horizon=4)), (4, 8), mb.Plan(horizon=64),
+     "planned horizon 64, outside its declared horizon_range (4, 8)"),
 ])
-def test_a_plan_the_estimator_cannot_honour_stops_before_any_update(estimator, plan, message):
+def test_a_plan_that_cannot_be_honoured_stops_before_any_update(estimator, declared, plan, message):
+    """Research code builds the trainer without the build's declaration checks: the plan is still refused
+    before the iteration runs, naming the scheduler the one way every message names it."""
     class Fixed(mb.Scheduler):
+        horizon_range, plans_lam = declared, True
+
         def plan(self, iteration, total, metrics):
             return plan
 
     trainer = make_trainer(Fixed(), estimator=estimator)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
-    with pytest.raises(mb.UserError, match="scheduler Fixed \\(iteration 0\\) " + message.replace("[", "\\[")):
+    with pytest.raises(mb.UserError, match="^" + re.escape(f"scheduler 'Fixed' (iteration 0) {message}")):
         trainer.train()
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
     assert trainer.env_steps == 0
 
 
+@pytest.mark.parametrize("plan, message", [
+    (mb.Plan(horizon=4), "planned horizon 4 but declares no horizon_range"),
+    (mb.Plan(lam=0.5), "planned lam 0.5 but does not declare plans_lam = True"),
+])
+def test_a_plan_beyond_what_the_scheduler_declares_stops_before_the_iteration(plan, message):
+    class Undeclared(mb.Scheduler):
+        def plan(self, iteration, total, metrics):
+            return plan
+
+    trainer = make_trainer(Undeclared(), estimator=Mix(MixConfig(horizon=4)))
+    with pytest.raises(mb.UserError, match="^" + re.escape(f"scheduler 'Undeclared' (iteration 0) {message}")):
+        trainer.train()
+    assert trainer.env_steps == 0
+
+
+def test_a_plan_leaving_its_declared_range_midway_stops_that_iteration():
+    """An adaptive scheduler that breaks its own declaration later in the run is stopped at that
+    iteration, before it runs, naming the scheduler and the iteration."""
+    trainer = make_trainer(Recorder(horizons=[2, 3, 64]), iterations=4)
+    with pytest.raises(mb.UserError, match="^scheduler 'Recorder' \\(iteration 2\\) planned horizon 64, "
+                                           "outside its declared horizon_range \\(1, 10\\)"):
+        trainer.train()
+    assert trainer.iteration == 2 and trainer.env_steps == 4 * (2 + 3)
+
+
 class GrowOnProgress(mb.Scheduler):
     """Adaptive and stateful: lengthens H when the last actor loss fell, with a random jitter from its
     own generator, so its state (last loss, H, RNG) must survive a resume for the plans to match."""
+
+    horizon_range = (1, 8)
 
     def __init__(self):
         self.horizon, self.last_loss, self.rng = 2, None, torch.Generator().manual_seed(7)

@@ -1,6 +1,7 @@
 """From a validated recipe to components, a trainer and a run folder."""
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,8 @@ from ..errors import UserError
 from ..contracts.estimator import GradientEstimator
 from .recipe import Recipe
 from .registry import Registry
-from ..contracts.scheduler import Scheduler
+from ..contracts.component import component_label
+from ..contracts.scheduler import NO_METRICS, Scheduler, plan_caller
 from ..contracts.world_model import WorldModel
 from ..training.run_folder import PLUGINS_JSON, RECIPE_JSON, write_json_atomic
 
@@ -77,6 +79,7 @@ def make_trainer(recipe: Recipe, out_dir: str | Path | None, device: str | torch
     device = resolve_device(device)
     parts = build_components(recipe, registry, device)
     check_horizons(recipe, parts)
+    check_first_plan(recipe, parts)
     check_budget(recipe, parts)
     check_metrics(recipe, parts)
     check_memory(recipe, parts.env, parts.estimator, parts.world_model, device,  # before anything is allocated
@@ -97,25 +100,69 @@ def longest_window(parts: Components) -> int:
 
 def check_horizons(recipe: Recipe, parts: Components) -> None:
     """One-line :class:`UserError` when the window lengths cannot work: the estimator's configured
-    horizon or the scheduler's declared ``horizon_range`` outside the estimator's ``horizon_bounds``.
-    Checked before anything is allocated; :func:`~mbmix_fw.building.memory.check_memory` then sizes the
-    differentiable window by the longest horizon (:func:`longest_window`). The replay buffer needs no
-    check: it is a FIFO that keeps the newest rows of a window larger than itself, by design
-    (``recipes/cloth_mix_gpu.toml``)."""
-    env, estimator, scheduler = parts.env, parts.estimator, parts.scheduler
+    horizon outside its own ``horizon_bounds``, or what the scheduler declares it may plan
+    (:func:`check_scheduler_declarations`) beyond what the estimator honours. Checked before anything is
+    allocated; :func:`~mbmix_fw.building.memory.check_memory` then sizes the differentiable window by
+    the longest horizon (:func:`longest_window`). The replay buffer needs no check: it is a FIFO that
+    keeps the newest rows of a window larger than itself, by design (``recipes/cloth_mix_gpu.toml``)."""
+    env, estimator = parts.env, parts.estimator
     low, high = estimator.horizon_bounds(env)
     configured = int(estimator.horizon(env))
     if not low <= configured <= high:
         raise UserError(f"estimator.horizon={configured} is outside [{low}, {high}], the window lengths estimator "
                         f"'{recipe.estimator.kind}' can roll on env '{recipe.env.kind}' "
                         f"(episode_length={env.episode_length})")
+    check_scheduler_declarations(recipe, parts)
+
+
+def check_scheduler_declarations(recipe: Recipe, parts: Components) -> None:
+    """What the scheduler declares its plans may ask for, against what the estimator honours, so a recipe
+    that cannot work is refused before anything is written rather than at the iteration that asks:
+    ``horizon_range`` well formed, inside ``horizon_bounds`` and holding only multiples of
+    ``horizon_multiple``; ``plans_lam`` only with an estimator that has a λ. A plan outside its own
+    declarations is caught each iteration (:func:`~mbmix_fw.training.budget.check_plan`)."""
+    env, estimator, scheduler = parts.env, parts.estimator, parts.scheduler
+    who, what = component_label("scheduler", scheduler), component_label("estimator", estimator)
+    where = f"on env '{recipe.env.kind}'"
     declared = getattr(scheduler, "horizon_range", None)
     if declared is not None:
+        if (not isinstance(declared, (tuple, list)) or len(declared) != 2
+                or not all(isinstance(h, int) and not isinstance(h, bool) for h in declared)
+                or not 1 <= declared[0] <= declared[1]):
+            raise UserError(f"{who}: horizon_range must be (H_min, H_max), integers with 1 <= H_min <= H_max, "
+                            f"got {declared!r}")
         h_min, h_max = declared
+        low, high = estimator.horizon_bounds(env)
         if not low <= h_min <= h_max <= high:
-            raise UserError(f"scheduler '{recipe.scheduler.kind}' plans horizons [{h_min}, {h_max}] but estimator "
-                            f"'{recipe.estimator.kind}' honours only [{low}, {high}] on env '{recipe.env.kind}'; "
-                            f"narrow the scheduler's horizon range")
+            raise UserError(f"{who} plans horizons [{h_min}, {h_max}] but {what} honours only [{low}, {high}] "
+                            f"{where}; narrow the scheduler's horizon range")
+        step = int(estimator.horizon_multiple(env))
+        if step > 1 and (h_min < h_max or h_min % step):
+            raise UserError(f"{who} plans any horizon in [{h_min}, {h_max}] but {what} rolls only multiples of "
+                            f"{step}; use an estimator setting without that constraint (mix: interval = 1)")
+    if getattr(scheduler, "plans_lam", False) and estimator.lam is None:
+        raise UserError(f"{who} plans λ (plans_lam = True) but {what} mixes no windows (no λ); use an "
+                        f"estimator with a λ (mix)")
+
+
+def check_first_plan(recipe: Recipe, parts: Components) -> None:
+    """A dry plan for iteration 0, on a copy of the scheduler, checked like every plan
+    (:func:`~mbmix_fw.training.budget.check_plan`): what a scheduler plans without declaring it (a λ, a
+    horizon) is refused before anything is written instead of at the first iteration, after the run
+    folder exists. The copy shares the env, world model and estimator and leaves the scheduler's own
+    state untouched, so its ``plan`` still runs exactly once per iteration of the run; a scheduler that
+    cannot be copied skips this check (the per-iteration one still applies)."""
+    from ..training import budget
+
+    env, estimator = parts.env, parts.estimator
+    shared = [c for c in (env, parts.world_model, estimator) if c is not None]
+    try:
+        scheduler = copy.deepcopy(parts.scheduler, {id(c): c for c in shared})
+    except Exception:  # noqa: BLE001 - an uncopyable scheduler (a handle, a lock) only loses this early check
+        return
+    total = budget.planned_total(recipe.run, 0, 0, int(estimator.horizon(env)) * env.num_envs)
+    plan = plan_caller(scheduler)(0, total, NO_METRICS)
+    budget.check_plan(plan, parts.scheduler, estimator, env, 0)
 
 
 def check_metrics(recipe: Recipe, parts: Components) -> None:

@@ -207,6 +207,7 @@ def format_problems(exc: ValidationError, data: Any, registry: "Registry", sourc
             message = f"expected a finite number, got {_toml_value(error['input'])} (nan and inf are not allowed)"
         elif error["type"] == "value_error":
             message = str(error.get("ctx", {}).get("error", message))
+            loc, message = _blamed_field(loc, message, data, registry)
         elif error["type"] in _BOUNDS:
             message = f"{message}, got {_toml_value(error['input'])}"
         lines.append(f"{source}: {'.'.join(loc)}: {message}" if loc else f"{source}: {message}")
@@ -294,6 +295,17 @@ def _fields_at(loc: list[str], data: Any, registry: "Registry") -> list[str]:
         if model is None:
             return []
     return sorted(model.model_fields) if _is_model(model) else []
+
+
+def _blamed_field(loc: list[str], message: str, data: Any, registry: "Registry") -> tuple[list[str], str]:
+    """A check across fields (a ``model_validator``) fails at the table, not at a field: when its message
+    starts with the name of a field of that table and a colon (``"probes: alpha_s > 0 needs probes >= 1"``),
+    the line names that field (``world_model.probes: …``), as a field validator's would, so the user and
+    ``--set`` blame (:func:`blame_overrides`) find it."""
+    field, sep, rest = message.partition(": ")
+    if sep and rest and field.isidentifier() and field in _fields_at(loc, data, registry):
+        return [*loc, field], rest
+    return loc, message
 
 
 def _is_model(obj: Any) -> bool:

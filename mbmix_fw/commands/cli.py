@@ -184,9 +184,15 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
     if args.verbose:
         _print_core_tables()
     print("plugins:")
+    # Columns as wide as their longest entry (at least the usual width), so a long distribution name
+    # (`mbmix-example-scheduler 0.1.0`) shifts the column instead of breaking it.
+    name_width = max([16, *(len(info.name) for info in registry.plugins)])
+    origin_width = max([24, *(len(info.origin or "(module)") for info in registry.plugins)])
+    kind_width = max([20, *(len(kind) for slot in registry.slots for kind in slot.kinds())])
     for info in registry.plugins:
         kinds = "; ".join(f"{slot}: {', '.join(ks)}" for slot, ks in registry.kinds_of(info.name).items() if ks)
-        print(f"  {info.name:<16} {info.origin or '(module)':<24} {kinds or '(registers nothing)'}")
+        print(f"  {info.name:<{name_width}} {info.origin or '(module)':<{origin_width}} "
+              f"{kinds or '(registers nothing)'}")
     for slot in registry.slots:
         print(f"{slot.name}:")
         for kind in slot.kinds():
@@ -195,7 +201,7 @@ def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
             missing = entries[0].missing_dependency() if len(entries) == 1 else None
             if missing:  # registered, usable once its extra is installed
                 status = f"  needs its extra: {missing.split(': ', 1)[-1]}"
-            print(f"  {kind:<20} from {', '.join(e.plugin.name for e in entries)}{status}")
+            print(f"  {kind:<{kind_width}} from {', '.join(e.plugin.name for e in entries)}{status}")
             if args.verbose:
                 for entry in entries:
                     _print_fields(entry.config)

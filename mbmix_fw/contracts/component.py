@@ -155,3 +155,11 @@ class SchedulerConfig(ComponentConfig):
     @property
     def simulator_gradient(self) -> bool:
         return True
+
+
+def component_label(slot: str, component: Any) -> str:
+    """How every message names a built component: ``scheduler 'backoff_horizon'`` — the recipe table and
+    the kind of its config (``component.config.kind``), or the class name of a component built in Python
+    without one. One spelling, so a user can search a message for the kind they wrote in the recipe."""
+    kind = getattr(getattr(component, "config", None), "kind", None)
+    return f"{slot} '{kind if isinstance(kind, str) else type(component).__name__}'"

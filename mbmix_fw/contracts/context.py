@@ -24,8 +24,10 @@ class BuildContext:
     env: "DiffEnv | None" = None
 
     @classmethod
-    def cpu(cls, seed: int = 0) -> "BuildContext":
-        return cls(device=torch.device("cpu"), seed=seed)
+    def cpu(cls, seed: int = 0, dtype: torch.dtype = torch.float32) -> "BuildContext":
+        """A context for building a component by hand (tests, research code) on the CPU, in ``dtype``
+        (``torch.float64`` for gradient checks by finite differences)."""
+        return cls(device=torch.device("cpu"), seed=seed, dtype=dtype)
 
     def with_env(self, env: "DiffEnv") -> "BuildContext":
         return attrs.evolve(self, env=env)

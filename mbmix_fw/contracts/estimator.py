@@ -61,6 +61,9 @@ class GradientEstimator(abc.ABC):
       estimator that ignores ``EstimatorInput.horizon``: a plan asking for another length is then an
       error, raised by the trainer before any update (and at build time for a scheduler's declared
       ``horizon_range``), never a silently ignored setting.
+    - ``horizon_multiple(env)``: the window lengths it honours are also multiples of this (default 1;
+      ``mix``: its ``interval``). The build refuses a scheduler whose declared ``horizon_range`` holds
+      other lengths, and the last window of an env-step budget is rounded up to a multiple.
     - ``lam``: the λ an estimator mixes windows with, or ``None`` when it has none (a plan setting
       ``lam`` is then an error). An estimator with a λ honours ``EstimatorInput.lam``.
 
@@ -81,6 +84,9 @@ class GradientEstimator(abc.ABC):
     def horizon_bounds(self, env: DiffEnv) -> tuple[int, int]:
         h = self.horizon(env)
         return h, h
+
+    def horizon_multiple(self, env: DiffEnv) -> int:
+        return 1
 
     @abc.abstractmethod
     def estimate(self, inp: EstimatorInput) -> Estimate: ...

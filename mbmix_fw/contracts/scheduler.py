@@ -8,7 +8,8 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
-from .component import MAX_STEPS
+from ..errors import UserError
+from .component import MAX_STEPS, component_label
 
 NO_METRICS: Mapping[str, float] = MappingProxyType({})
 """What :meth:`Scheduler.plan` sees before the first iteration: no metrics yet."""
@@ -40,9 +41,10 @@ class Plan:
 
     ``horizon`` (steps, ``1 … MAX_STEPS``) sets this iteration's window length H for both the simulator
     window and the model branches; ``lam`` (in [0, 1]) this iteration's λ of an estimator that mixes
-    windows (``mix``). ``None`` keeps the estimator's configured value. The trainer checks both against
-    the estimator (:meth:`~mbmix_fw.GradientEstimator.horizon_bounds`, ``GradientEstimator.lam``) before
-    any update and stops with a one-line error naming the scheduler when they do not fit.
+    windows (``mix``). ``None`` keeps the estimator's configured value. A scheduler declares what its
+    plans may ask for (:attr:`Scheduler.horizon_range`, :attr:`Scheduler.plans_lam`); the build checks
+    the declarations against the estimator, and the trainer checks every plan against the declarations
+    and the estimator before the iteration runs (:func:`mbmix_fw.training.budget.check_plan`).
     """
 
     env_weight: float = 1.0
@@ -82,22 +84,34 @@ class Plan:
 class Scheduler(abc.ABC):
     """Decides each iteration's :class:`Plan` (``iteration`` counts from 0 to ``total - 1``).
 
-    ``plan`` is called exactly once per iteration, just before the iteration runs, with ``metrics``: a
-    read-only mapping of the previous iteration's logged metrics as host floats (``loss/actor``,
-    ``grad/actor_norm``, ``estimator/…``, ``model/…``, ``plan/horizon``, ``eval/return`` when evaluated…;
-    the keys are those of ``metrics.csv``). It is empty at iteration 0; after a resume it is the last
-    checkpointed iteration's row, so a resumed run plans exactly what the uninterrupted one would have.
-    Reading it costs no device synchronisation: the trainer reads the metrics once per iteration anyway.
+    ``plan(k, total, metrics)`` is called exactly once per iteration, just before the update that takes
+    the run from iteration k to k + 1, with ``metrics``: a read-only mapping of row k of ``metrics.csv``
+    (the row the previous update wrote) as host floats (``loss/actor``, ``grad/actor_norm``,
+    ``estimator/…``, ``model/…``, ``plan/horizon``, ``eval/return`` when evaluated…). It is empty at
+    k = 0 (row 0 holds only the untrained policy's evaluation); after a resume it is the last
+    checkpointed row, so a resumed run plans exactly what the uninterrupted one would have. Reading it
+    costs no device synchronisation: the trainer reads the metrics once per iteration anyway.
 
     Schedulers written for the older ``plan(self, iteration, total)`` keep working: the trainer inspects
     the signature once, when it is built (:func:`plan_caller`), and passes ``metrics`` only to a ``plan``
     that takes a third argument.
 
-    An adaptive scheduler keeps state between calls; it then defines ``state_dict() -> dict`` and
-    ``load_state_dict(state)`` (the component protocol of ``Trainer._stateful_components``) so resuming
-    from a checkpoint continues its schedule exactly. A scheduler that returns ``Plan.horizon`` declares
-    ``horizon_range = (H_min, H_max)``: the build checks it against the estimator's bounds, the replay
-    buffer and the memory needs of the longest window before anything is allocated.
+    **Declarations.** What a plan may ask for is declared on the scheduler, so a recipe that pairs it
+    with an estimator that cannot honour it is refused when the run is built, before anything is
+    written: ``horizon_range = (H_min, H_max)`` for a scheduler that sets ``Plan.horizon`` (checked
+    against the estimator's ``horizon_bounds`` and ``horizon_multiple``; it also sizes the memory check
+    and the env-step budget check by H_max), ``plans_lam = True`` for one that sets ``Plan.lam``
+    (refused with an estimator without λ). The build also makes one dry plan for iteration 0 on a copy
+    of the scheduler. Every plan is then checked against the declarations, each iteration before it
+    runs: a plan outside them is a bug in the scheduler, and stops the run with a one-line error naming
+    it (the checkpoints written so far stay, so the run resumes once the scheduler is fixed).
+
+    **State.** An adaptive scheduler keeps state between calls in ``state_dict()`` /
+    ``load_state_dict(state)``: the trainer saves it in every checkpoint and restores it on resume, so
+    the schedule continues exactly. Its values are tensors and plain Python values (``int``, ``float``,
+    ``bool``, ``str``, ``None``, and lists, tuples and dicts of them): a checkpoint is read with
+    ``torch.load(weights_only=True)``, so anything else (a numpy scalar) is refused when the checkpoint
+    is written, naming the scheduler and the key. The defaults hold no state.
     """
 
     horizon_range: tuple[int, int] | None = None
@@ -106,6 +120,8 @@ class Scheduler(abc.ABC):
     """Metrics its plans read from the previous row (names in :mod:`mbmix_fw.contracts.metrics`): the build
     refuses a run in which no component reports one of them (a plan would read a default forever). A
     scheduler whose reads depend on its settings makes this a property."""
+    plans_lam: bool = False
+    """True: its plans may set ``Plan.lam`` (the estimator must mix windows with a λ, like ``mix``)."""
     needs_contact: bool = False
     """True: its plans read ``contact/stiffness`` (the env's optional :meth:`~mbmix_fw.DiffEnv.contact_stiffness`
     signal, averaged over the previous window), so the trainer computes it, and refuses an env without it."""
@@ -115,6 +131,18 @@ class Scheduler(abc.ABC):
 
     @abc.abstractmethod
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = NO_METRICS) -> Plan: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this scheduler (a stateless one keeps nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. The default refuses a saved state it cannot restore (a scheduler
+        that overrides ``state_dict`` but not this), rather than resume a different schedule silently."""
+        if state:
+            raise UserError(f"{component_label('scheduler', self)}: the checkpoint holds its state "
+                            f"(keys {sorted(map(str, state))}) but {type(self).__name__} defines no "
+                            f"load_state_dict to restore it")
 
 
 def plan_caller(scheduler: Any) -> Callable[[int, int, Mapping[str, float]], Plan]:

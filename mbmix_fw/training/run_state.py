@@ -7,11 +7,13 @@ generator, torch's, CUDA's, numpy's and python's global ones) is restored exactl
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..contracts.component import component_label
 from ..errors import UserError
 
 
@@ -26,8 +28,14 @@ def nonfinite_entries(obj: Any) -> bool:
     return False
 
 
-def component_state(component: Any) -> Any:
+def component_state(component: Any, slot: str | None = None) -> Any:
     """The optional ``state_dict()`` of an env, estimator or scheduler (``None`` if it has none).
+
+    With ``slot`` (the component's recipe table, which names it in the message) the state is checked
+    for values a checkpoint cannot hold (:func:`not_plain`): a one-line :class:`UserError` naming the
+    component and the key, when the checkpoint is written. Refused rather than converted: a numpy
+    ``float32`` turned into a Python float would compute in float64 after a resume, and the resumed run
+    would drift from the uninterrupted one without a word.
 
     Protocol (optional, duck-typed): a stateful env (its own RNG), estimator or scheduler (an adaptive
     schedule) defines ``state_dict() -> dict`` of tensors and plain Python values
@@ -36,7 +44,46 @@ def component_state(component: Any) -> Any:
     (``WorldModel`` docs).
     """
     getter = getattr(component, "state_dict", None)
-    return getter() if callable(getter) else None
+    if not callable(getter):
+        return None
+    state = getter()
+    if slot is not None:
+        where = not_plain(state)
+        if where is not None:
+            path, value = where
+            kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+            raise UserError(f"{component_label(slot, component)}: state_dict(){path} is a {kind}; a checkpoint "
+                            f"holds only tensors and plain Python values (int, float, bool, str, None, lists, "
+                            f"tuples and dicts of them), read back with torch.load(weights_only=True): convert "
+                            f"it (float(x), int(x), torch.as_tensor(x))")
+    return state
+
+
+PLAIN_TYPES = (int, float, bool, str, bytes, complex, type(None), torch.Size, torch.dtype, torch.device)
+"""Leaves ``torch.load(weights_only=True)`` reads back, by exact type: a numpy scalar subclasses
+``float`` but is refused on load (the whole checkpoint then reads as unreadable)."""
+PLAIN_CONTAINERS = (list, tuple, dict, OrderedDict, set)
+
+
+def not_plain(obj: Any, path: str = "") -> tuple[str, Any] | None:
+    """The first entry of ``obj`` that a ``weights_only`` load would refuse, as ``("['key'][0]", value)``,
+    or ``None``. Checked when the checkpoint is written, so the error names the key and the component
+    instead of a resume failing later on an unreadable file."""
+    if isinstance(obj, torch.Tensor) or type(obj) in PLAIN_TYPES:
+        return None
+    if type(obj) not in PLAIN_CONTAINERS:
+        return path, obj
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            found = not_plain(key, f"{path}[{key!r}] (the key)") or not_plain(value, f"{path}[{key!r}]")
+            if found is not None:
+                return found
+        return None
+    for i, value in enumerate(obj):
+        found = not_plain(value, f"{path}[{i}]")
+        if found is not None:
+            return found
+    return None
 
 
 def load_component_state(component: Any, saved: Any) -> None:

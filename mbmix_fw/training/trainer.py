@@ -56,6 +56,7 @@ import torch
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from ..contracts.rollout import COLUMNS, Cursor, Rollout
+from ..contracts.component import component_label
 from ..contracts.scheduler import Plan, Scheduler, plan_caller
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
@@ -145,10 +146,10 @@ class Trainer:
         self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
         self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
         if self._needs_agreement and env.num_envs < 2:
-            raise UserError(f"scheduler {type(scheduler).__name__} compares the gradients of two halves of the "
+            raise UserError(f"{component_label('scheduler', scheduler)} compares the gradients of two halves of the "
                             f"env batch; env.num_envs = {env.num_envs} has no two halves (use at least 2)")
         if self._needs_contact and not reports_contact(env):
-            raise UserError(f"scheduler {type(scheduler).__name__} needs the env's contact signal but env "
+            raise UserError(f"{component_label('scheduler', scheduler)} needs the env's contact signal but env "
                             f"{type(env).__name__} does not report one (DiffEnv.contact_stiffness); use an env "
                             f"that implements it or another scheduler")
         self._last_metrics: dict[str, float] = {}  # what the next plan() sees: the previous iteration's row
@@ -227,8 +228,6 @@ class Trainer:
         Metric values may be device tensors: :meth:`_read_metrics` reads them all in one transfer, so
         the model-free iteration never waits for the device before its end (``benchmarks/gpu_loop.py``).
         """
-        budget.check_plan(plan, self.estimator, self.env,
-                          f"scheduler {type(self.scheduler).__name__} (iteration {self.iteration})")
         self._set_learning_rates(plan)
         self.guard.begin_iteration()
         metrics: dict[str, Any] = {}
@@ -312,7 +311,7 @@ class Trainer:
         if self.model_update is not None:
             return self.model_update.real_dynamics(plan)
         if plan.jacobian_blend > 0:
-            raise UserError(f"{type(self.scheduler).__name__} planned jacobian_blend = "
+            raise UserError(f"{component_label('scheduler', self.scheduler)} planned jacobian_blend = "
                             f"{plan.jacobian_blend} but the run has no world model")
         return self.env
 
@@ -364,6 +363,7 @@ class Trainer:
         previous iteration's metrics (empty at iteration 0; the last checkpointed row after a resume),
         with the last window of an env-step budget cut to it."""
         plan = self._plan(self.iteration, total, MappingProxyType(dict(self._last_metrics)))
+        budget.check_plan(plan, self.scheduler, self.estimator, self.env, self.iteration)  # before the budget cut
         plan = budget.cut_to_budget(plan, self.run, self.env_steps, self.estimator, self.env)
         if self.iteration == 0 and self.world_model is not None and not (plan.model_branches or plan.model_fit_steps):
             log.warning("a world model is configured but %s neither fits nor uses it in the first iteration; "
@@ -396,7 +396,7 @@ class Trainer:
         for role in self._roles():
             state.update(role.state_entries())
         state.update({
-            "components": {name: component_state(c) for name, c in self._stateful_components().items()},
+            "components": {name: component_state(c, name) for name, c in self._stateful_components().items()},
             "cursor_state": self.cursor.state,
             "cursor_t": self.cursor.t,
             "episode_return": self.episodes.running,

@@ -33,7 +33,9 @@ class MixConfig(mb.EstimatorConfig):
     length (benchmarks/RESULTS.md, measured at H_max = 16): below SHAC's bias–variance frontier on the
     tabular MDP, on it (within two standard errors) on the LQR."""
     horizon: mb.Steps = 32
-    """H_max: the one rollout's length; the longest window mixed."""
+    """H_max, the rollout's length and the longest window mixed, in every iteration whose plan sets none. A
+    scheduler's plan may set another H_max for an iteration (``Plan.horizon``: any multiple of ``interval``,
+    longer than this one too, within the scheduler's declared ``horizon_range``)."""
     interval: int = Field(1, ge=1)
     """Mix interval Δ (ours): only lengths Δ, 2Δ, …, H_max are mixed. Must divide ``horizon``."""
     gamma: float = Field(0.99, gt=0.0, le=1.0)

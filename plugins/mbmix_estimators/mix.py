@@ -50,13 +50,17 @@ class Mix(mb.GradientEstimator):
     def horizon_bounds(self, env: mb.DiffEnv) -> tuple[int, int]:
         return self.config.interval, mb.MAX_STEPS
 
+    def horizon_multiple(self, env: mb.DiffEnv) -> int:
+        return self.config.interval  # only lengths Δ, 2Δ, … are mixed
+
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
         cfg = self.config
         horizon = inp.horizon if inp.horizon is not None else cfg.horizon
         lam = inp.lam if inp.lam is not None else cfg.lam
         if horizon % cfg.interval:
-            raise mb.UserError(f"mix: a plan asked for horizon {horizon}, which estimator.interval="
-                               f"{cfg.interval} does not divide; the scheduler must plan multiples of it")
+            # The trainer refuses such a plan before the iteration (horizon_multiple); a direct caller gets this.
+            raise mb.UserError(f"estimator 'mix': asked for horizon {horizon}, which estimator.interval="
+                               f"{cfg.interval} does not divide; plan multiples of it")
         window = mb.rollout(inp.policy_fn, inp.env, inp.dynamics, inp.start, horizon, inp.generator)
         next_values = inp.value_fn(window.next_obs)  # [T, N]; V(s_{t+1}) before any reset
         per_env = mb.mix_objective(

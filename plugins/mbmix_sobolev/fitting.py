@@ -37,6 +37,6 @@ class SobolevFitting(mb.WorldModelConfig):
     @model_validator(mode="after")
     def _probes_for_jacobian_terms(self) -> "SobolevFitting":
         if (self.alpha_s > 0 or self.alpha_a > 0 or getattr(self, "smoothness", 0.0) > 0) and self.probes == 0:
-            raise ValueError("alpha_s, alpha_a or smoothness > 0 needs probes >= 1; for the plain-MSE model set "
-                             "them to 0")
+            raise ValueError("probes: alpha_s, alpha_a or smoothness > 0 needs probes >= 1; for the plain-MSE "
+                             "model set them to 0")  # "field: …" names the field in the error line
         return self
