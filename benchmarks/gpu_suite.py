@@ -45,11 +45,48 @@ DRY = {"cloth": {"grids": [4], "envs": [2], "substeps": 6, "steps": 1},
                          "overrides": [["estimator.horizon", 4], ["critic.iterations", 1]]},
        "brax": {"env": "reacher", "envs": 4, "horizon": 2}}
 
+HMAX = [16, 32, 48, 64, 96]
+"""The seed's window-length sweep. Their least common multiple, 192, sets the env-step unit, so every H_max
+spends the same env steps in whole iterations."""
+LEARNING = {
+    "full": {
+        "horizons": HMAX, "unit": 192, "units": 4, "evaluations": 4, "seeds": 5, "jobs": 6,
+        "backends": {
+            "brax": {"label": "Brax ant, 128 envs", "needs": ("jax", "brax", "mujoco"), "envs": 128, "sets": [],
+                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
+            "newton": {"label": "Newton ant, 256 envs", "needs": ("newton", "warp"), "envs": 256, "sets": [],
+                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
+                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+    "dry": {
+        "horizons": [2, 4], "unit": 4, "units": 2, "evaluations": 2, "seeds": 1, "jobs": 2,
+        "backends": {
+            # the same code path on a toy env: Brax and Newton compile for minutes on a CPU
+            "toy": {"label": "pendulum (the dry run's stand-in)", "needs": (), "envs": 2,
+                    "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
+                    "recipes": {"shac": "recipes/pendulum_shac.toml", "mbmix": "recipes/pendulum_mbmix.toml"}},
+            "brax": {"label": "Brax ant, 2 envs", "needs": ("jax", "brax", "mujoco"),
+                     "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
+                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
+            "newton": {"label": "Newton ant, 2 envs", "needs": ("newton", "warp"),
+                       "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
+                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
+                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+}
+"""The H_max study's sizes. Full: each recipe at its GPU size (Brax ant 128 envs as shipped, Newton ant 256
+envs as its recipe says), episodes of 1000 steps, ``unit × units`` iterations' worth of env steps at H = 1
+(128 × 192 × 4 = 98 304 Brax env steps: 32 iterations at H = 16, 4 at H = 96), four evaluations on the
+recipes' 16 (Brax) / 8 (Newton) episodes. Dry: 2 envs, 8-step episodes, H ∈ {2, 4}."""
+MBMIX_STUDY_SETS = {"full": [], "dry": ["scheduler.warmup_env_steps=0", "scheduler.model_fit_steps=2",
+                                         "scheduler.model_branches=2", "world_model.batch_size=8"]}
+"""MB-MIX's own settings in the study beyond the recipe's (whose warm-up the study sets to the first quarter of
+the env steps, so every H_max fits its model for as long before using it); the smallest model work in the dry
+run."""
 
-def run(cmd: list[str], timeout: float) -> dict:
+
+def run(cmd: list[str], timeout: float, **extra_env: str) -> dict:
     """A subprocess with the checkout first on the path; its exit code, time and output tail."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins"),
-                                                          os.environ.get("PYTHONPATH", "")])}
+                                                          os.environ.get("PYTHONPATH", "")]), **extra_env}
     started = time.perf_counter()
     try:
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -140,6 +177,130 @@ def last_json(tail: str) -> dict | None:
     return None
 
 
+# ---------------------------------------------------------------- the H_max study
+def importable(modules) -> bool:
+    """Whether every module is installed (found, not imported: importing JAX or warp here would touch the GPU)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in modules)
+
+
+def learning_jobs(sizes: dict, mode: str) -> tuple[list[dict], dict]:
+    """Every run of the study, seed-major (all of seed 0 before any of seed 1, so a budget that runs out leaves
+    whole seeds), and the backends left out because their extra is not installed."""
+    skipped, runs = {}, []
+    backends = {}
+    for name, backend in sizes["backends"].items():
+        if importable(backend["needs"]):
+            backends[name] = backend
+        else:
+            skipped[name] = f"skipped (not importable: {', '.join(backend['needs'])})"
+    for seed in range(sizes["seeds"]):
+        for name, backend in backends.items():
+            budget = backend["envs"] * sizes["unit"] * sizes["units"]
+            for method, recipe in backend["recipes"].items():
+                for horizon in sizes["horizons"]:
+                    sets = [f"env.num_envs={backend['envs']}", *backend["sets"], f"estimator.horizon={horizon}",
+                            f"run.env_steps={budget}", "run.iterations=100000", "run.eval_every=0",
+                            f"run.eval_every_env_steps={budget // sizes['evaluations']}",
+                            "run.checkpoint_every=100000"]
+                    if method == "mbmix":
+                        sets += [f"scheduler.warmup_env_steps={budget // 4}", *MBMIX_STUDY_SETS[mode]]
+                    runs.append({"backend": name, "method": method, "horizon": horizon, "seed": seed,
+                                 "recipe": recipe, "sets": sets})
+    return runs, skipped
+
+
+def learning_run(job: dict, root: Path, device: str, timeout: float, threads: int) -> dict:
+    """One CLI training run (``mbmix-fw run RECIPE --set ...``, as a user runs it); its score is the mean of its
+    last 3 evaluations (``learning_study.py``'s score), with its wall time and env steps."""
+    import csv
+
+    out = root / f"{job['backend']}_{job['method']}_H{job['horizon']}_s{job['seed']}"
+    cmd = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / job["recipe"]), "--out", str(out), "--no-progress",
+           "--device", device, "--set", f"run.seed={job['seed']}", *(x for s in job["sets"] for x in ("--set", s))]
+    step = run(cmd, timeout, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    record = {k: job[k] for k in ("backend", "method", "horizon", "seed")}
+    record.update(status=step["status"], seconds=step["seconds"])
+    metrics = out / "metrics.csv"
+    if step["status"] != "ok" or not metrics.exists():
+        return {**record, "tail": step["tail"][-800:]}
+    rows = list(csv.DictReader(metrics.open()))
+    evals = [float(r["eval/return"]) for r in rows if r.get("eval/return") and int(r["iteration"]) > 0]
+    if not evals:
+        return {**record, "status": "failed (no evaluation after iteration 0)", "tail": step["tail"][-800:]}
+    return {**record, "score": sum(evals[-3:]) / len(evals[-3:]), "evaluations": evals,
+            "env_steps": float(rows[-1]["env/steps"])}
+
+
+def learning_study(sizes: dict, mode: str, device: str, deadline: float, root: Path) -> dict:
+    """The H_max sweep: runs ``jobs`` at a time on the one device until ``deadline``. A run starts only while
+    the time left exceeds the longest run seen so far (a run that could not finish is not started), and is
+    stopped at the deadline; the table summarises the runs that finished, per (backend, method, H_max), as the
+    IQM over their seeds with ``mb.summarize_scores``'s 95 % interval."""
+    import concurrent.futures
+    import threading
+
+    import mbmix_fw as mb
+
+    started = time.perf_counter()
+    jobs, skipped = learning_jobs(sizes, mode)
+    threads = max(1, (os.cpu_count() or 1) // sizes["jobs"])
+    longest = {"s": 0.0}
+    lock = threading.Lock()
+
+    def one(job):
+        left = deadline - time.perf_counter()
+        with lock:
+            need = longest["s"]
+        if left <= max(need, 1.0):
+            return {**{k: job[k] for k in ("backend", "method", "horizon", "seed")},
+                    "status": f"not started ({left:.0f} s left, longest run {need:.0f} s)"}
+        record = learning_run(job, root, device, left, threads)
+        with lock:
+            longest["s"] = max(longest["s"], record["seconds"])
+        return record
+
+    with concurrent.futures.ThreadPoolExecutor(sizes["jobs"]) as pool:
+        records = list(pool.map(one, jobs))
+    finished = [r for r in records if "score" in r]
+    groups: dict = {}
+    for r in finished:
+        groups.setdefault(f"{r['backend']}/{r['method']}/{r['horizon']}", []).append(r["score"])
+    summary: dict = {}
+    for key, s in mb.summarize_scores(groups).items():
+        backend, method, horizon = key.split("/")
+        summary.setdefault(backend, {}).setdefault(method, {})[horizon] = {
+            "iqm": s.iqm, "low": s.low, "high": s.high, "seeds": s.runs}
+    failed = [r for r in records if r["status"] != "ok" and not r["status"].startswith("not started")]
+    status = "ok" if finished and not failed else (f"failed ({len(failed)} runs)" if failed else "no run finished")
+    labels = {name: backend["label"] for name, backend in sizes["backends"].items()}
+    return {"status": status, "seconds": round(time.perf_counter() - started, 1),
+            "result": {"runs_finished": len(finished), "runs_planned": len(records)}, "labels": labels,
+            "skipped_backends": skipped, "summary": summary, "runs": records,
+            "sizes": {k: v for k, v in sizes.items() if k != "backends"}}
+
+
+def learning_markdown(study: dict) -> list[str]:
+    """One table per backend: H_max down, methods across, IQM [95 % CI] (seeds), and each method's worst H."""
+    lines = []
+    for backend, methods in study["summary"].items():
+        names = list(methods)
+        lines += ["", f"H_max sweep, {study['labels'][backend]}: eval return, IQM [95 % CI] over seeds (seeds) of "
+                  "each run's mean of its last 3 evaluations, equal env steps per H_max:",
+                  "", "| H_max | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        horizons = sorted({int(h) for m in methods.values() for h in m})
+        for h in horizons:
+            cells = [methods[m].get(str(h)) for m in names]
+            shown = [f"{c['iqm']:.2f} [{c['low']:.2f}, {c['high']:.2f}] ({c['seeds']})" if c else "—" for c in cells]
+            lines.append(f"| {h} | " + " | ".join(shown) + " |")
+        worst = [min(methods[m].items(), key=lambda kv: kv[1]["iqm"]) for m in names]
+        lines.append("| worst | " + " | ".join(f"{c['iqm']:.2f} (H = {h})" for h, c in worst) + " |")
+    for backend, why in study["skipped_backends"].items():
+        lines += ["", f"H_max sweep, {study['labels'][backend]}: {why}"]
+    return lines
+
+
 # ---------------------------------------------------------------- the suite
 def machine(device: str) -> dict:
     import torch
@@ -159,15 +320,26 @@ def machine(device: str) -> dict:
     return info
 
 
-def suite(args) -> dict:
+LEARNING_RESERVE_S = {"full": 300.0, "dry": 0.0}
+"""Seconds kept for the H_max study: no earlier step's time limit reaches into them."""
+
+
+def suite(args, started: float) -> dict:
     sizes = DRY if args.dry_run else FULL
+    mode = "dry" if args.dry_run else "full"
     device = "cpu" if args.dry_run else "cuda"
+    deadline = started + args.budget - 15.0  # 15 s to write the files
+
+    def limit(own: float) -> float:
+        """A step's time limit: its own, cut so that the H_max study keeps its reserve."""
+        return max(30.0, min(own, deadline - LEARNING_RESERVE_S[mode] - time.perf_counter()))
+
     me = [sys.executable, str(Path(__file__).resolve()), "--device", device]
     results: dict = {"machine": machine(device), "dry_run": args.dry_run, "steps": {}}
     steps = results["steps"]
 
     tests = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_cuda.py"],
-                timeout=240)
+                timeout=limit(240))
     summary = re.findall(r"(\d+) (passed|failed|skipped|error)", tests["tail"])
     steps["cuda_tests"] = {**tests, "counts": {kind: int(n) for n, kind in summary}}
 
@@ -175,28 +347,35 @@ def suite(args) -> dict:
     for grid in c["grids"]:
         for envs in c["envs"]:
             params = {"grid": grid, "envs": envs, "substeps": c["substeps"], "steps": c["steps"]}
-            step = run([*me, "--child", "cloth", json.dumps(params)], timeout=90)
+            step = run([*me, "--child", "cloth", json.dumps(params)], timeout=limit(90))
             steps[f"cloth_{grid}x{grid}_{envs}"] = {**step, "result": last_json(step["tail"])}
 
     g = sizes["gpu_loop"]
     loop = run([sys.executable, "benchmarks/gpu_loop.py", "--device", device, "--iterations", str(g["iterations"]),
-                "--envs", *map(str, g["envs"])], timeout=150)
+                "--envs", *map(str, g["envs"])], timeout=limit(150))
     ratios = {int(n): float(r) for n, r in re.findall(r"at (\d+) envs: ([\d.]+)x", loop["tail"])}
     steps["gpu_loop"] = {**loop, "result": {"shac_over_bare": ratios} if ratios else None}
 
     m = sizes["mbmix_vs_shac"]
-    step = run([*me, "--child", "mbmix_vs_shac", json.dumps(m)], timeout=120)
+    step = run([*me, "--child", "mbmix_vs_shac", json.dumps(m)], timeout=limit(120))
     steps["mbmix_vs_shac"] = {**step, "result": last_json(step["tail"])}
 
     if not args.dry_run or args.with_brax:
         b = sizes["brax"]
         step = run([sys.executable, "benchmarks/brax_bridge.py", "--env", b["env"], "--num-envs", str(b["envs"]),
-                    "--horizon", str(b["horizon"]), "--device", device], timeout=240)
+                    "--horizon", str(b["horizon"]), "--device", device], timeout=limit(240))
         ratio = re.search(r"bridged \(fused\) / pure JAX diff-steps/s: ([\d.]+)", step["tail"])
         steps["brax_bridge"] = {**step, "result": {"env": b["env"], "envs": b["envs"], "horizon": b["horizon"],
                                                    "bridged_over_pure_jax": float(ratio.group(1))} if ratio else None}
     else:
         steps["brax_bridge"] = {"status": "skipped (dry run: Brax compiles for minutes on a CPU; --with-brax)"}
+
+    learning = LEARNING[mode]
+    if args.dry_run:
+        learning = {**learning, "backends": {name: backend for name, backend in learning["backends"].items()
+                                             if name == "toy" or name in args.with_learning}}
+    runs = Path(args.runs) if args.runs else Path(args.out) / "learning_runs"
+    steps["learning_hmax"] = learning_study(learning, mode, device, deadline, runs)
     return results
 
 
@@ -217,6 +396,8 @@ def markdown(results: dict) -> str:
         else:
             shown = ""
         lines.append(f"| {name} | {step['status']} | {step.get('seconds', '')} | {shown} | {goals.get(name, '')} |")
+    if "learning_hmax" in results["steps"]:
+        lines += learning_markdown(results["steps"]["learning_hmax"])
     return "\n".join(lines) + "\n"
 
 
@@ -224,7 +405,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (CI)")
     parser.add_argument("--with-brax", action="store_true", help="also run the Brax step in a dry run")
+    parser.add_argument("--with-learning", nargs="*", choices=["brax", "newton"], default=[],
+                        help="in a dry run, also run the H_max study on these (tiny ants; minutes on a CPU)")
     parser.add_argument("--out", default="gpu_suite_out", help="folder for gpu_suite.json and gpu_suite.md")
+    parser.add_argument("--runs", default=None, help="folder for the H_max study's runs (default OUT/learning_runs)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds for the whole suite (default 540 on a GPU, 900 in a dry run)")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,8 +421,10 @@ def main() -> None:
 
     if not args.dry_run and not torch.cuda.is_available():
         sys.exit("gpu_suite: no CUDA device here; use --dry-run to exercise the suite on the CPU")
+    if args.budget is None:
+        args.budget = 900.0 if args.dry_run else 540.0
     started = time.perf_counter()
-    results = suite(args)
+    results = suite(args, started)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
