@@ -67,7 +67,7 @@ LEARNING = {
             "brax": {"label": "Brax ant, 2 envs", "needs": ("jax", "brax", "mujoco"),
                      "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
                      "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
-            "newton": {"label": "Newton ant, 2 envs", "needs": ("newton", "warp"),
+            "newton": {"label": "Newton ant, 2 envs", "needs": ("newton", "warp"), "horizons": [2],
                        "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
                        "recipes": {"shac": "recipes/ant_newton_shac.toml",
                                    "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
@@ -191,7 +191,9 @@ def learning_jobs(sizes: dict, mode: str) -> tuple[list[dict], dict]:
     skipped, runs = {}, []
     backends = {}
     for name, backend in sizes["backends"].items():
-        if importable(backend["needs"]):
+        if "skip" in backend:
+            skipped[name] = backend["skip"]
+        elif importable(backend["needs"]):
             backends[name] = backend
         else:
             skipped[name] = f"skipped (not importable: {', '.join(backend['needs'])})"
@@ -199,7 +201,7 @@ def learning_jobs(sizes: dict, mode: str) -> tuple[list[dict], dict]:
         for name, backend in backends.items():
             budget = backend["envs"] * sizes["unit"] * sizes["units"]
             for method, recipe in backend["recipes"].items():
-                for horizon in sizes["horizons"]:
+                for horizon in backend.get("horizons", sizes["horizons"]):
                     sets = [f"env.num_envs={backend['envs']}", *backend["sets"], f"estimator.horizon={horizon}",
                             f"run.env_steps={budget}", "run.iterations=100000", "run.eval_every=0",
                             f"run.eval_every_env_steps={budget // sizes['evaluations']}",
@@ -209,6 +211,24 @@ def learning_jobs(sizes: dict, mode: str) -> tuple[list[dict], dict]:
                     runs.append({"backend": name, "method": method, "horizon": horizon, "seed": seed,
                                  "recipe": recipe, "sets": sets})
     return runs, skipped
+
+
+def check_settings(sizes: dict, mode: str) -> list[str]:
+    """Every run's recipe and ``--set`` overrides loaded and validated without training (``mb.load_recipe``):
+    the dry run checks the full-size study's settings this way, so a setting that a recipe no longer takes
+    fails in CI, not on the lent machine."""
+    import mbmix_fw as mb
+    from mbmix_fw.building.recipe import parse_override
+
+    registry = mb.default_registry()
+    problems = []
+    jobs, _ = learning_jobs({**sizes, "seeds": 1}, mode)
+    for job in jobs:
+        try:
+            mb.load_recipe(REPO / job["recipe"], registry, [parse_override(s) for s in job["sets"]])
+        except Exception as error:  # noqa: BLE001 - every problem is reported, not only the first
+            problems.append(f"{job['backend']} {job['method']} H={job['horizon']}: {error}")
+    return problems
 
 
 def learning_run(job: dict, root: Path, device: str, timeout: float, threads: int) -> dict:
@@ -244,6 +264,10 @@ def learning_study(sizes: dict, mode: str, device: str, deadline: float, root: P
     import mbmix_fw as mb
 
     started = time.perf_counter()
+    problems = check_settings(LEARNING["full"], "full") + check_settings(sizes, mode)
+    if problems:
+        return {"status": "failed (settings)", "seconds": round(time.perf_counter() - started, 1),
+                "tail": "\n".join(problems)[-2000:], "summary": {}, "skipped_backends": {}, "runs": []}
     jobs, skipped = learning_jobs(sizes, mode)
     threads = max(1, (os.cpu_count() or 1) // sizes["jobs"])
     longest = {"s": 0.0}
@@ -372,8 +396,10 @@ def suite(args, started: float) -> dict:
 
     learning = LEARNING[mode]
     if args.dry_run:
-        learning = {**learning, "backends": {name: backend for name, backend in learning["backends"].items()
-                                             if name == "toy" or name in args.with_learning}}
+        why = "skipped (dry run: Brax compiles for minutes on a CPU; --with-learning brax)"
+        learning = {**learning, "backends": {
+            name: backend if name != "brax" or name in args.with_learning else {**backend, "skip": why}
+            for name, backend in learning["backends"].items()}}
     runs = Path(args.runs) if args.runs else Path(args.out) / "learning_runs"
     steps["learning_hmax"] = learning_study(learning, mode, device, deadline, runs)
     return results
@@ -405,8 +431,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (CI)")
     parser.add_argument("--with-brax", action="store_true", help="also run the Brax step in a dry run")
-    parser.add_argument("--with-learning", nargs="*", choices=["brax", "newton"], default=[],
-                        help="in a dry run, also run the H_max study on these (tiny ants; minutes on a CPU)")
+    parser.add_argument("--with-learning", nargs="*", choices=["brax"], default=[],
+                        help="in a dry run, also run the H_max study on tiny Brax ants (minutes on a CPU)")
     parser.add_argument("--out", default="gpu_suite_out", help="folder for gpu_suite.json and gpu_suite.md")
     parser.add_argument("--runs", default=None, help="folder for the H_max study's runs (default OUT/learning_runs)")
     parser.add_argument("--budget", type=float, default=None,
