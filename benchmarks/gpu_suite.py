@@ -280,7 +280,11 @@ def learning_study(sizes: dict, mode: str, device: str, deadline: float, root: P
         if left <= max(need, 1.0):
             return {**{k: job[k] for k in ("backend", "method", "horizon", "seed")},
                     "status": f"not started ({left:.0f} s left, longest run {need:.0f} s)"}
-        record = learning_run(job, root, device, left, threads)
+        try:
+            record = learning_run(job, root, device, left, threads)
+        except Exception as error:  # noqa: BLE001 - one run's failure is recorded; the others go on
+            record = {**{k: job[k] for k in ("backend", "method", "horizon", "seed")},
+                      "status": f"failed ({type(error).__name__}: {error})", "seconds": 0.0, "tail": ""}
         with lock:
             longest["s"] = max(longest["s"], record["seconds"])
         return record
@@ -299,7 +303,9 @@ def learning_study(sizes: dict, mode: str, device: str, deadline: float, root: P
     failed = [r for r in records if r["status"] != "ok" and not r["status"].startswith("not started")]
     status = "ok" if finished and not failed else (f"failed ({len(failed)} runs)" if failed else "no run finished")
     labels = {name: backend["label"] for name, backend in sizes["backends"].items()}
-    return {"status": status, "seconds": round(time.perf_counter() - started, 1),
+    tail = "\n".join(f"{r['backend']} {r['method']} H={r['horizon']} seed {r['seed']}: {r['status']} "
+                     f"{r.get('tail', '')[-300:]}" for r in failed)[-2000:]
+    return {"status": status, "seconds": round(time.perf_counter() - started, 1), "tail": tail,
             "result": {"runs_finished": len(finished), "runs_planned": len(records)}, "labels": labels,
             "skipped_backends": skipped, "summary": summary, "runs": records,
             "sizes": {k: v for k, v in sizes.items() if k != "backends"}}
@@ -401,7 +407,13 @@ def suite(args, started: float) -> dict:
             name: backend if name != "brax" or name in args.with_learning else {**backend, "skip": why}
             for name, backend in learning["backends"].items()}}
     runs = Path(args.runs) if args.runs else Path(args.out) / "learning_runs"
-    steps["learning_hmax"] = learning_study(learning, mode, device, deadline, runs)
+    try:  # the measurements above are written whatever happens here
+        steps["learning_hmax"] = learning_study(learning, mode, device, deadline, runs)
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        steps["learning_hmax"] = {"status": "failed (suite error)", "tail": traceback.format_exc()[-2000:],
+                                  "summary": {}, "skipped_backends": {}, "runs": []}
     return results
 
 
