@@ -1,24 +1,106 @@
-"""Every GPU figure of issue 17 in one command: the CUDA tests and the measurements, one JSON and one table.
+"""Every GPU figure of benchmarks/RESULTS.md in one command: the CUDA tests, the measurements and the H_max
+learning study, one JSON and one markdown table.
 
-On a CUDA machine (budget: under 8 minutes), in this order, each in its own subprocess with a time limit:
+Why one script: a lent machine gives 15 minutes in all, start-up and transfers included, so everything is
+prepared here, run as one command, and written to one place; nothing has to be decided on the machine.
 
-1. ``pytest -m cuda tests/test_cuda.py``: cloth and Brax gradient checks and a short training run on CUDA;
-2. cloth forward+backward throughput, particle-substeps per second (8×8 and 32×32 cloths, 1024 and 4096
-   envs, 16 substeps) — goal ≥ 5e8 (8×8) and ≥ 2e9 (32×32) at 1024 envs;
-3. ``benchmarks/gpu_loop.py``: a whole SHAC iteration against the bare actor window at 64 and 4096
-   envs — goal ≥ 0.5;
-4. one MB-MIX iteration against one SHAC iteration (``pendulum_mbmix`` and ``pendulum_shac`` recipes, same
-   envs), as iterations per second and their ratio;
-5. ``benchmarks/brax_bridge.py``: the Brax bridge against pure JAX on ant, 2048 envs, H = 32 — goal ≥ 0.9.
+On a CUDA machine, in this order, each in its own subprocess with a time limit (times: the plan for an H100;
+**estimates, not measurements** — no GPU has been lent to the project yet; see "How the times were planned"):
 
-It writes ``gpu_suite.json`` (machine, versions, commit, every result) and ``gpu_suite.md`` (the same as
-one markdown table, ready for ``benchmarks/RESULTS.md``) into ``--out``. A step that fails or runs out of
-time is recorded as such and the suite goes on.
+====  =========================================================================================  ==========
+part  what                                                                                       planned
+====  =========================================================================================  ==========
+1     ``pytest -m cuda tests/test_cuda.py``: cloth and Brax gradient checks and a short training    60–120 s
+      run on CUDA (warp and XLA compile cold on a fresh machine)
+2     cloth forward+backward throughput, particle-substeps per second (8×8 and 32×32 cloths,         ~60 s
+      1024 and 4096 envs, 16 substeps) — goal ≥ 5e8 (8×8) and ≥ 2e9 (32×32) at 1024 envs
+3     ``benchmarks/gpu_loop.py``: a whole SHAC iteration against the bare actor window at 64 and     ~30 s
+      4096 envs — goal ≥ 0.5
+4     one MB-MIX iteration against one SHAC iteration (``pendulum_mbmix`` and ``pendulum_shac``,      ~30 s
+      same envs), as iterations per second and their ratio
+5     ``benchmarks/brax_bridge.py``: the Brax bridge against pure JAX on ant, 2048 envs, H = 32 —    60–120 s
+      goal ≥ 0.9 (compilation dominates; one window is ~0.7 s at the reference's 97.6k steps/s)
+6     the seed's H_max sweep: SHAC (``recipes/ant_shac.toml``) and MB-MIX (``recipes/ant_mbmix.toml``)  300 s
+      on Brax ant at its shipped size (128 envs, 1000-step episodes), and the same on the Newton     (the rest)
+      ant (``recipes/ant_newton_{shac,mbmix}.toml`` at their GPU size, 256 envs) when ``newton`` is
+      installed; H_max ∈ {16, 32, 48, 64, 96}; every run ``mbmix-fw run RECIPE --set ...``
+====  =========================================================================================  ==========
 
-``--dry-run`` runs the same path at tiny sizes on the CPU (CI runs it, under a minute): the CUDA tests are
-collected and skip, Brax is left out (it compiles for minutes on a CPU; ``--with-brax`` adds it).
+The whole suite has a budget (``--budget``, default 540 s = 9 minutes; 15 s of it kept to write the files).
+Parts 1–5 run first; each one's time limit is cut so that part 6 keeps 300 s (``LEARNING_RESERVE_S``), and
+part 6 spends whatever is left. A step that fails or runs out of time is recorded as such and the suite goes
+on; the files are written whatever happens.
 
-Run: ``python benchmarks/gpu_suite.py --out gpu_suite_out`` (GPU) or ``--dry-run`` (anywhere).
+Part 6, the H_max study. Every run of a backend spends the same env steps, ``envs × 192 × 4`` (192 is the
+least common multiple of the H_max values, so each H_max takes whole iterations: Brax 98 304 env steps = 48
+iterations at H = 16, 8 at H = 96), evaluated four times at equal env-step spacing on the recipe's episodes;
+MB-MIX's model-free warm-up is the first quarter of those env steps, so every H_max fits its model as long
+before using it. A run's score is the mean of its last 3 evaluations (as in ``learning_study.py``); each
+(backend, method, H_max) is summarised as the IQM over seeds with ``mb.summarize_scores``'s 95 % stratified
+bootstrap interval, and the table adds each method's worst H_max (the seed's robustness claim). Runs go 8 at
+a time on the one GPU (2 CPU threads each), **seed-major**: all of seed 0 (Brax, then Newton) before any of
+seed 1, so a budget that runs out leaves whole seeds. A run starts only while the time left exceeds the
+longest run so far, and is stopped at the deadline; the JSON records every run (finished, failed, stopped,
+not started). Up to 5 seeds are planned; within 9 minutes expect seed 0 (plan below), so the table's
+intervals are degenerate until a longer budget (``--budget``, or ``--runs`` reused by a second call on the
+same warm machine: finished runs are not run again) buys more seeds. This is a short budget for ant: it
+compares the window lengths' early learning at equal env steps, not final performance.
+
+How the times were planned (estimates, from CPU timings and the published reference; re-plan from the first
+real ``gpu_suite.json``, whose every step records its seconds). On the 2-core CPU sandbox one tiny Brax ant
+run (2 envs, 2 iterations) took 164 s, nearly all XLA compilation, and one tiny Newton ant run 16 s. On a GPU
+the compilation is of the same programs (the 16-core host compiles; the shared, guarded JAX cache lets later
+runs load instead), so a Brax run's start is planned at ~60 s in the first wave and ~10–20 s after. Training:
+the H100 reference for pure-JAX ant is 97.6k differentiable env-steps/s at 2048 envs (21 ms a step); at 128
+envs a step is bound by latency, planned at ~10 ms forward+backward, so 768 steps ≈ 8 s; four evaluations of
+16 × 1000 forward steps at ~4 ms ≈ 16 s; MB-MIX's model fits (16 steps with VJP probes per iteration) planned
+at 1.5–2× SHAC. A Brax run: ~40–90 s (SHAC), ~60–150 s (MB-MIX); the Newton ant's cold warp compilation is
+planned at ~60 s. Seed 0 is 20 runs: 8 at a time, ~3 waves of ~90 s ≈ 270 s, inside the 300 s reserve.
+
+It writes ``gpu_suite.json`` (machine, versions, commit, every result, every run of the study) and
+``gpu_suite.md`` (the same as markdown tables, ready for ``benchmarks/RESULTS.md``) into ``--out``.
+
+``--dry-run`` runs the same path at tiny sizes on the CPU (CI runs it: about 50 s on 2 cores, the study
+~30 s of it): the CUDA tests are collected and skip; the bridge measurement leaves Brax out (``--with-brax``
+adds it); the study runs on a pendulum stand-in (2 envs, H ∈ {2, 4}) and on the Newton ant (2 envs, H = 2)
+when ``newton`` is installed, and skips Brax ant (it compiles for minutes on a CPU; ``--with-learning brax``
+adds it), after validating every full-size run's recipe and settings.
+
+The command on a lent machine. Its image has Python 3.12 with torch 2.11 and jax 0.11.2 (CUDA), pytest,
+flax, optax, scipy, matplotlib, tensorboard, but not pydantic, brax, mujoco, warp-lang or newton: those travel
+as cp312 wheels (``--no-deps``: each dependency the code imports is named). mbmix-fw itself travels as a wheel
+built here, which registers the plugins' entry points (the suite puts the checkout first on the path, so the
+code that runs is the checkout's; hatchling is needed only here, to build it). Here, once, in the repository
+root::
+
+    echo /.whl/ >> .git/info/exclude
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \\
+        --platform manylinux2014_x86_64 -d /tmp/wheels \\
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \\
+        brax==0.14.2 jaxopt==0.8.5 trimesh==5.2.0 mujoco==4.0.1 mujoco-core==4.0.1 mujoco-studio==4.0.1 \\
+        mujoco-mjx==3.17.0 glfw==2.11.0 warp-lang==1.19.0 newton==1.8.0
+    pip wheel --no-deps --no-build-isolation -w /tmp/wheels .
+    tar -C /tmp -cf /tmp/wheels.tar wheels && split -n 4 -d /tmp/wheels.tar /tmp/wheels.tar.
+    for i in 0 1 2 3; do mkdir -p .whl/$i && mv /tmp/wheels.tar.0$i .whl/$i/; done
+
+The wheels come to ~190 MB (warp-lang alone is 149 MB), over the 64 MiB one call can carry, so they travel in
+four quarters, one call each, each call following the last within the machine's 30 s warm time:
+
+1. calls 1–4, carrying ``.whl/0`` … ``.whl/3`` in turn: ``cp .whl/*/wheels.tar.* /tmp/``; the fourth adds
+   ``&& cat /tmp/wheels.tar.0? | tar -C /tmp -xf - && python3 -m pip install -q --no-index --no-deps
+   --no-compile --target /tmp/site /tmp/wheels/*.whl`` (~1 minute: start-up, then ~15 s a call, planned);
+2. call 5, ``timeout_s=600`` (the suite's 540 s and a margin)::
+
+       export PYTHONPATH=$PWD:$PWD/plugins:/tmp/site PYTHONUNBUFFERED=1 &&
+       python3 benchmarks/gpu_suite.py --out $OUT --runs /tmp/gpu_runs
+
+``--runs`` keeps the study's run folders out of ``$OUT``, which brings back at most 8 files; ``$OUT`` gets
+``gpu_suite.json`` and ``gpu_suite.md``. In all ~12 of the lease's 15 minutes (planned). Not yet tried on the
+image: brax 0.14.2 with its jax 0.11.2 (tested here with jax 0.10.2); the entry points of a ``--target``
+install were checked here (``importlib.metadata`` finds them on ``PYTHONPATH``).
+
+Dry run anywhere: ``python benchmarks/gpu_suite.py --dry-run --out DIR``.
 """
 from __future__ import annotations
 
@@ -27,6 +109,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -50,7 +133,7 @@ HMAX = [16, 32, 48, 64, 96]
 spends the same env steps in whole iterations."""
 LEARNING = {
     "full": {
-        "horizons": HMAX, "unit": 192, "units": 4, "evaluations": 4, "seeds": 5, "jobs": 6,
+        "horizons": HMAX, "unit": 192, "units": 4, "evaluations": 4, "seeds": 5, "jobs": 8,
         "backends": {
             "brax": {"label": "Brax ant, 128 envs", "needs": ("jax", "brax", "mujoco"), "envs": 128, "sets": [],
                      "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
@@ -231,6 +314,17 @@ def check_settings(sizes: dict, mode: str) -> list[str]:
     return problems
 
 
+def finished(out: Path) -> bool:
+    """Whether a run folder holds a finished run: its last checkpoint and a last metrics row with a wall time."""
+    import csv
+
+    metrics = out / "metrics.csv"
+    if not (out / "checkpoints" / "last.pt").exists() or not metrics.exists():
+        return False
+    rows = list(csv.DictReader(metrics.open()))
+    return bool(rows) and rows[-1].get("time/wall_s") not in (None, "")
+
+
 def learning_run(job: dict, root: Path, device: str, timeout: float, threads: int) -> dict:
     """One CLI training run (``mbmix-fw run RECIPE --set ...``, as a user runs it); its score is the mean of its
     last 3 evaluations (``learning_study.py``'s score), with its wall time and env steps."""
@@ -239,10 +333,14 @@ def learning_run(job: dict, root: Path, device: str, timeout: float, threads: in
     out = root / f"{job['backend']}_{job['method']}_H{job['horizon']}_s{job['seed']}"
     cmd = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / job["recipe"]), "--out", str(out), "--no-progress",
            "--device", device, "--set", f"run.seed={job['seed']}", *(x for s in job["sets"] for x in ("--set", s))]
-    step = run(cmd, timeout, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    record = {k: job[k] for k in ("backend", "method", "horizon", "seed")}
-    record.update(status=step["status"], seconds=step["seconds"])
     metrics = out / "metrics.csv"
+    if finished(out):  # a run finished by an earlier call with the same --runs
+        step = {"status": "ok", "seconds": 0.0, "tail": "reused"}
+    else:
+        shutil.rmtree(out, ignore_errors=True)  # a run stopped part-way starts over
+        step = run(cmd, timeout, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    record = {k: job[k] for k in ("backend", "method", "horizon", "seed")}
+    record.update(status=step["status"], seconds=step["seconds"], reused=step["tail"] == "reused")
     if step["status"] != "ok" or not metrics.exists():
         return {**record, "tail": step["tail"][-800:]}
     rows = list(csv.DictReader(metrics.open()))
