@@ -156,9 +156,9 @@ LEARNING = {
                                    "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
 }
 """The H_max study's sizes. Full: each recipe at its GPU size (Brax ant 128 envs as shipped, Newton ant 256
-envs as its recipe says), episodes of 1000 steps, ``unit × units`` iterations' worth of env steps at H = 1
-(128 × 192 × 4 = 98 304 Brax env steps: 32 iterations at H = 16, 4 at H = 96), four evaluations on the
-recipes' 16 (Brax) / 8 (Newton) episodes. Dry: 2 envs, 8-step episodes, H ∈ {2, 4}."""
+envs as its recipe says), episodes of 1000 steps, ``envs × unit × units`` env steps per run (Brax
+128 × 192 × 4 = 98 304: 48 iterations at H = 16, 8 at H = 96; Newton 196 608), four evaluations on the
+recipes' 16 (Brax) / 8 (Newton) episodes. Dry: 2 envs, 8-step episodes, H ∈ {2, 4} (Newton H = 2 only)."""
 MBMIX_STUDY_SETS = {"full": [], "dry": ["scheduler.warmup_env_steps=0", "scheduler.model_fit_steps=2",
                                          "scheduler.model_branches=2", "world_model.batch_size=8"]}
 """MB-MIX's own settings in the study beyond the recipe's (whose warm-up the study sets to the first quarter of
