@@ -41,28 +41,31 @@ bootstrap interval, and the table adds each method's worst H_max (the seed's rob
 a time on the one GPU (2 CPU threads each), **seed-major**: all of seed 0 (Brax, then Newton) before any of
 seed 1, so a budget that runs out leaves whole seeds. A run starts only while the time left exceeds the
 longest run so far, and is stopped at the deadline; the JSON records every run (finished, failed, stopped,
-not started). Up to 5 seeds are planned; within 9 minutes expect seed 0 (plan below), so the table's
+not started). Up to 5 seeds are planned; within 9 minutes expect at most seed 0 (plan below), so the table's
 intervals are degenerate until a longer budget (``--budget``, or ``--runs`` reused by a second call on the
 same warm machine: finished runs are not run again) buys more seeds. This is a short budget for ant: it
 compares the window lengths' early learning at equal env steps, not final performance.
 
 How the times were planned (estimates, from CPU timings and the published reference; re-plan from the first
-real ``gpu_suite.json``, whose every step records its seconds). On the 2-core CPU sandbox one tiny Brax ant
-run (2 envs, 2 iterations) took 164 s, nearly all XLA compilation, and one tiny Newton ant run 16 s. On a GPU
-the compilation is of the same programs (the 16-core host compiles; the shared, guarded JAX cache lets later
-runs load instead), so a Brax run's start is planned at ~60 s in the first wave and ~10–20 s after. Training:
-the H100 reference for pure-JAX ant is 97.6k differentiable env-steps/s at 2048 envs (21 ms a step); at 128
-envs a step is bound by latency, planned at ~10 ms forward+backward, so 768 steps ≈ 8 s; four evaluations of
-16 × 1000 forward steps at ~4 ms ≈ 16 s; MB-MIX's model fits (16 steps with VJP probes per iteration) planned
-at 1.5–2× SHAC. A Brax run: ~40–90 s (SHAC), ~60–150 s (MB-MIX); the Newton ant's cold warp compilation is
-planned at ~60 s. Seed 0 is 20 runs: 8 at a time, ~3 waves of ~90 s ≈ 270 s, inside the 300 s reserve.
+real ``gpu_suite.json``, whose every step and run records its seconds). On the 2-core CPU sandbox a tiny Brax
+ant run (2 envs, 8-step episodes, H = 2) took 164 s with a cold JAX cache and 63 s with the shared programs
+cached, nearly all XLA compilation; a tiny MB-MIX one 202 s (its model's VJP probes compile more programs);
+a tiny Newton ant run 16–18 s. On a GPU the same programs are compiled (by the 16-core host; the shared,
+guarded JAX cache lets later runs load them), so a Brax run's start is planned at ~60 s (SHAC) and ~150 s
+(MB-MIX) in the first wave and ~10–30 s after. Training: the H100 reference for pure-JAX ant is 97.6k
+differentiable env-steps/s at 2048 envs (21 ms a step); at 128 envs a step is bound by latency, planned at
+~10 ms forward+backward, so a run's 768 steps ≈ 8 s; four evaluations of 16 × 1000 forward steps at ~4 ms ≈
+16 s; MB-MIX's model fits (16 steps with VJP probes per iteration) planned at 1.5–2× SHAC's training. Seed 0
+is 20 runs, 8 at a time: the Brax ten ≈ 200–250 s (the first wave's MB-MIX compilation dominates), the Newton
+ten (cold warp compilation ~60 s, then short runs) ≈ 100 s. So the 300 s reserve is planned to finish Brax's
+seed 0 and part of Newton's; a second call with the same ``--runs`` (``--budget`` to taste) completes it.
 
 It writes ``gpu_suite.json`` (machine, versions, commit, every result, every run of the study) and
 ``gpu_suite.md`` (the same as markdown tables, ready for ``benchmarks/RESULTS.md``) into ``--out``.
 
 ``--dry-run`` runs the same path at tiny sizes on the CPU (CI runs it: about 50 s on 2 cores, the study
-~30 s of it): the CUDA tests are collected and skip; the bridge measurement leaves Brax out (``--with-brax``
-adds it); the study runs on a pendulum stand-in (2 envs, H ∈ {2, 4}) and on the Newton ant (2 envs, H = 2)
+~30 s of it; 315 s with ``--with-learning brax``): the CUDA tests are collected and skip; the bridge
+measurement leaves Brax out (``--with-brax`` adds it); the study runs on a pendulum stand-in (2 envs, H ∈ {2, 4}) and on the Newton ant (2 envs, H = 2)
 when ``newton`` is installed, and skips Brax ant (it compiles for minutes on a CPU; ``--with-learning brax``
 adds it), after validating every full-size run's recipe and settings.
 
