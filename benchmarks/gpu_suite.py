@@ -65,9 +65,10 @@ It writes ``gpu_suite.json`` (machine, versions, commit, every result, every run
 
 ``--dry-run`` runs the same path at tiny sizes on the CPU (CI runs it: about 50 s on 2 cores, the study
 ~30 s of it; 315 s with ``--with-learning brax``): the CUDA tests are collected and skip; the bridge
-measurement leaves Brax out (``--with-brax`` adds it); the study runs on a pendulum stand-in (2 envs, H ∈ {2, 4}) and on the Newton ant (2 envs, H = 2)
-when ``newton`` is installed, and skips Brax ant (it compiles for minutes on a CPU; ``--with-learning brax``
-adds it), after validating every full-size run's recipe and settings.
+measurement leaves Brax out (``--with-brax`` adds it); the study runs on a pendulum stand-in (2 envs,
+H ∈ {2, 4}) and on the Newton ant (2 envs, H = 2) when ``newton`` is installed, and skips Brax ant (it
+compiles for minutes on a CPU; ``--with-learning brax`` adds it), after validating every full-size run's
+recipe and settings.
 
 The command on a lent machine. Its image has Python 3.12 with torch 2.11 and jax 0.11.2 (CUDA), pytest,
 flax, optax, scipy, matplotlib, tensorboard, but not pydantic, brax, mujoco, warp-lang or newton: those travel
