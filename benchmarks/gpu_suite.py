@@ -393,22 +393,25 @@ def learning_study(sizes: dict, mode: str, device: str, deadline: float, root: P
 
     with concurrent.futures.ThreadPoolExecutor(sizes["jobs"]) as pool:
         records = list(pool.map(one, jobs))
-    finished = [r for r in records if "score" in r]
+    done = [r for r in records if "score" in r]
     groups: dict = {}
-    for r in finished:
+    for r in done:
         groups.setdefault(f"{r['backend']}/{r['method']}/{r['horizon']}", []).append(r["score"])
     summary: dict = {}
     for key, s in mb.summarize_scores(groups).items():
         backend, method, horizon = key.split("/")
         summary.setdefault(backend, {}).setdefault(method, {})[horizon] = {
             "iqm": s.iqm, "low": s.low, "high": s.high, "seeds": s.runs}
-    failed = [r for r in records if r["status"] != "ok" and not r["status"].startswith("not started")]
-    status = "ok" if finished and not failed else (f"failed ({len(failed)} runs)" if failed else "no run finished")
+    # a run stopped at the deadline, or never started, is the budget's doing, not a failure
+    stopped = [r for r in records if r["status"].startswith(("timed out", "not started"))]
+    failed = [r for r in records if r["status"] != "ok" and r not in stopped]
+    status = (f"failed ({len(failed)} runs)" if failed else "no run finished" if not done else
+              f"ok ({len(stopped)} runs stopped or not started: budget)" if stopped else "ok")
     labels = {name: backend["label"] for name, backend in sizes["backends"].items()}
     tail = "\n".join(f"{r['backend']} {r['method']} H={r['horizon']} seed {r['seed']}: {r['status']} "
                      f"{r.get('tail', '')[-300:]}" for r in failed)[-2000:]
     return {"status": status, "seconds": round(time.perf_counter() - started, 1), "tail": tail,
-            "result": {"runs_finished": len(finished), "runs_planned": len(records)}, "labels": labels,
+            "result": {"runs_finished": len(done), "runs_planned": len(records)}, "labels": labels,
             "skipped_backends": skipped, "summary": summary, "runs": records,
             "sizes": {k: v for k, v in sizes.items() if k != "backends"}}
 
