@@ -153,7 +153,7 @@ BAD_RECIPES = {
                             "scheduler.contact_threshold: Input should be greater than 0"),
     "ahac on an env without contact signal (at build)": (
         {"scheduler.kind": '"ahac"'},
-        "scheduler Ahac needs the env's contact signal but env Pendulum does not report one"),
+        "scheduler 'ahac' needs the env's contact signal but env Pendulum does not report one"),
     "ahac horizons beyond what bptt can roll (at build)": (
         {"estimator.kind": '"bptt"', "estimator.horizon": None, "scheduler.kind": '"ahac"'},
         "scheduler 'ahac' plans horizons [8, 64] but estimator 'bptt' honours only [1, 8] on env 'pendulum'"),
