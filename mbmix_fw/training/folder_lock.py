@@ -27,6 +27,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from pathlib import Path
 
 from ..errors import UserError
@@ -100,12 +101,21 @@ def _this_process() -> dict[str, object]:
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+HOLDER_LINE_WAIT_S = 2.0
+"""How long a refused writer waits for the holder's line: the holder writes it just after taking the lock,
+so a writer refused in that instant (two started together) would otherwise name "an unknown process"."""
+
+
 def _read_holder(fd: int) -> dict[str, object]:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
-    except (OSError, ValueError):
-        holder = {}
-    return holder if isinstance(holder, dict) else {}
+    deadline = time.monotonic() + HOLDER_LINE_WAIT_S
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+        except (OSError, ValueError):  # empty, or caught half-written
+            holder = {}
+        if isinstance(holder, dict) and holder.get("pid") or time.monotonic() > deadline:
+            return holder if isinstance(holder, dict) else {}
+        time.sleep(0.02)
 
 
 def _refusal(folder: Path, holder: dict[str, object]) -> str:
