@@ -73,6 +73,7 @@ from ..contracts.rollout import Cursor
 from ..contracts.scheduler import Plan, plan_caller
 from ..errors import UserError
 from ..maths.jacobian_blend import JacobianBlend
+from .figures import save_figure
 from .gradient_statistics import exact_gradient
 
 KINDS = ("shac", "mix", "bptt", "model_window", "model_branches", "jacobian_blend")
@@ -447,13 +448,7 @@ def plot_quality(result: dict[str, Any], path: str | Path, title: str = "") -> P
     right.axhline(0.0, color="k", lw=0.8)
     right.legend(fontsize=8)
     right.grid(alpha=0.3)
-    fig.suptitle(title or "gradient quality at a saved policy")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title or "gradient quality at a saved policy")
 
 
 def load_run_trainer(run_dir: str | Path, registry, *, checkpoint: str | Path | None = None,

@@ -15,6 +15,7 @@ import torch
 from ..contracts.env import DiffEnv
 from ..contracts.estimator import GradientEstimator
 from ..maths.rollouts import PolicyFn, ValueFn
+from .figures import save_figure
 from .gradient_statistics import exact_gradient, fit_critic_to_policy, gradient_statistics
 
 
@@ -128,13 +129,7 @@ def plot_variance_study(rows: Sequence[dict[str, Any]], path: str | Path, title:
             if chosen:
                 axes[row][col].set_yscale("log")
             axes[row][col].grid(alpha=0.3)
-    fig.suptitle(title or "gradient variance and bias at fixed parameters")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title or "gradient variance and bias at fixed parameters")
 
 
 def variance_table(rows: Sequence[dict[str, Any]]) -> str:
