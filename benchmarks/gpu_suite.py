@@ -10,7 +10,7 @@ On a CUDA machine, in this order, each in its own subprocess with a time limit (
 ====  =========================================================================================  ==========
 part  what                                                                                       planned
 ====  =========================================================================================  ==========
-1     ``pytest -m cuda tests/test_cuda.py``: cloth and Brax gradient checks and a short training    60–120 s
+1     ``pytest -m cuda tests/project/test_cuda.py``: cloth and Brax gradient checks and a short training    60–120 s
       run on CUDA (warp and XLA compile cold on a fresh machine)
 2     cloth forward+backward throughput, particle-substeps per second (8×8 and 32×32 cloths,         ~60 s
       1024 and 4096 envs, 16 substeps) — goal ≥ 5e8 (8×8) and ≥ 2e9 (32×32) at 1024 envs
@@ -473,7 +473,7 @@ def suite(args, started: float) -> dict:
     results: dict = {"machine": machine(device), "dry_run": args.dry_run, "steps": {}}
     steps = results["steps"]
 
-    tests = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/test_cuda.py"],
+    tests = run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests/project/test_cuda.py"],
                 timeout=limit(240))
     summary = re.findall(r"(\d+) (passed|failed|skipped|error)", tests["tail"])
     steps["cuda_tests"] = {**tests, "counts": {kind: int(n) for n, kind in summary}}

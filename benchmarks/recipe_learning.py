@@ -1,5 +1,5 @@
 """The shipped pendulum recipes at their full budget, as a user runs them: initial and final evaluation, the
-gain, and the gain the recipe is expected to reach (what ``tests/test_recipes_e2e.py`` asserted before the
+gain, and the gain the recipe is expected to reach (what ``tests/project/test_recipes_e2e.py`` asserted before the
 suite's learning checks were shortened to about a minute each).
 
 Each recipe is a whole CLI run (``mbmix-fw run RECIPE``), 150 iterations: 1.5–4 minutes on 2 CPU cores for

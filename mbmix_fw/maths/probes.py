@@ -8,7 +8,7 @@ a differentiable ``step``.
 Why random unit vectors: for ``u`` uniform on the unit sphere of ``R^S``, ``E[u uᵀ] = I / S``, so for
 any matrix ``M`` with ``S`` rows ``S · E‖uᵀM‖² = ‖M‖²_F``. A probe loss is therefore an unbiased
 estimate of the squared Frobenius error of a whole Jacobian, divided by ``S`` (see
-``tests/test_probes.py``), at ``1/S`` of the cost of the full Jacobian.
+``tests/core/maths/test_probes.py``), at ``1/S`` of the cost of the full Jacobian.
 
 Process noise: probes are taken of the *noise-free* step ``dynamics.step(s, a, None)``. Env noise is
 additive (the :class:`~mbmix_fw.DiffEnv` contract draws it from the generator and adds it), so it

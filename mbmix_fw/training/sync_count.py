@@ -7,7 +7,7 @@ that *would* synchronise on a GPU: reading a value (``item``, ``bool``, ``float`
 ``torch.equal``. It counts what mbmix-fw's own code and the Python parts of torch call; reads inside
 C++ kernels are not seen (none of torch's eager kernels used by the trainer reads the device).
 
-Used by ``tests/test_gpu_loop.py`` (the count per iteration stays bounded) and
+Used by ``tests/core/training/test_sync_count.py`` (the count per iteration stays bounded) and
 ``benchmarks/gpu_loop.py``.
 """
 from __future__ import annotations

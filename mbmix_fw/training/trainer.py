@@ -40,7 +40,7 @@ Non-finite numbers (a diverging simulator is bad input, not a crash):
 The GPU hot loop reads the device from the host once per model-free iteration: metrics stay device
 tensors until :meth:`Trainer._read_metrics` reads them together, the NaN guard feeds its finite flag to
 the fused Adam kernel (``found_inf``) instead of branching on it in Python, and resets are masked
-(``DiffEnv.reset_done``) rather than tested (``tests/test_gpu_loop.py`` keeps the count at one).
+(``DiffEnv.reset_done``) rather than tested (``tests/core/training/test_sync_count.py`` keeps the count at one).
 """
 from __future__ import annotations
 
