@@ -210,3 +210,46 @@ def check_env(env: DiffEnv, *, batch_sizes=(1, 2, 5), seed: int = 0, surrogate_s
 
     if problems:
         raise AssertionError(f"{type(env).__name__} breaks the DiffEnv contract:\n- " + "\n- ".join(problems))
+
+
+def user_error_lines(stderr: str) -> list[str]:
+    """The messages of a CLI run's user errors, each checked to be one ``mbmix-fw: error: …`` line with no
+    traceback: what a test of a bad input asserts on."""
+    lines = stderr.strip().splitlines()
+    assert lines and all(line.startswith("mbmix-fw: error: ") for line in lines), stderr
+    assert "Traceback" not in stderr
+    return [line.removeprefix("mbmix-fw: error: ") for line in lines]
+
+
+def tiny_trainer(env: DiffEnv | None = None, estimator=None, scheduler=None, *, horizon: int = 4,
+                 world_model=None, out_dir=None, critic: dict | None = None, policy=None, optim=None,
+                 progress: bool = False, **run):
+    """A trainer small enough for a unit test, overriding only what the test is about.
+
+    Defaults: :class:`LinearEnv` (4 envs, 10-step episodes), ``shac`` with window ``horizon``, the
+    ``model_free`` scheduler, one critic pass of two minibatches, 2 evaluation envs, no periodic
+    evaluation and no periodic checkpoint (``checkpoint_every = 1000``), 4 iterations. ``critic`` updates
+    :class:`~mbmix_fw.CriticSettings`; ``policy`` and ``optim`` are settings objects passed through; every
+    other keyword is a :class:`~mbmix_fw.RunSettings` field.
+    The default estimator and scheduler are built through the registry, as a recipe would build them, so
+    this module imports no plugin. Why one helper: tests that each spelled these settings drifted apart.
+    """
+    from .building.registry import default_registry
+    from .contracts.context import BuildContext
+    from .contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
+    from .training.trainer import Trainer
+
+    env = env or LinearEnv(num_envs=4, episode_length=10)
+    registry = default_registry()
+    ctx = BuildContext.cpu().with_env(env)
+    if estimator is None:
+        shac = registry.estimator.get("shac")
+        estimator = registry.estimator.build(shac.config(kind="shac", horizon=horizon), ctx)
+    if scheduler is None:
+        model_free = registry.scheduler.get("model_free")
+        scheduler = registry.scheduler.build(model_free.config(kind="model_free"), ctx)
+    run = {"iterations": 4, "eval_envs": 2, "eval_every": 0, "checkpoint_every": 1000, **run}
+    critic = {"iterations": 1, "minibatches": 2, **(critic or {})}
+    return Trainer(env, estimator, scheduler, world_model=world_model, run=RunSettings(**run),
+                   critic=CriticSettings(**critic), policy=policy or PolicySettings(), optim=optim or OptimSettings(),
+                   out_dir=out_dir, progress=progress)

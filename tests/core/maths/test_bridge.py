@@ -154,9 +154,7 @@ def test_non_finite_gradients_pass_by_default_and_are_an_error_only_when_checked
 def test_one_envs_nan_adjoint_does_not_stop_the_others_learning():
     """CONTRIBUTING §10: a bridged simulator whose adjoint is NaN for one env trains on; that env's action
     gradient is zeroed and counted, the run does not end."""
-    from mbmix_estimators import Shac, ShacConfig
-    from mbmix_fw.testing import LinearEnv
-    from mbmix_fw.training.trainer import Trainer
+    from mbmix_fw.testing import LinearEnv, tiny_trainer
 
     def vjp(inputs, cotangents):
         (g,) = cotangents
@@ -171,11 +169,7 @@ def test_one_envs_nan_adjoint_does_not_stop_the_others_learning():
         def step(self, state, action, generator=None):
             return step(state, action)[0]
 
-    trainer = Trainer(Bridged(num_envs=4, episode_length=10, state_dim=1, action_dim=1),
-                      Shac(ShacConfig(horizon=4)), __import__("mbmix_schedulers").ModelFree(
-                          __import__("mbmix_schedulers").ModelFreeConfig()),
-                      run=mb.RunSettings(iterations=2, eval_envs=2, eval_every=0),
-                      critic=mb.CriticSettings(iterations=1, minibatches=2), progress=False)
+    trainer = tiny_trainer(Bridged(num_envs=4, episode_length=10, state_dim=1, action_dim=1), iterations=2)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     trainer.train()
     assert trainer.iteration == 2

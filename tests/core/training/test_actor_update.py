@@ -8,10 +8,7 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 CLIP = 0.5
 
@@ -35,9 +32,7 @@ class NaNGradient(torch.autograd.Function):
 @pytest.fixture
 def trainer():
     env = LinearEnv(num_envs=4, episode_length=8)
-    trainer = Trainer(env, Shac(ShacConfig(horizon=4)), ModelFree(ModelFreeConfig()),
-                      run=mb.RunSettings(iterations=1, eval_envs=2), optim=mb.OptimSettings(grad_clip=CLIP),
-                      progress=False)
+    trainer = tiny_trainer(env, optim=mb.OptimSettings(grad_clip=CLIP), iterations=1)
     trainer.guard.begin_iteration()
     return trainer
 

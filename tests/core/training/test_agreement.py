@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.agreement import HalfSplitPolicy
 from mbmix_fw.training.trainer import Trainer
 from mbmix_schedulers import Agree, AgreeConfig, ModelFree, ModelFreeConfig
@@ -120,9 +120,7 @@ class CountingEnv(LinearEnv):
 def test_agreement_adds_no_backward_pass(agreement):
     env = CountingEnv(num_envs=4, episode_length=50)
     scheduler = Agree(AgreeConfig(min_horizon=3, max_horizon=3)) if agreement else ModelFree(ModelFreeConfig())
-    trainer = Trainer(env, Shac(ShacConfig(horizon=3)), scheduler,
-                      run=mb.RunSettings(iterations=2, eval_envs=2, eval_every=0),
-                      critic=mb.CriticSettings(iterations=1), progress=False)
+    trainer = tiny_trainer(env, scheduler=scheduler, horizon=3, iterations=2)
     trainer.train()
     assert env.backward_calls == 2 * 3  # 2 iterations × 3 steps, one backward each
     rows = trainer.log.history[1:]

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 import mbmix_fw as mb
-from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
+from mbmix_estimators import Mix, MixConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 
 class Horizons(mb.Scheduler):
@@ -26,11 +25,7 @@ class Horizons(mb.Scheduler):
 
 def make_trainer(scheduler, estimator=None, out_dir=None, **run):
     run.setdefault("iterations", 1000)
-    return Trainer(
-        LinearEnv(num_envs=4, episode_length=50), estimator or Shac(ShacConfig(horizon=4)), scheduler,
-        run=mb.RunSettings(eval_envs=2, eval_every=run.pop("eval_every", 0), checkpoint_every=1000, **run),
-        critic=mb.CriticSettings(iterations=1, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(LinearEnv(num_envs=4, episode_length=50), estimator, scheduler, out_dir=out_dir, **run)
 
 
 def steps_column(trainer):

@@ -10,9 +10,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Bptt, BpttConfig, Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 N, H = 8, 8
 
@@ -53,9 +51,8 @@ class BadEnv(LinearEnv):
 
 
 def trainer_for(env, estimator=None, iterations=1, **run):
-    return Trainer(env, estimator or Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
-                   run=mb.RunSettings(iterations=iterations, eval_envs=4, **run),
-                   critic=mb.CriticSettings(iterations=2, minibatches=2), progress=False)
+    return tiny_trainer(env, estimator, horizon=H, critic={"iterations": 2}, iterations=iterations, eval_envs=4,
+                        **{"checkpoint_every": 50, **run})
 
 
 def actor_gradient(trainer, env, starts, estimator):
@@ -198,9 +195,8 @@ def test_the_split_half_policy_of_the_agree_scheduler_gates_nan_action_gradients
     from mbmix_schedulers import Agree, AgreeConfig
 
     bad = BadEnv([0], "backward", num_envs=N, episode_length=H)
-    trainer = Trainer(bad, Shac(ShacConfig(horizon=H)), Agree(AgreeConfig(min_horizon=H, max_horizon=H)),
-                      run=mb.RunSettings(iterations=2, eval_envs=4), critic=mb.CriticSettings(iterations=1),
-                      progress=False)
+    trainer = tiny_trainer(bad, scheduler=Agree(AgreeConfig(min_horizon=H, max_horizon=H)), horizon=H,
+                           iterations=2, eval_envs=4)
     trainer.train()
     rows = trainer.log.history[1:]
     assert all(r["guard/nonfinite_action_grads"] == H for r in rows)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
+from mbmix_estimators import Mix, MixConfig
 from mbmix_fw.training.checkpoint import load_checkpoint_file
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import CHECKPOINT, Trainer
-from mbmix_schedulers import Dyna, DynaConfig, ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
+from mbmix_fw.training.trainer import CHECKPOINT
+from mbmix_schedulers import Dyna, DynaConfig
 from mbmix_sobolev import SobolevConfig, make_sobolev
 
 N, H = 8, 8
@@ -49,23 +49,18 @@ class AlwaysNaNEnv(LinearEnv):
 
 
 def model_free(env, out_dir=None, iterations=6, **run):
-    return Trainer(
-        env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
-        run=mb.RunSettings(iterations=iterations, checkpoint_every=2, eval_envs=4, **run),
-        critic=mb.CriticSettings(iterations=2, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(env, horizon=H, out_dir=out_dir, critic={"iterations": 2}, iterations=iterations,
+                        checkpoint_every=2, eval_envs=4, **run)
 
 
 def dyna(env, out_dir=None, iterations=6):
     model = make_sobolev(SobolevConfig(hidden=[32, 32], probes=2, probe_source="random", batch_size=64,
                                        buffer_capacity=1000),
                          mb.BuildContext.cpu().with_env(env))
-    return Trainer(
-        env, Mix(MixConfig(horizon=H, lam=0.9)),
-        Dyna(DynaConfig(env_weight=0.5, model_branches=8, model_fit_steps=3, warmup_iterations=1)),
-        world_model=model, run=mb.RunSettings(iterations=iterations, checkpoint_every=2, eval_envs=4),
-        critic=mb.CriticSettings(iterations=2, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(env, Mix(MixConfig(horizon=H, lam=0.9)),
+                        Dyna(DynaConfig(env_weight=0.5, model_branches=8, model_fit_steps=3, warmup_iterations=1)),
+                        world_model=model, out_dir=out_dir, critic={"iterations": 2}, iterations=iterations,
+                        checkpoint_every=2, eval_envs=4)
 
 
 def all_finite(tensors) -> bool:

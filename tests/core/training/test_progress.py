@@ -7,12 +7,8 @@ import io
 import logging
 import math
 
-import mbmix_fw as mb
-from mbmix_estimators import Shac, ShacConfig
 from mbmix_fw.training.progress import LINE_EVERY_ITERATIONS, LINE_EVERY_SECONDS, SkippedUpdates, TrainingProgress
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 NAN = math.nan
 
@@ -108,11 +104,8 @@ class PoisonedEnv(LinearEnv):
 
 
 def test_a_diverging_run_logs_one_summary_per_iteration_numbered_like_metrics_csv(tmp_path, caplog):
-    trainer = Trainer(
-        PoisonedEnv(num_envs=4, episode_length=8), Shac(ShacConfig(horizon=4)), ModelFree(ModelFreeConfig()),
-        run=mb.RunSettings(iterations=3, eval_envs=2), critic=mb.CriticSettings(iterations=2, minibatches=4),
-        out_dir=tmp_path, progress=False,
-    )
+    trainer = tiny_trainer(PoisonedEnv(num_envs=4, episode_length=8), critic={"iterations": 2, "minibatches": 4},
+                           iterations=3, checkpoint_every=50, out_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="mbmix_fw"):
         trainer.train()
     summaries = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]

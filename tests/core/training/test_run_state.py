@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import CHECKPOINT, Trainer
+from mbmix_fw.testing import tiny_trainer
+from mbmix_fw.training.trainer import CHECKPOINT
 
 
 class RandomCriticPasses(mb.Scheduler):
@@ -32,11 +31,7 @@ class RandomCriticPasses(mb.Scheduler):
 
 
 def make_trainer(out_dir):
-    return Trainer(
-        LinearEnv(num_envs=4, episode_length=10), Shac(ShacConfig(horizon=4)), RandomCriticPasses(),
-        run=mb.RunSettings(iterations=8, checkpoint_every=4, eval_envs=2),
-        critic=mb.CriticSettings(iterations=1, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(scheduler=RandomCriticPasses(), iterations=8, checkpoint_every=4, out_dir=out_dir)
 
 
 def test_a_stateful_scheduler_resumes_exactly(tmp_path, crash_after_checkpoint):
@@ -69,8 +64,7 @@ class NumpyHorizon(mb.Scheduler):
 @pytest.mark.parametrize("value, kind", [(np.float64(4.0), "numpy.float64"), (np.float32(4.0), "numpy.float32"),
                                          (frozenset({4}), "frozenset")])
 def test_a_state_a_checkpoint_cannot_hold_is_refused_when_saved_naming_the_key(tmp_path, value, kind):
-    trainer = Trainer(LinearEnv(num_envs=4, episode_length=10), Shac(ShacConfig(horizon=4)), NumpyHorizon(value),
-                      run=mb.RunSettings(iterations=1, eval_envs=2), out_dir=tmp_path, progress=False)
+    trainer = tiny_trainer(scheduler=NumpyHorizon(value), iterations=1, out_dir=tmp_path)
     with pytest.raises(mb.UserError) as info:
         trainer.save_checkpoint()
     assert str(info.value).startswith(f"scheduler 'NumpyHorizon': state_dict()['schedule']['horizon'] is a {kind}; "
@@ -81,8 +75,7 @@ def test_a_state_a_checkpoint_cannot_hold_is_refused_when_saved_naming_the_key(t
 def test_plain_values_and_tensors_save_and_load_back(tmp_path):
     plain = {"h": 4.0, "n": 3, "on": True, "name": "x", "none": None, "steps": [1, (2, 3)], "t": torch.ones(2),
              "rng": torch.Generator().get_state(), "size": torch.Size([2])}
-    trainer = Trainer(LinearEnv(num_envs=4, episode_length=10), Shac(ShacConfig(horizon=4)), NumpyHorizon(plain),
-                      run=mb.RunSettings(iterations=1, eval_envs=2), out_dir=tmp_path, progress=False)
+    trainer = tiny_trainer(scheduler=NumpyHorizon(plain), iterations=1, out_dir=tmp_path)
     trainer.save_checkpoint()
     saved = torch.load(tmp_path / CHECKPOINT, weights_only=True)["components"]["scheduler"]["schedule"]["horizon"]
     assert saved["steps"] == [1, (2, 3)] and saved["h"] == 4.0

@@ -10,7 +10,7 @@ import torch
 import mbmix_fw as mb
 from mbmix_estimators import Bptt, BpttConfig, Mix, MixConfig, Shac, ShacConfig
 from mbmix_fw.contracts.scheduler import plan_caller
-from mbmix_fw.testing import LinearEnv
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.trainer import CHECKPOINT, Trainer
 from mbmix_schedulers import ModelFree, ModelFreeConfig
 
@@ -40,18 +40,9 @@ class TwoArguments(mb.Scheduler):
         return mb.Plan()
 
 
-def make_trainer(scheduler, estimator=None, iterations=4, out_dir=None, env=None, **run):
-    return Trainer(
-        env or LinearEnv(num_envs=4, episode_length=10), estimator or Shac(ShacConfig(horizon=4)), scheduler,
-        run=mb.RunSettings(iterations=iterations, eval_envs=2, eval_every=0,
-                           checkpoint_every=run.pop("checkpoint_every", 1000), **run),
-        critic=mb.CriticSettings(iterations=1, minibatches=2), out_dir=out_dir, progress=False,
-    )
-
-
 def test_plan_sees_the_previous_iterations_metrics_read_only():
     scheduler = Recorder()
-    trainer = make_trainer(scheduler, iterations=3)
+    trainer = tiny_trainer(scheduler=scheduler, iterations=3)
     trainer.train()
     assert [(i, t) for i, t, _ in scheduler.calls] == [(0, 3), (1, 3), (2, 3)]  # once per iteration, no more
     assert dict(scheduler.calls[0][2]) == {}
@@ -64,7 +55,7 @@ def test_plan_sees_the_previous_iterations_metrics_read_only():
 
 def test_two_argument_schedulers_keep_working_and_are_called_once_per_iteration():
     old = TwoArguments()
-    trainer = make_trainer(old, iterations=3)
+    trainer = tiny_trainer(scheduler=old, iterations=3)
     assert old.calls == []  # building the trainer plans nothing
     trainer.train()
     assert old.calls == [0, 1, 2]
@@ -86,7 +77,7 @@ def test_a_world_model_trainer_also_plans_nothing_at_construction():
 
 def test_plan_horizon_sets_the_window_its_metric_and_the_step_count():
     horizons = [1, 3, 2, 7]
-    trainer = make_trainer(Recorder(horizons), iterations=4)
+    trainer = tiny_trainer(scheduler=Recorder(horizons), iterations=4)
     trainer.train()
     rows = trainer.log.history[1:]
     assert [r["plan/horizon"] for r in rows] == horizons
@@ -121,7 +112,7 @@ def test_a_planned_horizon_and_lam_equal_the_configured_ones(make):
 
 
 def test_mix_reports_and_honours_the_planned_lam():
-    trainer = make_trainer(Recorder(lams=[0.2, None]), estimator=Mix(MixConfig(horizon=4, lam=0.9)), iterations=2)
+    trainer = tiny_trainer(scheduler=Recorder(lams=[0.2, None]), estimator=Mix(MixConfig(horizon=4, lam=0.9)), iterations=2)
     trainer.train()
     assert [r["plan/lam"] for r in trainer.log.history[1:]] == [0.2, 0.9]
     torch.manual_seed(0)
@@ -156,7 +147,7 @@ def test_a_plan_that_cannot_be_honoured_stops_before_any_update(estimator, decla
         def plan(self, iteration, total, metrics):
             return plan
 
-    trainer = make_trainer(Fixed(), estimator=estimator)
+    trainer = tiny_trainer(scheduler=Fixed(), estimator=estimator)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
     with pytest.raises(mb.UserError, match="^" + re.escape(f"scheduler 'Fixed' (iteration 0) {message}")):
         trainer.train()
@@ -173,7 +164,7 @@ def test_a_plan_beyond_what_the_scheduler_declares_stops_before_the_iteration(pl
         def plan(self, iteration, total, metrics):
             return plan
 
-    trainer = make_trainer(Undeclared(), estimator=Mix(MixConfig(horizon=4)))
+    trainer = tiny_trainer(scheduler=Undeclared(), estimator=Mix(MixConfig(horizon=4)))
     with pytest.raises(mb.UserError, match="^" + re.escape(f"scheduler 'Undeclared' (iteration 0) {message}")):
         trainer.train()
     assert trainer.env_steps == 0
@@ -182,7 +173,7 @@ def test_a_plan_beyond_what_the_scheduler_declares_stops_before_the_iteration(pl
 def test_a_plan_leaving_its_declared_range_midway_stops_that_iteration():
     """An adaptive scheduler that breaks its own declaration later in the run is stopped at that
     iteration, before it runs, naming the scheduler and the iteration."""
-    trainer = make_trainer(Recorder(horizons=[2, 3, 64]), iterations=4)
+    trainer = tiny_trainer(scheduler=Recorder(horizons=[2, 3, 64]), iterations=4)
     with pytest.raises(mb.UserError, match="^scheduler 'Recorder' \\(iteration 2\\) planned horizon 64, "
                                            "outside its declared horizon_range \\(1, 10\\)"):
         trainer.train()
@@ -215,11 +206,11 @@ class GrowOnProgress(mb.Scheduler):
 
 
 def test_a_stateful_adaptive_scheduler_resumes_with_the_same_plans(tmp_path, crash_after_checkpoint):
-    full = make_trainer(GrowOnProgress(), iterations=8, out_dir=tmp_path / "full", checkpoint_every=4)
+    full = tiny_trainer(scheduler=GrowOnProgress(), iterations=8, out_dir=tmp_path / "full", checkpoint_every=4)
     full.train()
-    crash_after_checkpoint(make_trainer(GrowOnProgress(), iterations=8, out_dir=tmp_path / "cut",
+    crash_after_checkpoint(tiny_trainer(scheduler=GrowOnProgress(), iterations=8, out_dir=tmp_path / "cut",
                                         checkpoint_every=4), 4)
-    resumed = make_trainer(GrowOnProgress(), iterations=8, out_dir=tmp_path / "cut", checkpoint_every=4)
+    resumed = tiny_trainer(scheduler=GrowOnProgress(), iterations=8, out_dir=tmp_path / "cut", checkpoint_every=4)
     resumed.load_checkpoint(tmp_path / "cut" / CHECKPOINT)
     resumed.train()
     planned = [r["plan/horizon"] for r in full.log.history[1:]]
@@ -231,9 +222,9 @@ def test_a_stateful_adaptive_scheduler_resumes_with_the_same_plans(tmp_path, cra
 
 
 def test_resume_hands_the_last_checkpointed_row_to_the_next_plan(tmp_path, crash_after_checkpoint):
-    crash_after_checkpoint(make_trainer(Recorder(), iterations=6, out_dir=tmp_path, checkpoint_every=3), 3)
+    crash_after_checkpoint(tiny_trainer(scheduler=Recorder(), iterations=6, out_dir=tmp_path, checkpoint_every=3), 3)
     scheduler = Recorder()
-    resumed = make_trainer(scheduler, iterations=6, out_dir=tmp_path, checkpoint_every=3)
+    resumed = tiny_trainer(scheduler=scheduler, iterations=6, out_dir=tmp_path, checkpoint_every=3)
     resumed.load_checkpoint(tmp_path / CHECKPOINT)
     resumed.train()
     first_iteration, _, seen = scheduler.calls[0]
@@ -245,7 +236,7 @@ def test_resume_hands_the_last_checkpointed_row_to_the_next_plan(tmp_path, crash
 def test_report_plots_the_horizon_of_each_iteration(tmp_path):
     from mbmix_fw.commands.report import read_metrics, write_report
 
-    make_trainer(Recorder([2, 5, 3]), iterations=3, out_dir=tmp_path / "run").train()
+    tiny_trainer(scheduler=Recorder([2, 5, 3]), iterations=3, out_dir=tmp_path / "run").train()
     assert read_metrics(tmp_path / "run")["plan/horizon"][1:].tolist() == [2.0, 5.0, 3.0]
     out, _ = write_report([tmp_path / "run"], tmp_path / "h.png", metric="plan/horizon")
     assert out.stat().st_size > 0

@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mbmix_fw as mb
 from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
 from mbmix_fw.training.sync_count import count_host_reads
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 
 def host_reads_per_iteration(estimator, minibatches: int, episode_length: int = 6) -> int:
     # episode_length < horizon: episodes end (and reset) inside every window
-    trainer = Trainer(
-        LinearEnv(num_envs=8, episode_length=episode_length), estimator, ModelFree(ModelFreeConfig()),
-        run=mb.RunSettings(iterations=4, eval_envs=2), critic=mb.CriticSettings(iterations=3, minibatches=minibatches),
-        progress=False,
-    )
+    trainer = tiny_trainer(LinearEnv(num_envs=8, episode_length=episode_length), estimator,
+                           critic={"iterations": 3, "minibatches": minibatches})
     trainer._read_metrics(trainer._iterate(trainer.scheduler.plan(0, 4)))  # warm-up (lazy inits)
     with count_host_reads(where=True) as reads:
         metrics = trainer._read_metrics(trainer._iterate(trainer.scheduler.plan(1, 4)))

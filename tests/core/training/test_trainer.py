@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_estimators import Shac, ShacConfig
 from mbmix_fw.training.checkpoint import load_checkpoint_file, save_checkpoint_file
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import CHECKPOINT, Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
+from mbmix_fw.training.trainer import CHECKPOINT
 
 
 class PoisonableEnv(LinearEnv):
@@ -25,12 +23,9 @@ class PoisonableEnv(LinearEnv):
 
 
 def make_trainer(out_dir=None, iterations=12, seed=0, env=None, **run):
-    env = env or LinearEnv(num_envs=8, episode_length=16)
-    return Trainer(
-        env, Shac(ShacConfig(horizon=8)), ModelFree(ModelFreeConfig()),
-        run=mb.RunSettings(iterations=iterations, seed=seed, checkpoint_every=4, eval_envs=4, **run),
-        critic=mb.CriticSettings(iterations=2, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(env or LinearEnv(num_envs=8, episode_length=16), horizon=8, out_dir=out_dir,
+                        critic={"iterations": 2}, iterations=iterations, seed=seed, checkpoint_every=4,
+                        eval_envs=4, **run)
 
 
 def params(trainer):

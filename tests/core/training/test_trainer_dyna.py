@@ -8,8 +8,8 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Mix, MixConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import CHECKPOINT, Trainer
+from mbmix_fw.testing import LinearEnv, tiny_trainer
+from mbmix_fw.training.trainer import CHECKPOINT
 from mbmix_schedulers import Dyna, DynaConfig
 from mbmix_sobolev import SobolevConfig, make_sobolev
 
@@ -21,11 +21,8 @@ def make_trainer(out_dir=None, iterations=10, env_weight=0.5, warmup=2, alpha=1.
                                        alpha_a=alpha, batch_size=64, buffer_capacity=500), ctx)
     scheduler = Dyna(DynaConfig(env_weight=env_weight, model_branches=8, model_fit_steps=4,
                                 warmup_iterations=warmup))
-    return Trainer(
-        env, Mix(MixConfig(horizon=8, lam=0.9)), scheduler, world_model=model,
-        run=mb.RunSettings(iterations=iterations, checkpoint_every=3, eval_envs=4),
-        critic=mb.CriticSettings(iterations=2, minibatches=2), out_dir=out_dir, progress=False,
-    )
+    return tiny_trainer(env, Mix(MixConfig(horizon=8, lam=0.9)), scheduler, world_model=model, out_dir=out_dir,
+                        critic={"iterations": 2}, iterations=iterations, checkpoint_every=3, eval_envs=4)
 
 
 def state_tensors(trainer):

@@ -8,20 +8,14 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 GAMMA, LAM = 0.9, 0.7
 
 
 def make_trainer(num_envs=3, **critic):
-    critic = {"iterations": 1, "minibatches": 1, "lam": LAM, **critic}
-    return Trainer(
-        LinearEnv(state_dim=2, num_envs=num_envs, episode_length=50), Shac(ShacConfig(horizon=4, gamma=GAMMA)),
-        ModelFree(ModelFreeConfig()), run=mb.RunSettings(iterations=4, eval_envs=2),
-        critic=mb.CriticSettings(**critic), progress=False,
-    )
+    return tiny_trainer(LinearEnv(state_dim=2, num_envs=num_envs, episode_length=50),
+                        Shac(ShacConfig(horizon=4, gamma=GAMMA)), critic={"minibatches": 1, "lam": LAM, **critic})
 
 
 def perturb(module, seed=1):

@@ -6,13 +6,12 @@ import pytest
 import torch
 
 import mbmix_fw as mb
-from mbmix_estimators import Mix, MixConfig, Shac, ShacConfig
+from mbmix_estimators import Mix, MixConfig
 from mbmix_fw.maths.jacobian_blend import JacobianBlend
 from mbmix_fw.maths.adjoint_tap import TappedDynamics
-from mbmix_fw.testing import LinearEnv
-from mbmix_fw.training.trainer import Trainer
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.world_model_learner import MODEL_EXPLOSION
-from mbmix_schedulers import Dyna, DynaConfig, ModelFree, ModelFreeConfig
+from mbmix_schedulers import Dyna, DynaConfig
 from mbmix_sobolev import SobolevConfig, make_sobolev
 
 H, N = 8, 8
@@ -25,10 +24,8 @@ def dyna_trainer(iterations=4, probe_source="adjoint", probes=1, branch_steps=0,
     world_model = make_sobolev(config, mb.BuildContext.cpu().with_env(env))
     scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=2, warmup_iterations=warmup,
                                 jacobian_blend=blend))
-    return Trainer(env, Mix(MixConfig(horizon=H, lam=0.9)), scheduler, world_model=world_model,
-                   run=mb.RunSettings(iterations=iterations, checkpoint_every=100, eval_envs=2),
-                   critic=mb.CriticSettings(iterations=1, minibatches=1, model_branch_steps=branch_steps),
-                   progress=False)
+    return tiny_trainer(env, Mix(MixConfig(horizon=H, lam=0.9)), scheduler, world_model=world_model,
+                        critic={"minibatches": 1, "model_branch_steps": branch_steps}, iterations=iterations)
 
 
 def test_adjoint_probes_fill_the_buffer_with_the_simulators_own_vjps():
@@ -46,9 +43,7 @@ def test_simulator_cost_counts_rollout_steps_backward_vjps_and_probes():
     """SHAC: one forward and one VJP per env step. Random probes add P VJPs (and a recompute) per
     transition; the held-out full-Jacobian evaluation on this small env adds S VJPs per evaluated row."""
     env = LinearEnv(num_envs=N, episode_length=16)
-    shac = Trainer(env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
-                   run=mb.RunSettings(iterations=3, checkpoint_every=100, eval_envs=2),
-                   critic=mb.CriticSettings(iterations=1, minibatches=1), progress=False)
+    shac = tiny_trainer(env, horizon=H, critic={"minibatches": 1}, iterations=3)
     last = shac.train()
     assert (last["sim/steps"], last["sim/vjps"]) == (3 * H * N, 3 * H * N)
     assert last["time/wall_s"] > 0
@@ -81,8 +76,7 @@ def test_the_real_window_is_tapped_and_blended_as_planned():
     assert isinstance(blended.simulator, TappedDynamics) and blended.model is trainer.world_model
     rows = trainer.train()
     assert rows["buffer/size"] == 4 * H * N  # w < 1: the simulator still gets the actor's gradient
-    no_model = Trainer(LinearEnv(num_envs=N), Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
-                       progress=False)
+    no_model = tiny_trainer(LinearEnv(num_envs=N), horizon=H)
     with pytest.raises(mb.UserError, match="no world model"):
         no_model._real_dynamics(mb.Plan(jacobian_blend=0.5))
 
@@ -181,8 +175,7 @@ def test_the_models_share_of_the_actor_step_is_logged(env_weight):
 
 def test_a_model_free_run_logs_no_model_share():
     env = LinearEnv(num_envs=N, episode_length=16)
-    rows = Trainer(env, Shac(ShacConfig(horizon=H)), ModelFree(ModelFreeConfig()),
-                   run=mb.RunSettings(iterations=1, eval_envs=2), progress=False).train()
+    rows = tiny_trainer(env, horizon=H, iterations=1).train()
     assert "model/grad_share" not in rows
 
 

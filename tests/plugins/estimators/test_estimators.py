@@ -10,7 +10,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Bptt, BpttConfig, Mix, MixConfig, Shac, ShacConfig, register_estimators
-from mbmix_fw.testing import LinearEnv
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 
 
 class NoisyFallingEnv(LinearEnv):
@@ -247,11 +247,9 @@ def test_truncated_bptt_continues_the_cursor_and_cuts_the_graph():
 
 
 def test_truncated_bptt_trains_through_the_trainer():
-    from mbmix_schedulers import ModelFree, ModelFreeConfig
 
     env = LinearEnv(num_envs=4, episode_length=6)
-    trainer = mb.Trainer(env, Bptt(BpttConfig(horizon=4)), ModelFree(ModelFreeConfig()),
-                         run=mb.RunSettings(iterations=3, eval_envs=2, eval_every=0), progress=False)
+    trainer = tiny_trainer(env, Bptt(BpttConfig(horizon=4)), iterations=3)
     final = trainer.train()
     rows = trainer.log.history[1:]
     assert [r["plan/horizon"] for r in rows] == [4.0, 4.0, 4.0] and final["env/steps"] == 3 * 4 * 4

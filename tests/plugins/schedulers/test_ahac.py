@@ -10,7 +10,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Shac, ShacConfig
-from mbmix_fw.testing import LinearEnv
+from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.trainer import Trainer
 from mbmix_schedulers import Ahac, AhacConfig
 
@@ -98,8 +98,7 @@ class ContactLinearEnv(LinearEnv):
 
 def test_the_trainer_logs_the_windows_mean_contact_stiffness():
     env = ContactLinearEnv(num_envs=3, episode_length=50)
-    trainer = Trainer(env, Shac(ShacConfig(horizon=5)), Ahac(AhacConfig(min_horizon=5, max_horizon=5)),
-                      run=mb.RunSettings(iterations=1, eval_envs=2, eval_every=0), progress=False)
+    trainer = tiny_trainer(env, scheduler=Ahac(AhacConfig(min_horizon=5, max_horizon=5)), horizon=5, iterations=1)
     start = trainer.cursor.state.clone()
     windows = []
     original = trainer.estimator.estimate
@@ -125,10 +124,8 @@ def test_ahac_adapts_the_cloths_horizon_and_resumes_exactly(tmp_path, crash_afte
     def make(out):
         env = make_cloth_fold(ClothFoldConfig(num_envs=2, grid_size=4, episode_length=12), mb.BuildContext.cpu())
         scheduler = Ahac(AhacConfig(min_horizon=2, max_horizon=6, contact_threshold=0.1, dual_lr=0.5))
-        return Trainer(env, Shac(ShacConfig(horizon=16)), scheduler,
-                       run=mb.RunSettings(iterations=6, eval_envs=2, eval_every=0, checkpoint_every=3),
-                       policy=mb.PolicySettings(hidden=[8], normalize_obs=False),
-                       critic=mb.CriticSettings(hidden=[8], iterations=1), out_dir=out, progress=False)
+        return tiny_trainer(env, scheduler=scheduler, horizon=16, policy=mb.PolicySettings(hidden=[8], normalize_obs=False),
+                            critic={"hidden": [8], "minibatches": 4}, iterations=6, checkpoint_every=3, out_dir=out)
 
     full = make(tmp_path / "full")
     full.train()
