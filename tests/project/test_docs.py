@@ -83,8 +83,8 @@ def headings_slugs(page: Path) -> set[str]:
 
 
 def links(page: Path) -> list[str]:
-    """Relative link targets of a page, code blocks and inline code left out."""
-    text = re.sub(r"`[^`\n]*`", "", FENCE.sub("", page.read_text(encoding="utf-8")))
+    """Relative link targets of a page, code blocks left out."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
     return [t for t in LINK.findall(text) if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
 
 
