@@ -196,9 +196,9 @@ def test_a_table_added_or_removed_is_a_difference(tmp_path):
 
 
 @pytest.mark.parametrize("doc, start, end", [("docs/runs.md", "a resume honours changes to", "only (`RESUMABLE`"),
-                                              ("CONTRIBUTING.md", "an edit its checkpoint cannot honour",
+                                              ("docs/cli.md", "an edit its checkpoint cannot honour",
                                                "may change (`RESUMABLE`")])
-def test_readme_and_contributing_list_exactly_the_resumable_settings(doc, start, end):
+def test_the_guides_list_exactly_the_resumable_settings(doc, start, end):
     text = (Path(__file__).resolve().parents[3] / doc).read_text(encoding="utf-8")
     assert start in text, doc
     listed = re.findall(r"`(run\.[a-z_]+)`", text.split(start, 1)[1].split(end, 1)[0])

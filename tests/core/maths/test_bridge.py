@@ -152,8 +152,9 @@ def test_non_finite_gradients_pass_by_default_and_are_an_error_only_when_checked
 
 
 def test_one_envs_nan_adjoint_does_not_stop_the_others_learning():
-    """CONTRIBUTING §10: a bridged simulator whose adjoint is NaN for one env trains on; that env's action
-    gradient is zeroed and counted, the run does not end."""
+    """CONTRIBUTING, "Design decisions" (one bad env does not stop the others learning): a bridged simulator
+    whose adjoint is NaN for one env trains on; that env's action gradient is zeroed and counted, the run
+    does not end."""
     from mbmix_fw.testing import LinearEnv, tiny_trainer
 
     def vjp(inputs, cotangents):
