@@ -27,7 +27,8 @@ class Plan:
     4. ``critic_iterations`` passes of critic regression on the TD(λ) targets of both rollouts.
     5. ``model_fit_steps`` minibatch steps of world-model fitting on the buffer.
 
-    ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration.
+    ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration, on top of
+    ``optim.lr_schedule``, which the trainer applies whatever the scheduler (1: the schedule alone).
     ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
     through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
 

@@ -333,10 +333,13 @@ class Trainer:
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
+        """``optim.lr_schedule`` at this iteration of the planned total (the loop's, whatever the scheduler),
+        times the plan's own scales."""
+        scale = self.optim_cfg.lr_scale(self.iteration, self.planned_total())
         for group in self.actor_opt.param_groups:
-            group["lr"] = self.optim_cfg.actor_lr * plan.actor_lr_scale
+            group["lr"] = self.optim_cfg.actor_lr * scale * plan.actor_lr_scale
         for group in self.critic_opt.param_groups:
-            group["lr"] = self.optim_cfg.critic_lr * plan.critic_lr_scale
+            group["lr"] = self.optim_cfg.critic_lr * scale * plan.critic_lr_scale
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""

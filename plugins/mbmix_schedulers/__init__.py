@@ -11,12 +11,6 @@ from pydantic import Field, ValidationInfo, field_validator
 import mbmix_fw as mb
 
 
-def _lr_scale(schedule: str, iteration: int, total: int) -> float:
-    """Linear decay to 0 over the run, or constant. (DiffRL's SHAC decays linearly too, but to an
-    absolute 1e-5 at its last epoch rather than to 0.)"""
-    return 1.0 - iteration / total if schedule == "linear" else 1.0
-
-
 def _horizon_range_not_empty(max_horizon: int, info: ValidationInfo) -> int:
     """Field validator body of an adaptive scheduler's ``max_horizon`` (the error names the field)."""
     low = info.data.get("min_horizon")
@@ -28,8 +22,6 @@ def _horizon_range_not_empty(max_horizon: int, info: ValidationInfo) -> int:
 
 class ModelFreeConfig(mb.SchedulerConfig):
     kind: Literal["model_free"] = "model_free"
-    lr_schedule: Literal["constant", "linear"] = "linear"
-    """Learning-rate schedule for actor and critic: linear decays to 0 (DiffRL's SHAC ends at 1e-5)."""
 
 
 class ModelFree(mb.Scheduler):
@@ -39,8 +31,7 @@ class ModelFree(mb.Scheduler):
         self.config = config
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
-        scale = _lr_scale(self.config.lr_schedule, iteration, total)
-        return mb.Plan(env_weight=1.0, actor_lr_scale=scale, critic_lr_scale=scale)
+        return mb.Plan(env_weight=1.0)
 
 
 class DynaConfig(mb.SchedulerConfig):
@@ -64,9 +55,6 @@ class DynaConfig(mb.SchedulerConfig):
     """r: a fit budget that keeps up with the data — each iteration also fits ``ceil(r · n / batch_size)``
     minibatches, ``n`` the transitions the iteration added to the buffer (r = 1: every new transition is
     seen once on average), on top of ``model_fit_steps``. 0: ``model_fit_steps`` only."""
-    lr_schedule: Literal["constant", "linear"] = "linear"
-    """Learning-rate schedule for actor and critic: ``linear`` decays to 0 over ``run.iterations`` (SHAC),
-    ``constant`` keeps ``optim.actor_lr`` and ``optim.critic_lr``."""
     jacobian_blend: float = Field(0.0, ge=0.0, le=1.0)
     """w: after warm-up, the real window keeps the simulator's values but backpropagates through
     ``w·∂model + (1−w)·∂simulator`` (mbmix_fw/maths/jacobian_blend.py): a smooth learned Jacobian damps
@@ -115,7 +103,6 @@ class Dyna(mb.Scheduler):
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
         cfg = self.config
-        scale = _lr_scale(cfg.lr_schedule, iteration, total)
         if cfg.warmup_env_steps is not None:
             warming = metrics.get("env/steps", 0.0) < cfg.warmup_env_steps
         else:
@@ -131,8 +118,6 @@ class Dyna(mb.Scheduler):
             env_weight=beta,
             model_branches=0 if beta == 1.0 else cfg.model_branches,
             model_fit_steps=cfg.model_fit_steps,
-            actor_lr_scale=scale,
-            critic_lr_scale=scale,
             jacobian_blend=0.0 if warming else cfg.jacobian_blend,
             model_horizon=cfg.model_horizon,
             branch_recent=cfg.branch_recent,
@@ -160,9 +145,9 @@ class AhacConfig(mb.SchedulerConfig):
     dflex's locomotion bodies; rescale for other envs (the 0.5 kg cloth: ``recipes/cloth_ahac.toml``)."""
     dual_lr: float = Field(5e-4, gt=0.0)
     """Step size of both the dual variable and H (AHAC's ``lambd_lr = 5e-4``; it uses one for both)."""
-    lr_schedule: Literal["constant", "linear"] = "linear"
-    """``linear``: actor and critic learning rates decay to 0 over the run and ``dual_lr`` to
-    ``dual_lr / 50`` (AHAC: 5e-4 → 1e-5); ``constant`` keeps all three."""
+    dual_lr_schedule: Literal["constant", "linear"] = "linear"
+    """``linear``: ``dual_lr`` decays to ``dual_lr / 50`` over the run (AHAC: 5e-4 → 1e-5, with the same
+    schedule as its learning rates, which are ``optim.lr_schedule``'s); ``constant`` keeps it."""
     horizon_direction: Literal["diffrl", "shorten_when_stiff"] = "diffrl"
     """Sign of the H step. ``diffrl`` is DiffRL's code, ``H += lr·Σλ`` with ``λ -= lr·(C - c)``: H *grows*
     while the mean stiffness c exceeds C and shrinks below it (from H_min upwards, so with c < C it stays
@@ -199,16 +184,14 @@ class Ahac(mb.Scheduler):
         self.dual = 0.0  # λ₀
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
-        cfg = self.config
         if iteration > 0:
             self._dual_step(metrics, self._dual_lr(iteration - 1, total))
-        scale = _lr_scale(cfg.lr_schedule, iteration, total)
-        return mb.Plan(horizon=round(self.horizon), actor_lr_scale=scale, critic_lr_scale=scale)
+        return mb.Plan(horizon=round(self.horizon))
 
     def _dual_lr(self, iteration: int, total: int) -> float:
         """AHAC decays ``lambd_lr`` linearly with the epoch from 5e-4 to 1e-5 (to lr/50 here)."""
         lr = self.config.dual_lr
-        return lr + (lr / 50 - lr) * iteration / total if self.config.lr_schedule == "linear" else lr
+        return lr + (lr / 50 - lr) * iteration / total if self.config.dual_lr_schedule == "linear" else lr
 
     def _dual_step(self, metrics: Mapping[str, float], lr: float) -> None:
         mean = metrics.get("contact/stiffness", math.nan)
@@ -259,8 +242,6 @@ class AgreeConfig(mb.SchedulerConfig):
     """Factor on H when they disagree."""
     smoothing: float = Field(0.5, ge=0.0, lt=1.0)
     """Weight of the previous smoothed cosine in ``c̄ ← smoothing·c̄ + (1 - smoothing)·cos`` (0: none)."""
-    lr_schedule: Literal["constant", "linear"] = "linear"
-    """Actor and critic learning rates: ``linear`` decays to 0 over the run (as ``model_free``)."""
 
     @field_validator("max_horizon")
     @classmethod
@@ -296,11 +277,9 @@ class Agree(mb.Scheduler):
         self.smoothed = math.nan  # no measurement yet
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
-        cfg = self.config
         if "grad/half_cosine" in metrics or "grad/actor_norm" in metrics:  # a policy update ran
             self._update(metrics.get("grad/half_cosine", math.nan))
-        scale = _lr_scale(cfg.lr_schedule, iteration, total)
-        return mb.Plan(horizon=round(self.horizon), actor_lr_scale=scale, critic_lr_scale=scale)
+        return mb.Plan(horizon=round(self.horizon))
 
     def _update(self, cosine: float) -> None:
         cfg, (low, high) = self.config, self.horizon_range
