@@ -70,7 +70,7 @@ import attrs
 import torch
 
 from ..contracts.rollout import Cursor
-from ..contracts.scheduler import Plan, plan_caller
+from ..contracts.scheduler import Plan
 from ..errors import UserError
 from ..maths.jacobian_blend import JacobianBlend
 from .figures import save_figure
@@ -176,7 +176,7 @@ def _plan_at(trainer) -> Plan:
     """The plan the scheduler gives the trainer's next iteration, from the checkpoint's last metrics row."""
     metrics = MappingProxyType(dict(trainer.log.last_row(trainer.iteration)))
     total = max(trainer.planned_total(), trainer.iteration + 1)
-    return plan_caller(trainer.scheduler)(trainer.iteration, total, metrics)
+    return trainer.scheduler.plan(trainer.iteration, total, metrics)
 
 
 class GradientQuality:

@@ -57,7 +57,7 @@ from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from ..contracts.rollout import COLUMNS, Cursor, Rollout
 from ..contracts.component import component_label
-from ..contracts.scheduler import Plan, Scheduler, plan_caller
+from ..contracts.scheduler import Plan, Scheduler
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
 from ..errors import TrainingDiverged, UserError
@@ -146,7 +146,7 @@ class Trainer:
         self.buffer = None if self.model_update is None else self.model_update.buffer
         self.evaluator = Evaluator(env, self.policy, self.networks.normalize, run.seed, run.eval_envs, self.device)
 
-        self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._plan = scheduler.plan  # data-parallel ranks replace it with rank 0's plan (distributed/ddp.py)
         self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
         self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
         if self._needs_agreement and env.num_envs < 2:
