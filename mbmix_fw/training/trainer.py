@@ -55,6 +55,7 @@ import torch
 
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
+from ..contracts.metrics import ACTOR_UPDATED
 from ..contracts.rollout import COLUMNS, Cursor, Rollout
 from ..contracts.component import component_label
 from ..contracts.scheduler import Plan, Scheduler
@@ -241,6 +242,7 @@ class Trainer:
         # ---- policy update on β·L_env + (1-β)·L_model
         stepped = self.actor_update.step(real, branch, plan.env_weight)
         metrics.update(stepped)
+        metrics[ACTOR_UPDATED] = 1.0 if stepped else 0.0
         if stepped and plan.env_weight > 0 and plan.jacobian_blend < 1:  # the backward ran through every real step
             self.cost.vjps += metrics["_steps"]
         if stepped and split is not None:
@@ -282,7 +284,7 @@ class Trainer:
         finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~finite).sum()
         metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
-        self.episodes.track(real.rollout, finite, self.cursor.state, metrics)
+        self.episodes.track(real.rollout, finite, real.fresh_episodes, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
         metrics["plan/horizon"] = float(real.rollout.steps)  # the window this iteration actually ran

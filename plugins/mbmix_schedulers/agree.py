@@ -67,6 +67,7 @@ class Agree(mb.Scheduler):
     """Multiplicative H updates from the previous iteration's smoothed split-half gradient cosine."""
 
     needs_gradient_agreement = True
+    reads = frozenset({mb.ACTOR_UPDATED})
 
     def __init__(self, config: AgreeConfig, ctx: mb.BuildContext | None = None):
         self.config = config
@@ -75,7 +76,7 @@ class Agree(mb.Scheduler):
         self.smoothed = math.nan  # no measurement yet
 
     def plan(self, iteration: int, total: int, metrics: Mapping[str, float] = mb.NO_METRICS) -> mb.Plan:
-        if "grad/half_cosine" in metrics or "grad/actor_norm" in metrics:  # a policy update ran
+        if metrics.get(mb.ACTOR_UPDATED, 0.0) > 0:  # a policy update ran (its cosine is NaN if skipped)
             self._update(metrics.get("grad/half_cosine", math.nan))
         return mb.Plan(horizon=round(self.horizon))
 
