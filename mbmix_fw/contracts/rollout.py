@@ -100,6 +100,10 @@ class Rollout:
     def num_envs(self) -> int:
         return self.rewards.shape[1]
 
+    def first(self, steps: int) -> "Rollout":
+        """Its first ``steps`` steps (TD(λ) targets then bootstrap at the cut; ``end`` is kept as it was)."""
+        return attrs.evolve(self, **{name: getattr(self, name)[:steps] for name in COLUMNS})
+
     def detach(self) -> "Rollout":
         return attrs.evolve(
             self,

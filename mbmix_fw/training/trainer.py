@@ -56,7 +56,7 @@ import torch
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from ..contracts.metrics import ACTOR_UPDATED
-from ..contracts.rollout import COLUMNS, Cursor, Rollout
+from ..contracts.rollout import Cursor
 from ..contracts.component import component_label
 from ..contracts.scheduler import Plan, Scheduler
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
@@ -80,12 +80,6 @@ from .window_metrics import EpisodeReturns, contact_metrics
 from .world_model_learner import WorldModelLearner
 
 log = logging.getLogger("mbmix_fw")
-
-
-def _first_steps(rollout: Rollout, steps: int) -> Rollout:
-    """The first ``steps`` steps of a rollout (TD(λ) targets then bootstrap at the cut)."""
-    cut = {name: getattr(rollout, name)[:steps] for name in COLUMNS}
-    return attrs.evolve(rollout, **cut)
 
 
 class Trainer:
@@ -254,7 +248,7 @@ class Trainer:
         if self.estimator.uses_critic:
             rollouts = [real.rollout]
             if branch is not None and self.critic_cfg.model_branch_steps > 0:
-                rollouts.append(_first_steps(branch.rollout, self.critic_cfg.model_branch_steps))
+                rollouts.append(branch.rollout.first(self.critic_cfg.model_branch_steps))
             metrics["loss/critic"] = self.critic_update.update(rollouts, plan)
 
         # ---- world model: held-out error on the new window, then fit on the buffer
@@ -335,8 +329,7 @@ class Trainer:
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
-        """``optim.lr_schedule`` at this iteration of the planned total (the loop's, whatever the scheduler),
-        times the plan's own scales."""
+        """``optim.lr_schedule`` (the loop's, whatever the scheduler) times the plan's own scales."""
         scale = self.optim_cfg.lr_scale(self.iteration, self.planned_total())
         for group in self.actor_opt.param_groups:
             group["lr"] = self.optim_cfg.actor_lr * scale * plan.actor_lr_scale
