@@ -30,7 +30,8 @@ import time
 import torch
 
 from mbmix_fw.building.registry import default_registry
-from mbmix_fw.diagnostics.gradient_quality import GradientQuality, QualitySettings, load_run_trainer, quality_table
+from mbmix_fw.diagnostics.gradient_quality import GradientQuality, QualitySettings
+from mbmix_fw.diagnostics.gradient_quality_report import load_run_trainer, quality_table
 
 REAL_SEED_BASE = 500_000  # the real updates' samples: seeds far from the instrument's (0 … K-1)
 

@@ -41,7 +41,8 @@ _LAZY = {
     ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
     ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
     ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
-    ".contracts.metrics": ["EVAL_RETURN", "HELD_OUT_MODEL_ERRORS", "MODEL_JACOBIAN_ERROR_A", "MODEL_JACOBIAN_ERROR_S"],
+    ".contracts.metrics": ["ACTOR_UPDATED", "EVAL_RETURN", "HELD_OUT_MODEL_ERRORS", "MODEL_JACOBIAN_ERROR_A",
+                           "MODEL_JACOBIAN_ERROR_S"],
     ".maths.ranks": ["any_rank"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
@@ -89,7 +90,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
     from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
     from .contracts.scheduler import NO_METRICS, Plan, Scheduler
-    from .contracts.metrics import EVAL_RETURN, HELD_OUT_MODEL_ERRORS, MODEL_JACOBIAN_ERROR_A, MODEL_JACOBIAN_ERROR_S
+    from .contracts.metrics import (ACTOR_UPDATED, EVAL_RETURN, HELD_OUT_MODEL_ERRORS, MODEL_JACOBIAN_ERROR_A,
+                                    MODEL_JACOBIAN_ERROR_S)
     from .maths.ranks import any_rank
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

@@ -17,7 +17,7 @@ from ..contracts.estimator import GradientEstimator
 from .recipe import Recipe
 from .registry import Registry
 from ..contracts.component import component_label
-from ..contracts.scheduler import NO_METRICS, Scheduler, plan_caller
+from ..contracts.scheduler import NO_METRICS, Scheduler
 from ..contracts.world_model import WorldModel
 from ..training.run_folder import PLUGINS_JSON, RECIPE_JSON, write_json_atomic
 
@@ -161,7 +161,7 @@ def check_first_plan(recipe: Recipe, parts: Components) -> None:
     except Exception:  # noqa: BLE001 - an uncopyable scheduler (a handle, a lock) only loses this early check
         return
     total = budget.planned_total(recipe.run, 0, 0, int(estimator.horizon(env)) * env.num_envs)
-    plan = plan_caller(scheduler)(0, total, NO_METRICS)
+    plan = scheduler.plan(0, total, NO_METRICS)
     budget.check_plan(plan, parts.scheduler, estimator, env, 0)
 
 

@@ -28,6 +28,7 @@ from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, W
 from ..errors import PluginError, RecipeError
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.sweep_settings import SweepSettings
+from .moved_keys import move_keys
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -126,11 +127,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[Override]) -> dict
 
 def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
                     source: str = "<recipe>") -> Recipe:
-    """Validate plain recipe data (parsed TOML or a ``recipe.json``); errors name ``source``."""
+    """Validate plain recipe data (parsed TOML or a ``recipe.json``); errors name ``source``. Keys that
+    moved to another table are read where they now live, with a warning (:mod:`.moved_keys`)."""
     if registry is None:
         from .registry import default_registry
 
         registry = default_registry()
+    data = move_keys(data, source)
     try:
         recipe = Recipe.model_validate(data, context={"registry": registry})
     except ValidationError as exc:

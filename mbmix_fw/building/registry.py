@@ -21,56 +21,26 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import importlib.metadata
 import inspect
 import os
-import re
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Sequence, get_args, get_origin
+from typing import Any, Iterable, Sequence
 
 import attrs
 import pluggy
 
 from ..contracts import hookspecs
-from ..contracts.component import ComponentConfig, EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
-from ..errors import MissingDependency, PluginError, missing_dependency
-
-if TYPE_CHECKING:
-    from ..contracts.context import BuildContext
+from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, WorldModelConfig
+from ..errors import PluginError
+from .slot import Entry, PluginInfo, RegistrationError, Slot
 
 ENTRY_POINT_GROUP = "mbmix_fw"
 SLOT_NAMES = ("env", "world_model", "estimator", "scheduler")
-_KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class PluginWarning(UserWarning):
     """A plugin failed to load; emitted by :func:`default_registry` (the CLI prints its own lines)."""
-
-
-@attrs.frozen
-class PluginInfo:
-    """A loaded plugin: its registration name (the entry-point name) and where it came from."""
-
-    name: str
-    distribution: str | None = None
-    version: str | None = None
-
-    @property
-    def origin(self) -> str:
-        """``mbmix-fw 0.1.0``, or ``""`` for a module registered directly (tests)."""
-        return f"{self.distribution} {self.version}" if self.distribution else ""
-
-    @property
-    def label(self) -> str:
-        """``'toy' (mbmix-fw 0.1.0)``: how errors name a plugin."""
-        return f"'{self.name}' ({self.origin})" if self.origin else f"'{self.name}'"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.origin})" if self.origin else self.name
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "distribution": self.distribution, "version": self.version}
 
 
 @attrs.frozen
@@ -87,164 +57,6 @@ class PluginFailure:
         return f"plugin {self.plugin.label} not loaded: {self.reason}"
 
 
-@attrs.frozen
-class Entry:
-    """One registered kind: its config model, its factory, and the plugin that provided it."""
-
-    slot: str
-    kind: str
-    config: type[ComponentConfig]
-    factory: Callable[[Any, BuildContext], Any]
-    plugin: PluginInfo
-
-    def missing_dependency(self) -> str | None:
-        """The install hint when the factory declares packages (``mb.lazy_factory(..., requires=...,
-        extra=...)``) that are not installed, else ``None``. Imports nothing."""
-        requires, extra = getattr(self.factory, "requires", ()), getattr(self.factory, "extra", None)
-        if not requires or not extra:
-            return None
-        return missing_dependency(*requires, extra=extra, component=f"{self.slot} '{self.kind}'")
-
-
-class _RegistrationError(Exception):
-    """A ``register()`` call broke a rule; the plugin making it is rolled back."""
-
-
-class Slot:
-    """One extension point (``env``, ``world_model``, ``estimator``, ``scheduler``): kind → :class:`Entry`.
-
-    Two plugins registering one kind are both kept as a *conflict*: every other kind stays usable, and
-    looking the conflicting kind up raises an error naming both plugins.
-    """
-
-    def __init__(self, name: str, hook: str, base: type[ComponentConfig], interface: str,
-                 registry: "Registry"):
-        self.name, self.hook, self.base, self._interface = name, hook, base, interface
-        self._registry = registry
-        self._entries: dict[str, list[Entry]] = {}
-
-    @property
-    def interface(self) -> type:
-        """The class built components must be (imported on first use: it needs torch)."""
-        module, _, name = self._interface.rpartition(".")
-        return getattr(importlib.import_module(module, __package__), name)
-
-    # ---- queries ----
-    def kinds(self) -> list[str]:
-        """Every registered kind, sorted (conflicting kinds included)."""
-        return sorted(self._entries)
-
-    def entries(self) -> list[Entry]:
-        return [e for kind in self.kinds() for e in self._entries[kind]]
-
-    def conflicts(self) -> dict[str, list[Entry]]:
-        return {kind: es for kind, es in self._entries.items() if len(es) > 1}
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in self._entries
-
-    def get(self, kind: str) -> Entry:
-        """The entry of ``kind``; raises :class:`PluginError` (unknown kind, conflict) with a fix."""
-        entries = self._entries.get(kind)
-        if not entries:
-            raise PluginError(self.unknown_kind_message(kind))
-        if len(entries) > 1:
-            raise PluginError(self.conflict_message(kind))
-        return entries[0]
-
-    def unknown_kind_message(self, kind: str) -> str:
-        kinds = self.kinds()
-        if not kinds:
-            message = f"unknown {self.name} kind '{kind}'; no {self.name} plugin is registered"
-        else:
-            close = difflib.get_close_matches(kind, kinds, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            message = f"unknown {self.name} kind '{kind}'{hint}; available: {', '.join(kinds)}"
-        return message + self._registry.failure_note() + self._registry.filter_note
-
-    def missing_kind_message(self) -> str:
-        kinds = self.kinds()
-        if not kinds:
-            return (f"missing; no {self.name} plugin is registered" + self._registry.failure_note()
-                    + self._registry.filter_note)
-        return f"missing; set kind to one of: {', '.join(kinds)}"
-
-    def conflict_message(self, kind: str) -> str:
-        entries = self._entries[kind]
-        providers = ", ".join(str(e.plugin) for e in entries)
-        return (f"'{kind}' is registered by {len(entries)} plugins: {providers}; "
-                f"disable one with MBMIX_FW_DISABLE_PLUGINS={entries[-1].plugin.name}")
-
-    # ---- building ----
-    def build(self, config: ComponentConfig, ctx: BuildContext) -> Any:
-        """Call the factory of ``config.kind`` and check what it returns.
-
-        A ``ModuleNotFoundError`` raised by the factory becomes :class:`MissingDependency`; a result that
-        is not a ``self.interface`` is a :class:`PluginError` naming the plugin.
-        """
-        entry = self.get(config.kind)
-        where = f"plugin {entry.plugin.label}: {self.name} '{entry.kind}'"
-        if not isinstance(config, entry.config):
-            raise PluginError(f"{where} expects a {entry.config.__name__}, got {type(config).__name__}")
-        try:
-            component = entry.factory(config, ctx)
-        except MissingDependency as exc:
-            text = str(exc).replace("this component", f"{self.name} '{entry.kind}'", 1)
-            raise MissingDependency(f"plugin {entry.plugin.label}: {text}") from exc
-        except ModuleNotFoundError as exc:
-            raise MissingDependency(
-                f"{where} needs '{exc.name}', which is not installed; install it (see the plugin's "
-                f"optional dependencies)") from exc
-        except Exception as exc:
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"while building {self.name} '{entry.kind}' with plugin {entry.plugin.label}")
-            raise
-        if not isinstance(component, self.interface):
-            raise PluginError(
-                f"plugin {entry.plugin.label}: factory for {self.name} '{entry.kind}' returned "
-                f"{type(component).__name__}, expected mbmix_fw.{self.interface.__name__}")
-        return component
-
-    # ---- registration ----
-    def _registrar(self, plugin: PluginInfo, staged: list[Entry]) -> Callable[..., None]:
-        """The ``register(config_cls, factory)`` callable handed to one plugin's hook."""
-
-        def register(config_cls: type[ComponentConfig], factory: Callable[[Any, BuildContext], Any]) -> None:
-            kind = _check_config_class(config_cls, self.base, self.hook)
-            if not callable(factory):
-                raise _RegistrationError(
-                    f"{self.hook}: factory for {self.name} '{kind}' must be callable, got {type(factory).__name__}")
-            if any(e.slot == self.name and e.kind == kind for e in staged):
-                raise _RegistrationError(f"{self.hook}: {self.name} kind '{kind}' registered twice")
-            staged.append(Entry(self.name, kind, config_cls, factory, plugin))
-
-        return register
-
-    def _add(self, entry: Entry) -> None:
-        self._entries.setdefault(entry.kind, []).append(entry)
-
-
-def _check_config_class(config_cls: Any, base: type[ComponentConfig], hook: str) -> str:
-    """The kind a config class declares, after checking it follows the registration rules."""
-    name = getattr(config_cls, "__name__", repr(config_cls))
-    if not (isinstance(config_cls, type) and issubclass(config_cls, base)):
-        raise _RegistrationError(f"{hook}: {name} must subclass mbmix_fw.{base.__name__}")
-    field = config_cls.model_fields.get("kind")
-    values = get_args(field.annotation) if field is not None and get_origin(field.annotation) is Literal else ()
-    kind = values[0] if len(values) == 1 else None
-    if not isinstance(kind, str) or field.default != kind:
-        example = kind if isinstance(kind, str) else _snake(name.removesuffix("Config")) or "name"
-        raise _RegistrationError(
-            f"{hook}: {name}.kind must be declared as kind: Literal['{example}'] = '{example}'")
-    if not _KIND_PATTERN.match(kind):
-        raise _RegistrationError(f"{hook}: kind '{kind}' must be lowercase snake_case")
-    return kind
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 class Registry:
     """The loaded plugins and their kinds, one :class:`Slot` per extension point.
 
@@ -256,13 +68,13 @@ class Registry:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         contracts = "..contracts."  # the interfaces are imported on first use: they need torch
-        self.env = Slot("env", "register_envs", EnvConfig, contracts + "env.DiffEnv", self)
+        self.env = Slot("env", "register_envs", EnvConfig, contracts + "env.DiffEnv", self._notes)
         self.world_model = Slot("world_model", "register_world_models", WorldModelConfig,
-                                contracts + "world_model.WorldModel", self)
+                                contracts + "world_model.WorldModel", self._notes)
         self.estimator = Slot("estimator", "register_estimators", EstimatorConfig,
-                              contracts + "estimator.GradientEstimator", self)
+                              contracts + "estimator.GradientEstimator", self._notes)
         self.scheduler = Slot("scheduler", "register_schedulers", SchedulerConfig,
-                              contracts + "scheduler.Scheduler", self)
+                              contracts + "scheduler.Scheduler", self._notes)
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
         self.filter_note = ""  # set by load_registry when an environment variable filtered the plugins
@@ -289,6 +101,10 @@ class Registry:
         noun = "plugin" if count == 1 else "plugins"
         return f"; note: {count} {noun} failed to load ({names}); run 'mbmix-fw plugins'"
 
+    def _notes(self) -> str:
+        """What a slot adds to a missing or unknown kind's message: failed plugins, plugin filters."""
+        return self.failure_note() + self.filter_note
+
     def kinds_of(self, plugin_name: str) -> dict[str, list[str]]:
         """``{slot: [kinds]}`` registered by one plugin."""
         return {s.name: [e.kind for e in s.entries() if e.plugin.name == plugin_name] for s in self.slots}
@@ -301,13 +117,13 @@ class Registry:
                 other = next((p for p in self.plugins if p.name == info.name), None)
                 used_by = other.origin if other is not None and other.origin else "another plugin"
                 source = info.origin or "this module"
-                raise _RegistrationError(
+                raise RegistrationError(
                     f"plugin name '{info.name}' from {source} is already used by {used_by}; "
                     f"use your distribution name as the entry-point name")
             self._register_hooks(obj, info)
         except _HookFailure as exc:
             return self._fail(info, str(exc), exc.slot, strict)
-        except _RegistrationError as exc:
+        except RegistrationError as exc:
             return self._fail(info, str(exc), None, strict)
         self.plugins.append(info)
         return True
@@ -318,9 +134,9 @@ class Registry:
         except pluggy.PluginValidationError as exc:
             if self.pm.get_plugin(info.name) is obj:  # older pluggy keeps it registered
                 self.pm.unregister(obj)
-            raise _RegistrationError(_describe_validation_error(self.pm, obj, exc)) from exc
+            raise RegistrationError(_describe_validation_error(self.pm, obj, exc)) from exc
         except ValueError as exc:  # pluggy: this object is already registered under another name
-            raise _RegistrationError(str(exc)) from exc
+            raise RegistrationError(str(exc)) from exc
         try:
             self._check_hook_names(obj)
             staged = self._call_register_hooks(obj, info)
@@ -328,7 +144,7 @@ class Registry:
             self.pm.unregister(obj)  # roll back: no hook of a broken plugin is ever called again
             raise
         for entry in staged:
-            self.slot(entry.slot)._add(entry)
+            self.slot(entry.slot).add(entry)
 
     def _check_hook_names(self, obj: Any) -> None:
         for caller in self.pm.get_hookcallers(obj) or []:
@@ -337,7 +153,7 @@ class Registry:
             if any(i.plugin is obj and not i.optionalhook for i in caller.get_hookimpls()):
                 close = difflib.get_close_matches(caller.name, _hook_names(), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise _RegistrationError(f"unknown hook '{caller.name}'{hint}")
+                raise RegistrationError(f"unknown hook '{caller.name}'{hint}")
 
     def _call_register_hooks(self, obj: Any, info: PluginInfo) -> list[Entry]:
         """Call this plugin's ``register_*`` hooks; its entries are kept only if all of them succeed."""
@@ -346,10 +162,10 @@ class Registry:
             for impl in getattr(self.pm.hook, slot.hook).get_hookimpls():
                 if impl.plugin is not obj:
                     continue
-                register = slot._registrar(info, staged)
+                register = slot.registrar(info, staged)
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except _RegistrationError as exc:
+                except RegistrationError as exc:
                     raise _HookFailure(str(exc), slot.name) from exc
                 except Exception as exc:
                     raise _HookFailure(f"{slot.hook} raised {type(exc).__name__}: {exc}", slot.name) from exc

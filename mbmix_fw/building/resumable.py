@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import PROG, UserError
 from ..training.run_folder import STARTED_RECIPE
+from .moved_keys import move_keys
 
 RESUMABLE = {
     "run.iterations": "the number of updates: raise it to train a run longer",
@@ -63,6 +64,7 @@ def refuse_unresumable(recipe: dict[str, Any], run_dir: Path, recipe_source: str
                         f"resume compares recipe.json against") from None
     if not isinstance(started, dict):
         raise UserError(f"{started_path}: not a recipe (a JSON object); it is the recipe {run_dir} started with")
+    started = move_keys(started, str(started_path), warn=False)  # as recipe.json was read: keys where they live now
     for field, was, now in _differences(started, recipe):
         if field in RESUMABLE:
             continue

@@ -3,24 +3,22 @@
 Exit codes: 0 success, 2 user error (bad recipe, missing file, unknown plugin: one line per problem,
 ``mbmix-fw: error: …``, no traceback), 1 internal error. ``-v`` or ``MBMIX_FW_DEBUG=1`` shows tracebacks.
 
-Imports stay inside the commands so ``plugins`` and ``validate`` never load the trainer, matplotlib or
-anything a plugin keeps behind its factories.
+This module parses the command line and turns errors into exit codes; what each command does is in
+:mod:`.handlers` (``mbmix-fw plugins``: :mod:`.plugin_listing`), whose imports stay inside the commands.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import PROG, MbmixError, UserError
+from . import handlers, plugin_listing
 
 if TYPE_CHECKING:
     from ..building.registry import Registry
-    from ..building.runs import Run
 
 
 def console_main() -> int:
@@ -43,7 +41,7 @@ def main(argv: Sequence[str] | None = None, *, registry: "Registry | None" = Non
     asked = getattr(args, "verbose_errors", False) or getattr(args, "verbose", False)
     debug = bool(asked) or os.environ.get("MBMIX_FW_DEBUG", "") not in ("", "0")
     try:
-        return args.command(args, _Registries(registry, warn=not rank))
+        return args.command(args, handlers.Registries(registry, warn=not rank))
     except UserError as exc:
         if debug:
             traceback.print_exc()
@@ -88,256 +86,6 @@ def _internal_error(exc: Exception, debug: bool) -> int:
     return 1
 
 
-class _Registries:
-    """Loads the installed plugins once, on first use, and warns about broken ones (once)."""
-
-    def __init__(self, given: "Registry | None", warn: bool = True):
-        self._registry, self._warn = given, warn
-
-    def get(self, warn: bool = True) -> "Registry":
-        if self._registry is None:
-            from ..building.registry import load_registry
-
-            self._registry = load_registry()
-            if warn and self._warn:
-                for failure in self._registry.failures:
-                    print(f"{PROG}: warning: {failure.message}", file=sys.stderr)
-        return self._registry
-
-
-# ---- commands ----
-def _cmd_run(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..building.runs import plan_run, start_run
-
-    registry = registries.get()
-    if args.rank is not None:
-        from ..distributed.ddp import run_data_parallel
-
-        final, run = run_data_parallel(args.recipe, registry, sets=args.set, device=args.device, out=args.out,
-                                       progress=not args.no_progress)
-    else:
-        recipe, out_dir = plan_run(args.recipe, registry, args.set, device=args.device, out=args.out)
-        run = start_run(recipe, out_dir, registry, progress=not args.no_progress)
-        final = run.train()
-    return _finish(args, run, final)
-
-
-def _cmd_resume(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..building.runs import open_saved_run, resume_run
-
-    registry = registries.get()
-    if args.rank is not None:
-        from ..distributed.ddp import resume_data_parallel
-
-        final, run = resume_data_parallel(args.run_dir, registry, device=args.device,
-                                          progress=not args.no_progress)
-    else:
-        run = resume_run(open_saved_run(args.run_dir, registry), registry, device=args.device,
-                         progress=not args.no_progress)
-        if run.started_afresh:
-            _note_fresh_start(run)
-        final = None if run.finished else run.train()
-    return _finish(args, run, final)
-
-
-def _note_fresh_start(run: "Run") -> None:
-    """A resumed folder without a checkpoint starts again; say so, since nothing of it is kept."""
-    from ..training.run_folder import CHECKPOINT
-
-    print(f"{PROG}: {run.out_dir / CHECKPOINT}: none yet (the run stopped before its first checkpoint); "
-          f"starting it again from iteration 0", file=sys.stderr)
-
-
-def _finish(args: argparse.Namespace, run: "Run", final: dict[str, float] | None) -> int:
-    """Print the run's last line (rank 0 only): its summary, or that a resumed run was already finished."""
-    from ..building.runs import already_finished_line, summary_line
-
-    if not args.rank:
-        print(already_finished_line(run) if final is None else summary_line(run.out_dir, final))
-    return 0
-
-
-def _cmd_validate(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..errors import RecipeError
-    from ..building.recipe import load_recipe
-
-    registry = registries.get()
-    problems: list[str] = []
-    for path in args.recipes:
-        try:
-            load_recipe(path, registry, args.set)
-        except RecipeError as exc:
-            problems.extend(exc.problems)
-        else:
-            print(f"{path}: ok")
-    if problems:
-        raise RecipeError(problems)
-    return 0
-
-
-def _cmd_plugins(args: argparse.Namespace, registries: _Registries) -> int:
-    registry = registries.get(warn=False)
-    rows = _plugin_rows(registry)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if args.verbose:
-        _print_core_tables()
-    print("plugins:")
-    # Columns as wide as their longest entry (at least the usual width), so a long distribution name
-    # (`mbmix-example-scheduler 0.1.0`) shifts the column instead of breaking it.
-    name_width = max([16, *(len(info.name) for info in registry.plugins)])
-    origin_width = max([24, *(len(info.origin or "(module)") for info in registry.plugins)])
-    kind_width = max([20, *(len(kind) for slot in registry.slots for kind in slot.kinds())])
-    for info in registry.plugins:
-        kinds = "; ".join(f"{slot}: {', '.join(ks)}" for slot, ks in registry.kinds_of(info.name).items() if ks)
-        print(f"  {info.name:<{name_width}} {info.origin or '(module)':<{origin_width}} "
-              f"{kinds or '(registers nothing)'}")
-    for slot in registry.slots:
-        print(f"{slot.name}:")
-        for kind in slot.kinds():
-            entries = [e for e in slot.entries() if e.kind == kind]
-            status = "  CONFLICT: " + slot.conflict_message(kind) if len(entries) > 1 else ""
-            missing = entries[0].missing_dependency() if len(entries) == 1 else None
-            if missing:  # registered, usable once its extra is installed
-                status = f"  needs its extra: {missing.split(': ', 1)[-1]}"
-            print(f"  {kind:<{kind_width}} from {', '.join(e.plugin.name for e in entries)}{status}")
-            if args.verbose:
-                for entry in entries:
-                    _print_fields(entry.config)
-        if not slot.kinds():
-            print("  (none)")
-    if registry.failures:
-        print("broken:")
-        for failure in registry.failures:
-            print(f"  {failure.message}")
-    return 0
-
-
-def _print_fields(config: Any) -> None:
-    from ..building.config_docs import describe_model
-
-    for line in describe_model(config, indent="      "):
-        print(line)
-
-
-def _print_core_tables() -> None:
-    """``[run]``, ``[policy]``, ``[critic]``, ``[optim]``: every recipe may hold them, all fields optional."""
-    from ..building.config_docs import CORE_TABLES, describe_model
-
-    print("core tables (optional in every recipe):")
-    for table, model in CORE_TABLES.items():
-        print(f"  [{table}]")
-        for line in describe_model(model, indent="      "):
-            print(line)
-
-
-def _plugin_rows(registry: "Registry") -> list[dict[str, Any]]:
-    """One JSON object per registered component plus one per failed plugin (status ``broken``); a kind
-    whose optional extra is not installed has status ``needs_extra`` and the install hint as ``error``."""
-    rows = []
-    for slot in registry.slots:
-        conflicts = slot.conflicts()
-        for entry in slot.entries():
-            broken = entry.kind in conflicts
-            missing = None if broken else entry.missing_dependency()
-            rows.append({
-                "extension_point": slot.name, "kind": entry.kind, "plugin": entry.plugin.name,
-                "distribution": entry.plugin.distribution,
-                "status": "broken" if broken else "needs_extra" if missing else "ok",
-                "error": slot.conflict_message(entry.kind) if broken else missing,
-            })
-    for failure in registry.failures:
-        rows.append({
-            "extension_point": failure.slot, "kind": None, "plugin": failure.plugin.name,
-            "distribution": failure.plugin.distribution, "status": "broken", "error": failure.reason,
-        })
-    return rows
-
-
-def _cmd_report(args: argparse.Namespace, registries: _Registries) -> int:
-    from .report import Score, format_group_table, write_report
-
-    score = Score.parse(args.score)
-    path, groups = write_report(args.run_dirs, args.out, metric=args.metric, x=args.x, group=args.group,
-                                score=score)
-    if groups:
-        print(format_group_table(groups, score))
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_render(args: argparse.Namespace, registries: _Registries) -> int:
-    from .render import render_run
-
-    print(f"wrote {render_run(args.run_dir, args.out, frames=args.frames, registry=registries.get())}")
-    return 0
-
-
-def _cmd_sweep(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..distributed.sweep import sweep_command  # Ray is imported there, only when a sweep runs
-
-    return sweep_command(args.recipe, registries.get(), grid=args.grid, seeds=args.seeds, name=args.sweep_name,
-                         address=args.address, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-                         overrides=args.set)
-
-
-def _cmd_diagnose_variance(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..building.build import resolve_device
-    from ..building.recipe import load_recipe
-
-    registry = registries.get()
-    recipe = load_recipe(args.recipe, registry, args.set)
-    from ..diagnostics.variance import variance_from_recipe  # written separately; imported only when asked for
-
-    device = resolve_device(args.device if args.device is not None else recipe.run.device)
-    options: dict[str, Any] = {"progress": lambda message: print(message, file=sys.stderr)}
-    if args.checkpoint is not None:
-        if not Path(args.checkpoint).is_file():
-            raise UserError(f"{args.checkpoint}: no such checkpoint file")
-        options["checkpoint"] = args.checkpoint
-    if args.critic_iterations is not None:
-        options["critic_iterations"] = args.critic_iterations
-    json_to_stdout = args.json == "-"
-    json_file = None if json_to_stdout else args.json
-    rows = variance_from_recipe(recipe, registry, args.samples, json_file, args.png, device, **options)
-    if json_to_stdout:
-        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
-    else:
-        from ..diagnostics.variance import variance_table
-
-        print(variance_table(rows))
-    for path in (json_file, args.png):
-        if path is not None:
-            print(f"wrote {path}", file=sys.stderr if json_to_stdout else sys.stdout)
-    return 0
-
-
-def _cmd_diagnose_gradients(args: argparse.Namespace, registries: _Registries) -> int:
-    from ..diagnostics.gradient_quality import QualitySettings, gradient_quality_from_run, quality_table
-
-    options: dict[str, Any] = {"samples": args.samples}
-    if args.eta is not None:
-        options["eta"] = args.eta
-    if args.estimators:
-        options["estimators"] = tuple(args.estimators)
-    settings = QualitySettings(**options)
-    json_to_stdout = args.json == "-"
-    json_file = None if json_to_stdout else args.json
-    result = gradient_quality_from_run(args.run_dir, registries.get(), settings, checkpoint=args.checkpoint,
-                                       device=args.device, json_out=json_file, png_out=args.png,
-                                       progress=lambda message: print(message, file=sys.stderr))
-    if json_to_stdout:
-        print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
-    else:
-        print(quality_table(result))
-    for path in (json_file, args.png):
-        if path is not None:
-            print(f"wrote {path}", file=sys.stderr if json_to_stdout else sys.stdout)
-    return 0
-
-
 # ---- argument parsing ----
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
@@ -374,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a recipe value (TOML syntax; repeatable), e.g. --set estimator.lam=0.95")
 
     devices = ["auto", "cpu", "cuda"]
-    p = command("run", _cmd_run, "train the recipe; writes the run folder (run.out, or --out)")
+    p = command("run", handlers.cmd_run, "train the recipe; writes the run folder (run.out, or --out)")
     p.add_argument("recipe", metavar="RECIPE")
     overrides(p)
     p.add_argument("--out", help="run folder (overrides run.out; {name} is the recipe's file stem)")
@@ -382,23 +130,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
-    p = command("validate", _cmd_validate, "check recipes without running them (writes nothing)")
+    p = command("validate", handlers.cmd_validate, "check recipes without running them (writes nothing)")
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     overrides(p)
 
-    p = command("plugins", _cmd_plugins, "list installed plugins, their kinds and any that failed to load",
+    p = command("plugins", plugin_listing.cmd_plugins, "list installed plugins, their kinds and any that failed to load",
                 inherit=False)
     p.add_argument("--json", action="store_true", help="one JSON object per registered component")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also show each config's fields, defaults and docs (and tracebacks)")
 
-    p = command("resume", _cmd_resume, "continue a run from RUN_DIR/checkpoints/last.pt")
+    p = command("resume", handlers.cmd_resume, "continue a run from RUN_DIR/checkpoints/last.pt")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--device", choices=devices, help="overrides the recipe's run.device")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (on a terminal) or progress lines (elsewhere); warnings still show")
 
-    p = command("report", _cmd_report, "plot learning curves from run folders' metrics.csv; with groups, "
+    p = command("report", handlers.cmd_report, "plot learning curves from run folders' metrics.csv; with groups, "
                 "compare them: the IQM of a score over seeds with its bootstrap interval")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|NAME=RUN_DIR[,RUN_DIR...]",
                    help="run folders, sweep folders (their trials), or named groups of them (a RUN_DIR may be a "
@@ -416,12 +164,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="a run's score for --group: the mean of its last LAST logged METRIC values after "
                         "iteration 0 (default: %(default)s)")
 
-    p = command("render", _cmd_render, "draw the env under the initial and the trained policy (PNG)")
+    p = command("render", handlers.cmd_render, "draw the env under the initial and the trained policy (PNG)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="PNG to write (default: RUN_DIR/render.png)")
     p.add_argument("--frames", type=_positive_int, default=4, help="frames per policy (default: %(default)s)")
 
-    p = command("sweep", _cmd_sweep, "train every grid point x seed of a recipe on Ray (extra [ray]); "
+    p = command("sweep", handlers.cmd_sweep, "train every grid point x seed of a recipe on Ray (extra [ray]); "
                 "rerun to resume")
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
@@ -438,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     diag = p.add_subparsers(dest="diagnostic", required=True, metavar="DIAGNOSTIC")
     p = diag.add_parser("variance", parents=[common],
                         help="gradient variance (and bias, where known) of the recipe's estimator")
-    p.set_defaults(command=_cmd_diagnose_variance)
+    p.set_defaults(command=handlers.cmd_diagnose_variance)
     p.add_argument("recipe", metavar="RECIPE")
     p.add_argument("--samples", type=_int_at_least(2), default=64,
                    help="gradient samples, at least 2 for a variance (default: %(default)s)")
@@ -453,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     p = diag.add_parser("gradients", parents=[common],
                         help="what each estimator's gradient is worth at a run's saved policy: cosines, "
                              "improvement ΔJ of a step along it, simulator calls")
-    p.set_defaults(command=_cmd_diagnose_gradients)
+    p.set_defaults(command=handlers.cmd_diagnose_gradients)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by 'run' (recipe.json, checkpoints/)")
     p.add_argument("--checkpoint", metavar="PT", help="another checkpoint of the run (default: checkpoints/last.pt)")
     p.add_argument("--samples", type=_int_at_least(2), default=8,

@@ -66,6 +66,9 @@ class DiffEnv(abc.ABC):
     action_dim: int
     episode_length: int
     device: torch.device
+    is_simulator: bool = True
+    """As a rollout's dynamics, this env's ``step`` is the simulator's: the rollout calls :meth:`transition`
+    (:class:`~mbmix_fw.Dynamics`). An env whose ``transition`` must not stand in for ``step`` sets False."""
     diverged_magnitude: float = 1e6
     """The bound of a healthy observation: a transition whose observation has an entry beyond it in magnitude
     counts as a diverged simulator (ended like a termination, kept out of the critic, the buffer and the
@@ -113,7 +116,8 @@ class DiffEnv(abc.ABC):
     def transition(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
     ) -> Transition:
-        """One simulator step and its score: what the rollout calls when the dynamics is the env itself.
+        """One simulator step and its score: what the rollout calls when its dynamics declares
+        ``is_simulator`` (the env itself).
 
         The default is :meth:`step` followed by :meth:`score`; overriding it (one jitted call for the
         physics, reward, termination and observation) is an optimisation, never a change of meaning.

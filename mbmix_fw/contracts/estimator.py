@@ -42,11 +42,16 @@ class Estimate:
     The trainer trains the critic on ``rollout`` (detached) and carries ``rollout.end`` to the next window.
     ``metrics`` values may be floats or 0-d tensors; tensors are best (keep them on the device: the
     trainer reads all of an iteration's metrics in one host–device transfer).
+
+    ``fresh_episodes``: the rollout started new episodes (``env.reset``) instead of continuing from
+    ``EstimatorInput.start`` (BPTT through whole episodes), so the trainer counts every env's episode
+    return from 0 at the window's start. Declared by the estimator that resets, never guessed from states.
     """
 
     loss: torch.Tensor
     rollout: Rollout
     metrics: "dict[str, float | torch.Tensor]" = attrs.field(factory=dict)
+    fresh_episodes: bool = False
 
 
 class GradientEstimator(abc.ABC):

@@ -28,6 +28,9 @@ MODEL_GRAD_SHARE = "model/grad_share"
 CONTACT_STIFFNESS = "contact/stiffness"
 CONTACT_STIFFNESS_FIRST_STEP = "contact/stiffness_first_step"
 HALF_COSINE = "grad/half_cosine"
+ACTOR_UPDATED = "grad/actor_updated"
+"""1 when the iteration ran a policy update (tried a step: a non-finite one is skipped but counted), 0 when no
+term of the actor loss carried a gradient. Read it to know whether an update ran, not the presence of keys."""
 
 HELD_OUT_MODEL_ERRORS = frozenset({MODEL_STATE_ERROR, MODEL_JACOBIAN_ERROR, MODEL_JACOBIAN_ERROR_S,
                                    MODEL_JACOBIAN_ERROR_A})
@@ -35,7 +38,7 @@ HELD_OUT_MODEL_ERRORS = frozenset({MODEL_STATE_ERROR, MODEL_JACOBIAN_ERROR, MODE
 probes or full Jacobians, which the trainer gives every model that asks for probes or fits a small env)."""
 
 TRAINER_METRICS = frozenset({EVAL_RETURN, TRAIN_RETURN, ENV_STEPS, LOSS_ACTOR, LOSS_CRITIC, GRAD_ACTOR_NORM,
-                             PLAN_HORIZON, SIM_STEPS, SIM_VJPS})
+                             ACTOR_UPDATED, PLAN_HORIZON, SIM_STEPS, SIM_VJPS})
 """Logged by the trainer itself in every run (``train/return`` once an episode ended; ``loss/critic`` with a
 critic; ``eval/return`` on evaluation rows)."""
 

@@ -20,7 +20,15 @@ ValueFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Dynamics(Protocol):
-    """Anything with the env's ``step`` signature: a :class:`DiffEnv` or a :class:`WorldModel`."""
+    """Anything with the env's ``step`` signature: a :class:`DiffEnv` or a :class:`WorldModel`.
+
+    ``is_simulator`` (optional, False when absent) declares that ``step`` *is* the rollout env's own
+    simulator step, unchanged: the rollout then calls ``env.transition`` (the step and its score in one
+    call, which an env may fuse) in its place, instead of ``env.score(state, action, dynamics.step(...))``.
+    A :class:`DiffEnv` declares it (as the dynamics of its own rollouts: a rollout's dynamics is its env or
+    a model of it); a world model, or a wrapper that acts on the step (the adjoint tap, the Jacobian
+    blend), does not. Declared rather than read from ``dynamics is env``, so a wrapper says which it is.
+    """
 
     def step(
         self, state: torch.Tensor, action: torch.Tensor, generator: torch.Generator | None = None
@@ -91,6 +99,10 @@ class Rollout:
     @property
     def num_envs(self) -> int:
         return self.rewards.shape[1]
+
+    def first(self, steps: int) -> "Rollout":
+        """Its first ``steps`` steps (TD(λ) targets then bootstrap at the cut; ``end`` is kept as it was)."""
+        return attrs.evolve(self, **{name: getattr(self, name)[:steps] for name in COLUMNS})
 
     def detach(self) -> "Rollout":
         return attrs.evolve(

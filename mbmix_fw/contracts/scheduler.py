@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import abc
-import inspect
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -27,7 +26,8 @@ class Plan:
     4. ``critic_iterations`` passes of critic regression on the TD(λ) targets of both rollouts.
     5. ``model_fit_steps`` minibatch steps of world-model fitting on the buffer.
 
-    ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration.
+    ``actor_lr_scale`` / ``critic_lr_scale`` multiply the recipe's learning rates this iteration, on top of
+    ``optim.lr_schedule``, which the trainer applies whatever the scheduler (1: the schedule alone).
     ``jacobian_blend`` = w > 0 rolls the real window out with the simulator's values but backpropagates
     through ``w·∂model + (1−w)·∂simulator`` (:mod:`mbmix_fw.maths.jacobian_blend`); needs a world model.
 
@@ -92,10 +92,6 @@ class Scheduler(abc.ABC):
     checkpointed row, so a resumed run plans exactly what the uninterrupted one would have. Reading it
     costs no device synchronisation: the trainer reads the metrics once per iteration anyway.
 
-    Schedulers written for the older ``plan(self, iteration, total)`` keep working: the trainer inspects
-    the signature once, when it is built (:func:`plan_caller`), and passes ``metrics`` only to a ``plan``
-    that takes a third argument.
-
     **Declarations.** What a plan may ask for is declared on the scheduler, so a recipe that pairs it
     with an estimator that cannot honour it is refused when the run is built, before anything is
     written: ``horizon_range = (H_min, H_max)`` for a scheduler that sets ``Plan.horizon`` (checked
@@ -144,19 +140,3 @@ class Scheduler(abc.ABC):
                             f"(keys {sorted(map(str, state))}) but {type(self).__name__} defines no "
                             f"load_state_dict to restore it")
 
-
-def plan_caller(scheduler: Any) -> Callable[[int, int, Mapping[str, float]], Plan]:
-    """``call(iteration, total, metrics) -> Plan`` for ``scheduler``, whatever its ``plan`` signature.
-
-    Decided once, from the signature of the bound ``plan``: a third positional parameter (or
-    ``*args``) receives ``metrics``; a two-argument ``plan(iteration, total)`` is called without it.
-    """
-    plan = scheduler.plan
-    try:
-        params = list(inspect.signature(plan).parameters.values())
-    except (TypeError, ValueError):  # a builtin or C callable: assume the current contract
-        return lambda iteration, total, metrics: plan(iteration, total, metrics)
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params):
-        return lambda iteration, total, metrics: plan(iteration, total, metrics)
-    return lambda iteration, total, metrics: plan(iteration, total)

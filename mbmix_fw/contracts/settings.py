@@ -123,12 +123,25 @@ class CriticSettings(_Settings):
     and training it on real windows alone lifted cloth_mix from 18.2 to 24.7 (5 seeds; issue 15)."""
 
 
+LrSchedule = Literal["constant", "linear"]
+
+
 class OptimSettings(_Settings):
     actor_lr: float = Field(2e-3, gt=0)
-    """Adam learning rate of the policy (scaled by the scheduler's learning-rate schedule)."""
+    """Adam learning rate of the policy (scaled by ``lr_schedule``)."""
     critic_lr: float = Field(2e-3, gt=0)
-    """Adam learning rate of the critic (scaled by the scheduler's learning-rate schedule)."""
+    """Adam learning rate of the critic (scaled by ``lr_schedule``)."""
+    lr_schedule: LrSchedule = "linear"
+    """Learning-rate schedule of actor and critic, applied by the training loop whatever the scheduler:
+    ``linear`` decays both rates to 0 over the run (``run.iterations``, or the projected total under an
+    ``run.env_steps`` budget; DiffRL's SHAC decays linearly too, but to an absolute 1e-5 at its last epoch),
+    ``constant`` keeps ``actor_lr`` and ``critic_lr``. A scheduler's ``Plan.actor_lr_scale`` and
+    ``Plan.critic_lr_scale`` multiply on top. (Was ``scheduler.lr_schedule``, still read with a warning.)"""
     betas: tuple[Beta, Beta] = (0.7, 0.95)
     """Adam's β1, β2 (SHAC: 0.7, 0.95)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clipping for actor and critic."""
+
+    def lr_scale(self, iteration: int, total: int) -> float:
+        """The factor ``lr_schedule`` puts on both learning rates at ``iteration`` (from 0) of ``total``."""
+        return 1.0 - iteration / total if self.lr_schedule == "linear" else 1.0

@@ -46,6 +46,8 @@ class WorldModel(torch.nn.Module, abc.ABC):
     batch_size: int = 256
     buffer_capacity: int = 100_000
     """Transitions the trainer's replay buffer keeps (``[world_model] buffer_capacity``)."""
+    is_simulator = False
+    """A rollout through it scores its predicted states with the env (:class:`~mbmix_fw.Dynamics`)."""
     reports: frozenset[str] = frozenset()
     """The metrics :meth:`evaluate` returns (names in :mod:`mbmix_fw.contracts.metrics`). A scheduler that
     reads one (``dyna.model_error_gate`` reads ``model/jacobian_error_a``) is refused at build when the

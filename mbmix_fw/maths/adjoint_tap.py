@@ -72,6 +72,8 @@ class TappedDynamics:
     step's output before rewards and observations are computed from it.
     """
 
+    is_simulator = False  # the tap acts on the step: the env scores what it returns
+
     def __init__(self, dynamics: Dynamics, tap: "AdjointTap"):
         self.dynamics, self.tap = dynamics, tap
 

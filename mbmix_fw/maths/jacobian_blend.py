@@ -18,6 +18,8 @@ from ..contracts.rollout import Dynamics
 class JacobianBlend:
     """A :class:`~mbmix_fw.Dynamics` stepping ``simulator`` with gradients blended towards ``model``."""
 
+    is_simulator = False  # its gradient is not the simulator's: the env scores what it returns
+
     def __init__(self, simulator: Dynamics, model: Dynamics, model_weight: float):
         if not 0.0 <= model_weight <= 1.0:
             raise ValueError(f"model_weight must lie in [0, 1], got {model_weight}")

@@ -67,7 +67,8 @@ def rollout(
     checkpoint_segments: int = 0,
 ) -> Rollout:
     """Roll ``policy_fn`` for ``steps`` steps through ``dynamics`` (rewards, observations, termination
-    and resets come from ``env``). Gradients flow from every reward back to the policy parameters and,
+    and resets come from ``env``; a dynamics that declares ``is_simulator``, the env itself, is stepped with
+    the env's fused ``transition``). Gradients flow from every reward back to the policy parameters and,
     if ``start.state`` requires grad, to the start state.
 
     Episodes that end inside the window are reset with ``env.reset_done_observed``; the fresh rows carry
@@ -128,10 +129,11 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in COLUMNS}
     bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
+    simulator = bool(getattr(dynamics, "is_simulator", False))  # declared (contracts/rollout.py, Dynamics)
     obs = env.observe(state)  # later steps reuse the transition's observation (DiffEnv.reset_done_observed)
     for _ in range(steps):
         action = policy_fn(obs, generator)
-        if dynamics is env:  # the simulator: one fused call where the env provides it
+        if simulator:  # the simulator: one fused call where the env provides it
             step = env.transition(state, action, generator)
         else:  # a world model predicts the state, the env scores it
             step = env.score(state, action, dynamics.step(state, action, generator))

@@ -55,9 +55,10 @@ import torch
 
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
-from ..contracts.rollout import COLUMNS, Cursor, Rollout
+from ..contracts.metrics import ACTOR_UPDATED
+from ..contracts.rollout import Cursor
 from ..contracts.component import component_label
-from ..contracts.scheduler import Plan, Scheduler, plan_caller
+from ..contracts.scheduler import Plan, Scheduler
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.world_model import WorldModel
 from ..errors import TrainingDiverged, UserError
@@ -79,12 +80,6 @@ from .window_metrics import EpisodeReturns, contact_metrics
 from .world_model_learner import WorldModelLearner
 
 log = logging.getLogger("mbmix_fw")
-
-
-def _first_steps(rollout: Rollout, steps: int) -> Rollout:
-    """The first ``steps`` steps of a rollout (TD(λ) targets then bootstrap at the cut)."""
-    cut = {name: getattr(rollout, name)[:steps] for name in COLUMNS}
-    return attrs.evolve(rollout, **cut)
 
 
 class Trainer:
@@ -146,7 +141,7 @@ class Trainer:
         self.buffer = None if self.model_update is None else self.model_update.buffer
         self.evaluator = Evaluator(env, self.policy, self.networks.normalize, run.seed, run.eval_envs, self.device)
 
-        self._plan = plan_caller(scheduler)  # passes the metrics only to a plan() that takes them
+        self._plan = scheduler.plan  # data-parallel ranks replace it with rank 0's plan (distributed/ddp.py)
         self._needs_contact = bool(getattr(scheduler, "needs_contact", False))
         self._needs_agreement = bool(getattr(scheduler, "needs_gradient_agreement", False))
         if self._needs_agreement and env.num_envs < 2:
@@ -241,6 +236,7 @@ class Trainer:
         # ---- policy update on β·L_env + (1-β)·L_model
         stepped = self.actor_update.step(real, branch, plan.env_weight)
         metrics.update(stepped)
+        metrics[ACTOR_UPDATED] = 1.0 if stepped else 0.0
         if stepped and plan.env_weight > 0 and plan.jacobian_blend < 1:  # the backward ran through every real step
             self.cost.vjps += metrics["_steps"]
         if stepped and split is not None:
@@ -252,7 +248,7 @@ class Trainer:
         if self.estimator.uses_critic:
             rollouts = [real.rollout]
             if branch is not None and self.critic_cfg.model_branch_steps > 0:
-                rollouts.append(_first_steps(branch.rollout, self.critic_cfg.model_branch_steps))
+                rollouts.append(branch.rollout.first(self.critic_cfg.model_branch_steps))
             metrics["loss/critic"] = self.critic_update.update(rollouts, plan)
 
         # ---- world model: held-out error on the new window, then fit on the buffer
@@ -282,7 +278,7 @@ class Trainer:
         finite = real.rollout.finite
         metrics["guard/nonfinite_transitions"] = (~finite).sum()
         metrics["guard/masked_envs"] = (~healthy_envs(real.rollout, self.env)).sum()
-        self.episodes.track(real.rollout, finite, self.cursor.state, metrics)
+        self.episodes.track(real.rollout, finite, real.fresh_episodes, metrics)
         self.cursor = real.rollout.end
         metrics["_steps"] = real.rollout.steps * real.rollout.num_envs
         metrics["plan/horizon"] = float(real.rollout.steps)  # the window this iteration actually ran
@@ -333,10 +329,12 @@ class Trainer:
         )
 
     def _set_learning_rates(self, plan: Plan) -> None:
+        """``optim.lr_schedule`` (the loop's, whatever the scheduler) times the plan's own scales."""
+        scale = self.optim_cfg.lr_scale(self.iteration, self.planned_total())
         for group in self.actor_opt.param_groups:
-            group["lr"] = self.optim_cfg.actor_lr * plan.actor_lr_scale
+            group["lr"] = self.optim_cfg.actor_lr * scale * plan.actor_lr_scale
         for group in self.critic_opt.param_groups:
-            group["lr"] = self.optim_cfg.critic_lr * plan.critic_lr_scale
+            group["lr"] = self.optim_cfg.critic_lr * scale * plan.critic_lr_scale
 
     def _read_metrics(self, metrics: dict[str, Any]) -> dict[str, float]:
         """Every device-side metric to host floats in one transfer, then the per-iteration guard report."""

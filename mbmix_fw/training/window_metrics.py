@@ -19,15 +19,15 @@ class EpisodeReturns:
     def __init__(self, num_envs: int, device: torch.device, dtype: torch.dtype):
         self.running = torch.zeros(num_envs, device=device, dtype=dtype)
 
-    def track(self, rollout: Rollout, finite: torch.Tensor, cursor_state: torch.Tensor,
+    def track(self, rollout: Rollout, finite: torch.Tensor, fresh_episodes: bool,
               metrics: dict[str, Any]) -> None:
         """Add the returns of the episodes that finished in ``rollout`` to ``metrics`` (their mean as
-        ``train/return``, their count as ``train/episodes``). ``cursor_state`` is where the window was to
-        start: rows where the estimator started fresh episodes instead (BPTT) start from 0. Episodes that
-        ended in a non-finite transition are left out."""
+        ``train/return``, their count as ``train/episodes``). ``fresh_episodes``: the estimator started new
+        episodes instead of continuing the running ones (:attr:`Estimate.fresh_episodes
+        <mbmix_fw.Estimate>`, BPTT), whose returns then start from 0. Episodes that ended in a non-finite
+        transition are left out."""
         rewards, done = rollout.rewards.detach(), rollout.done
-        same_start = (rollout.states[0].detach() == cursor_state).all(-1)
-        episode = torch.where(same_start, self.running, torch.zeros_like(self.running))
+        episode = torch.zeros_like(self.running) if fresh_episodes else self.running
         total = torch.zeros((), device=episode.device, dtype=episode.dtype)
         count = torch.zeros((), device=episode.device, dtype=torch.long)
         clean = torch.ones_like(done[0])  # the running episode has seen only finite transitions

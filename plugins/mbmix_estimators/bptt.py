@@ -53,7 +53,8 @@ class Bptt(mb.GradientEstimator):
     def estimate(self, inp: mb.EstimatorInput) -> mb.Estimate:
         env, n = inp.env, inp.start.state.shape[0]
         truncate = inp.horizon if inp.horizon is not None else self.config.horizon
-        if inp.start.t is None or truncate is not None:
+        fresh = inp.start.t is not None and truncate is None
+        if not fresh:
             start = inp.start  # a model branch's buffer states, or the cursor a truncated window carries on
         else:
             start = mb.Cursor(env.reset(n, inp.generator), torch.zeros(n, dtype=torch.long, device=env.device))
@@ -65,4 +66,4 @@ class Bptt(mb.GradientEstimator):
         no_critic = torch.zeros_like(window.rewards)
         per_env = mb.shac_objective(window.rewards, no_critic, window.terminated, window.done, self.gamma)
         loss = mb.masked_actor_loss(per_env, window, inp.env)  # / (T·N); diverged envs left out
-        return mb.Estimate(loss, window, window_metrics(window, loss))
+        return mb.Estimate(loss, window, window_metrics(window, loss), fresh_episodes=fresh)

@@ -266,6 +266,15 @@ def import_cycles(root: Path) -> list[list[str]]:
     return cycles
 
 
+MAX_CORE_MODULE_LINES = 450
+"""A core module longer than this holds more than one job: split it along its seams (one job per module)."""
+
+
+def test_no_core_module_is_longer_than_450_lines():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in module_files(CORE).items()}
+    assert {name: n for name, n in lengths.items() if n > MAX_CORE_MODULE_LINES} == {}
+
+
 def test_every_core_module_is_in_a_layer():
     unplaced = [m for m in module_files(CORE) if layer_of(m) not in {*LAYERS, "bottom", "facade", "testing"}]
     assert not unplaced, f"add these to a layer folder (or to BOTTOM): {unplaced}"

@@ -41,7 +41,10 @@ def make_trainer(out_dir=None, iterations=6):
                                                                    max_grad_norm=0.05))
     return mb.Trainer(LinearEnv(num_envs=4, episode_length=12), Shac(ShacConfig(horizon=8)), scheduler,
                       run=mb.RunSettings(iterations=iterations, eval_envs=2, eval_every=0, checkpoint_every=3),
-                      critic=mb.CriticSettings(iterations=1), out_dir=out_dir, progress=False)
+                      critic=mb.CriticSettings(iterations=1), out_dir=out_dir, progress=False,
+                      # constant: a run cut at 3 iterations and extended learns at the uninterrupted one's
+                      # rates (a linear schedule decays over each run's own total)
+                      optim=mb.OptimSettings(lr_schedule="constant"))
 
 
 def test_the_plan_sets_the_trainers_window():

@@ -12,7 +12,8 @@ LQR_RECIPE = {
     "run": {"iterations": 24, "eval_envs": 8, "dtype": "float64"},
     "env": {"kind": "lqr", "num_envs": 16, "episode_length": 32, "action_scale": 0.2},
     "estimator": {"kind": "shac", "horizon": 8},
-    "scheduler": {"kind": "model_free", "lr_schedule": "constant"},
+    "scheduler": {"kind": "model_free"},
+    "optim": {"lr_schedule": "constant"},
     "policy": {"hidden": [], "squash": False, "normalize_obs": False},
     "critic": {"hidden": [32, 32], "iterations": 4},
 }

@@ -218,14 +218,14 @@ def test_json_dump_round_trips_with_every_plugin_field(tmp_path, registry):
     recipe = mb.load_recipe(write(tmp_path, GOOD + '[world_model]\nkind = "tiny_model"\n'), registry)
     dumped = recipe.model_dump(mode="json")
     assert dumped["env"] == {"kind": "linear", "num_envs": 4, "episode_length": 200, "state_dim": 3}  # all kept
-    assert dumped["scheduler"] == {"kind": "model_free", "lr_schedule": "linear"}
+    assert dumped["scheduler"] == {"kind": "model_free"} and dumped["optim"]["lr_schedule"] == "linear"
     again = mb.validate_recipe(dumped, registry, "recipe.json")
     assert again == recipe and type(again.env) is LinearConfig
 
 
 def test_programmatic_recipe_needs_no_registry_and_round_trips(registry):
     recipe = mb.Recipe(env=LinearConfig(num_envs=2), estimator=TotalRewardConfig(),
-                       scheduler=mbmix_schedulers.ModelFreeConfig(lr_schedule="constant"))
+                       scheduler=mbmix_schedulers.ModelFreeConfig(), optim=mb.OptimSettings(lr_schedule="constant"))
     assert recipe.env.num_envs == 2 and recipe.world_model is None
     assert mb.validate_recipe(recipe.model_dump(mode="json"), registry) == recipe
 

@@ -238,8 +238,8 @@ def test_plugins_table_shows_kinds_failures_and_verbose_fields(capsys):
     assert "plugin 'cli_broken_plugin' not loaded: unknown hook 'register_env'" in out
     assert main(["plugins", "--verbose"], registry=registry) == 0
     out = capsys.readouterr().out
-    assert 'lr_schedule: "constant" | "linear" = "linear"\n' in out
-    assert "          Learning-rate schedule for actor and critic" in out
+    assert 'dual_lr_schedule: "constant" | "linear" = "linear"\n' in out
+    assert "          ``linear``: ``dual_lr`` decays to ``dual_lr / 50`` over the run" in out
 
 
 def test_plugins_table_stays_aligned_with_long_names(capsys):
@@ -295,7 +295,7 @@ def test_run_writes_resolved_recipe_and_plugins_then_resume_continues(tmp_path, 
         assert (run_dir / name).is_file(), name
     resolved = json.loads((run_dir / "recipe.json").read_text())
     assert resolved["estimator"] == {"kind": "total_reward", "horizon": 2, "gamma": 0.99}
-    assert resolved["scheduler"] == {"kind": "model_free", "lr_schedule": "linear"}
+    assert resolved["scheduler"] == {"kind": "model_free"} and resolved["optim"]["lr_schedule"] == "linear"
     assert mb.validate_recipe(resolved, registry) == mb.load_recipe(recipe, registry, ["estimator.horizon=2"])
     plugins = {p["name"]: p for p in json.loads((run_dir / "plugins.json").read_text())}
     assert plugins["cli_test_plugin"]["provides"] == ["env", "estimator"]

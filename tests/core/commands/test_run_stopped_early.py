@@ -175,7 +175,7 @@ def test_no_room_anywhere_else_is_one_line_too(tmp_path, monkeypatch, capsys):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "curves.png"))
 
-    monkeypatch.setattr("mbmix_fw.commands.cli._cmd_validate", full)
+    monkeypatch.setattr("mbmix_fw.commands.handlers.cmd_validate", full)
     assert main(["validate", str(recipe(tmp_path))]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"mbmix-fw: error: {tmp_path / 'curves.png'}: disk full / file too large (No space left on device, "

@@ -171,7 +171,7 @@ def test_model_branches_mix_the_real_window_and_the_branches_as_the_trainer_does
     sample's starts through the simulator, then branches from buffer states drawn with the same generator
     through the world model (Trainer._iterate's order), at the plan's β and model horizon."""
     from mbmix_fw.contracts.rollout import Cursor
-    from mbmix_fw.diagnostics.gradient_quality import load_run_trainer
+    from mbmix_fw.diagnostics.gradient_quality_report import load_run_trainer
 
     _, trainer = load_run_trainer(pendulum_run, registry)
     instrument = GradientQuality(trainer, registry, QualitySettings(samples=2, estimators=("model_branches",)))
@@ -198,7 +198,7 @@ def test_model_branches_use_the_schedulers_beta_when_the_plan_leaves_the_model_o
     row then mixes at the scheduler's env_weight (0.7 here) and says so."""
     import mbmix_fw.diagnostics.gradient_quality as gq
     from mbmix_fw.contracts.scheduler import Plan
-    from mbmix_fw.diagnostics.gradient_quality import load_run_trainer
+    from mbmix_fw.diagnostics.gradient_quality_report import load_run_trainer
 
     _, trainer = load_run_trainer(pendulum_run, registry)
     monkeypatch.setattr(gq, "_plan_at", lambda trainer: Plan())  # β = 1, no branches

@@ -136,15 +136,15 @@ def test_the_agree_rule():
     seen = [None, 0.9, 0.9, 0.4, 0.0, math.nan, 0.95]
     planned = []
     for i, cosine in enumerate(seen):
-        metrics = {} if cosine is None else {"grad/actor_norm": 1.0, "grad/half_cosine": cosine}
+        metrics = {} if cosine is None else {mb.ACTOR_UPDATED: 1.0, "grad/half_cosine": cosine}
         planned.append(scheduler.plan(i, 10, metrics).horizon)
     # smoothed: 0.9 → 0.9 → 0.65 → 0.325 (stay) → NaN backs off → 0.6375
     assert planned == [8, 12, 18, 20, 20, 10, 15]
     state = scheduler.state_dict()
     clone = Agree(scheduler.config)
     clone.load_state_dict(state)
-    assert clone.plan(7, 10, {"grad/half_cosine": 0.1, "grad/actor_norm": 1.0}).horizon == \
-        scheduler.plan(7, 10, {"grad/half_cosine": 0.1, "grad/actor_norm": 1.0}).horizon
+    assert clone.plan(7, 10, {"grad/half_cosine": 0.1, mb.ACTOR_UPDATED: 1.0}).horizon == \
+        scheduler.plan(7, 10, {"grad/half_cosine": 0.1, mb.ACTOR_UPDATED: 1.0}).horizon
 
 
 @pytest.mark.parametrize("bad, field", [

@@ -9,10 +9,8 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_estimators import Bptt, BpttConfig, Mix, MixConfig, Shac, ShacConfig
-from mbmix_fw.contracts.scheduler import plan_caller
 from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.trainer import CHECKPOINT, Trainer
-from mbmix_schedulers import ModelFree, ModelFreeConfig
 
 
 class Recorder(mb.Scheduler):
@@ -29,20 +27,12 @@ class Recorder(mb.Scheduler):
         return mb.Plan(horizon=pick(self.horizons), lam=pick(self.lams))
 
 
-class TwoArguments(mb.Scheduler):
-    """A scheduler written against the old contract."""
-
-    def __init__(self):
-        self.calls = []
-
-    def plan(self, iteration, total):
-        self.calls.append(iteration)
-        return mb.Plan()
 
 
 def test_plan_sees_the_previous_iterations_metrics_read_only():
     scheduler = Recorder()
     trainer = tiny_trainer(scheduler=scheduler, iterations=3)
+    assert scheduler.calls == []  # building the trainer plans nothing
     trainer.train()
     assert [(i, t) for i, t, _ in scheduler.calls] == [(0, 3), (1, 3), (2, 3)]  # once per iteration, no more
     assert dict(scheduler.calls[0][2]) == {}
@@ -53,26 +43,16 @@ def test_plan_sees_the_previous_iterations_metrics_read_only():
         scheduler.calls[1][2]["loss/actor"] = 0.0
 
 
-def test_two_argument_schedulers_keep_working_and_are_called_once_per_iteration():
-    old = TwoArguments()
-    trainer = tiny_trainer(scheduler=old, iterations=3)
-    assert old.calls == []  # building the trainer plans nothing
-    trainer.train()
-    assert old.calls == [0, 1, 2]
-    # the signature is read once: the built-ins take metrics, with a default for direct callers
-    assert plan_caller(ModelFree(ModelFreeConfig()))(0, 3, {"x": 1.0}) == ModelFree(ModelFreeConfig()).plan(0, 3)
-
-
 def test_a_world_model_trainer_also_plans_nothing_at_construction():
     from mbmix_sobolev import SobolevConfig, make_sobolev
 
     env = LinearEnv(num_envs=4, episode_length=10)
     model = make_sobolev(SobolevConfig(hidden=[8], probes=1, batch_size=8, buffer_capacity=64),
                          mb.BuildContext.cpu().with_env(env))
-    old = TwoArguments()
-    Trainer(env, Shac(ShacConfig(horizon=4)), old, world_model=model, run=mb.RunSettings(iterations=2),
+    scheduler = Recorder()
+    Trainer(env, Shac(ShacConfig(horizon=4)), scheduler, world_model=model, run=mb.RunSettings(iterations=2),
             progress=False)
-    assert old.calls == []
+    assert scheduler.calls == []
 
 
 def test_plan_horizon_sets_the_window_its_metric_and_the_step_count():

@@ -35,7 +35,7 @@ def diffrl_reference(stiffness_per_window, steps_min, steps_max, threshold, lr_a
 @pytest.mark.parametrize("schedule", ["constant", "linear"])
 def test_the_dual_update_is_diffrls(schedule):
     total, config = 40, AhacConfig(min_horizon=4, max_horizon=20, contact_threshold=2.0, dual_lr=0.05,
-                                   lr_schedule=schedule)
+                                   dual_lr_schedule=schedule)
     g = torch.Generator().manual_seed(0)
     windows = {}
 
@@ -62,7 +62,7 @@ def test_the_dual_update_is_diffrls(schedule):
 
 
 def test_shorten_when_stiff_flips_the_horizon_step_and_nan_leaves_it():
-    config = AhacConfig(min_horizon=4, max_horizon=20, contact_threshold=1.0, dual_lr=0.2, lr_schedule="constant")
+    config = AhacConfig(min_horizon=4, max_horizon=20, contact_threshold=1.0, dual_lr=0.2, dual_lr_schedule="constant")
     stiff = {"contact/stiffness": 3.0, "contact/stiffness_first_step": 3.0, "plan/horizon": 10.0}
     soft = {**stiff, "contact/stiffness": 0.0, "contact/stiffness_first_step": 0.0}
     grows, shrinks = Ahac(config), Ahac(config.model_copy(update={"horizon_direction": "shorten_when_stiff"}))

@@ -1,0 +1,46 @@
+"""Recipe keys that moved to another table: still read, with one warning line naming the file and the key.
+
+Why: a recipe written for an earlier release must keep running as it did. A moved key's value is carried to
+where it lives now before the recipe is validated, so the run, its ``recipe.json`` and every check see only
+the new key. Writing both, with different values, is an error naming both (which one would win is not
+something to guess).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from ..errors import RecipeError
+
+log = logging.getLogger("mbmix_fw")
+
+MOVED = {
+    "scheduler.lr_schedule": "optim.lr_schedule",
+}
+"""Old dotted key → new dotted key (``table.field``). The learning-rate schedule is the training loop's,
+applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it."""
+
+
+def move_keys(data: dict[str, Any], source: str, *, warn: bool = True) -> dict[str, Any]:
+    """``data`` (a parsed recipe) with every :data:`MOVED` key carried to its new place: a copy when one
+    moved (``data`` itself otherwise). ``warn``: log one line per moved key, ``"{source}: old: …"``."""
+    moved = data
+    for old, new in MOVED.items():
+        (old_table, old_key), (new_table, new_key) = old.split("."), new.split(".")
+        table = moved.get(old_table)
+        if not isinstance(table, dict) or old_key not in table:
+            continue
+        if moved is data:
+            moved = copy.deepcopy(data)
+        value = moved[old_table].pop(old_key)
+        target = moved.setdefault(new_table, {})
+        if not isinstance(target, dict):  # not a table: the envelope's validation says so
+            continue
+        if new_key in target and target[new_key] != value:
+            raise RecipeError([f"{source}: {old}: moved to {new}, which this recipe also sets, to another value "
+                               f"({target[new_key]!r}, here {value!r}); keep only {new}"])
+        target[new_key] = value
+        if warn:
+            log.warning("%s: %s: deprecated, read as %s; move it to [%s]", source, old, new, new_table)
+    return moved
