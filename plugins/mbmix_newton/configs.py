@@ -50,7 +50,10 @@ class NewtonCartPoleConfig(mb.EnvConfig):
 
 
 class NewtonLocomotionConfig(mb.EnvConfig):
-    """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact."""
+    """Shared fields of the contact-rich robots (ant, hopper, humanoid): Featherstone with ground contact.
+
+    The defaults are DiffRL's ant; the hopper and humanoid override the constants their DiffRL tasks set
+    differently (each override says so)."""
 
     num_envs: mb.NumEnvs = 16
     """Robots simulated in parallel, all in one Newton model (one world each, one shared ground plane)."""
@@ -63,19 +66,19 @@ class NewtonLocomotionConfig(mb.EnvConfig):
     interval is set to this (see :mod:`mbmix_newton.bridge`)."""
     action_strength: float = Field(200.0, gt=0)
     """Joint torque (N·m) at action ±1 times the joint's gear (DiffRL: 200 for ant and hopper; the
-    assets' ``gear`` attributes are not used, see the env docstrings)."""
+    assets' ``gear`` attributes are not used, see the env docstrings; the humanoid scales it per joint)."""
     contact_ke: float = Field(4.0e3, gt=0)
-    """Contact normal stiffness: DiffRL's ant/hopper 4e3."""
+    """Contact normal stiffness: DiffRL's ant 4e3."""
     contact_kd: float = Field(1.0e3, ge=0)
-    """Contact damping: DiffRL's ant/hopper 1e3."""
+    """Contact damping: DiffRL's ant 1e3."""
     contact_kf: float = Field(3.0e2, ge=0)
-    """Contact friction stiffness: DiffRL's ant/hopper 3e2."""
+    """Contact friction stiffness: DiffRL's ant 3e2."""
     contact_mu: float = Field(0.75, ge=0)
-    """Friction coefficient: DiffRL's ant/hopper 0.75."""
+    """Friction coefficient: DiffRL's ant 0.75."""
     limit_ke: float = Field(1.0e3, ge=0)
-    """Joint-limit stiffness: DiffRL's ant/hopper 1e3."""
+    """Joint-limit stiffness: DiffRL's ant, hopper and humanoid 1e3."""
     limit_kd: float = Field(10.0, ge=0)
-    """Joint-limit damping: DiffRL's ant/hopper 10."""
+    """Joint-limit damping: DiffRL's ant, hopper and humanoid 10."""
     reset_noise: float = Field(0.1, ge=0)
     """Reset noise scale (DiffRL's stochastic init; how it enters: each env's docstring)."""
 
@@ -94,3 +97,87 @@ class NewtonAntConfig(NewtonLocomotionConfig):
     """Reward weight of (height − termination_height): DiffRL's ant 1."""
     action_penalty: float = Field(0.0, ge=0)
     """Reward weight of −|a|²: DiffRL's ant 0."""
+
+
+class NewtonHopperConfig(NewtonLocomotionConfig):
+    """Hopper on Newton (Brax's ``hopper.xml``); DiffRL's observation, reward and termination
+    (:mod:`mbmix_newton.hopper`). Heights and angles are joint coordinates: 0 is the asset's start pose."""
+
+    kind: Literal["newton_hopper"] = "newton_hopper"
+    contact_ke: float = Field(2.0e4, gt=0)
+    """Contact normal stiffness: DiffRL's hopper 2e4."""
+    contact_kd: float = Field(1.0e3, ge=0)
+    """Contact damping: DiffRL's hopper 1e3."""
+    contact_kf: float = Field(1.0e3, ge=0)
+    """Contact friction stiffness: DiffRL's hopper 1e3."""
+    contact_mu: float = Field(0.9, ge=0)
+    """Friction coefficient: DiffRL's hopper 0.9 (Brax's asset: 0.9 on torso, thigh and leg, 2 on the foot;
+    DiffRL's one value wins)."""
+    joint_armature: float = Field(1.0, ge=0)
+    """Armature (kg·m²) of the three hinges: DiffRL's hopper 1 (also Brax's asset default; the asset's root
+    joints have 0, kept)."""
+    joint_damping: float = Field(2.0, ge=0)
+    """Viscous damping (N·m·s/rad) of the three hinges: DiffRL's hopper passes damping 2 with stiffness 0 (a
+    PD drive to a zero target with no spring: a pure damper); Brax's asset says 1."""
+    reset_noise: float = Field(0.05, ge=0)
+    """Reset: ``U(-1, 1)·reset_noise`` on x, height, the hinge angles and every velocity, ``U(-1, 1)·reset_noise``
+    rad on the torso pitch: DiffRL's hopper 0.05 everywhere (its pitch: ``U(-0.5, 0.5)·0.1``, the same)."""
+    termination_height: float = Field(-0.45)
+    """Height coordinate (m, from the start pose) below which the episode ends: DiffRL's hopper −0.45."""
+    termination_height_tolerance: float = Field(0.15, ge=0)
+    """The height reward is zero at ``termination_height + this``: DiffRL's hopper 0.15."""
+    termination_angle: float = Field(0.524, gt=0)
+    """The angle reward ``1 − θ²/termination_angle²`` is zero at this torso pitch (rad): DiffRL's hopper π/6
+    (0.524 in its config); it does not terminate the episode (DiffRL's neither)."""
+    height_reward_scale: float = Field(1.0, ge=0)
+    """Scale of the positive part of the height reward: DiffRL's hopper 1."""
+    height_reward_cap: float = Field(0.3, ge=0)
+    """The height difference is clipped to ``[-1, cap]`` before shaping: DiffRL's hopper 0.3."""
+    height_penalty: float = Field(200.0, ge=0)
+    """Below the threshold the height reward is ``−height_penalty·Δh²``: DiffRL's hopper 200."""
+    action_penalty: float = Field(0.1, ge=0)
+    """Reward weight of −|a|²: DiffRL's hopper 0.1."""
+
+
+class NewtonHumanoidConfig(NewtonLocomotionConfig):
+    """Humanoid on Newton (Newton's ``nv_humanoid.xml``); DiffRL's observation, reward and termination
+    (:mod:`mbmix_newton.humanoid`)."""
+
+    kind: Literal["newton_humanoid"] = "newton_humanoid"
+    substeps: int = Field(48, ge=1, le=256)
+    """Featherstone substeps per env step: DiffRL's humanoid 48 (sim dt 1/2880 s; its contact damping of 5e3
+    on feet of about 1 kg needs it: explicit damping is stable for ``kd·dt/m < 2``)."""
+    action_strength: float = Field(0.35, gt=0)
+    """Multiplies each joint's motor strength (N·m, :data:`mbmix_newton.humanoid.MOTOR_STRENGTHS`): DiffRL's
+    humanoid ``motor_scale`` 0.35."""
+    contact_ke: float = Field(2.0e4, gt=0)
+    """Contact normal stiffness: DiffRL's humanoid 2e4."""
+    contact_kd: float = Field(5.0e3, ge=0)
+    """Contact damping: DiffRL's humanoid 5e3."""
+    contact_kf: float = Field(1.0e3, ge=0)
+    """Contact friction stiffness: DiffRL's humanoid 1e3."""
+    contact_mu: float = Field(0.75, ge=0)
+    """Friction coefficient: DiffRL's humanoid 0.75."""
+    start_height: float = Field(1.35, gt=0)
+    """Torso height (m) at reset: DiffRL's humanoid 1.35."""
+    reset_noise: float = Field(0.1, ge=0)
+    """Reset noise (DiffRL's humanoid): ``U(-1, 1)·reset_noise`` (m) on the torso position, ``U(-1, 1)·2·reset_noise``
+    on the hinge angles, ``U(-1, 1)·2.5·reset_noise`` on every velocity and a tilt of up to ``(π/24)/0.1·reset_noise``
+    rad about a random axis: DiffRL's 0.1 m, 0.2 rad, 0.25 and π/24 at the default."""
+    termination_height: float = Field(0.74, ge=0)
+    """Torso height (m) below which the episode ends: DiffRL's humanoid 0.74."""
+    termination_tolerance: float = Field(0.1, ge=0)
+    """The height reward is zero at ``termination_height + this`` and its difference is clipped to
+    ``[-1, this]``: DiffRL's humanoid 0.1."""
+    height_reward_scale: float = Field(10.0, ge=0)
+    """Scale of the positive part of the height reward: DiffRL's humanoid 10."""
+    height_penalty: float = Field(200.0, ge=0)
+    """Below the threshold the height reward is ``−height_penalty·Δh²``: DiffRL's humanoid 200."""
+    up_weight: float = Field(0.1, ge=0)
+    """Reward weight of the up projection: DiffRL's humanoid 0.1."""
+    heading_weight: float = Field(1.0, ge=0)
+    """Reward weight of the heading projection onto the target direction: DiffRL's humanoid 1."""
+    action_penalty: float = Field(0.002, ge=0)
+    """Reward weight of −|a|²: DiffRL's humanoid 0.002."""
+    joint_velocity_scale: float = Field(0.1, ge=0)
+    """Hinge rates enter the observation times this: DiffRL's humanoid ``joint_vel_obs_scaling`` 0.1."""
