@@ -200,7 +200,10 @@ def test_an_ant_episode_of_1000_steps_stays_finite(ant, policy):
 
 
 # ---------------------------------------------------------------- recipes
-NEWTON_RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.toml") if 'kind = "newton_' in r.read_text())
+ALL_NEWTON_RECIPES = sorted(r for r in (ROOT / "recipes").glob("*.toml") if 'kind = "newton_' in r.read_text())
+NEWTON_RECIPES = [r for r in ALL_NEWTON_RECIPES if not r.stem.endswith("_gpu")]
+"""Run at a tiny size below; a GPU-sized recipe is its CPU recipe with other sizes (checked below), so running it
+at the tiny size would repeat its CPU recipe's run."""
 SMOKE = ["run.iterations=2", "run.eval_envs=2", "env.num_envs=2", "env.episode_length=8", "estimator.horizon=4"]
 SMOKE_MODEL = ["scheduler.warmup_iterations=0", "scheduler.model_branches=2", "scheduler.model_fit_steps=1"]
 
@@ -216,6 +219,20 @@ def test_newton_recipe_runs_two_iterations(recipe, tmp_path):
                           timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("gpu", [r for r in ALL_NEWTON_RECIPES if r.stem.endswith("_gpu")], ids=lambda r: r.stem)
+def test_a_gpu_sized_newton_recipe_is_its_cpu_recipe_at_another_size(gpu):
+    """Only sizes differ (run length and cadence, envs, evaluation envs, device); the recipe validates."""
+    import tomllib
+    cpu = gpu.with_name(gpu.name.replace("_gpu", ""))
+    big, small = (tomllib.loads(r.read_text()) for r in (gpu, cpu))
+    sizes = {"iterations", "checkpoint_every", "eval_every", "eval_envs", "device"}
+    for table in (big, small):
+        table["run"] = {k: v for k, v in table["run"].items() if k not in sizes}
+        table["env"].pop("num_envs")
+    assert big == small
+    assert big["env"]["kind"] and mb.load_recipe(gpu) is not None
 
 
 def test_captured_graphs_give_the_launches_results_bit_for_bit(ant):

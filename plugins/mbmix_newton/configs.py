@@ -50,10 +50,10 @@ class NewtonCartPoleConfig(mb.EnvConfig):
 
 
 class NewtonLocomotionConfig(mb.EnvConfig):
-    """Shared fields of the contact-rich robots (ant, hopper, humanoid): Featherstone with ground contact.
+    """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact.
 
-    The defaults are DiffRL's ant; the hopper and humanoid override the constants their DiffRL tasks set
-    differently (each override says so)."""
+    The defaults are DiffRL's ant; the hopper overrides the constants its DiffRL task sets differently (each
+    override says so)."""
 
     num_envs: mb.NumEnvs = 16
     """Robots simulated in parallel, all in one Newton model (one world each, one shared ground plane)."""
@@ -66,7 +66,7 @@ class NewtonLocomotionConfig(mb.EnvConfig):
     interval is set to this (see :mod:`mbmix_newton.bridge`)."""
     action_strength: float = Field(200.0, gt=0)
     """Joint torque (N·m) at action ±1 times the joint's gear (DiffRL: 200 for ant and hopper; the
-    assets' ``gear`` attributes are not used, see the env docstrings; the humanoid scales it per joint)."""
+    assets' ``gear`` attributes are not used, see the env docstrings)."""
     contact_ke: float = Field(4.0e3, gt=0)
     """Contact normal stiffness: DiffRL's ant 4e3."""
     contact_kd: float = Field(1.0e3, ge=0)
@@ -76,9 +76,9 @@ class NewtonLocomotionConfig(mb.EnvConfig):
     contact_mu: float = Field(0.75, ge=0)
     """Friction coefficient: DiffRL's ant 0.75."""
     limit_ke: float = Field(1.0e3, ge=0)
-    """Joint-limit stiffness: DiffRL's ant, hopper and humanoid 1e3."""
+    """Joint-limit stiffness: DiffRL's ant and hopper 1e3."""
     limit_kd: float = Field(10.0, ge=0)
-    """Joint-limit damping: DiffRL's ant, hopper and humanoid 10."""
+    """Joint-limit damping: DiffRL's ant and hopper 10."""
     reset_noise: float = Field(0.1, ge=0)
     """Reset noise scale (DiffRL's stochastic init; how it enters: each env's docstring)."""
 
@@ -138,46 +138,3 @@ class NewtonHopperConfig(NewtonLocomotionConfig):
     action_penalty: float = Field(0.1, ge=0)
     """Reward weight of −|a|²: DiffRL's hopper 0.1."""
 
-
-class NewtonHumanoidConfig(NewtonLocomotionConfig):
-    """Humanoid on Newton (Newton's ``nv_humanoid.xml``); DiffRL's observation, reward and termination
-    (:mod:`mbmix_newton.humanoid`)."""
-
-    kind: Literal["newton_humanoid"] = "newton_humanoid"
-    substeps: int = Field(48, ge=1, le=256)
-    """Featherstone substeps per env step: DiffRL's humanoid 48 (sim dt 1/2880 s; its contact damping of 5e3
-    on feet of about 1 kg needs it: explicit damping is stable for ``kd·dt/m < 2``)."""
-    action_strength: float = Field(0.35, gt=0)
-    """Multiplies each joint's motor strength (N·m, :data:`mbmix_newton.humanoid.MOTOR_STRENGTHS`): DiffRL's
-    humanoid ``motor_scale`` 0.35."""
-    contact_ke: float = Field(2.0e4, gt=0)
-    """Contact normal stiffness: DiffRL's humanoid 2e4."""
-    contact_kd: float = Field(5.0e3, ge=0)
-    """Contact damping: DiffRL's humanoid 5e3."""
-    contact_kf: float = Field(1.0e3, ge=0)
-    """Contact friction stiffness: DiffRL's humanoid 1e3."""
-    contact_mu: float = Field(0.75, ge=0)
-    """Friction coefficient: DiffRL's humanoid 0.75."""
-    start_height: float = Field(1.35, gt=0)
-    """Torso height (m) at reset: DiffRL's humanoid 1.35."""
-    reset_noise: float = Field(0.1, ge=0)
-    """Reset noise (DiffRL's humanoid): ``U(-1, 1)·reset_noise`` (m) on the torso position, ``U(-1, 1)·2·reset_noise``
-    on the hinge angles, ``U(-1, 1)·2.5·reset_noise`` on every velocity and a tilt of up to ``(π/24)/0.1·reset_noise``
-    rad about a random axis: DiffRL's 0.1 m, 0.2 rad, 0.25 and π/24 at the default."""
-    termination_height: float = Field(0.74, ge=0)
-    """Torso height (m) below which the episode ends: DiffRL's humanoid 0.74."""
-    termination_tolerance: float = Field(0.1, ge=0)
-    """The height reward is zero at ``termination_height + this`` and its difference is clipped to
-    ``[-1, this]``: DiffRL's humanoid 0.1."""
-    height_reward_scale: float = Field(10.0, ge=0)
-    """Scale of the positive part of the height reward: DiffRL's humanoid 10."""
-    height_penalty: float = Field(200.0, ge=0)
-    """Below the threshold the height reward is ``−height_penalty·Δh²``: DiffRL's humanoid 200."""
-    up_weight: float = Field(0.1, ge=0)
-    """Reward weight of the up projection: DiffRL's humanoid 0.1."""
-    heading_weight: float = Field(1.0, ge=0)
-    """Reward weight of the heading projection onto the target direction: DiffRL's humanoid 1."""
-    action_penalty: float = Field(0.002, ge=0)
-    """Reward weight of −|a|²: DiffRL's humanoid 0.002."""
-    joint_velocity_scale: float = Field(0.1, ge=0)
-    """Hinge rates enter the observation times this: DiffRL's humanoid ``joint_vel_obs_scaling`` 0.1."""
