@@ -106,7 +106,8 @@ class NewtonSimulator:
     @torch.no_grad()
     def contact_stiffness(self, q: torch.Tensor, qd: torch.Tensor, joint_f: torch.Tensor) -> torch.Tensor:
         """``[N]`` AHAC's contact signal of one env step from ``(q, qd, joint_f)`` (recomputed, no gradient):
-        ``‖F / max(|a|, 1 m/s²)‖`` over every body and world axis, in kg (:meth:`mbmix_fw.DiffEnv.contact_stiffness`).
+        ``‖F / max(|a|, 1 m/s²)‖`` over every body and world axis, in kg
+        (:meth:`mbmix_fw.DiffEnv.contact_stiffness`).
 
         ``F``: each body's ground-contact force (world frame, N), the mean over the step's substeps of what
         Featherstone's contact kernel accumulated into the body's external wrench (read back through the same
