@@ -7,12 +7,12 @@ and termination and AHAC's contact signal (``contact_stiffness``: the ``ahac`` s
 **No humanoid yet, and why.** DiffRL's humanoid on Newton's ``nv_humanoid.xml`` (21 hinges, mostly in D6
 joints; 48 substeps) was built (branch ``newton-humanoid-wip``, ``mbmix_newton/humanoid.py``) and failed the
 check every Newton env here passes: one taped step's gradient w.r.t. the hinge angles against central
-differences. Measured (float32, 2 humanoids after a noisy reset and 12 steps, feet on the ground): **0.34
-relative at eps 1e-3 and 0.33 at 3e-4** -- the same at both steps, so the tape, not the differences, is off;
-w.r.t. actions 1.4e-3 and 3.3e-3 (fine). In the air the hinge gradient agrees to about 1 % (0.3 % at one
-substep; what remains is float32 rounding around the stiff knee-limit term that dominates the sum). One
-humanoid standing at rest from a noise-free reset agrees better but not within 1e-2: torso height 9 % off,
-torso pitch 20 % off. What was not established is the cause. The two candidates: the feet are horizontal
+differences. Measured (float32, one 48-substep step, feet on the ground): 2 humanoids dropped for 30 steps from
+a noise-free reset, **0.34 relative at eps 1e-3 and 0.33 at 3e-4** -- the same at both step sizes, so the tape,
+not the differences, is off -- while w.r.t. actions 1.4e-3 and 3.3e-3 (fine); 2 humanoids 12 steps after a
+noisy reset, 0.99 and 0.78. In the air the hinge gradient agrees to about 1 % (0.3 % at one substep; what
+remains is float32 rounding around the stiff knee-limit term that dominates the sum). One humanoid at rest
+(another random action) agrees better but not within 1e-2: torso height 9 % off, torso pitch 20 % off. What was not established is the cause. The two candidates: the feet are horizontal
 capsules lying on the ground, so the contacts that collision detection finds (off the tape, held constant
 within a substep: :meth:`mbmix_newton.bridge._Workspace.run`) change with the pose in a way the tape cannot
 see, unlike the ant's and hopper's capsule-end contacts; or an adjoint of Newton's multi-axis D6 joint in
