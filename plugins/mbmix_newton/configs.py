@@ -117,8 +117,9 @@ class NewtonHopperConfig(NewtonLocomotionConfig):
     """Armature (kg·m²) of the three hinges: DiffRL's hopper 1 (also Brax's asset default; the asset's root
     joints have 0, kept)."""
     joint_damping: float = Field(2.0, ge=0)
-    """Viscous damping (N·m·s/rad) of the three hinges: DiffRL's hopper passes damping 2 with stiffness 0 (a
-    PD drive to a zero target with no spring: a pure damper); Brax's asset says 1."""
+    """Viscous damping (N·m·s/rad) of the three hinges: DiffRL's hopper passes damping 2 and stiffness 0 to its
+    MJCF parser (joint drive gains, as we read dflex: a drive to a zero target with no spring is a pure damper);
+    Brax's asset says 1."""
     reset_noise: float = Field(0.05, ge=0)
     """Reset: ``U(-1, 1)·reset_noise`` on x, height, the hinge angles and every velocity, ``U(-1, 1)·reset_noise``
     rad on the torso pitch: DiffRL's hopper 0.05 everywhere (its pitch: ``U(-0.5, 0.5)·0.1``, the same)."""
