@@ -1,10 +1,11 @@
-"""The Newton plugin (``newton``): cart-pole and ant gradients against central finite differences, the
-mass-matrix guard, the DiffEnv contract, long episodes staying finite, and the cart-pole recipe learning.
+"""The Newton plugin (``newton``): cart-pole, ant and hopper gradients against central finite differences, the
+mass-matrix guard, the DiffEnv contract, long episodes staying finite, AHAC's contact signal, the recipes, and
+the cart-pole recipe learning.
 
 Newton is float32 only, so the finite differences are float32 too: the step is evaluated in float32 (the env
 casts), the differences are taken in float64 around it with a step ``eps`` large enough to rise above float32
 rounding. Tolerances (each test states its own): cart-pole (smooth, no contact) 1e-3 relative over five steps
-at ``eps = 1e-2``; ant through ground contact 1e-2 relative (the issue's goal) at ``eps = 1e-3``.
+at ``eps = 1e-2``; ant and hopper through ground contact 1e-2 relative (the issue's goal) at ``eps = 1e-3``.
 
 Kernel compiles are cached by warp on disk: the first run of this file compiles Featherstone and the
 collision pipeline (about a minute on a 2-core CPU), later runs load them. Envs are module-scoped and small.
