@@ -133,13 +133,25 @@ class NewtonAnt(mb.DiffEnv):
         qd = s * u(n, self.nd)
         return torch.cat([q, qd, torch.zeros(n, self.action_dim, **like)], 1).to(self.dtype)
 
+    def joint_forces(self, action):
+        """``[N, 14]`` float32 generalized forces: none on the free root, ``action_strength · a`` on the hinges."""
+        torque = self.config.action_strength * action.float()
+        return torch.cat([torch.zeros(action.shape[0], 6, device=action.device), torque], 1)
+
     def step(self, state, action, generator=None):
         q, qd, _ = self.split(state)
         action = action.to(state.dtype).clamp(-1.0, 1.0)
-        torque = self.config.action_strength * action.float()
-        joint_f = torch.cat([torch.zeros(state.shape[0], 6, device=state.device), torque], 1)
-        q_next, qd_next = self.sim.step(q.float().contiguous(), qd.float().contiguous(), joint_f)
+        q_next, qd_next = self.sim.step(q.float().contiguous(), qd.float().contiguous(), self.joint_forces(action))
         return torch.cat([q_next.to(state.dtype), qd_next.to(state.dtype), action], 1)
+
+    @torch.no_grad()
+    def contact_stiffness(self, state, action, next_state):
+        """AHAC's ``‖F_contact / max(|a|, 1 m/s²)‖`` (kg) per transition, the step recomputed: see
+        :meth:`mbmix_newton.bridge.NewtonSimulator.contact_stiffness` (an ant resting on its legs scores
+        about its weight in newtons)."""
+        q, qd, _ = self.split(state)
+        joint_f = self.joint_forces(action.to(state.dtype).clamp(-1.0, 1.0))
+        return self.sim.contact_stiffness(q.float().contiguous(), qd.float().contiguous(), joint_f).to(state.dtype)
 
     @staticmethod
     def _axes(quat):

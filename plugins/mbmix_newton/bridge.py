@@ -103,6 +103,36 @@ class NewtonSimulator:
         newton.eval_fk(ws.model, ws.states[0].joint_q, ws.states[0].joint_qd, ws.states[0])
         return wp.to_torch(ws.states[0].body_q).clone().reshape(q.shape[0], -1, 7)
 
+    @torch.no_grad()
+    def contact_stiffness(self, q: torch.Tensor, qd: torch.Tensor, joint_f: torch.Tensor) -> torch.Tensor:
+        """``[N]`` AHAC's contact signal of one env step from ``(q, qd, joint_f)`` (recomputed, no gradient):
+        ``‖F / max(|a|, 1 m/s²)‖`` over every body and world axis, in kg
+        (:meth:`mbmix_fw.DiffEnv.contact_stiffness`).
+
+        ``F``: each body's ground-contact force (world frame, N), the mean over the step's substeps of what
+        Featherstone's contact kernel accumulated into the body's external wrench (read back through the same
+        inversion as :meth:`_Workspace.restore_external_wrenches`); a body off the ground has 0. ``a``: the
+        body's centre-of-mass acceleration over the step, ``(v' − v)/dt`` from forward kinematics of the step's
+        start and end. Only bodies count (no joint-limit forces): the signal is the ground's.
+        A robot resting on its feet scores about its weight over the 1 m/s² floor (tested)."""
+        import newton
+        if not self.use_contacts:
+            raise mb.BridgeError("newton step: contact_stiffness needs a simulator built with contacts=True")
+        n = q.shape[0]
+        ws = self.workspace(n)
+        ws.load((q, qd, joint_f))
+        ws.forward()
+        force = torch.zeros(n, ws.model.body_count // n, 3, device=q.device)
+        for state in ws.states[1:]:
+            force -= wp.to_torch(state.body_f_ext, requires_grad=False).view(n, -1, 6)[..., :3]
+        force /= ws.substeps
+        velocity = []
+        for state in (ws.states[0], ws.states[-1]):
+            newton.eval_fk(ws.model, state.joint_q, state.joint_qd, state)
+            velocity.append(wp.to_torch(state.body_qd, requires_grad=False).view(n, -1, 6)[..., :3].clone())
+        accel = (velocity[1] - velocity[0]) / self.dt
+        return (force / accel.abs().clamp_min(1.0)).flatten(1).norm(dim=1)
+
     # ---- the ExternalFunction callables
     @torch.no_grad()
     def _forward(self, inputs):

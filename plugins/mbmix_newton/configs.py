@@ -50,7 +50,10 @@ class NewtonCartPoleConfig(mb.EnvConfig):
 
 
 class NewtonLocomotionConfig(mb.EnvConfig):
-    """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact."""
+    """Shared fields of the contact-rich robots (ant, hopper): Featherstone with ground contact.
+
+    The defaults are DiffRL's ant; the hopper overrides the constants its DiffRL task sets differently (each
+    override says so)."""
 
     num_envs: mb.NumEnvs = 16
     """Robots simulated in parallel, all in one Newton model (one world each, one shared ground plane)."""
@@ -65,17 +68,17 @@ class NewtonLocomotionConfig(mb.EnvConfig):
     """Joint torque (N·m) at action ±1 times the joint's gear (DiffRL: 200 for ant and hopper; the
     assets' ``gear`` attributes are not used, see the env docstrings)."""
     contact_ke: float = Field(4.0e3, gt=0)
-    """Contact normal stiffness: DiffRL's ant/hopper 4e3."""
+    """Contact normal stiffness: DiffRL's ant 4e3."""
     contact_kd: float = Field(1.0e3, ge=0)
-    """Contact damping: DiffRL's ant/hopper 1e3."""
+    """Contact damping: DiffRL's ant 1e3."""
     contact_kf: float = Field(3.0e2, ge=0)
-    """Contact friction stiffness: DiffRL's ant/hopper 3e2."""
+    """Contact friction stiffness: DiffRL's ant 3e2."""
     contact_mu: float = Field(0.75, ge=0)
-    """Friction coefficient: DiffRL's ant/hopper 0.75."""
+    """Friction coefficient: DiffRL's ant 0.75."""
     limit_ke: float = Field(1.0e3, ge=0)
-    """Joint-limit stiffness: DiffRL's ant/hopper 1e3."""
+    """Joint-limit stiffness: DiffRL's ant and hopper 1e3."""
     limit_kd: float = Field(10.0, ge=0)
-    """Joint-limit damping: DiffRL's ant/hopper 10."""
+    """Joint-limit damping: DiffRL's ant and hopper 10."""
     reset_noise: float = Field(0.1, ge=0)
     """Reset noise scale (DiffRL's stochastic init; how it enters: each env's docstring)."""
 
@@ -94,3 +97,45 @@ class NewtonAntConfig(NewtonLocomotionConfig):
     """Reward weight of (height − termination_height): DiffRL's ant 1."""
     action_penalty: float = Field(0.0, ge=0)
     """Reward weight of −|a|²: DiffRL's ant 0."""
+
+
+class NewtonHopperConfig(NewtonLocomotionConfig):
+    """Hopper on Newton (Brax's ``hopper.xml``); DiffRL's observation, reward and termination
+    (:mod:`mbmix_newton.hopper`). Heights and angles are joint coordinates: 0 is the asset's start pose."""
+
+    kind: Literal["newton_hopper"] = "newton_hopper"
+    contact_ke: float = Field(2.0e4, gt=0)
+    """Contact normal stiffness: DiffRL's hopper 2e4."""
+    contact_kd: float = Field(1.0e3, ge=0)
+    """Contact damping: DiffRL's hopper 1e3."""
+    contact_kf: float = Field(1.0e3, ge=0)
+    """Contact friction stiffness: DiffRL's hopper 1e3."""
+    contact_mu: float = Field(0.9, ge=0)
+    """Friction coefficient: DiffRL's hopper 0.9 (Brax's asset: 0.9 on torso, thigh and leg, 2 on the foot;
+    DiffRL's one value wins)."""
+    joint_armature: float = Field(1.0, ge=0)
+    """Armature (kg·m²) of the three hinges: DiffRL's hopper 1 (also Brax's asset default; the asset's root
+    joints have 0, kept)."""
+    joint_damping: float = Field(2.0, ge=0)
+    """Viscous damping (N·m·s/rad) of the three hinges: DiffRL's hopper passes damping 2 and stiffness 0 to its
+    MJCF parser (joint drive gains, as we read dflex: a drive to a zero target with no spring is a pure damper);
+    Brax's asset says 1."""
+    reset_noise: float = Field(0.05, ge=0)
+    """Reset: ``U(-1, 1)·reset_noise`` on x, height, the hinge angles and every velocity, ``U(-1, 1)·reset_noise``
+    rad on the torso pitch: DiffRL's hopper 0.05 everywhere (its pitch: ``U(-0.5, 0.5)·0.1``, the same)."""
+    termination_height: float = Field(-0.45)
+    """Height coordinate (m, from the start pose) below which the episode ends: DiffRL's hopper −0.45."""
+    termination_height_tolerance: float = Field(0.15, ge=0)
+    """The height reward is zero at ``termination_height + this``: DiffRL's hopper 0.15."""
+    termination_angle: float = Field(0.524, gt=0)
+    """The angle reward ``1 − θ²/termination_angle²`` is zero at this torso pitch (rad): DiffRL's hopper π/6
+    (0.524 in its config); it does not terminate the episode (DiffRL's neither)."""
+    height_reward_scale: float = Field(1.0, ge=0)
+    """Scale of the positive part of the height reward: DiffRL's hopper 1."""
+    height_reward_cap: float = Field(0.3, ge=0)
+    """The height difference is clipped to ``[-1, cap]`` before shaping: DiffRL's hopper 0.3."""
+    height_penalty: float = Field(200.0, ge=0)
+    """Below the threshold the height reward is ``−height_penalty·Δh²``: DiffRL's hopper 200."""
+    action_penalty: float = Field(0.1, ge=0)
+    """Reward weight of −|a|²: DiffRL's hopper 0.1."""
+
