@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import RecipeError
 
@@ -22,11 +22,18 @@ MOVED = {
 applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it."""
 
 
-def move_keys(data: dict[str, Any], source: str, *, warn: bool = True) -> dict[str, Any]:
-    """``data`` (a parsed recipe) with every :data:`MOVED` key carried to its new place: a copy when one
+def move_keys(data: dict[str, Any], source: str, *, warn: bool = True,
+              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, Any]:
+    """``data`` (a parsed recipe) with every :data:`MOVED` key, and every field a plugin renamed
+    (``renamed(table, kind)``: its config's ``renamed_fields``), carried to its new place: a copy when one
     moved (``data`` itself otherwise). ``warn``: log one line per moved key, ``"{source}: old: …"``."""
+    moves = dict(MOVED)
+    for table, value in data.items():
+        if isinstance(value, dict):
+            moves.update({f"{table}.{old}": f"{table}.{new}"
+                          for old, new in renamed(table, value.get("kind")).items()})
     moved = data
-    for old, new in MOVED.items():
+    for old, new in moves.items():
         (old_table, old_key), (new_table, new_key) = old.split("."), new.split(".")
         table = moved.get(old_table)
         if not isinstance(table, dict) or old_key not in table:

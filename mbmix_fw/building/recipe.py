@@ -133,7 +133,7 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
         from .registry import default_registry
 
         registry = default_registry()
-    data = move_keys(data, source)
+    data = move_keys(data, source, renamed=lambda table, kind: _renamed_fields(registry, table, kind))
     try:
         recipe = Recipe.model_validate(data, context={"registry": registry})
     except ValidationError as exc:
@@ -146,6 +146,17 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
                            f"actor's backward through the simulator, which scheduler '{recipe.scheduler.kind}' "
                            f"never runs as configured; set probe_source = \"random\""])
     return recipe
+
+
+def _renamed_fields(registry: "Registry", table: str, kind: Any) -> dict[str, str]:
+    """The ``renamed_fields`` of the config registered for ``kind`` in plugin table ``table`` (none when the
+    table is not a plugin's or the kind is unknown: validation then says so)."""
+    if table not in PLUGIN_TABLES or not isinstance(kind, str):
+        return {}
+    try:
+        return dict(registry.slot(table).get(kind).config.renamed_fields)
+    except PluginError:
+        return {}
 
 
 def load_recipe(path: str | Path, registry: "Registry | None" = None,
