@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..contracts.rollout import Rollout
+from ..contracts.rollout_types import Rollout
 from ..contracts.scheduler import Plan
 from ..contracts.settings import CriticSettings
 from ..maths.returns import lambda_returns, safe_values
