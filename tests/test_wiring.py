@@ -16,7 +16,7 @@ GAMMA, LAM = 0.9, 0.7
 
 
 def make_trainer(num_envs=3, **critic):
-    critic = {"iterations": 1, "minibatches": 1, "lam": LAM, **critic}
+    critic = {"iterations": 1, "minibatches": 1, "td_lambda": LAM, **critic}
     return Trainer(
         LinearEnv(state_dim=2, num_envs=num_envs, episode_length=50), Shac(ShacConfig(horizon=4, gamma=GAMMA)),
         ModelFree(ModelFreeConfig()), run=mb.RunSettings(iterations=4, eval_envs=2),

@@ -17,9 +17,11 @@ log = logging.getLogger("mbmix_fw")
 
 MOVED = {
     "scheduler.lr_schedule": "optim.lr_schedule",
+    "critic.lam": "critic.td_lambda",
 }
 """Old dotted key → new dotted key (``table.field``). The learning-rate schedule is the training loop's,
-applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it."""
+applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it; the critic's
+λ is ``td_lambda``, so ``lam`` names only the mix estimator's λ (``estimator.lam``, ``Plan.lam``)."""
 
 
 def move_keys(data: dict[str, Any], source: str, *, warn: bool = True,

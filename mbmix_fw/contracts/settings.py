@@ -105,8 +105,9 @@ class CriticSettings(_Settings):
     """Hidden-layer activation of the critic MLP."""
     layer_norm: bool = True
     """LayerNorm after each hidden layer of the critic (SHAC: on)."""
-    lam: float = Field(0.95, ge=0.0, le=1.0)
-    """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
+    td_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    """λ of the critic's TD(λ) targets; ``lam`` is the mix estimator's λ, always. (Was ``critic.lam``,
+    still read with a warning.)"""
     tau: float = Field(0.8, ge=0.0, le=1.0)
     """Polyak weight of the online critic, the usual τ: ``target ← (1-τ)·target + τ·critic`` after each
     iteration. DiffRL's SHAC writes the same update with ``target_critic_alpha = 0.2 = 1-τ`` on the old

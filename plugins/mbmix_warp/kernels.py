@@ -14,7 +14,8 @@ Model (the config docstring gives units and defaults):
   coefficient ``c`` is shared. ``|d|`` is ``sqrt(d·d + 1e-12)`` so the force stays finite even when two
   particles coincide.
 - **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)``, normal force
-  ``max(0, k_contact·δ - d·m·g·tanh(k_contact·δ/(m·g))·v_z)`` (``k_contact``: ``ground_stiffness``) (Hunt–Crossley damping, vanishing with δ,
+  ``max(0, k_contact·δ - d·m·g·tanh(k_contact·δ/(m·g))·v_z)`` (``k_contact``: ``ground_stiffness``;
+  Hunt–Crossley damping, vanishing with δ,
   saturating at ``d·m·g``, never pulling) and regularised Coulomb
   friction; the law and its reasons are in :mod:`mbmix_warp.ground`, the torch reference this kernel is tested
   against.
