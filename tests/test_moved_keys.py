@@ -135,3 +135,13 @@ def test_the_critics_old_lam_key_is_read_as_td_lambda(tmp_path, registry, caplog
     assert recipe.critic.td_lambda == 0.8
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: critic.lam: deprecated, read as critic.td_lambda; move it to [critic]"]
+
+
+def test_a_set_of_the_old_key_still_wins_over_the_files_new_one(tmp_path, registry, caplog):
+    path = tmp_path / "new.toml"
+    path.write_text(recipe_text('kind = "model_free"', 'lr_schedule = "linear"'))
+    with caplog.at_level(logging.WARNING, logger="mbmix_fw"):
+        recipe = mb.load_recipe(path, registry, ['scheduler.lr_schedule="constant"'])
+    assert recipe.optim.lr_schedule == "constant"
+    assert [r.getMessage() for r in caplog.records] == [
+        '--set scheduler.lr_schedule="constant": scheduler.lr_schedule: deprecated, read as optim.lr_schedule']

@@ -24,18 +24,25 @@ applied whatever the scheduler, so a third-party scheduler cannot drop it by not
 λ is ``td_lambda``, so ``lam`` names only the mix estimator's λ (``estimator.lam``, ``Plan.lam``)."""
 
 
-def move_keys(data: dict[str, Any], source: str, *, warn: bool = True,
-              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, Any]:
-    """``data`` (a parsed recipe) with every :data:`MOVED` key, and every field a plugin renamed
-    (``renamed(table, kind)``: its config's ``renamed_fields``), carried to its new place: a copy when one
-    moved (``data`` itself otherwise). ``warn``: log one line per moved key, ``"{source}: old: …"``."""
+def key_moves(data: dict[str, Any],
+              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, str]:
+    """Old dotted key → new for ``data`` (a parsed recipe): :data:`MOVED`, and the fields the plugin of each
+    table renamed (``renamed(table, kind)``)."""
     moves = dict(MOVED)
     for table, value in data.items():
         if isinstance(value, dict):
             moves.update({f"{table}.{old}": f"{table}.{new}"
                           for old, new in renamed(table, value.get("kind")).items()})
+    return moves
+
+
+def move_keys(data: dict[str, Any], source: str, *, warn: bool = True,
+              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, Any]:
+    """``data`` (a parsed recipe) with every :data:`MOVED` key, and every field a plugin renamed
+    (``renamed(table, kind)``: its config's ``renamed_fields``), carried to its new place: a copy when one
+    moved (``data`` itself otherwise). ``warn``: log one line per moved key, ``"{source}: old: …"``."""
     moved = data
-    for old, new in moves.items():
+    for old, new in key_moves(data, renamed).items():
         (old_table, old_key), (new_table, new_key) = old.split("."), new.split(".")
         table = moved.get(old_table)
         if not isinstance(table, dict) or old_key not in table:
