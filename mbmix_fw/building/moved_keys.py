@@ -1,9 +1,10 @@
-"""Recipe keys that moved to another table: still read, with one warning line naming the file and the key.
+"""Recipe keys that moved (to another table, or renamed by their plugin: ``ComponentConfig.renamed_fields``):
+still read, with one warning line naming the file (or the ``--set``) and the key.
 
 Why: a recipe written for an earlier release must keep running as it did. A moved key's value is carried to
 where it lives now before the recipe is validated, so the run, its ``recipe.json`` and every check see only
-the new key. Writing both, with different values, is an error naming both (which one would win is not
-something to guess).
+the new key. A file writing both, with different values, is an error naming both (which one would win is not
+something to guess); a ``--set`` of the old key is moved the same way, so it overrides the file as it did.
 """
 from __future__ import annotations
 
