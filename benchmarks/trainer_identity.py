@@ -8,7 +8,8 @@ run to run; see README on thread counts), and keeps each run's ``metrics.csv`` w
     python benchmarks/trainer_identity.py --out /tmp/after       # on the change
     python benchmarks/trainer_identity.py --compare /tmp/before /tmp/after
 
-``--compare`` prints the number of differing cells per run and exits 1 if any differ. The cases cover
+``--compare`` prints the number of differing cells per run (in the columns both sides have; a column only
+one side has, a metric added or removed, is listed, not counted) and exits 1 if any differ. The cases cover
 the paths of an iteration: the world model fitted, gated and branched (cloth MB-MIX, pendulum MB-MIX),
 the agreement split (``agree``), the contact signal (``ahac``), whole-episode BPTT, and a run stopped,
 extended and resumed from its checkpoint.
@@ -85,10 +86,13 @@ def compare(a: Path, b: Path) -> int:
             print(f"{left.stem}: missing in {b}")
             differing += 1
             continue
-        rows_a, rows_b = (list(csv.reader(p.open(newline=""))) for p in (left, right))
-        cells = sum(x != y for ra, rb in zip(rows_a, rows_b) for x, y in zip(ra, rb))
-        cells += abs(len(rows_a) - len(rows_b)) + abs(len(rows_a[0]) - len(rows_b[0]))
-        print(f"{left.stem}: {len(rows_a) - 1} rows, {cells} differing cells")
+        rows_a, rows_b = (list(csv.DictReader(p.open(newline=""))) for p in (left, right))
+        shared = [name for name in rows_a[0] if name in rows_b[0]]  # a new metric is not a changed number
+        cells = sum(ra[name] != rb[name] for ra, rb in zip(rows_a, rows_b) for name in shared)
+        cells += abs(len(rows_a) - len(rows_b))
+        only = sorted(set(rows_a[0]) ^ set(rows_b[0]))
+        print(f"{left.stem}: {len(rows_a)} rows, {cells} differing cells"
+              + (f" (columns on one side only: {', '.join(only)})" if only else ""))
         differing += cells
     return 1 if differing else 0
 

@@ -37,7 +37,7 @@ _LAZY = {
     ".maths.probes": ["FULL_JACOBIAN_MAX_DIM", "collect_eval_transitions", "collect_jacobians",
                 "collect_transitions", "random_unit_vectors", "vector_jacobian_products"],
     ".maths.returns": ["lambda_returns", "safe_values"],
-    ".contracts.rollout": ["Cursor", "Dynamics", "Rollout"],
+    ".contracts.rollout_types": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
     ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
     ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .maths.probes import (FULL_JACOBIAN_MAX_DIM, collect_eval_transitions, collect_jacobians,
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
     from .maths.returns import lambda_returns, safe_values
-    from .contracts.rollout import Cursor, Dynamics, Rollout
+    from .contracts.rollout_types import Cursor, Dynamics, Rollout
     from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
     from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
     from .contracts.scheduler import NO_METRICS, Plan, Scheduler

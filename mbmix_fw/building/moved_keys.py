@@ -1,15 +1,16 @@
-"""Recipe keys that moved to another table: still read, with one warning line naming the file and the key.
+"""Recipe keys that moved (to another table, or renamed by their plugin: ``ComponentConfig.renamed_fields``):
+still read, with one warning line naming the file (or the ``--set``) and the key.
 
 Why: a recipe written for an earlier release must keep running as it did. A moved key's value is carried to
 where it lives now before the recipe is validated, so the run, its ``recipe.json`` and every check see only
-the new key. Writing both, with different values, is an error naming both (which one would win is not
-something to guess).
+the new key. A file writing both, with different values, is an error naming both (which one would win is not
+something to guess); a ``--set`` of the old key is moved the same way, so it overrides the file as it did.
 """
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import RecipeError
 
@@ -17,16 +18,32 @@ log = logging.getLogger("mbmix_fw")
 
 MOVED = {
     "scheduler.lr_schedule": "optim.lr_schedule",
+    "critic.lam": "critic.td_lambda",
 }
 """Old dotted key → new dotted key (``table.field``). The learning-rate schedule is the training loop's,
-applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it."""
+applied whatever the scheduler, so a third-party scheduler cannot drop it by not redeclaring it; the critic's
+λ is ``td_lambda``, so ``lam`` names only the mix estimator's λ (``estimator.lam``, ``Plan.lam``)."""
 
 
-def move_keys(data: dict[str, Any], source: str, *, warn: bool = True) -> dict[str, Any]:
-    """``data`` (a parsed recipe) with every :data:`MOVED` key carried to its new place: a copy when one
+def key_moves(data: dict[str, Any],
+              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, str]:
+    """Old dotted key → new for ``data`` (a parsed recipe): :data:`MOVED`, and the fields the plugin of each
+    table renamed (``renamed(table, kind)``)."""
+    moves = dict(MOVED)
+    for table, value in data.items():
+        if isinstance(value, dict):
+            moves.update({f"{table}.{old}": f"{table}.{new}"
+                          for old, new in renamed(table, value.get("kind")).items()})
+    return moves
+
+
+def move_keys(data: dict[str, Any], source: str, *, warn: bool = True,
+              renamed: Callable[[str, Any], dict[str, str]] = lambda table, kind: {}) -> dict[str, Any]:
+    """``data`` (a parsed recipe) with every :data:`MOVED` key, and every field a plugin renamed
+    (``renamed(table, kind)``: its config's ``renamed_fields``), carried to its new place: a copy when one
     moved (``data`` itself otherwise). ``warn``: log one line per moved key, ``"{source}: old: …"``."""
     moved = data
-    for old, new in MOVED.items():
+    for old, new in key_moves(data, renamed).items():
         (old_table, old_key), (new_table, new_key) = old.split("."), new.split(".")
         table = moved.get(old_table)
         if not isinstance(table, dict) or old_key not in table:

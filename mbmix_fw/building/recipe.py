@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import logging
 import math
 import tomllib
 from pathlib import Path
@@ -28,10 +29,12 @@ from ..contracts.component import EnvConfig, EstimatorConfig, SchedulerConfig, W
 from ..errors import PluginError, RecipeError
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings
 from ..contracts.sweep_settings import SweepSettings
-from .moved_keys import move_keys
+from .moved_keys import key_moves, move_keys
 
 if TYPE_CHECKING:
     from .registry import Registry
+
+log = logging.getLogger("mbmix_fw")
 
 PLUGIN_TABLES = ("env", "world_model", "estimator", "scheduler")
 DEFAULT_SCHEDULER = {"kind": "model_free"}
@@ -133,7 +136,7 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
         from .registry import default_registry
 
         registry = default_registry()
-    data = move_keys(data, source)
+    data = move_keys(data, source, renamed=lambda table, kind: _renamed_fields(registry, table, kind))
     try:
         recipe = Recipe.model_validate(data, context={"registry": registry})
     except ValidationError as exc:
@@ -146,6 +149,17 @@ def validate_recipe(data: dict[str, Any], registry: "Registry | None" = None,
                            f"actor's backward through the simulator, which scheduler '{recipe.scheduler.kind}' "
                            f"never runs as configured; set probe_source = \"random\""])
     return recipe
+
+
+def _renamed_fields(registry: "Registry", table: str, kind: Any) -> dict[str, str]:
+    """The ``renamed_fields`` of the config registered for ``kind`` in plugin table ``table`` (none when the
+    table is not a plugin's or the kind is unknown: validation then says so)."""
+    if table not in PLUGIN_TABLES or not isinstance(kind, str):
+        return {}
+    try:
+        return dict(registry.slot(table).get(kind).config.renamed_fields)
+    except PluginError:
+        return {}
 
 
 def load_recipe(path: str | Path, registry: "Registry | None" = None,
@@ -166,9 +180,29 @@ def load_recipe(path: str | Path, registry: "Registry | None" = None,
         raise RecipeError([f"{source}: {exc}"]) from None
     overrides = list(overrides)
     try:
+        if registry is None:
+            from .registry import default_registry
+
+            registry = default_registry()
+        renamed = lambda table, kind: _renamed_fields(registry, table, kind)  # noqa: E731
+        # A moved key is moved in the file and in each --set alike, so `--set old=x` still wins over the file.
+        moves = key_moves(apply_overrides(data, overrides), renamed)
+        data = move_keys(data, source, renamed=renamed)
+        overrides = [_moved_override(o, moves) for o in overrides]
         return validate_recipe(apply_overrides(data, overrides), registry, source)
     except RecipeError as exc:
         raise RecipeError(blame_overrides(exc.problems, source, overrides)) from None
+
+
+def _moved_override(override: Override, moves: dict[str, str]) -> Override:
+    """``override`` with a key that moved (:func:`~.moved_keys.key_moves`) renamed, and one warning line."""
+    key, value = parse_override(override) if isinstance(override, str) else override
+    key = ".".join(part.strip() for part in key.split("."))
+    if key not in moves:
+        return override
+    shown = f"--set {override.strip()}" if isinstance(override, str) else key
+    log.warning("%s: %s: deprecated, read as %s", shown, key, moves[key])
+    return f"{moves[key]}={override.partition('=')[2]}" if isinstance(override, str) else (moves[key], value)
 
 
 def blame_overrides(problems: list[str], source: str, overrides: Iterable[Override]) -> list[str]:

@@ -134,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+", metavar="RECIPE")
     overrides(p)
 
-    p = command("plugins", plugin_listing.cmd_plugins, "list installed plugins, their kinds and any that failed to load",
+    p = command("plugins", plugin_listing.cmd_plugins,
+                "list installed plugins, their kinds and any that failed to load",
                 inherit=False)
     p.add_argument("--json", action="store_true", help="one JSON object per registered component")
     p.add_argument("-v", "--verbose", action="store_true",

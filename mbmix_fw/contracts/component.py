@@ -111,6 +111,9 @@ class ComponentConfig(StrictTable):
     """
 
     kind: str
+    renamed_fields: ClassVar[dict[str, str]] = {}
+    """Old field name → new, for settings a plugin renamed: a recipe that still writes the old name is read
+    as the new one, with one warning line naming the file and the field (``building/moved_keys.py``)."""
 
 
 class EnvConfig(ComponentConfig):

@@ -7,7 +7,7 @@ import attrs
 import torch
 
 from .env import DiffEnv
-from .rollout import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
+from .rollout_types import Cursor, Dynamics, PolicyFn, Rollout, ValueFn
 
 
 

@@ -78,7 +78,8 @@ class RunSettings(_Settings):
 
 
 Activation = Literal["elu", "relu", "tanh", "silu"]
-Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+AdamDecay = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""One of Adam's moment decay rates (β₁, β₂ in Adam's paper; β alone means ``env_weight`` here)."""
 
 
 class PolicySettings(_Settings):
@@ -104,8 +105,9 @@ class CriticSettings(_Settings):
     """Hidden-layer activation of the critic MLP."""
     layer_norm: bool = True
     """LayerNorm after each hidden layer of the critic (SHAC: on)."""
-    lam: float = Field(0.95, ge=0.0, le=1.0)
-    """λ of the TD(λ) critic targets (separate from the mix estimator's λ)."""
+    td_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    """λ of the critic's TD(λ) targets; ``lam`` is the mix estimator's λ, always. (Was ``critic.lam``,
+    still read with a warning.)"""
     tau: float = Field(0.8, ge=0.0, le=1.0)
     """Polyak weight of the online critic, the usual τ: ``target ← (1-τ)·target + τ·critic`` after each
     iteration. DiffRL's SHAC writes the same update with ``target_critic_alpha = 0.2 = 1-τ`` on the old
@@ -137,7 +139,7 @@ class OptimSettings(_Settings):
     ``run.env_steps`` budget; DiffRL's SHAC decays linearly too, but to an absolute 1e-5 at its last epoch),
     ``constant`` keeps ``actor_lr`` and ``critic_lr``. A scheduler's ``Plan.actor_lr_scale`` and
     ``Plan.critic_lr_scale`` multiply on top. (Was ``scheduler.lr_schedule``, still read with a warning.)"""
-    betas: tuple[Beta, Beta] = (0.7, 0.95)
+    betas: tuple[AdamDecay, AdamDecay] = (0.7, 0.95)
     """Adam's β1, β2 (SHAC: 0.7, 0.95)."""
     grad_clip: float = Field(1.0, gt=0)
     """Gradient-norm clipping for actor and critic."""

@@ -67,7 +67,7 @@ from typing import Any, Callable, Sequence
 import attrs
 import torch
 
-from ..contracts.rollout import Cursor
+from ..contracts.rollout_types import Cursor
 from ..contracts.scheduler import Plan
 from ..errors import UserError
 from ..maths.jacobian_blend import JacobianBlend

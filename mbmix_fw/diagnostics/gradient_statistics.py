@@ -174,7 +174,7 @@ def fit_critic_to_policy(
     generator: torch.Generator,
     *,
     normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    lam: float = 0.95,
+    td_lambda: float = 0.95,
     iterations: int = 300,
     horizon: int = 32,
     num_envs: int | None = None,
@@ -209,7 +209,7 @@ def fit_critic_to_policy(
                                        window.done, gamma, 1.0)
                 offset, scale = float(to_go.mean()), max(float(to_go.std()), 1e-6)
             targets = lambda_returns(window.rewards, value_fn(window.next_obs), window.terminated,
-                                     window.done, gamma, lam)
+                                     window.done, gamma, td_lambda)
         cursor = window.end
         for _ in range(steps_per_window):
             loss = ((value_fn(window.obs) - targets) / scale).pow(2).mean()

@@ -193,7 +193,7 @@ def variance_from_recipe(
     2. The policy is the recipe's ``[policy]`` network initialised from ``run.seed`` exactly as the
        trainer initialises it, or the policy (and observation normaliser) of a trainer ``checkpoint``.
     3. Fit a fresh ``[critic]`` network to that fixed policy (:func:`fit_critic_to_policy`,
-       ``critic_iterations`` windows, TD(λ) with the recipe's ``critic.lam`` and the estimator's γ).
+       ``critic_iterations`` windows, TD(λ) with the recipe's ``critic.td_lambda`` and the estimator's γ).
     4. Sweep :func:`sweep_estimators` and measure each with :func:`variance_study` (``samples`` each).
 
     Writes ``json_out`` (settings, critic fit and rows) and ``png_out`` (:func:`plot_variance_study`)
@@ -228,7 +228,7 @@ def variance_from_recipe(
     say(f"fitting the critic to the fixed policy ({critic_iterations} TD(λ) windows)")
     generator = torch.Generator(device=device).manual_seed(seed + 1)
     value_fn, fit = fit_critic_to_policy(env, policy_fn, critic, gamma, generator, normalize=normalize,
-                                         lam=ccfg.lam, iterations=critic_iterations, horizon=h_max)
+                                         td_lambda=ccfg.td_lambda, iterations=critic_iterations, horizon=h_max)
     critic.requires_grad_(False)
     say(f"measuring {len(configs)} estimators × {samples} samples")
     rows = variance_study(env, policy, value_fn, configs, samples, seed=seed, policy_fn=policy_fn,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from ..contracts.rollout import Dynamics
+from ..contracts.rollout_types import Dynamics
 from ..contracts.world_model import TransitionBatch
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..contracts.rollout import Dynamics
+from ..contracts.rollout_types import Dynamics
 
 
 class JacobianBlend:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout, ValueFn  # noqa: F401 - re-exported
+from ..contracts.rollout_types import COLUMNS, Cursor, Dynamics, PolicyFn, Rollout, ValueFn  # noqa: F401 - re-exported
 from .ranks import rank_count, sum_over_ranks
 
 DIVERGED_MAGNITUDE = 1e6
@@ -129,7 +129,7 @@ def _roll_steps(policy_fn, env, dynamics, state, t, steps, generator):
     """The rollout loop: per-step columns stacked ``[steps, N, ·]``, and the state and time after it."""
     columns: dict[str, list[torch.Tensor]] = {k: [] for k in COLUMNS}
     bound = getattr(env, "diverged_magnitude", DIVERGED_MAGNITUDE)
-    simulator = bool(getattr(dynamics, "is_simulator", False))  # declared (contracts/rollout.py, Dynamics)
+    simulator = bool(getattr(dynamics, "is_simulator", False))  # declared (contracts/rollout_types.py, Dynamics)
     obs = env.observe(state)  # later steps reuse the transition's observation (DiffEnv.reset_done_observed)
     for _ in range(steps):
         action = policy_fn(obs, generator)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..contracts.rollout import Rollout
+from ..contracts.rollout_types import Rollout
 from ..contracts.scheduler import Plan
 from ..contracts.settings import CriticSettings
 from ..maths.returns import lambda_returns, safe_values
@@ -44,14 +44,14 @@ class CriticLearner:
         ``V(obs_before_reset)``. A non-finite transition (which the rollout ended as a termination) has
         its reward read as 0 and is left out of the regression (mask False).
         """
-        gamma, lam = self.gamma, self.settings.lam
+        gamma, td_lambda = self.gamma, self.settings.td_lambda
         obs_all, target_all, valid_all = [], [], []
         with torch.no_grad():
             for r in rollouts:
                 finite = r.finite
                 next_values = self.target_value(r.next_obs.detach())
                 rewards = torch.where(finite, r.rewards.detach(), torch.zeros_like(r.rewards.detach()))
-                targets = lambda_returns(rewards, next_values, r.terminated, r.done, gamma, lam)
+                targets = lambda_returns(rewards, next_values, r.terminated, r.done, gamma, td_lambda)
                 obs = torch.where(finite.unsqueeze(-1), r.obs.detach(), torch.zeros_like(r.obs.detach()))
                 obs_all.append(self.networks.normalize(obs).reshape(-1, r.obs.shape[-1]))
                 target_all.append(targets.reshape(-1))

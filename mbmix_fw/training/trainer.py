@@ -56,7 +56,7 @@ import torch
 from ..contracts.env import DiffEnv, reports_contact
 from ..contracts.estimator import Estimate, EstimatorInput, GradientEstimator
 from ..contracts.metrics import ACTOR_UPDATED
-from ..contracts.rollout import Cursor
+from ..contracts.rollout_types import Cursor
 from ..contracts.component import component_label
 from ..contracts.scheduler import Plan, Scheduler
 from ..contracts.settings import CriticSettings, OptimSettings, PolicySettings, RunSettings

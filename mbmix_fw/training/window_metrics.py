@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import Rollout
+from ..contracts.rollout_types import Rollout
 
 
 class EpisodeReturns:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..contracts.env import DiffEnv
-from ..contracts.rollout import Rollout
+from ..contracts.rollout_types import Rollout
 from ..contracts.scheduler import Plan
 from ..contracts.world_model import WorldModel
 from ..maths.adjoint_tap import AdjointTap

@@ -42,7 +42,6 @@ import os
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, fields
 
 import torch
 import warp as wp
@@ -50,41 +49,19 @@ import warp as wp
 import mbmix_fw as mb
 
 from . import kernels
+from .physics import KERNEL_CONSTANTS, ClothPhysics
 
 _VEC = {torch.float32: (wp.vec3f, wp.float32), torch.float64: (wp.vec3d, wp.float64)}
 _NAME = {torch.float32: "float32", torch.float64: "float64"}
 
 
-@dataclass(frozen=True)
-class ClothPhysics:
-    """The physical constants of one cloth simulator (SI units); see :mod:`mbmix_warp.kernels`."""
-
-    side: int
-    spacing: float
-    k_stretch: float
-    k_shear: float
-    k_bend: float
-    spring_damping: float
-    particle_mass: float
-    gravity: float
-    drag: float
-    radius: float
-    contact_width: float
-    k_contact: float
-    contact_dissipation: float
-    friction: float
-    friction_smoothing: float
-    dt: float
-    """Substep length (s)."""
-    substeps: int
-
-    def struct(self, dtype: torch.dtype):
-        """The constants as the kernel's ``wp.struct`` of ``dtype``'s float type."""
-        params = kernels.PARAMS[_NAME[dtype]]()
-        for f in fields(self):
-            if f.name != "substeps":
-                setattr(params, "mass" if f.name == "particle_mass" else f.name, getattr(self, f.name))
-        return params
+def kernel_params(physics: ClothPhysics, dtype: torch.dtype):
+    """``physics`` as the kernel's ``wp.struct`` of ``dtype``'s float type (the same field names)."""
+    params = kernels.PARAMS[_NAME[dtype]]()
+    params.grid_size = physics.grid_size
+    for name in KERNEL_CONSTANTS:
+        setattr(params, name, getattr(physics, name))
+    return params
 
 
 class ClothSimulator:
@@ -174,12 +151,12 @@ class _Workspace:
                                                                                self.adj_vs))
         grip = [wrap(t) for t in (self.grip_pos, self.grip_vel, self.adj_grip_pos, self.adj_grip_vel)]
         wp_device = wp.device_from_torch(device)
-        kernel, pins, params = kernels.SUBSTEP[_NAME[dtype]], sim.pins_on(wp_device), sim.physics.struct(dtype)
+        kernel, pins, params = kernels.SUBSTEP[_NAME[dtype]], sim.pins_on(wp_device), kernel_params(sim.physics, dtype)
         self.params = params  # the recorded launches point into it: keep it alive
         zero_params = kernels.PARAMS[_NAME[dtype]]()
 
         def arguments(k):
-            return [xs[k], vs[k], grip[0], grip[1], pins, params, scalar((k + 1) * sim.physics.dt)]
+            return [xs[k], vs[k], grip[0], grip[1], pins, params, scalar((k + 1) * sim.physics.substep_dt)]
 
         self.launches = {
             "forward": [wp.launch(kernel, dim=(n, P), device=wp_device, inputs=arguments(k),

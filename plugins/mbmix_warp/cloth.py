@@ -49,9 +49,10 @@ import torch
 
 import mbmix_fw as mb
 
-from .bridge import ClothPhysics, ClothSimulator
+from .bridge import ClothSimulator
 from .configs import ClothFoldConfig
 from .ground import ground_force
+from .physics import ClothPhysics
 
 
 class ClothFold(mb.DiffEnv):
@@ -77,14 +78,7 @@ class ClothFold(mb.DiffEnv):
         pinned_by = [-1] * self.particles
         for gripper, particle in enumerate(self.held):
             pinned_by[particle] = gripper
-        self.sim = ClothSimulator(ClothPhysics(
-            side=n, spacing=self.spacing, k_stretch=c.stretch_stiffness, k_shear=c.shear_stiffness,
-            k_bend=c.bend_stiffness, spring_damping=c.spring_damping, particle_mass=c.mass / self.particles,
-            gravity=c.gravity, drag=c.drag, radius=c.particle_radius, contact_width=c.contact_width,
-            k_contact=c.contact_stiffness, contact_dissipation=c.contact_dissipation,
-            friction=c.friction,
-            friction_smoothing=c.friction_smoothing, dt=c.dt / c.substeps, substeps=c.substeps,
-        ), pinned_by, device=self.device)
+        self.sim = ClothSimulator(ClothPhysics.from_config(c), pinned_by, device=self.device)
 
         rows, cols = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
         mirror = ((n - 1 - rows) * n + cols).reshape(-1)
@@ -213,7 +207,7 @@ class ClothFold(mb.DiffEnv):
         c = self.config
         x, v, _ = self.split(state)
         _, v_next, _ = self.split(next_state)
-        mass = c.mass / self.particles
+        mass = self.sim.physics.particle_mass
         force = ground_force(c, x, v)
         acceleration = (v_next - v) / c.dt
         gravity = torch.tensor([0.0, 0.0, -c.gravity], dtype=force.dtype, device=force.device)

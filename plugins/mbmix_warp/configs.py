@@ -13,7 +13,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 import mbmix_fw as mb
 
-STIFFNESS_FIELDS = ("stretch_stiffness", "shear_stiffness", "bend_stiffness", "contact_stiffness")
+STIFFNESS_FIELDS = ("stretch_stiffness", "shear_stiffness", "bend_stiffness", "ground_stiffness")
 
 
 class ClothFoldConfig(mb.EnvConfig):
@@ -24,6 +24,7 @@ class ClothFoldConfig(mb.EnvConfig):
     """
 
     kind: Literal["cloth_fold"] = "cloth_fold"
+    renamed_fields = {"contact_stiffness": "ground_stiffness"}
     num_envs: mb.NumEnvs = 16
     """Cloths simulated in parallel for training (all in the same kernel launches)."""
     episode_length: mb.Steps = 40
@@ -48,8 +49,9 @@ class ClothFoldConfig(mb.EnvConfig):
     """Air drag rate (1/s): force -drag·m·v on each particle."""
     particle_radius: float = Field(0.005, ge=0)
     """Height (m) above the ground at which contact starts."""
-    contact_stiffness: float = Field(60.0, gt=0)
-    """Ground penalty stiffness (N/m) per particle."""
+    ground_stiffness: float = Field(60.0, gt=0)
+    """Ground penalty stiffness (N/m) per particle. (Was ``contact_stiffness``, still read with a warning:
+    that name is the env's contact signal, :meth:`mbmix_warp.cloth.ClothFold.contact_stiffness`, in kg.)"""
     contact_width: float = Field(0.002, gt=0)
     """Smoothing width w (m) of the contact: penetration = w·softplus((radius - z)/w)."""
     contact_dissipation: float = Field(6.0, ge=0)
@@ -117,7 +119,7 @@ def stability_bounds(c: dict) -> tuple[float, float, float]:
     the ground's Hunt–Crossley damping ``d·m·g·tanh(k·δ/(m·g))`` at most).
     """
     m = c["mass"] / c["grid_size"] ** 2
-    stiffness = 4 * (c["stretch_stiffness"] + c["shear_stiffness"] + c["bend_stiffness"]) + c["contact_stiffness"]
+    stiffness = 4 * (c["stretch_stiffness"] + c["shear_stiffness"] + c["bend_stiffness"]) + c["ground_stiffness"]
     damping = (24 * c["spring_damping"] + c["contact_dissipation"] * m * c["gravity"]
                + c["friction"] * m * c["gravity"]
                / c["friction_smoothing"] + c["drag"] * m)
@@ -137,6 +139,6 @@ def stability_problem(c: dict) -> str | None:
         return None
     return (f"unstable: the substep dt/substeps = {h * 1e3:.3g} ms exceeds the stability bound "
             f"{limit * 1e3:.3g} ms = min(sqrt(m/K), m/C) with m = mass/grid_size², K = 4·(stretch_stiffness + "
-            f"shear_stiffness + bend_stiffness) + contact_stiffness, C = 24·spring_damping + "
+            f"shear_stiffness + bend_stiffness) + ground_stiffness, C = 24·spring_damping + "
             f"contact_dissipation·m·gravity + friction·m·gravity/friction_smoothing + drag·m; set substeps >= {math.ceil(c['dt'] / limit)}, "
             f"or lower the stiffness or damping, or raise mass")

@@ -9,7 +9,7 @@ The law (units and defaults: :class:`mbmix_warp.configs.ClothFoldConfig`):
 
 - penetration ``δ = w·softplus((r - z)/w)``: a smooth ``max(0, r - z)`` (``r`` the particle radius, ``w``
   the contact width), exact to within ``w·ln 2``;
-- normal force ``max(0, k·δ - d·W·tanh(k·δ/W)·v_z)`` (``k`` the contact stiffness, ``d`` the contact
+- normal force ``max(0, k·δ - d·W·tanh(k·δ/W)·v_z)`` (``k`` the ground stiffness, ``d`` the contact
   dissipation, ``W = m·g`` a particle's weight, floored at 1e-6 N): **Hunt–Crossley** damping ``≈ d·k·δ·v_z``
   for shallow contact, so it vanishes with the penetration and a particle barely touching the ground is barely
   damped; the outer clamp keeps the ground from ever pulling a particle down. The Kelvin–Voigt damping
@@ -32,7 +32,7 @@ def ground_force(config, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Force ``[..., 3]`` (N) of the ground on particles at positions ``x`` ``[..., 3]`` moving at ``v``
     ``[..., 3]``; ``config`` a :class:`~mbmix_warp.configs.ClothFoldConfig` (gravity and drag not included)."""
     u = (config.particle_radius - x[..., 2]) / config.contact_width
-    elastic = config.contact_stiffness * config.contact_width * torch.nn.functional.softplus(u)
+    elastic = config.ground_stiffness * config.contact_width * torch.nn.functional.softplus(u)
     weight = max(config.mass / config.grid_size**2 * config.gravity, 1e-6)
     damping = config.contact_dissipation * weight * torch.tanh(elastic / weight)
     pushing = (elastic - damping * v[..., 2]).clamp_min(0.0)

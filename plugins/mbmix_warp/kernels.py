@@ -9,11 +9,13 @@ Model (the config docstring gives units and defaults):
 
 - **springs** between grid neighbours, each ``f = k (|d| - L) d̂ + c ((v_q - v_p)·d̂) d̂`` with the rest
   length ``L`` of the flat grid: *stretch* (4 direct neighbours, ``k_stretch``), *shear* (4 diagonal
-  neighbours, ``k_shear``) and *bending* (4 neighbours two cells away, ``k_bend``); the damping
+  neighbours, ``k_shear``) and *bending* (4 neighbours two cells away, ``k_bend``; the struct's
+  ``stretch_stiffness``, ``shear_stiffness``, ``bend_stiffness``); the damping
   coefficient ``c`` is shared. ``|d|`` is ``sqrt(d·d + 1e-12)`` so the force stays finite even when two
   particles coincide.
 - **ground** (the plane ``z = 0``): penetration ``δ = w·softplus((r - z)/w)``, normal force
-  ``max(0, k_contact·δ - d·m·g·tanh(k_contact·δ/(m·g))·v_z)`` (Hunt–Crossley damping, vanishing with δ,
+  ``max(0, k_contact·δ - d·m·g·tanh(k_contact·δ/(m·g))·v_z)`` (``k_contact``: ``ground_stiffness``;
+  Hunt–Crossley damping, vanishing with δ,
   saturating at ``d·m·g``, never pulling) and regularised Coulomb
   friction; the law and its reasons are in :mod:`mbmix_warp.ground`, the torch reference this kernel is tested
   against.
@@ -34,6 +36,8 @@ from typing import Any
 
 import warp as wp
 
+from .physics import KERNEL_CONSTANTS
+
 wp.set_module_options({"enable_backward": True})
 
 
@@ -52,16 +56,14 @@ def _softplus(u: Any):
 
 
 def _params_struct(scalar):
-    """The substep's constants as one ``wp.struct`` (one argument to pack per launch instead of sixteen)."""
-
-    names = ("spacing", "k_stretch", "k_shear", "k_bend", "spring_damping", "mass", "gravity", "drag", "radius",
-             "contact_width", "k_contact", "contact_dissipation", "friction", "friction_smoothing", "dt")
-    fields = {"side": int, **{name: scalar for name in names}}  # explicit: this module's annotations are strings
+    """The substep's constants as one ``wp.struct`` (one argument to pack per launch instead of sixteen),
+    with :class:`~mbmix_warp.physics.ClothPhysics`'s field names."""
+    fields = {"grid_size": int, **{name: scalar for name in KERNEL_CONSTANTS}}  # explicit: annotations are strings
     return wp.struct(type(f"ClothParams_{scalar.__name__}", (), {"__annotations__": fields, "__module__": __name__}))
 
 
 PARAMS = {"float32": _params_struct(wp.float32), "float64": _params_struct(wp.float64)}
-"""The constants' struct by float type; field names and units as :class:`mbmix_warp.bridge.ClothPhysics`."""
+"""The constants' struct by float type; field names and units as :class:`mbmix_warp.physics.ClothPhysics`."""
 
 
 @wp.kernel
@@ -77,22 +79,22 @@ def cloth_substep(
     v_out: wp.array2d(dtype=Any),
 ):
     env, p = wp.tid()
-    side = params.side
+    side = params.grid_size
     spacing = params.spacing
-    k_stretch = params.k_stretch
-    k_shear = params.k_shear
-    k_bend = params.k_bend
+    k_stretch = params.stretch_stiffness
+    k_shear = params.shear_stiffness
+    k_bend = params.bend_stiffness
     spring_damping = params.spring_damping
-    mass = params.mass
+    mass = params.particle_mass
     gravity = params.gravity
     drag = params.drag
-    radius = params.radius
+    radius = params.particle_radius
     contact_width = params.contact_width
-    k_contact = params.k_contact
+    k_contact = params.ground_stiffness
     contact_dissipation = params.contact_dissipation
     friction = params.friction
     friction_smoothing = params.friction_smoothing
-    dt = params.dt
+    dt = params.substep_dt
     grip = pinned_by[p]
     if grip >= 0:
         x_out[env, p] = grip_pos[env, grip] + grip_vel[env, grip] * elapsed

@@ -80,7 +80,7 @@ BAD_RECIPES = {
     "string lr": ({"optim.actor_lr": '"2e-3"'}, 'optim.actor_lr: expected a number, got string "2e-3" '
                                                 "(write it without quotes: 2e-3)"),
     "bool lr": ({"optim.actor_lr": "true"}, "optim.actor_lr: expected a number, got boolean true"),
-    "string lam": ({"critic.lam": '"0.95"'}, "critic.lam: expected a number, got string"),
+    "string lam": ({"critic.td_lambda": '"0.95"'}, "critic.td_lambda: expected a number, got string"),
     "array gamma": ({"estimator.gamma": "[0.99]"}, "estimator.gamma: expected a number, got array"),
     "string betas": ({"optim.betas": '"0.7,0.95"'}, "optim.betas: expected an array, got string"),
     "string in betas": ({"optim.betas": '["0.7", 0.95]'}, "optim.betas.0: expected a number, got string"),
@@ -114,7 +114,7 @@ BAD_RECIPES = {
     "inf torque": ({"env.max_torque": "inf"}, "env.max_torque: expected a finite number, got inf"),
     "inf gravity": ({"env.gravity": "+inf"}, "env.gravity: expected a finite number, got inf"),
     "nan gamma": ({"estimator.gamma": "nan"}, "estimator.gamma: expected a finite number, got nan"),
-    "nan critic lam": ({"critic.lam": "nan"}, "critic.lam: expected a finite number, got nan"),
+    "nan critic lam": ({"critic.td_lambda": "nan"}, "critic.td_lambda: expected a finite number, got nan"),
     "inf grad clip": ({"optim.grad_clip": "inf"}, "optim.grad_clip: expected a finite number, got inf"),
     "nan beta": ({"optim.betas": "[nan, 0.9]"}, "optim.betas.0: expected a finite number, got nan"),
     "nan tau": ({"critic.tau": "nan"}, "critic.tau: expected a finite number, got nan"),

@@ -291,3 +291,16 @@ def test_toml_arrays_validate_where_a_list_of_tuples_is_expected():
     assert Pairs.model_validate({"pairs": [[0, 0], [0, -1]]}).pairs == [(0, 0), (0, -1)]
     with pytest.raises(Exception, match="pairs.0"):
         Pairs.model_validate({"pairs": [[0, 0, 1]]})
+
+
+@pytest.mark.parametrize("method", ["shac", "mix", "bptt", "mbmix"])
+def test_the_hopper_recipes_are_the_ant_recipes_but_for_the_body_as_their_headers_say(method):
+    """No include mechanism on purpose (a recipe is read alone): the hopper recipes copy the ant's settings,
+    and say so. When one is tuned for hopper, its header and this list change together."""
+    import tomllib
+
+    hopper_text = (REPO / "recipes" / f"hopper_{method}.toml").read_text()
+    ant, hopper = (tomllib.loads(text) for text in ((REPO / "recipes" / f"ant_{method}.toml").read_text(), hopper_text))
+    assert (ant["env"].pop("name"), hopper["env"].pop("name")) == ("ant", "hopper")
+    assert hopper == ant
+    assert f"# Every setting but env.name is recipes/ant_{method}.toml's, on purpose" in hopper_text

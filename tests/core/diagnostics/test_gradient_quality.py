@@ -170,7 +170,7 @@ def test_model_branches_mix_the_real_window_and_the_branches_as_the_trainer_does
     """The ``model_branches`` sample is ``-H·∇θ(β·L_real + (1−β)·L_branches)``: the real window from the
     sample's starts through the simulator, then branches from buffer states drawn with the same generator
     through the world model (Trainer._iterate's order), at the plan's β and model horizon."""
-    from mbmix_fw.contracts.rollout import Cursor
+    from mbmix_fw.contracts.rollout_types import Cursor
     from mbmix_fw.diagnostics.gradient_quality_report import load_run_trainer
 
     _, trainer = load_run_trainer(pendulum_run, registry)

@@ -19,7 +19,7 @@ class RandomCriticPasses(mb.Scheduler):
     def __init__(self):
         self.rng = torch.Generator().manual_seed(123)
 
-    def plan(self, iteration, total):
+    def plan(self, iteration, total, metrics=mb.NO_METRICS):
         passes = int(torch.randint(0, 4, (1,), generator=self.rng))
         return mb.Plan(critic_iterations=passes)
 
@@ -54,7 +54,7 @@ class NumpyHorizon(mb.Scheduler):
     def __init__(self, value):
         self.value = value
 
-    def plan(self, iteration, total):
+    def plan(self, iteration, total, metrics=mb.NO_METRICS):
         return mb.Plan()
 
     def state_dict(self):
@@ -83,7 +83,7 @@ def test_plain_values_and_tensors_save_and_load_back(tmp_path):
 
 def test_the_scheduler_base_declares_state_methods_with_stateless_defaults():
     class Stateless(mb.Scheduler):
-        def plan(self, iteration, total):
+        def plan(self, iteration, total, metrics=mb.NO_METRICS):
             return mb.Plan()
 
     scheduler = Stateless()

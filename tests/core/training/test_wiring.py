@@ -15,7 +15,7 @@ GAMMA, LAM = 0.9, 0.7
 
 def make_trainer(num_envs=3, **critic):
     return tiny_trainer(LinearEnv(state_dim=2, num_envs=num_envs, episode_length=50),
-                        Shac(ShacConfig(horizon=4, gamma=GAMMA)), critic={"minibatches": 1, "lam": LAM, **critic})
+                        Shac(ShacConfig(horizon=4, gamma=GAMMA)), critic={"minibatches": 1, "td_lambda": LAM, **critic})
 
 
 def perturb(module, seed=1):

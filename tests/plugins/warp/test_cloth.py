@@ -306,7 +306,7 @@ def test_fold_quality_is_zero_flat_and_one_folded(env):
 # ---------------------------------------------------------------- bad settings
 @pytest.mark.parametrize("field, value", [
     ("grid_size", 2), ("stretch_stiffness", 0.0), ("shear_stiffness", -1.0), ("bend_stiffness", 0.0),
-    ("contact_stiffness", 0.0), ("mass", 0.0), ("substeps", 0), ("grippers", [(0, 8)]),
+    ("ground_stiffness", 0.0), ("mass", 0.0), ("substeps", 0), ("grippers", [(0, 8)]),
     ("grippers", [(-9, 0)]), ("grippers", [(0, 0), (0, 8 - 8)]),
 ])
 def test_bad_settings_fail_validation_naming_the_field(field, value):
@@ -316,13 +316,43 @@ def test_bad_settings_fail_validation_naming_the_field(field, value):
     assert info.value.problems[0].startswith(f"r.toml: env.{field}:"), info.value.problems
 
 
+def test_the_old_contact_stiffness_key_is_read_as_ground_stiffness_with_one_warning(caplog):
+    """The cloth's ground penalty (N/m) was ``contact_stiffness``, the name of the env's contact signal (kg)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="mbmix_fw"):
+        recipe = mb.validate_recipe({"env": {"kind": "cloth_fold", "contact_stiffness": 50.0},
+                                     "estimator": {"kind": "shac"}}, mb.default_registry(), "r.toml")
+    assert recipe.env.ground_stiffness == 50.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "r.toml: env.contact_stiffness: deprecated, read as env.ground_stiffness; move it to [env]"]
+
+
+def test_the_simulator_and_its_kernel_read_the_recipes_constants_under_the_recipes_names():
+    from dataclasses import fields
+
+    from mbmix_warp.bridge import kernel_params
+    from mbmix_warp.physics import ClothPhysics
+
+    config = ClothFoldConfig(grid_size=5, cloth_size=0.4, mass=0.5, dt=0.04, substeps=8, ground_stiffness=70.0)
+    physics = ClothPhysics.from_config(config)
+    derived = {"spacing": 0.1, "particle_mass": 0.02, "substep_dt": 0.005}
+    for f in fields(ClothPhysics):
+        expected = derived[f.name] if f.name in derived else getattr(config, f.name)
+        assert getattr(physics, f.name) == pytest.approx(expected), f.name
+    params = kernel_params(physics, torch.float64)
+    for f in fields(ClothPhysics):
+        if f.name != "substeps":
+            assert getattr(params, f.name) == pytest.approx(getattr(physics, f.name)), f.name
+
+
 def test_a_substep_too_long_for_the_stiffness_names_the_fields():
     with pytest.raises(mb.RecipeError) as info:
         mb.validate_recipe({"env": {"kind": "cloth_fold", "substeps": 4}, "estimator": {"kind": "shac"}},
                            mb.default_registry(), "r.toml")
     line, = info.value.problems
     assert line.startswith("r.toml: env.substeps: ") and "unstable" in line
-    for name in ("stretch_stiffness", "contact_stiffness", "mass", "grid_size", "substeps >= "):
+    for name in ("stretch_stiffness", "ground_stiffness", "mass", "grid_size", "substeps >= "):
         assert name in line
     # the bound is a real one: at 4x the stable substep the cloth does blow up
     hot = ClothFoldConfig.model_construct(**{**ClothFoldConfig().model_dump(), "substeps": 2, "num_envs": 2})

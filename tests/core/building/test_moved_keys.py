@@ -1,6 +1,7 @@
-"""The learning-rate schedule is the training loop's (``optim.lr_schedule``), not the scheduler's: a
-third-party scheduler that knows nothing of it still gets the recipe's decay, and a recipe that still says
-``scheduler.lr_schedule`` runs as it did, with one warning line naming the file and the key."""
+"""Recipe keys that moved (``building/moved_keys.py``). The learning-rate schedule is the training loop's
+(``optim.lr_schedule``), not the scheduler's: a third-party scheduler that knows nothing of it still gets the
+recipe's decay, and a recipe that still says ``scheduler.lr_schedule`` runs as it did, with one warning line
+naming the file and the key; likewise the critic's ``lam``, now ``critic.td_lambda``."""
 from __future__ import annotations
 
 import json
@@ -123,3 +124,24 @@ def test_a_run_started_with_the_old_key_resumes_only_with_the_same_schedule(tmp_
     with pytest.raises(mb.UserError, match=r"^recipe.json: optim.lr_schedule is \"linear\" but the run started "
                                            r"with \"constant\""):
         refuse_unresumable(changed, tmp_path, "recipe.json")
+
+
+def test_the_critics_old_lam_key_is_read_as_td_lambda(tmp_path, registry, caplog):
+    """``lam`` names only the mix estimator's λ; the critic's TD(λ) is ``critic.td_lambda``."""
+    path = tmp_path / "old_critic.toml"
+    path.write_text(recipe_text('kind = "model_free"') + "\n[critic]\nlam = 0.8\n")
+    with caplog.at_level(logging.WARNING, logger="mbmix_fw"):
+        recipe = mb.load_recipe(path, registry)
+    assert recipe.critic.td_lambda == 0.8
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: critic.lam: deprecated, read as critic.td_lambda; move it to [critic]"]
+
+
+def test_a_set_of_the_old_key_still_wins_over_the_files_new_one(tmp_path, registry, caplog):
+    path = tmp_path / "new.toml"
+    path.write_text(recipe_text('kind = "model_free"', 'lr_schedule = "linear"'))
+    with caplog.at_level(logging.WARNING, logger="mbmix_fw"):
+        recipe = mb.load_recipe(path, registry, ['scheduler.lr_schedule="constant"'])
+    assert recipe.optim.lr_schedule == "constant"
+    assert [r.getMessage() for r in caplog.records] == [
+        '--set scheduler.lr_schedule="constant": scheduler.lr_schedule: deprecated, read as optim.lr_schedule']
