@@ -34,7 +34,7 @@ import mbmix_fw as mb
 
 from .bridge import JaxFunction, jax, to_jax, to_torch
 from .config import BraxConfig
-from .functional import brax_functions, contact_stiffness_function
+from .functional import brax_functions, contact_events_function, contact_stiffness_function
 from .quiet import quiet_brax
 
 
@@ -102,6 +102,17 @@ class BraxEnv(mb.DiffEnv):
         with torch.no_grad():
             function = contact_function(self.config.name, self.config.float64,
                                         tuple(sorted(self.config.brax_kwargs().items())), self.config.bridge_backward)
+            return self._call(function, state.detach(), action.detach())[0]
+
+    def contact_events(self, state, action):
+        """Contacts each step went through ``[N]`` (counts as floats, every backend): penetrating contact points
+        summed over the step's substeps (:func:`mbmix_brax.functional.contact_events_function`; recomputes
+        the step, no gradient). Not part of the ``DiffEnv`` contract: for studies that split a model's errors
+        by contact (``benchmarks/brax_model_accuracy.py``)."""
+        with torch.no_grad():
+            function = contact_events_bridged(self.config.name, self.config.backend, self.config.float64,
+                                              tuple(sorted(self.config.brax_kwargs().items())),
+                                              self.config.bridge_backward)
             return self._call(function, state.detach(), action.detach())[0]
 
     def terminated(self, state):
@@ -193,6 +204,13 @@ def contact_function(name: str, float64: bool, kwargs: tuple, backward: str) -> 
     """The bridged contact signal of a ``generalized`` env (compiled on first use, shared per configuration)."""
     brax_env = bridged_functions(name, "generalized", float64, kwargs, backward)[0]
     return JaxFunction(jax.vmap(contact_stiffness_function(brax_env)), (False,), name="contact", x64=float64)
+
+
+@functools.lru_cache(maxsize=None)
+def contact_events_bridged(name: str, backend: str, float64: bool, kwargs: tuple, backward: str) -> JaxFunction:
+    """The bridged contact-event count of an env (compiled on first use, shared per configuration)."""
+    brax_env = bridged_functions(name, backend, float64, kwargs, backward)[0]
+    return JaxFunction(jax.vmap(contact_events_function(brax_env)), (False,), name="contact events", x64=float64)
 
 
 def require_jax_gpu() -> None:

@@ -140,6 +140,33 @@ def contact_stiffness_function(env):
     return contact
 
 
+def contact_events_function(env):
+    """``(x, a) -> (events,)``: how many contacts the step from ``x`` under ``a`` went through, on any pipeline:
+    the contact points with negative distance (penetrating: where Brax's constraint solver acts) summed over
+    the states the step's substeps start from (``x`` and the states after substeps 1 … n−1; the state the
+    last substep reaches is the next step's). Each substep is ``pipeline_step`` of a copy of the env with
+    one frame (Brax's ``_n_frames``: the step is a ``lax.scan`` of that many pipeline steps). An env whose
+    system declares no contact pairs has none (0). A count, not a force: a resting contact counts like an
+    impact; :func:`contact_stiffness_function` says how stiff they were."""
+    from brax import contact as brax_contact
+
+    nq, frames = env.sys.q_size(), int(env._n_frames)
+    one_frame = _with(env, _n_frames=1)
+
+    def penetrating(ps):
+        found = brax_contact.get(env.sys, ps.x)
+        return jnp.zeros((), ps.q.dtype) if found is None else jnp.sum(found.dist < 0).astype(ps.q.dtype)
+
+    def events(x, action):
+        def substep(ps, _):
+            return one_frame.pipeline_step(ps, action), penetrating(ps)
+
+        _, counts = jax.lax.scan(substep, env.pipeline_init(x[:nq], x[nq:]), (), frames)
+        return (jnp.sum(counts),)
+
+    return events
+
+
 def _scalar(value, like):
     """Brax returns some constants as Python floats (``done = 0.0``): make them arrays of the state's dtype."""
     return jnp.asarray(value, dtype=like.dtype)

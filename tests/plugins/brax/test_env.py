@@ -279,6 +279,27 @@ def test_contact_stiffness_is_the_constraint_force_over_acceleration(ant):
     assert mb.reports_contact(ant)
 
 
+def test_contact_events_count_the_penetrating_points_of_every_substep(ant):
+    """A settled ant rests on its feet through the whole step: every substep sees the contacts of the start
+    state (counted here with Brax's own collision, once, times the substeps); lifted 2 m it touches nothing."""
+    from brax import contact
+
+    state = ant.reset(N, torch.Generator().manual_seed(0))
+    still = torch.zeros(N, ant.action_dim, dtype=state.dtype)
+    for _ in range(20):  # settle onto the ground
+        state = ant.step(state, still)
+    with jax.enable_x64(True):
+        x = to_jax(state.double())
+        links = jax.vmap(lambda row: ant.brax_env.pipeline_init(row[:ant.q_size], row[ant.q_size:]))(x).x
+        at_start = as_torch(jax.jit(jax.vmap(lambda lx: jnp.sum(contact.get(ant.brax_env.sys, lx).dist < 0)))(links))
+    substeps = round(float(ant.brax_env.dt) / float(ant.brax_env.sys.opt.timestep))
+    assert substeps > 1 and (at_start > 0).all()
+    torch.testing.assert_close(ant.contact_events(state, still), substeps * at_start.to(state.dtype))
+    lifted = state.clone()
+    lifted[:, 2] += 2.0
+    assert (ant.contact_events(lifted, still) == 0).all()
+
+
 def test_only_the_generalized_pipeline_reports_contact(pendulums):
     assert {backend: mb.reports_contact(env) for backend, env in pendulums.items()} == \
         {backend: backend == "generalized" for backend in pendulums}
