@@ -4,7 +4,7 @@ Why: a checkpoint holds state built for the recipe the run started with — the 
 envs, a replay buffer of ``world_model.buffer_capacity`` rows, networks and optimisers of given sizes and
 settings, a scheduler's adaptive state, RNG streams seeded from ``run.seed``. Resumed under a recipe edited
 in any of those, the run went on as something its ``recipe.json`` does not describe (``env.num_envs``
-8 → 32 resumed with 8 envs and exit 0: issue 24, item 3). So :func:`~mbmix_fw.building.runs.start_run`
+8 → 32 resumed with 8 envs and exit 0). So :func:`~mbmix_fw.building.runs.start_run`
 keeps a copy of the recipe the run starts with (:data:`STARTED_RECIPE`, never rewritten by a resume), and
 :func:`refuse_unresumable` compares ``recipe.json`` with it before anything is built: a field outside
 :data:`RESUMABLE` that differs is a one-line refusal naming it (exit 2, nothing written).

@@ -120,9 +120,9 @@ class CriticSettings(_Settings):
     model_branch_steps: int = Field(0, ge=0, le=MAX_ITERATIONS)
     """Steps of each world-model branch whose TD(λ) targets the critic also regresses on (the first
     ``k``, bootstrapped at the cut). 0 (default): the critic learns from real windows only, so it cannot
-    learn the model's mistakes — measured on the cloth at 8c0b872, two thirds of its samples came from
+    learn the model's mistakes — measured on the cloth (``benchmarks/RESULTS.md``), two thirds of its samples came from
     16-step model branches whose reward was off by 0.37–0.49 per step at their ends (true 0.48–0.60),
-    and training it on real windows alone lifted cloth_mix from 18.2 to 24.7 (5 seeds; issue 15)."""
+    and training it on real windows alone lifted cloth_mix from 18.2 to 24.7 (5 seeds)."""
 
 
 LrSchedule = Literal["constant", "linear"]

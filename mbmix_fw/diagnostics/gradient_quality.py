@@ -2,7 +2,7 @@
 
 Why: ``diagnose variance`` says how noisy and how biased each estimator is, but not what its gradient is
 *worth*: a direction can be noisy and still improve the policy, or precise and point at the wrong
-objective (a critic's, a model's). Scores of whole runs cannot tell (issue 25: the random stream alone moves
+objective (a critic's, a model's). Scores of whole runs cannot tell (the random stream alone moves
 the cloth's score by more than any effect seen). So at one saved policy θ this module draws ``K``
 independent gradient samples from each estimator and measures, per estimator:
 

@@ -5,8 +5,8 @@ simulator's next state ``s_sim`` exactly — so the rollout, its rewards and the
 real ones and no model error can compound along it — while its Jacobian is ``w·∂f + (1−w)·∂s_sim``: the
 learned model's smooth Jacobian damps the simulator's stiff-contact noise where ``w > 0``. ``w = 0`` is the
 simulator alone; ``w = 1`` backpropagates through the model only (the simulator then receives no
-gradient, so the adjoint tap gets no probes from it). An MB-MIX variant of ours (issue 15), not the
-paper's.
+gradient, so the adjoint tap gets no probes from it). An MB-MIX variant of ours, not the paper's
+(measured in ``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class DynaConfig(mb.SchedulerConfig):
     model_horizon: mb.Steps | None = None
     """Window length of the model branches (None: the estimator's horizon, as the real window). Short
     branches keep model errors from compounding: the policy-gradient cosine between model and simulator
-    rollouts fell from 0.55–0.73 at H = 1 to ~0 at H = 16 on the cloth (issue 15)."""
+    rollouts fell from 0.55–0.73 at H = 1 to ~0 at H = 16 on the cloth (``benchmarks/RESULTS.md``)."""
     branch_recent: int = Field(0, ge=0, le=10**9)
     """Draw branch start states from the newest this-many buffer transitions (0: the whole buffer): states
     the current policy visits, where the model was just measured."""

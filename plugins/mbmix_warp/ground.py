@@ -13,7 +13,7 @@ The law (units and defaults: :class:`mbmix_warp.configs.ClothFoldConfig`):
   dissipation, ``W = m·g`` a particle's weight, floored at 1e-6 N): **Hunt–Crossley** damping ``≈ d·k·δ·v_z``
   for shallow contact, so it vanishes with the penetration and a particle barely touching the ground is barely
   damped; the outer clamp keeps the ground from ever pulling a particle down. The Kelvin–Voigt damping
-  ``-c·σ·v_z`` it replaced (found in review of issue 17) made the normal force attractive for upward speeds
+  ``-c·σ·v_z`` it replaced (found in a review of the physics) made the normal force attractive for upward speeds
   above ``k·δ/c`` ≈ 0.16 m/s. The coefficient saturates at ``d·W`` (``0.76·d·W`` at the resting penetration
   ``k·δ = W``): plain Hunt–Crossley's grows with δ without bound, and with the explicit substep that diverged
   (measured: bang-bang gripper actions sent 1 of 256 cloths to inf within 15 steps; saturated, none of

@@ -23,7 +23,7 @@ Model (the config docstring gives units and defaults):
 - **grippers**: a pinned particle ignores its forces; after substep ``k`` it sits at
   ``gripper + elapsed·gripper_velocity`` (``elapsed = (k+1)·dt``) with the gripper's velocity.
 
-**Bending, a documented choice** (found in review of issue 17): the bending springs join particles two
+**Bending, a documented choice** (found in a review of the physics): the bending springs join particles two
 cells apart, so for a flat cloth bent by a small angle ``θ`` their length changes by ``O(θ²)`` and the
 bending stiffness of a *flat* cloth is zero at first order: the cloth resists folding only through geometry
 (and more once curved). That is what the fold task wants (a cloth that folds under gravity and the grippers)
