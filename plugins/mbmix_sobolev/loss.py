@@ -17,7 +17,7 @@ of the part that must be learnt. The state term is in units of ``σ`` (the typic
 dimension), so 1 there means "as wrong as the typical step". ``α = 1`` therefore weighs "no Jacobian
 information" like "off by one typical step". The network-coordinate loss this replaces put one probe's
 Jacobian target at squared norm ~216 against ~1 for the state term on the 8×8 cloth (90 % of it the
-stiff springs' ``∂s'/∂positions``; issue 15's measurement at 8c0b872), so α = 1 was ~200× off there and
+stiff springs' ``∂s'/∂positions``; measured in ``benchmarks/RESULTS.md``), so α = 1 was ~200× off there and
 the fit overfitted the spring block while its held-out state error rose; a relative term cannot be
 dominated by one block's units.
 

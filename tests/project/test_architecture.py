@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import subprocess
+import re
 import sys
 import textwrap
 import tomllib
@@ -349,3 +350,17 @@ def test_the_layer_rules_catch_violations(tmp_path):
     known = module_files(copy)
     assert private_imports(known, known) == [
         f"mbmix_fw.building.build line {line}: from mbmix_fw.training.trainer import _nonfinite_entries"]
+
+
+LAB_NOTE = re.compile(r"\b[Ii]ssues? #?\d+\b|\bat `?[0-9a-f]{7,40}`?\b")
+"""An issue number or a commit hash: lab notes, which belong in commit messages and benchmarks/RESULTS.md."""
+
+
+@pytest.mark.parametrize("path", [*python_files(CORE), *[p for d in PLUGIN_DIRS for p in python_files(d)]],
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_code_carries_no_lab_notes(path):
+    """Docstrings and comments say why, not which issue or commit measured it: a reader of the code has
+    neither the tracker nor the history at hand, and the numbers live in benchmarks/RESULTS.md."""
+    hits = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for n, line in enumerate(path.read_text().splitlines(), 1)
+            if LAB_NOTE.search(line)]
+    assert hits == []
