@@ -23,7 +23,7 @@ Held out: ``--held-out-windows`` windows of fresh episodes of the same policy (a
 (``BraxEnv.contact_events``: penetrating contact points summed over the step's substeps). A held-out
 transition is *in contact* when it has at least one.
 
-Models (``sobolev_mlp``, ``plugins/mbmix_sobolev``, hidden [256, 256], batch 256, same initial weights and the
+Models (``sobolev_mlp``, ``plugins/mbmix_world_models``, hidden [256, 256], batch 256, same initial weights and the
 same minibatch sequence within a seed, so identical normalisation statistics, which the script checks):
 
 - ``mse``: α_s = α_a = 0 (plain next-state MSE; ignores the probes);
@@ -215,7 +215,7 @@ def fit_and_log(model, data: mb.TransitionBatch, held, in_contact, eval_at: list
 
 
 def one_seed(env, args, seed: int) -> dict:
-    from mbmix_sobolev import SobolevConfig, make_sobolev
+    from mbmix_world_models import SobolevConfig, make_sobolev
 
     torch.manual_seed(seed)
     policy = mb.TanhGaussianPolicy(env.obs_dim, env.action_dim, (64, 64), init_log_std=EXPLORATION_LOG_STD)

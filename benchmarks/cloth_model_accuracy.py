@@ -39,7 +39,7 @@ import time
 import torch
 
 import mbmix_fw as mb
-from mbmix_sobolev import ParticleGNNConfig, SobolevConfig, make_particle_gnn, make_sobolev
+from mbmix_world_models import ParticleGNNConfig, SobolevConfig, make_particle_gnn, make_sobolev
 from mbmix_warp import ClothFold, ClothFoldConfig
 
 HORIZONS = (1, 4, 16)

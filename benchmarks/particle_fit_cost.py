@@ -32,7 +32,7 @@ def _models(particle_fields: dict):
     import torch
 
     import mbmix_fw as mb
-    from mbmix_sobolev import ParticleGNNConfig, SobolevConfig, make_particle_gnn, make_sobolev
+    from mbmix_world_models import ParticleGNNConfig, SobolevConfig, make_particle_gnn, make_sobolev
     from mbmix_warp import ClothFold, ClothFoldConfig
 
     torch.set_num_threads(1)

@@ -27,7 +27,7 @@ import time
 import torch
 
 import mbmix_fw as mb
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 from mbmix_toy import Pendulum, PendulumConfig
 
 PROBES = 4

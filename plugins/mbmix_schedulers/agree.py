@@ -2,65 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
-
-from pydantic import Field, ValidationInfo, field_validator
+from typing import Mapping
 
 import mbmix_fw as mb
 
-from .horizons import horizon_range_not_empty
-
-
-class AgreeConfig(mb.SchedulerConfig):
-    """Ours, in no anchor: the window length H grows while the policy gradients of the two halves of
-    the env batch agree and shrinks when they decorrelate (``grad/half_cosine``, measured within the
-    update's one backward: ``mbmix_fw/training/agreement.py``). Env-agnostic: no contact signal needed.
-
-    Why a cosine threshold: the halves' gradients are means over N/2 envs each; with a per-env
-    signal-to-noise ratio ρ (squared norm of the mean gradient over the per-env variance), their
-    expected cosine is about ``ρN/2 / (1 + ρN/2)``. Lengthening only above ``lengthen_above`` keeps H where
-    the batch gradient is mostly signal at this batch size; the measured cloth cosines (64 envs: 0.99 at
-    H = 1, 0.63–0.97 at H = 4, 0.02–0.13 at H = 16) show how fast it falls with H there."""
-
-    kind: Literal["agree"] = "agree"
-    min_horizon: mb.Steps = 2
-    """Shortest window (steps)."""
-    max_horizon: mb.Steps = 32
-    """Longest window (steps); sizes the memory check."""
-    initial_horizon: mb.Steps | None = None
-    """First iteration's H (unset: ``min_horizon``, starting short like AHAC)."""
-    lengthen_above: float = Field(0.5, gt=-1.0, le=1.0)
-    """H grows (× ``growth``) after an iteration whose smoothed cosine is above this."""
-    shorten_below: float = Field(0.2, ge=-1.0, lt=1.0)
-    """H shrinks (× ``shrink``) after an iteration whose smoothed cosine is below this, or whose policy
-    update was skipped as non-finite. Between the two thresholds H stays."""
-    growth: float = Field(1.25, gt=1.0, le=4.0)
-    """Factor on H when the halves agree (H is kept as a float and rounded for each plan)."""
-    shrink: float = Field(0.5, gt=0.0, lt=1.0)
-    """Factor on H when they disagree."""
-    smoothing: float = Field(0.5, ge=0.0, lt=1.0)
-    """Weight of the previous smoothed cosine in ``c̄ ← smoothing·c̄ + (1 - smoothing)·cos`` (0: none)."""
-
-    @field_validator("max_horizon")
-    @classmethod
-    def _range_not_empty(cls, max_horizon: int, info: ValidationInfo) -> int:
-        return horizon_range_not_empty(max_horizon, info)
-
-    @field_validator("initial_horizon")
-    @classmethod
-    def _initial_in_range(cls, initial: int | None, info: ValidationInfo) -> int | None:
-        low, high = info.data.get("min_horizon"), info.data.get("max_horizon")
-        if initial is not None and low is not None and high is not None and not low <= initial <= high:
-            raise ValueError(f"initial_horizon={initial} lies outside [min_horizon, max_horizon] = [{low}, {high}]")
-        return initial
-
-    @field_validator("shorten_below")
-    @classmethod
-    def _thresholds_ordered(cls, shorten_below: float, info: ValidationInfo) -> float:
-        above = info.data.get("lengthen_above")
-        if above is not None and shorten_below >= above:
-            raise ValueError(f"shorten_below={shorten_below} must be below lengthen_above={above}")
-        return shorten_below
+from .configs import AgreeConfig
 
 
 class Agree(mb.Scheduler):

@@ -2,48 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Mapping
-
-from pydantic import Field, ValidationInfo, field_validator
+from typing import Mapping
 
 import mbmix_fw as mb
 
-from .horizons import horizon_range_not_empty
-
-
-class AhacConfig(mb.SchedulerConfig):
-    """AHAC's adaptive horizon (Georgiev et al., ICML 2024; DiffRL ``algorithms/ahac.py``): the window
-    length H follows a dual variable on the env's mean contact stiffness against a threshold C.
-
-    Needs an env with the contact signal (:meth:`mbmix_fw.DiffEnv.contact_stiffness`: ``cloth_fold``;
-    ``brax`` on the ``generalized`` backend)
-    and an estimator that honours a planned horizon (``shac``, ``mix``). Defaults are AHAC's
-    (``scripts/cfg/alg/ahac.yaml``); ``contact_threshold`` and ``dual_lr`` are in the env's units and
-    must be rescaled for bodies unlike dflex's Ant (``recipes/cloth_ahac.toml`` says how)."""
-
-    kind: Literal["ahac"] = "ahac"
-    min_horizon: mb.Steps = 8
-    """H_min (steps), also the first iteration's H (AHAC: ``steps_min = 8``; H starts there)."""
-    max_horizon: mb.Steps = 64
-    """H_max (steps) (AHAC: ``steps_max = 64``). Sizes the memory check of the longest window."""
-    contact_threshold: float = Field(500.0, gt=0.0)
-    """C (kg: contact force over acceleration, the env's ``contact_stiffness`` units). AHAC: 500 for
-    dflex's locomotion bodies; rescale for other envs (the 0.5 kg cloth: ``recipes/cloth_ahac.toml``)."""
-    dual_lr: float = Field(5e-4, gt=0.0)
-    """Step size of both the dual variable and H (AHAC's ``lambd_lr = 5e-4``; it uses one for both)."""
-    dual_lr_schedule: Literal["constant", "linear"] = "linear"
-    """``linear``: ``dual_lr`` decays to ``dual_lr / 50`` over the run (AHAC: 5e-4 → 1e-5, with the same
-    schedule as its learning rates, which are ``optim.lr_schedule``'s); ``constant`` keeps it."""
-    horizon_direction: Literal["diffrl", "shorten_when_stiff"] = "diffrl"
-    """Sign of the H step. ``diffrl`` is DiffRL's code, ``H += lr·Σλ`` with ``λ -= lr·(C - c)``: H *grows*
-    while the mean stiffness c exceeds C and shrinks below it (from H_min upwards, so with c < C it stays
-    at H_min). ``shorten_when_stiff`` flips the H step (``H -= lr·Σλ``), the reading of the paper's
-    stated aim (truncate before stiff contact); an ablation, not AHAC's published runs."""
-
-    @field_validator("max_horizon")
-    @classmethod
-    def _range_not_empty(cls, max_horizon: int, info: ValidationInfo) -> int:
-        return horizon_range_not_empty(max_horizon, info)
+from .configs import AhacConfig
 
 
 class Ahac(mb.Scheduler):

@@ -1,13 +1,11 @@
 """``model_free``: SHAC, BPTT and MIX through the simulator alone (the default scheduler)."""
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Mapping
 
 import mbmix_fw as mb
 
-
-class ModelFreeConfig(mb.SchedulerConfig):
-    kind: Literal["model_free"] = "model_free"
+from .configs import ModelFreeConfig
 
 
 class ModelFree(mb.Scheduler):

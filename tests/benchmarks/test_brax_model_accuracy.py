@@ -12,7 +12,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_fw.testing import LinearEnv
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,7 +24,7 @@ def build(data):
 
 
 def test_a_gate_without_a_model_that_reports_its_error_is_refused_at_build(monkeypatch):
-    from mbmix_sobolev.model import SobolevMLP
+    from mbmix_world_models.model import SobolevMLP
 
     build(GATED)  # the built-in model reports the held-out errors the gate reads
     monkeypatch.setattr(SobolevMLP, "reports", frozenset())  # a world model whose evaluate returns {}

@@ -18,7 +18,7 @@ from mbmix_fw.testing import LinearEnv
 from mbmix_fw.training.cost import SimulatorCost
 from mbmix_fw.training.guard import DivergenceGuard
 from mbmix_fw.training.world_model_learner import WorldModelLearner
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 
 T, N = 4, 3
 

@@ -13,7 +13,7 @@ from mbmix_fw.training.checkpoint import load_checkpoint_file
 from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.trainer import CHECKPOINT
 from mbmix_schedulers import Dyna, DynaConfig
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 
 N, H = 8, 8
 

@@ -44,7 +44,7 @@ def test_plan_sees_the_previous_iterations_metrics_read_only():
 
 
 def test_a_world_model_trainer_also_plans_nothing_at_construction():
-    from mbmix_sobolev import SobolevConfig, make_sobolev
+    from mbmix_world_models import SobolevConfig, make_sobolev
 
     env = LinearEnv(num_envs=4, episode_length=10)
     model = make_sobolev(SobolevConfig(hidden=[8], probes=1, batch_size=8, buffer_capacity=64),

@@ -11,7 +11,7 @@ from mbmix_estimators import Mix, MixConfig
 from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.trainer import CHECKPOINT
 from mbmix_schedulers import Dyna, DynaConfig
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 
 
 def make_trainer(out_dir=None, iterations=10, env_weight=0.5, warmup=2, alpha=1.0):

@@ -12,7 +12,7 @@ from mbmix_fw.maths.adjoint_tap import TappedDynamics
 from mbmix_fw.testing import LinearEnv, tiny_trainer
 from mbmix_fw.training.world_model_learner import MODEL_EXPLOSION
 from mbmix_schedulers import Dyna, DynaConfig
-from mbmix_sobolev import SobolevConfig, make_sobolev
+from mbmix_world_models import SobolevConfig, make_sobolev
 
 H, N = 8, 8
 

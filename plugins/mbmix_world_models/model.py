@@ -3,7 +3,7 @@
 Our reconstruction of MB-MIX's model loss ``J_M(φ)`` (method.md §1.3(d); the paper's exact form is
 not known), following Czarnecki et al. 2017 with random or adjoint projections. The loss itself — a
 state term in units of the typical one-step change plus relative state- and action-Jacobian errors — is
-:func:`mbmix_sobolev.loss.sobolev_loss`, shared with the other world models of this plugin; its
+:func:`mbmix_world_models.loss.sobolev_loss`, shared with the other world models of this plugin; its
 docstring says what balances what.
 
 Coordinates. The network ``g`` maps normalised inputs to the normalised state change:
@@ -200,7 +200,7 @@ class SobolevMLP(mb.WorldModel):
 
     def loss(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
-        w.r.t. parameters): the balanced loss of :mod:`mbmix_sobolev.loss` with the state error in units
+        w.r.t. parameters): the balanced loss of :mod:`mbmix_world_models.loss` with the state error in units
         of ``σ_Δ``. ``jacobian_loss`` is the unweighted sum of the two relative Jacobian errors, ``None``
         without probes."""
         terms = self.loss_terms(batch)
@@ -208,7 +208,7 @@ class SobolevMLP(mb.WorldModel):
         return terms.total, terms.state, jacobian
 
     def loss_terms(self, batch: mb.TransitionBatch):
-        """The loss's parts (:class:`mbmix_sobolev.loss.SobolevTerms`), the smoothness penalty included."""
+        """The loss's parts (:class:`mbmix_world_models.loss.SobolevTerms`), the smoothness penalty included."""
         if self.probes > 0 and batch.probe_u is not None and self.clip_probe_norm is not None:
             probe_s, probe_a = self._clipped_targets(batch)
             batch = attrs.evolve(batch, probe_s=probe_s, probe_a=probe_a)

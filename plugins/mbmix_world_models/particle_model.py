@@ -7,7 +7,7 @@ et al., ICLR 2021): this model uses that structure, declared by the env (:class:
 
 Two architectures (``architecture``, a setting):
 
-- ``integrator`` (default, :mod:`mbmix_sobolev.particle_integrator`): learned spring and per-particle
+- ``integrator`` (default, :mod:`mbmix_world_models.particle_integrator`): learned spring and per-particle
   forces, integrated by the env's own ``substeps`` semi-implicit Euler substeps. Measured on the cloth
   (``benchmarks/cloth_model_accuracy.py``, ``benchmarks/RESULTS.md``): it learns the three spring
   stiffnesses (to 11 %) and reaches held-out Jacobian errors of 0.17 / 0.05, where one-shot message passing
@@ -36,7 +36,7 @@ Per step, for every env ``n`` and particle ``p`` (``B`` envs × ``P`` particles 
   with ``w = (substeps + 1)/(2·substeps)`` (the env's semi-implicit Euler for constant acceleration within
   the step) and the correction off when ``position_correction = false``.
 
-Training: the same Sobolev loss as ``sobolev_mlp`` (:func:`mbmix_sobolev.loss.sobolev_loss`) on the raw
+Training: the same Sobolev loss as ``sobolev_mlp`` (:func:`mbmix_world_models.loss.sobolev_loss`) on the raw
 prediction, the state error in units of the running std of each entry's one-step change (per axis,
 pooled over particles; exact entries count with unit scale, their error is 0).
 """
@@ -136,7 +136,7 @@ class ParticleGNN(mb.WorldModel):
     """The ``particle_gnn`` world model (see the module docstring for the two architectures).
 
     ``alpha_s = alpha_a = 0`` is the plain-MSE model (then ``probes`` is 0). Checkpointing as
-    :class:`~mbmix_sobolev.SobolevMLP`: AdamW's state and the probe generator are extra state inside
+    :class:`~mbmix_world_models.SobolevMLP`: AdamW's state and the probe generator are extra state inside
     ``state_dict()``, so ``load_state_dict(state_dict())`` makes the next ``fit`` identical; the neighbour
     table is rebuilt from the env's layout, not saved.
     """
@@ -300,7 +300,7 @@ class ParticleGNN(mb.WorldModel):
 
     def _integrate(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x', v') [B, P, d]`` of every particle by ``substeps`` semi-implicit Euler substeps of the learned
-        forces (:mod:`mbmix_sobolev.particle_integrator`).
+        forces (:mod:`mbmix_world_models.particle_integrator`).
 
         Layout: inside the loop positions and velocities are one tensor ``z = [x; v]`` of ``[2d, P, B]`` and
         every per-coupling tensor is ``[2d, E, B]``, ``[d, E, B]`` or ``[E, B]`` (particles and couplings
@@ -456,7 +456,7 @@ class ParticleGNN(mb.WorldModel):
     # --- evaluation ---------------------------------------------------------------------------
 
     def evaluate(self, batch: mb.TransitionBatch) -> dict[str, float]:
-        """Held-out errors as :meth:`SobolevMLP.evaluate <mbmix_sobolev.SobolevMLP.evaluate>` reports them
+        """Held-out errors as :meth:`SobolevMLP.evaluate <mbmix_world_models.SobolevMLP.evaluate>` reports them
         (state error in units of :meth:`error_scale`, pooled relative Jacobian errors per block)."""
         return held_out_errors(self, batch, self.error_scale(batch.state.dtype))
 

@@ -1,27 +1,58 @@
-"""Config of the ``particle_gnn`` world model (torch-free, so registration stays instant).
+"""The config models of the built-in world models (``sobolev_mlp``, ``particle_gnn``): torch-free, so
+registering the plugin (``mbmix-fw plugins``) stays instant; every plugin keeps its configs in
+``configs.py`` so that property has one place to hold.
 
-Recipe::
-
-    [world_model]
-    kind = "particle_gnn"
-    architecture = "integrator"   # learned forces, integrated by the env's own substeps
-    hidden = 16                   # per-particle force network width
-    message_width = 0             # per-spring force MLP width; 0: learned linear springs only
-    alpha_s = 1.0        # 0 and alpha_a = 0: the plain-MSE ablation (no probes are collected)
-    probes = 1
-
-Needs an env that declares its particle layout (:meth:`mbmix_fw.DiffEnv.particle_layout`): the cloth does.
-The model is documented in :mod:`mbmix_sobolev.particle_model`.
+``particle_gnn`` needs an env that declares its particle layout (:meth:`mbmix_fw.DiffEnv.particle_layout`):
+the cloth does. The models are documented in :mod:`mbmix_world_models.model` and
+:mod:`mbmix_world_models.particle_model`.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 import mbmix_fw as mb
 
 from .fitting import SobolevFitting
+
+
+MAX_MODEL_WEIGHTS = 10**9
+"""Most hidden-to-hidden weights of the whole ensemble (4 GB of float32, 16 GB with Adam's state)."""
+
+
+class SobolevConfig(SobolevFitting):
+    kind: Literal["sobolev_mlp"] = "sobolev_mlp"
+    hidden: mb.Hidden = Field(default_factory=lambda: [256, 256], min_length=1)
+    """Hidden layer widths (each followed by LayerNorm and the activation)."""
+    activation: Literal["silu", "elu"] = "silu"
+    """Smooth activations only: the Jacobian term differentiates the network twice."""
+    layer_norm: bool = True
+    """LayerNorm after each hidden layer (steadier fits across state scales)."""
+    members: int = Field(1, ge=1, le=1024)
+    """Ensemble size; ``step`` returns the members' mean."""
+    probe_mixing: bool = True
+    """Per fit step, match one random combination of a transition's probes (cost of one probe,
+    unbiased) instead of every probe separately."""
+    smoothness: float = Field(0.0, ge=0.0)
+    """Weight λ of a penalty on the model's own Jacobian along the probes, relative to the simulator's
+    (``‖uᵀ(∂f/∂s − I)‖²/‖t_s − u‖² + ‖uᵀ∂f/∂a‖²/‖t_a‖²``): a model smoother than the simulator (PWM,
+    Georgiev et al. 2025). With α > 0 the Jacobian learnt along a probe is α/(α+λ) of the simulator's; with
+    α = 0 it is as small as the next-state fit allows. 0 (default) leaves the loss as it was. Needs probes."""
+    clip_probe_norm: float | None = Field(None, gt=0.0)
+    """Scale each target probe row ``[uᵀJ_s, uᵀJ_a]`` down to at most this norm (stiff contacts).
+    Off by default: smooth simulators need no clipping, and a clip biases the Jacobians learned."""
+
+    @field_validator("members")
+    @classmethod
+    def _ensemble_fits_in_memory(cls, members: int, info: ValidationInfo) -> int:
+        """The factory allocates the ensemble before any memory check can see the env: bound it here."""
+        hidden = info.data.get("hidden")
+        weights = members * sum(a * b for a, b in zip(hidden, hidden[1:])) if hidden else 0
+        if weights > MAX_MODEL_WEIGHTS:
+            raise ValueError(f"{members} members of hidden={hidden} hold {weights:.3g} hidden-to-hidden weights, "
+                             f"more than the maximum {MAX_MODEL_WEIGHTS:.0e}; lower members or the widths")
+        return members
 
 
 class ParticleGNNConfig(SobolevFitting):
@@ -29,7 +60,7 @@ class ParticleGNNConfig(SobolevFitting):
     architecture: Literal["integrator", "message_passing"] = "integrator"
     """``integrator``: learned spring and per-particle forces integrated by the env's own substeps (exact
     reach and oscillation of stiff springs); ``message_passing``: ``rounds`` rounds of one-shot message passing
-    predicting the step's velocity change (and a position correction). See :mod:`mbmix_sobolev.particle_model`."""
+    predicting the step's velocity change (and a position correction). See :mod:`mbmix_world_models.particle_model`."""
     hidden: int = Field(16, ge=1, le=mb.MAX_WIDTH)
     """Width of the per-particle network (integrator: the per-particle force MLP's two hidden layers)."""
     message_width: int = Field(0, ge=0, le=mb.MAX_WIDTH)
@@ -71,11 +102,3 @@ class ParticleGNNConfig(SobolevFitting):
         if self.architecture == "message_passing" and self.message_width < 1:
             raise ValueError("message_width: architecture 'message_passing' needs message_width >= 1")
         return self
-
-
-
-def make_particle_gnn(config: ParticleGNNConfig, ctx: "mb.BuildContext"):
-    """Factory: a :class:`~mbmix_sobolev.particle_model.ParticleGNN` for ``ctx.env``'s particle layout."""
-    from .particle_model import ParticleGNN
-
-    return ParticleGNN.from_config(config, ctx)

@@ -12,7 +12,7 @@ import mbmix_fw as mb
 from mbmix_fw.commands.cli import main
 
 pytest.importorskip("warp")
-from mbmix_sobolev import ParticleGNN, ParticleGNNConfig, make_particle_gnn  # noqa: E402
+from mbmix_world_models import ParticleGNN, ParticleGNNConfig, make_particle_gnn  # noqa: E402
 from mbmix_warp import ClothFold, ClothFoldConfig  # noqa: E402
 from mbmix_warp.ground import ground_force  # noqa: E402
 

@@ -10,7 +10,7 @@ import torch
 
 import mbmix_fw as mb
 from mbmix_fw.testing import LinearEnv
-from mbmix_sobolev import RunningMoments, SobolevConfig, SobolevMLP, make_sobolev, register_world_models
+from mbmix_world_models import RunningMoments, SobolevConfig, SobolevMLP, make_sobolev, register_world_models
 
 F64 = torch.float64
 
@@ -67,7 +67,7 @@ def test_bad_config_values_fail_validation(bad):
 def test_factory_builds_from_the_env_and_registers_under_its_kind():
     registered = []
     register_world_models(lambda cls, factory: registered.append((cls, factory)))
-    from mbmix_sobolev import ParticleGNNConfig, make_particle_gnn
+    from mbmix_world_models import ParticleGNNConfig, make_particle_gnn
     assert registered == [(SobolevConfig, make_sobolev), (ParticleGNNConfig, make_particle_gnn)]
     env = LinearEnv(4, 3)
     config = SobolevConfig(hidden=[8], buffer_capacity=123, batch_size=17, probes=2, probe_source="random")
@@ -117,7 +117,7 @@ def test_jacobian_loss_vanishes_when_the_targets_are_the_models_own_jacobians():
 
 def test_jacobian_loss_equals_the_documented_relative_frobenius_errors():
     """With basis probes, L_s = Σ_b ‖J_m,s − J_s‖²_F / Σ_b ‖J_s − I‖²_F and L_a = Σ_b ‖J_m,a − J_a‖²_F /
-    Σ_b ‖J_a‖²_F (mbmix_sobolev/loss.py), and the state term is the squared error in units of σ_Δ."""
+    Σ_b ‖J_a‖²_F (mbmix_world_models/loss.py), and the state term is the squared error in units of σ_Δ."""
     env = linear_env64()
     model = small_model(probe_mixing=False)
     model.update_statistics(skewed_batch(env, seed=1))
