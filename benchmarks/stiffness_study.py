@@ -46,20 +46,31 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 BUDGET = 60 * 16 * 32
 """Env steps per run (all envs counted): the recipes' 60 iterations of 16-step windows over 32 envs."""
+TASKS: dict[str, list[str]] = {
+    "position": [],
+    "press": ["env.press_force=2.5", "env.init_distance=[0.1, 0.5]"],
+}
+"""The wall task's two settings. ``position``: the recipes' own (reach the wall's surface and stay; the return
+is made on the free approach). ``press``: the contact task (plugins/mbmix_toy/wall.py, ``press_force``): hold
+a mean wall force of 2.5 N (half the largest push) from starts 0.1–0.5 m away, so the return is made in contact
+(the approach is a few steps) — the setting where the wall's stiffness decides the score."""
 
 
-def settings(variant: str, stiffness: float) -> tuple[str, list[str]]:
+def settings(variant: str, stiffness: float, task: str = "position") -> tuple[str, list[str]]:
     """The recipe and ``--set`` overrides of one run."""
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    if task not in TASKS:
+        raise SystemExit(f"unknown task {task!r}; choose from {sorted(TASKS)}")
     recipe, sets = VARIANTS[variant]
-    return recipe, [*sets, f"env.stiffness={stiffness}", f"run.env_steps={BUDGET}", "run.iterations=100000",
-                    "run.eval_every=0", f"run.eval_every_env_steps={BUDGET // 4}", "run.checkpoint_every=100000"]
+    return recipe, [*sets, *TASKS[task], f"env.stiffness={stiffness}", f"run.env_steps={BUDGET}",
+                    "run.iterations=100000", "run.eval_every=0", f"run.eval_every_env_steps={BUDGET // 4}",
+                    "run.checkpoint_every=100000"]
 
 
-def run_one(root: Path, variant: str, stiffness: float, seed: int) -> dict:
+def run_one(root: Path, variant: str, stiffness: float, seed: int, task: str = "position") -> dict:
     """Train one run (or reuse a finished one) and read its scores and costs."""
-    recipe, sets = settings(variant, stiffness)
+    recipe, sets = settings(variant, stiffness, task)
     out = root / f"k{stiffness:g}" / f"{variant}_s{seed}"
     metrics = out / "metrics.csv"
     if not (out / "checkpoints" / "last.pt").exists() or not _finished(metrics):
@@ -89,8 +100,9 @@ def model_numbers(rows: list[dict]) -> dict:
     share, state, jac = column("model/grad_share"), column("model/state_error"), column("model/jacobian_error_a")
     if not share:
         return {}
+    rollbacks = column("model/rollbacks")
     return {"grad_share": sum(share) / len(share), "state_error": state[-1] if state else math.nan,
-            "jacobian_error_a": jac[-1] if jac else math.nan}
+            "jacobian_error_a": jac[-1] if jac else math.nan, "rollbacks": rollbacks[-1] if rollbacks else 0.0}
 
 
 def _finished(metrics: Path) -> bool:
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--task", choices=sorted(TASKS), default="position",
+                        help="the wall task: position (the recipes') or press (the contact task)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "stiffness_study")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
@@ -162,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(v, k, s) for s in range(args.first_seed, args.first_seed + args.seeds)
             for k in args.stiffness for v in args.variants]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: run_one(args.root, *job), jobs))
+        results = list(pool.map(lambda job: run_one(args.root, *job, task=args.task), jobs))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"FAILED {r['variant']} k={r['stiffness']:g} seed {r['seed']}: {r['error']}")
