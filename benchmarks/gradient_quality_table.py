@@ -35,7 +35,8 @@ def table(named: list[tuple[str, dict]]) -> str:
             per_text = "no sim call" if per is None else f"{per:+.3g}"
             if best[name] == label:
                 per_text = f"**{per_text}**"
-            cells.append(f"{row['delta_j']:+.3g} ± {row['delta_j_se']:.2g} | {per_text} | {row['ref_cosine_each']:.2f}")
+            cells.append(f"{row['delta_j']:+.3g} ± {row['delta_j_se']:.2g} | {per_text} | "
+                         f"{row['ref_cosine_each']:.2f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

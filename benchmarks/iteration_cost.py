@@ -49,6 +49,7 @@ def one_iteration(trainer) -> tuple[float, dict[str, float]]:
     started = time.process_time()
     metrics = trainer._read_metrics(trainer._iterate(trainer._next_plan(trainer.planned_total())))
     trainer.iteration += 1
+    trainer._last_metrics = metrics  # what the next plan reads (the gate's held-out error), as in train()
     return time.process_time() - started, metrics
 
 

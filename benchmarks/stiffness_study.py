@@ -17,8 +17,18 @@ Per run two scores: ``final``, the mean of the last 3 evaluations (as benchmarks
 method that learns sooner scores higher). Per (variant, stiffness): the IQM over seeds with a 95 %
 stratified-bootstrap interval (``mb.summarize_scores``), and the paired difference to SHAC on the same seeds
 (mean ± standard error, seeds above); for model runs, the model's mean share of the actor's gradient and its
-last held-out errors (means over seeds). Runs use one torch thread each, ``--jobs`` at once, seed-major so every
-variant sees the same machine load; finished runs are reused (delete ``--root`` to start over).
+last held-out errors (means over seeds) and rollbacks. Runs use one torch thread each, ``--jobs`` at once,
+seed-major so every variant sees the same machine load; finished runs are reused (delete ``--root`` to start
+over). ``--task press`` runs the contact task (``TASKS``) instead of the recipes' position task.
+
+Simulator calls. Every variant's training windows cost the same 30 720 steps and 30 720 VJPs (the actor's
+backward reaches every real step once; the model's probes come free from it, ``probe_source = "adjoint"``).
+The model runs (``beta1`` included) log 15 104 more steps and 30 208 more VJPs: the world-model learner's
+held-out check (``EVAL_TRANSITIONS`` = 256 transitions of each new window, from the second iteration on, 59 ×
+256, with the full simulator Jacobian on this small env: one step and ``S`` = 2 VJPs each). They train nothing;
+they act on training only through the rollback guard (a model whose held-out error exceeds 4× its best is
+rolled back), whose count the model table reports. So MB-MIX against its β = 1 twin is equal in every call;
+against SHAC and MIX it is equal in learning calls and pays the monitor on top.
 
     python benchmarks/stiffness_study.py --stiffness 1e2 1e4 1e5 --seeds 5 --jobs 2 \\
         --json benchmarks/stiffness_study.json --markdown /tmp/stiffness_table.md
@@ -147,14 +157,14 @@ def table(results: list[dict], variants: list[str], stiffnesses: list[float]) ->
     models = [r for r in results if "grad_share" in r]
     if models:
         lines += ["", "| k (N/m) | variant | seeds | model/grad_share (mean) | held-out state error (last) | "
-                  "held-out action-Jacobian error (last) |", "|---|---|---|---|---|---|"]
+                  "held-out action-Jacobian error (last) | rollbacks (mean) |", "|---|---|---|---|---|---|---|"]
         for k in stiffnesses:
             for v in variants:
                 rs = [r for r in models if r["variant"] == v and r["stiffness"] == k]
                 if rs:
                     avg = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
                     lines.append(f"| {k:g} | {v} | {len(rs)} | {avg('grad_share'):.3f} | {avg('state_error'):.3f} | "
-                                 f"{avg('jacobian_error_a'):.3f} |")
+                                 f"{avg('jacobian_error_a'):.3f} | {avg('rollbacks'):.1f} |")
     return "\n".join(lines)
 
 
