@@ -33,7 +33,8 @@ def env64(**kw) -> WallPush:
     return WallPush(WallPushConfig(**kw), mb.BuildContext(dtype=F64))
 
 
-@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}], ids=["k1e3", "k1e5", "smooth"])
+@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}, {"press_force": 2.5}],
+                         ids=["k1e3", "k1e5", "smooth", "press"])
 def test_env_keeps_the_contract(kw):
     check_env(WallPush(WallPushConfig(**kw)))
 
