@@ -33,8 +33,8 @@ def env64(**kw) -> WallPush:
     return WallPush(WallPushConfig(**kw), mb.BuildContext(dtype=F64))
 
 
-@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}, {"press_force": 2.5}],
-                         ids=["k1e3", "k1e5", "smooth", "press"])
+@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}, {"press_force": 2.5, "init_distance": (0.0, 0.02)}],  # press: starts at the wall (a
+                         ids=["k1e3", "k1e5", "smooth", "press"])  # free block's reward has no gradient at all)
 def test_env_keeps_the_contract(kw):
     check_env(WallPush(WallPushConfig(**kw)))
 
