@@ -17,8 +17,18 @@ Per run two scores: ``final``, the mean of the last 3 evaluations (as benchmarks
 method that learns sooner scores higher). Per (variant, stiffness): the IQM over seeds with a 95 %
 stratified-bootstrap interval (``mb.summarize_scores``), and the paired difference to SHAC on the same seeds
 (mean ± standard error, seeds above); for model runs, the model's mean share of the actor's gradient and its
-last held-out errors (means over seeds). Runs use one torch thread each, ``--jobs`` at once, seed-major so every
-variant sees the same machine load; finished runs are reused (delete ``--root`` to start over).
+last held-out errors (means over seeds) and rollbacks. Runs use one torch thread each, ``--jobs`` at once,
+seed-major so every variant sees the same machine load; finished runs are reused (delete ``--root`` to start
+over). ``--task press`` runs the contact task (``TASKS``) instead of the recipes' position task.
+
+Simulator calls. Every variant's training windows cost the same 30 720 steps and 30 720 VJPs (the actor's
+backward reaches every real step once; the model's probes come free from it, ``probe_source = "adjoint"``).
+The model runs (``beta1`` included) log 15 104 more steps and 30 208 more VJPs: the world-model learner's
+held-out check (``EVAL_TRANSITIONS`` = 256 transitions of each new window, from the second iteration on, 59 ×
+256, with the full simulator Jacobian on this small env: one step and ``S`` = 2 VJPs each). They train nothing;
+they act on training only through the rollback guard (a model whose held-out error exceeds 4× its best is
+rolled back), whose count the model table reports. So MB-MIX against its β = 1 twin is equal in every call;
+against SHAC and MIX it is equal in learning calls and pays the monitor on top.
 
     python benchmarks/stiffness_study.py --stiffness 1e2 1e4 1e5 --seeds 5 --jobs 2 \\
         --json benchmarks/stiffness_study.json --markdown /tmp/stiffness_table.md
@@ -46,20 +56,31 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 BUDGET = 60 * 16 * 32
 """Env steps per run (all envs counted): the recipes' 60 iterations of 16-step windows over 32 envs."""
+TASKS: dict[str, list[str]] = {
+    "position": [],
+    "press": ["env.press_force=2.5", "env.init_distance=[0.1, 0.5]"],
+}
+"""The wall task's two settings. ``position``: the recipes' own (reach the wall's surface and stay; the return
+is made on the free approach). ``press``: the contact task (plugins/mbmix_toy/wall.py, ``press_force``): hold
+a mean wall force of 2.5 N (half the largest push) from starts 0.1–0.5 m away, so the return is made in contact
+(the approach is a few steps) — the setting where the wall's stiffness decides the score."""
 
 
-def settings(variant: str, stiffness: float) -> tuple[str, list[str]]:
+def settings(variant: str, stiffness: float, task: str = "position") -> tuple[str, list[str]]:
     """The recipe and ``--set`` overrides of one run."""
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    if task not in TASKS:
+        raise SystemExit(f"unknown task {task!r}; choose from {sorted(TASKS)}")
     recipe, sets = VARIANTS[variant]
-    return recipe, [*sets, f"env.stiffness={stiffness}", f"run.env_steps={BUDGET}", "run.iterations=100000",
-                    "run.eval_every=0", f"run.eval_every_env_steps={BUDGET // 4}", "run.checkpoint_every=100000"]
+    return recipe, [*sets, *TASKS[task], f"env.stiffness={stiffness}", f"run.env_steps={BUDGET}",
+                    "run.iterations=100000", "run.eval_every=0", f"run.eval_every_env_steps={BUDGET // 4}",
+                    "run.checkpoint_every=100000"]
 
 
-def run_one(root: Path, variant: str, stiffness: float, seed: int) -> dict:
+def run_one(root: Path, variant: str, stiffness: float, seed: int, task: str = "position") -> dict:
     """Train one run (or reuse a finished one) and read its scores and costs."""
-    recipe, sets = settings(variant, stiffness)
+    recipe, sets = settings(variant, stiffness, task)
     out = root / f"k{stiffness:g}" / f"{variant}_s{seed}"
     metrics = out / "metrics.csv"
     if not (out / "checkpoints" / "last.pt").exists() or not _finished(metrics):
@@ -89,8 +110,9 @@ def model_numbers(rows: list[dict]) -> dict:
     share, state, jac = column("model/grad_share"), column("model/state_error"), column("model/jacobian_error_a")
     if not share:
         return {}
+    rollbacks = column("model/rollbacks")
     return {"grad_share": sum(share) / len(share), "state_error": state[-1] if state else math.nan,
-            "jacobian_error_a": jac[-1] if jac else math.nan}
+            "jacobian_error_a": jac[-1] if jac else math.nan, "rollbacks": rollbacks[-1] if rollbacks else 0.0}
 
 
 def _finished(metrics: Path) -> bool:
@@ -135,14 +157,14 @@ def table(results: list[dict], variants: list[str], stiffnesses: list[float]) ->
     models = [r for r in results if "grad_share" in r]
     if models:
         lines += ["", "| k (N/m) | variant | seeds | model/grad_share (mean) | held-out state error (last) | "
-                  "held-out action-Jacobian error (last) |", "|---|---|---|---|---|---|"]
+                  "held-out action-Jacobian error (last) | rollbacks (mean) |", "|---|---|---|---|---|---|---|"]
         for k in stiffnesses:
             for v in variants:
                 rs = [r for r in models if r["variant"] == v and r["stiffness"] == k]
                 if rs:
                     avg = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
                     lines.append(f"| {k:g} | {v} | {len(rs)} | {avg('grad_share'):.3f} | {avg('state_error'):.3f} | "
-                                 f"{avg('jacobian_error_a'):.3f} |")
+                                 f"{avg('jacobian_error_a'):.3f} | {avg('rollbacks'):.1f} |")
     return "\n".join(lines)
 
 
@@ -152,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--task", choices=sorted(TASKS), default="position",
+                        help="the wall task: position (the recipes') or press (the contact task)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "stiffness_study")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
@@ -162,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(v, k, s) for s in range(args.first_seed, args.first_seed + args.seeds)
             for k in args.stiffness for v in args.variants]
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: run_one(args.root, *job), jobs))
+        results = list(pool.map(lambda job: run_one(args.root, *job, task=args.task), jobs))
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"FAILED {r['variant']} k={r['stiffness']:g} seed {r['seed']}: {r['error']}")

@@ -131,6 +131,11 @@ class WallPushConfig(mb.EnvConfig):
     """Initial speed bound (m/s)."""
     action_cost: float = Field(0.01, ge=0)
     """Reward weight of ``a²``."""
+    press_force: float = Field(0.0, ge=0)
+    """0 = the position task (reach the wall's surface and stay). Above 0, the contact task: the reward asks
+    for this mean wall force F* (N) over each control step, ``−(((F̄ − F*)/max_force)² + action_cost·a²)``,
+    so the return is made in contact (a free block scores ``(F*/max_force)²`` below the best every step, an
+    impact far more); see the module docstring. At most ``max_force``: a block at rest feels the push."""
 
     @field_validator("init_distance")
     @classmethod
@@ -141,8 +146,12 @@ class WallPushConfig(mb.EnvConfig):
 
     @model_validator(mode="after")
     def _substeps_bounded(self) -> "WallPushConfig":
-        """A stiffness whose stable step needs too many substeps fails when the recipe is read."""
+        """A stiffness whose stable step needs too many substeps fails when the recipe is read; so does a
+        force target no push can hold (at rest the wall's force equals the push, at most ``max_force``)."""
         self.substep_count()
+        if self.press_force > self.max_force:
+            raise ValueError(f"press_force {self.press_force:g} N exceeds max_force {self.max_force:g} N: "
+                             "no push holds it")
         return self
 
     def substep_count(self) -> int:

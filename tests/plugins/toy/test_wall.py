@@ -33,7 +33,8 @@ def env64(**kw) -> WallPush:
     return WallPush(WallPushConfig(**kw), mb.BuildContext(dtype=F64))
 
 
-@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}], ids=["k1e3", "k1e5", "smooth"])
+@pytest.mark.parametrize("kw", [{}, {"stiffness": 1e5}, {"contact_smoothing": 0.01}, {"press_force": 2.5, "init_distance": (0.0, 0.02)}],  # press: starts at the wall (a
+                         ids=["k1e3", "k1e5", "smooth", "press"])  # free block's reward has no gradient at all)
 def test_env_keeps_the_contract(kw):
     check_env(WallPush(WallPushConfig(**kw)))
 
@@ -181,9 +182,69 @@ def test_stiffness_study_runs_are_valid_recipes_at_equal_env_steps():
     shipped = mb.load_recipe(ROOT / "recipes" / "wall_shac.toml")
     assert study.BUDGET == shipped.run.iterations * shipped.estimator.horizon * shipped.env.num_envs
     for variant in study.VARIANTS:
-        for stiffness in (1e2, 1e5):
-            recipe_path, sets = study.settings(variant, stiffness)
+        for stiffness, task in ((1e2, "position"), (1e5, "press")):
+            recipe_path, sets = study.settings(variant, stiffness, task)
             recipe = mb.load_recipe(ROOT / recipe_path, overrides=sets)
             assert recipe.env.stiffness == stiffness and recipe.run.env_steps == study.BUDGET
+            assert (recipe.env.press_force > 0) == (task == "press")
             if recipe.world_model is not None:
                 assert (recipe.scheduler.env_weight == 1.0) == (variant == "beta1")
+
+
+def _wall_impulse_by_substeps(env: WallPush, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """The step's mean wall force accumulated substep by substep (the integrator written out again, not the
+    closed form the env uses)."""
+    c = env.config
+    h = c.dt / env.substeps
+    x, v = state[:, 0].clone(), state[:, 1].clone()
+    u = c.max_force * action[:, 0].clamp(-1, 1)
+    impulse = torch.zeros_like(x)
+    for _ in range(env.substeps):
+        wall = env.contact_force(x, v)
+        impulse = impulse + h * wall
+        v = v + h / c.mass * (u - c.drag * v - wall)
+        x = x + h * v
+    return impulse / c.dt
+
+
+@pytest.mark.parametrize("stiffness", [1e2, 1e5])
+def test_press_reward_is_the_mean_wall_force_over_the_step(stiffness):
+    """The contact task's reward is −((F̄ − F*)/max_force)² − cost·a², F̄ the wall's force averaged over the
+    step: zero gradient-free penalty (F*/max_force)² out of contact, the impact's momentum in it. Starts
+    straddle the wall (free, touching, inside, arriving fast) so both sides of the contact are exercised."""
+    env = env64(stiffness=stiffness, press_force=2.0)
+    g = torch.Generator().manual_seed(3)
+    state = torch.stack([torch.empty(64, dtype=F64).uniform_(-0.1, 0.02, generator=g),
+                         torch.empty(64, dtype=F64).uniform_(-1.0, 3.0, generator=g)], -1)
+    action = torch.empty(64, 1, dtype=F64).uniform_(-1.2, 1.2, generator=g)
+    next_state = env.step(state, action)
+    mean_force = _wall_impulse_by_substeps(env, state, action)
+    assert (mean_force == 0).sum() >= 5 and (mean_force > 2.0).sum() >= 5  # free steps and contact steps both
+    a = action[:, 0].clamp(-1, 1)
+    expected = -(((mean_force - 2.0) / 5.0) ** 2 + 0.01 * a**2)
+    torch.testing.assert_close(env.reward(state, action, next_state), expected, rtol=1e-9, atol=1e-9)
+    far = torch.tensor([[-1.0, 0.0]], dtype=F64)  # out of contact: the target's full penalty, nothing else
+    zero = torch.zeros(1, 1, dtype=F64)
+    torch.testing.assert_close(env.reward(far, zero, env.step(far, zero)), torch.tensor([-(2.0 / 5.0) ** 2], dtype=F64))
+
+
+def test_press_reward_gradient_flows_only_through_contact():
+    """With no action cost, a free block's reward does not depend on its push; in contact it does, and the
+    gradient through the step matches central differences (float64, stiff wall)."""
+    env = env64(stiffness=1e5, press_force=2.0, action_cost=0.0)
+    state = torch.tensor([[-1.0, 0.0], [1e-5, 0.3]], dtype=F64)
+
+    def reward(a: torch.Tensor) -> torch.Tensor:
+        return env.reward(state, a, env.step(state, a))
+
+    action = torch.tensor([[0.3], [0.3]], dtype=F64, requires_grad=True)
+    (grad,) = torch.autograd.grad(reward(action).sum(), action)
+    eps = 1e-6
+    fd = (reward(action.detach() + eps) - reward(action.detach() - eps)) / (2 * eps)
+    torch.testing.assert_close(grad[:, 0], fd, rtol=1e-5, atol=1e-8)
+    assert grad[0, 0].abs() < 1e-9 and grad[1, 0].abs() > 1e-3  # free: zero up to rounding
+
+
+def test_press_force_beyond_the_push_is_refused():
+    with pytest.raises(pydantic.ValidationError, match="press_force"):
+        WallPushConfig(press_force=6.0, max_force=5.0)
