@@ -3,9 +3,10 @@ adaptive horizons, on the cloth (``--suite cloth``) or on Brax hopper at a CPU s
 
 Each variant is a shipped recipe plus ``--set`` overrides. Every run of a suite spends the same env-step
 budget (``run.env_steps``: the cloth 40 × 16 steps × 8 envs = 5 120, hopper 100 × 16 × 16 = 25 600) and is
-evaluated at the same env-step multiples (``run.eval_every_env_steps``: four evaluations) on the same
-episodes (cloth 32, hopper 16), so a variant whose window length changes (``ahac``, ``agree``, ``@H<n>``)
-spends what a fixed-H one does. A run's score is the mean of its last 3 evaluations; a variant's score is
+evaluated at the same env-step multiples (``run.eval_every_env_steps``: four evaluations unless ``--evals``)
+on the same episodes (cloth 32, hopper 16), so a variant whose window length changes (``ahac``, ``agree``,
+``@H<n>``) spends what a fixed-H one does. A run's score is the mean of its evaluations from half the budget on
+(of four: the last 3); a variant's score is
 the IQM over seeds with a 95 % stratified-bootstrap interval (``mb.summarize_scores``). Wall time and the
 simulator work each run did (``sim/steps`` forward steps, ``sim/vjps`` vector-Jacobian products, probes
 included) are reported beside it, as ratios to SHAC's, so methods compare at equal simulator cost too.
@@ -18,6 +19,14 @@ thread; ``--jobs`` runs go at once. Finished runs are reused (delete ``--root`` 
     python benchmarks/learning_study.py --seeds 5 --variants shac@H8 shac@H64 mix@lam0.8@int2
     python benchmarks/learning_study.py --seeds 10 --variants shac ahac agree
     python benchmarks/learning_study.py --suite hopper --seeds 5 --variants shac mix mbmix ahac agree
+    python benchmarks/learning_study.py --seeds 10 --horizons 64 16 32 --variants shac beta1_room mbmix_room \
+        --evals 10 --pairs mbmix_room:beta1_room --target shac@H16 --figure benchmarks/cloth_study_room_h.png
+
+``--horizons`` runs every variant at each window length; ``--evals`` sets the points of each run's learning
+curve (the score stays the mean of the evaluations from half the budget on); the report adds, per window
+length, paired differences on the same seeds (``--pairs``), the IQM curve of every variant with its intervals,
+and the env steps each variant's IQM curve needs to reach ``--target``'s final-evaluation IQM.
+``--report-only`` reports the finished runs without training (a study cut short still reports what finished).
 
 A variant may carry settings after ``@``: ``H<n>`` sets the (first) window length, ``lam<x>`` and ``int<n>``
 the mix estimator's λ and interval. (Until commit d2fbd9d this script was ``cloth_mbmix_study.py``, where
@@ -245,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(ok, indent=1))
     by_variant = {v: [r for r in ok if r["variant"] == v] for v in variants}
     by_variant = {v: rs for v, rs in by_variant.items() if rs}
-    print(score_table(by_variant))
+    for _, vs in groups:  # wall-time ratios within a window length
+        if any(v in by_variant for v in vs):
+            print(score_table({v: by_variant[v] for v in vs if v in by_variant}))
     for suffix, _ in groups:
         for pair in args.pairs:
             a, b = (f"{x}{suffix}" for x in pair.split(":"))
@@ -262,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     print(curve_table(curves))
     if args.figure is not None:
         plot_curves(curves, groups, args.figure, goal=curves[target][-1][1].iqm if target in curves else None,
-                    title=f"{args.suite}: IQM of eval/return over seeds, 95 % bootstrap band")
+                    goal_label=f"{target} final", title=f"{args.suite}: IQM over seeds, 95 % bootstrap band")
     return 1 if failed else 0
 
 
@@ -302,7 +313,7 @@ def curve_table(curves: dict[str, list]) -> str:
 
 
 def plot_curves(curves: dict[str, list], groups: list[tuple[str, list[str]]], path: Path,
-                goal: float | None, title: str) -> None:
+                goal: float | None, goal_label: str, title: str) -> None:
     """One panel per window-length group: each variant's IQM curve with its bootstrap band, and the goal."""
     import matplotlib
 
@@ -320,7 +331,7 @@ def plot_curves(curves: dict[str, list], groups: list[tuple[str, list[str]]], pa
             ax.plot(steps, [c.iqm for _, c in curves[v]], marker="o", ms=3, label=v.removesuffix(suffix))
             ax.fill_between(steps, [c.low for _, c in curves[v]], [c.high for _, c in curves[v]], alpha=0.2)
         if goal is not None:
-            ax.axhline(goal, color="k", ls="--", lw=0.8)
+            ax.axhline(goal, color="k", ls="--", lw=0.8, label=goal_label)
         ax.set_title(suffix.lstrip("@") or "recipe H")
         ax.set_xlabel("env steps")
     axes[0][0].set_ylabel("eval/return (IQM)")
