@@ -162,13 +162,20 @@ def read_run(rows: list[dict], budget: int) -> dict:
     ``curve``: ``[env steps, eval/return]`` of every evaluation, the untrained policy's first. ``score``: the
     mean of the evaluations from half the budget on (with four evaluations: the last 3 of 4, this script's
     score before ``--evals`` existed). ``grad_share``: ``model/grad_share`` of every iteration that logged it
-    (empty without a world model), and ``model_used``: how many of them had a share above 0."""
+    (empty without a world model), and ``model_used``: how many of them had a share above 0; ``grad_cosine``:
+    ``model/grad_cosine`` (model term against simulator term of the actor step) of those iterations;
+    ``fit_steps``: the run's world-model fit steps; ``jacobian_error_a``: the last held-out action-Jacobian error."""
     curve = [[float(r["env/steps"] or 0.0), float(r["eval/return"])] for r in rows if r.get("eval/return")]
     late = [value for steps, value in curve if steps >= budget / 2]
     shares = [float(r["model/grad_share"]) for r in rows if r.get("model/grad_share")]
+    cosines = [float(r["model/grad_cosine"]) for r in rows
+               if r.get("model/grad_cosine") and float(r.get("model/grad_share") or 0.0) > 0]
+    errors = [float(r["model/jacobian_error_a"]) for r in rows if r.get("model/jacobian_error_a")]
     last = rows[-1]
     return {"score": sum(late) / len(late), "final": curve[-1][1], "curve": curve, "grad_share": shares,
-            "model_used": sum(x > 0 for x in shares), "wall_s": float(last["time/wall_s"]),
+            "model_used": sum(x > 0 for x in shares), "grad_cosine": cosines,
+            "fit_steps": sum(float(r.get("model/fit_steps") or 0.0) for r in rows),
+            "jacobian_error_a": errors[-1] if errors else math.nan, "wall_s": float(last["time/wall_s"]),
             "sim_steps": float(last["sim/steps"]), "sim_vjps": float(last["sim/vjps"]),
             "env_steps": float(last["env/steps"])}
 
@@ -278,26 +285,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def score_table(by_variant: dict[str, list[dict]]) -> str:
-    """Markdown: per variant its score's IQM [95 % CI], mean, costs (as ratios to the first variant's wall
-    time), and how many iterations the model acted in (``model/grad_share`` > 0, summed over seeds)."""
+    """Markdown: per variant its score's IQM [95 % CI], mean and costs (wall time as a ratio to the first
+    variant's); then, for variants with a world model, what the model did: the iterations it acted in
+    (``model/grad_share`` > 0, summed over seeds), its mean share and ``model/grad_cosine`` in them, fit steps
+    a run, and the last held-out action-Jacobian error (mean over seeds)."""
     import mbmix_fw as mb
 
     summaries = mb.summarize_scores({v: [r["score"] for r in rs] for v, rs in by_variant.items()})
     mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
+    average = lambda xs: f"{sum(xs) / len(xs):.3f}" if xs else "—"  # noqa: E731
     base = next(iter(by_variant.values()))
     lines = ["| variant | seeds | IQM [95% CI] of score | mean | wall s | × first wall | env steps | sim steps | "
-             "sim VJPs | iterations with model/grad_share > 0 | mean model/grad_share |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "sim VJPs |", "|---|---|---|---|---|---|---|---|---|"]
+    model = ["", "| variant | iterations with model/grad_share > 0 | mean share there | mean grad_cosine there | "
+             "fit steps a run | last jacobian_error_a |", "|---|---|---|---|---|---|"]
     for v, rs in by_variant.items():
         s = summaries[v]
-        shares = [x for r in rs for x in r["grad_share"]]
-        used = f"{sum(r['model_used'] for r in rs)} / {len(shares)}" if shares else "—"
-        share = f"{sum(shares) / len(shares):.3f}" if shares else "—"
         lines.append(f"| {v} | {len(rs)} | {s.iqm:.2f} [{s.low:.2f}, {s.high:.2f}] | {mean(rs, 'score'):.2f} | "
                      f"{mean(rs, 'wall_s'):.1f} | {mean(rs, 'wall_s') / mean(base, 'wall_s'):.2f} | "
-                     f"{mean(rs, 'env_steps'):.0f} | {mean(rs, 'sim_steps'):.0f} | {mean(rs, 'sim_vjps'):.0f} | "
-                     f"{used} | {share} |")
-    return "\n".join(lines)
+                     f"{mean(rs, 'env_steps'):.0f} | {mean(rs, 'sim_steps'):.0f} | {mean(rs, 'sim_vjps'):.0f} |")
+        shares = [x for r in rs for x in r["grad_share"]]
+        if shares:
+            acting = [x for x in shares if x > 0]
+            cosines = [x for r in rs for x in r["grad_cosine"]]
+            model.append(f"| {v} | {len(acting)} / {len(shares)} | {average(acting)} | {average(cosines)} | "
+                         f"{mean(rs, 'fit_steps'):.0f} | {mean(rs, 'jacobian_error_a'):.3f} |")
+    return "\n".join(lines + (model if len(model) > 3 else []))
 
 
 def curve_table(curves: dict[str, list]) -> str:
