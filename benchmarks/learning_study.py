@@ -271,15 +271,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"paired {a} − {b}: {mean:+.2f} ± {se:.2f} ({above}/{n} seeds above)")
     curves = {v: curve_summary(rs) for v, rs in by_variant.items()}
     target = args.target or variants[0]
-    if target in curves:
-        goal = curves[target][-1][1].iqm
-        print(f"\nenv steps to reach {target}'s final-evaluation IQM {goal:.2f} (first evaluation whose IQM does):")
-        for v, curve in curves.items():
-            reached = steps_to_reach(curve, goal)
-            print(f"- {v}: {'not reached' if reached is None else f'{reached:.0f} ({reached / budget:.2f} of the budget)'}")
+    goal = curves[target][-1][1].iqm if target in curves else None
+    print(reach_table(curves, groups, target, goal, budget))
     print(curve_table(curves))
     if args.figure is not None:
-        plot_curves(curves, groups, args.figure, goal=curves[target][-1][1].iqm if target in curves else None,
+        plot_curves(curves, groups, args.figure, goal=goal,
                     goal_label=f"{target} final", title=f"{args.suite}: IQM over seeds, 95 % bootstrap band")
     return 1 if failed else 0
 
@@ -311,6 +307,26 @@ def score_table(by_variant: dict[str, list[dict]]) -> str:
             model.append(f"| {v} | {len(acting)} / {len(shares)} | {average(acting)} | {average(cosines)} | "
                          f"{mean(rs, 'fit_steps'):.0f} | {mean(rs, 'jacobian_error_a'):.3f} |")
     return "\n".join(lines + (model if len(model) > 3 else []))
+
+
+def reach_table(curves: dict[str, list], groups: list[tuple[str, list[str]]], target: str, goal: float | None,
+                budget: int) -> str:
+    """Markdown: per variant, the env steps its IQM curve needs to reach ``target``'s final-evaluation IQM
+    (``goal``) and the final-evaluation IQM of its own window length's first variant (SHAC, as listed first)."""
+    reach = lambda curve, g: ("—" if g is None else "not reached" if steps_to_reach(curve, g) is None  # noqa: E731
+                              else f"{steps_to_reach(curve, g):.0f} ({steps_to_reach(curve, g) / budget:.2f})")
+    goal_text = "—" if goal is None else f"{goal:.2f}"
+    lines = [f"| variant | final IQM | env steps (share of budget) to {target}'s final IQM {goal_text} | "
+             "to its own window length's first variant's final IQM |", "|---|---|---|---|"]
+    for _, vs in groups:
+        present = [v for v in vs if v in curves]
+        if not present:
+            continue
+        own = curves[present[0]][-1][1].iqm
+        for v in present:
+            lines.append(f"| {v} | {curves[v][-1][1].iqm:.2f} | {reach(curves[v], goal)} | "
+                         f"{reach(curves[v], own)} ({present[0]}: {own:.2f}) |")
+    return "\n".join(lines)
 
 
 def curve_table(curves: dict[str, list]) -> str:
