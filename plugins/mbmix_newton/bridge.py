@@ -140,7 +140,13 @@ class _Workspace:
         self.model = model = scene.finalize(device=device, requires_grad=True)
         self.n, self.substeps, self.dt = n, sim.substeps, sim.dt / sim.substeps
         self.nq, self.nd = model.joint_coord_count // n, model.joint_dof_count // n
-        self.solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval)
+        self.solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval,
+                                                        use_tile_gemm=True, fuse_cholesky=False)
+        """``use_tile_gemm``: the joint-space mass matrix ``H = Jᵀ M J`` summed over 6×6 body blocks (Newton's tile
+        kernel) instead of two dense batched GEMMs over the whole block-diagonal ``M``: on the ant at 64 envs
+        the dense GEMMs' forward and adjoint were the largest kernels of a step (measured, RESULTS.md).
+        ``fuse_cholesky=False``: the factor is computed by the dense Cholesky kernel, whose adjoint the tape
+        replays (the fused tile Cholesky's adjoint is not what the FD tests checked)."""
         S = sim.substeps
         self.states = [model.state(requires_grad=True) for _ in range(S + 1)]
         """``states[0]``: the step's input; substep ``k`` steps ``states[k]`` into ``states[k + 1]``."""
