@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from typing import Callable
 
 import torch
@@ -64,7 +65,7 @@ class NewtonSimulator:
                  device: torch.device | str | None = None, gravity: float = -9.81,
                  configure_builder: Callable | None = None, mass_matrix_interval: int | None = None,
                  ground_config=None, use_graphs: bool = True, contacts_per_env: int | None = None,
-                 collide_every_substep: bool = False):
+                 collide_every_substep: bool = False, keep_tapes: bool = True):
         init_warp()
         self.build_env, self.dt, self.substeps = build_env, dt, substeps
         self.use_contacts, self.ground, self.gravity = contacts, ground, gravity
@@ -82,10 +83,17 @@ class NewtonSimulator:
         """Detect contacts before every substep instead of once per env step (see :meth:`_Workspace.run`):
         the reference the tests compare the once-per-step detection against."""
         self._workspaces: dict[int, _Workspace] = {}
+        self.keep_tapes = keep_tapes
+        """Record each differentiated step on a tape of its own and keep it for the backward (``mb.ExternalFunction``'s
+        residuals) instead of recomputing the step there: one forward per step instead of two (the recompute
+        was a sixth of the ant's step, measured), at the memory of one set of buffers per step alive in the
+        autograd graph (:class:`_TapePool`). False: the recompute, one set of buffers per batch size."""
+        self._tapes: dict[int, _TapePool] = {}
         probe = self.workspace(1)
         self.nq, self.nd = probe.nq, probe.nd
         self.function = mb.ExternalFunction(
             self._forward, self._vjp, name="newton step", outputs=("joint_q", "joint_qd"),
+            forward_with_residuals=self._forward_taped if keep_tapes else None,
             output_shapes=lambda inputs: (inputs[0].shape, inputs[1].shape), dtypes=(torch.float32,),
             check_finite=False)  # the trainer skips and counts non-finite updates
 
@@ -120,10 +128,50 @@ class NewtonSimulator:
         return ws.q[-1].clone(), ws.qd[-1].clone()
 
     @torch.no_grad()
-    def _vjp(self, inputs, cotangents):
-        ws = self.workspace(inputs[0].shape[0])
+    def _forward_taped(self, inputs):
+        """The step recorded on the tape of a workspace leased from the pool; the lease is the residual."""
+        n = inputs[0].shape[0]
+        if n not in self._tapes:
+            self._tapes[n] = _TapePool(self, self.workspace(n))
+        lease = self._tapes[n].lease()
+        ws = lease.workspace
         ws.load(inputs)
+        ws.forward_taped()
+        return (ws.q[-1].clone(), ws.qd[-1].clone()), lease
+
+    @torch.no_grad()
+    def _vjp(self, saved, cotangents):
+        if isinstance(saved, _Lease):  # the step's own tape, kept from its forward
+            return saved.workspace.backward_taped(cotangents)
+        ws = self.workspace(saved[0].shape[0])
+        ws.load(saved)
         return ws.adjoint(cotangents)
+
+
+class _Lease:
+    """A taped workspace lent to one differentiated step; back in its pool when the autograd graph lets go of
+    it (``weakref.finalize``: the graph holds the lease as the step's residual)."""
+
+    def __init__(self, pool: "_TapePool", workspace: "_Workspace"):
+        self.workspace = workspace
+        weakref.finalize(self, pool.free.append, workspace)
+
+
+class _TapePool:
+    """Taped workspaces of one batch size: each its own states, contacts, control, solver (so its own mass-matrix
+    factor: a later step must not overwrite the one an earlier step's backward reads) and tape, all sharing
+    one Newton model. Grows to the number of steps alive at once in autograd graphs (a window's ``H``)."""
+
+    def __init__(self, sim: NewtonSimulator, shared: "_Workspace"):
+        self.sim, self.shared = sim, shared
+        self.free: list[_Workspace] = []
+        self.size = 0
+
+    def lease(self) -> _Lease:
+        if not self.free:
+            self.free.append(_Workspace(self.sim, self.shared.n, model_of=self.shared))
+            self.size += 1
+        return _Lease(self, self.free.pop())
 
 
 class _Workspace:
@@ -131,21 +179,27 @@ class _Workspace:
 
     capture_warned = False
 
-    def __init__(self, sim: NewtonSimulator, n: int):
+    def __init__(self, sim: NewtonSimulator, n: int, model_of: "_Workspace | None" = None):
+        """``model_of``: share that workspace's Newton model and collision pipeline (a taped workspace of
+        :class:`_TapePool`); the buffers below are this workspace's own."""
         import newton
 
-        one = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
-        if sim.configure_builder is not None:
-            sim.configure_builder(one)
-        sim.build_env(one)
-        scene = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
-        if sim.configure_builder is not None:
-            sim.configure_builder(scene)
-        scene.replicate(one, n)
-        if sim.ground:
-            scene.add_ground_plane(cfg=sim.ground_config)
         device = wp.device_from_torch(sim.device)
-        self.model = model = scene.finalize(device=device, requires_grad=True)
+        if model_of is None:
+            one = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+            if sim.configure_builder is not None:
+                sim.configure_builder(one)
+            sim.build_env(one)
+            scene = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+            if sim.configure_builder is not None:
+                sim.configure_builder(scene)
+            scene.replicate(one, n)
+            if sim.ground:
+                scene.add_ground_plane(cfg=sim.ground_config)
+            model = scene.finalize(device=device, requires_grad=True)
+        else:
+            model = model_of.model
+        self.model = model
         self.n, self.substeps, self.dt = n, sim.substeps, sim.dt / sim.substeps
         self.nq, self.nd = model.joint_coord_count // n, model.joint_dof_count // n
         self.solver = solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval,
@@ -166,7 +220,10 @@ class _Workspace:
         into a state of its own, off the tape (see :meth:`run`)."""
         self.control = model.control(requires_grad=True)
         limit = {} if sim.contacts_per_env is None else {"rigid_contact_max": sim.contacts_per_env * n}
-        self.pipeline = newton.CollisionPipeline(model, requires_grad=True, **limit) if sim.use_contacts else None
+        if model_of is not None:
+            self.pipeline = model_of.pipeline
+        else:
+            self.pipeline = newton.CollisionPipeline(model, requires_grad=True, **limit) if sim.use_contacts else None
         self.contacts = [self.pipeline.contacts() for _ in range(detections)] if self.pipeline else [None]
         view = lambda a, width: wp.to_torch(a, requires_grad=False).view(n, width)  # noqa: E731 - zero-copy views of warp memory
         self.q = [view(s.joint_q, self.nq) for s in self.states]
@@ -231,6 +288,36 @@ class _Workspace:
                 g.zero_()
             return grads
         return self.q_grad[0].clone(), self.qd_grad[0].clone(), self.f_grad.clone()
+
+    def forward_taped(self) -> None:
+        """The step recorded on this workspace's own tape, kept for :meth:`backward_taped`, then the wrench
+        fix-up (:meth:`restore_external_wrenches`: once per forward, however many backwards follow). With
+        graphs, recorded once at capture and replayed: the tape's launches point into this workspace's fixed
+        buffers."""
+        if self.use_graphs and self._replay("taped_forward", self._record):
+            return
+        self._record()
+
+    def _record(self) -> None:
+        self.tape = wp.Tape()
+        self.run(self.tape)
+        self.restore_external_wrenches()
+
+    def backward_taped(self, cotangents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(dq, dqd, djoint_f)`` of the step :meth:`forward_taped` recorded, for ``cotangents``: seed the last
+        state's gradient, replay the adjoint, read the inputs' gradients, zero every gradient the tape touched
+        (so the next backward -- another probe, or the next step leasing this workspace -- starts clean).
+
+        With graphs the zeroing graph is captured after the adjoint's: a tape learns which gradient arrays it
+        touches while its backward is recorded."""
+        self.q_grad[-1].copy_(cotangents[0])
+        self.qd_grad[-1].copy_(cotangents[1])
+        if not (self.use_graphs and self._replay("taped_backward", self.tape.backward)):
+            self.tape.backward()
+        grads = self.q_grad[0].clone(), self.qd_grad[0].clone(), self.f_grad.clone()
+        if not (self.use_graphs and self._replay("taped_zero", self.tape.zero)):
+            self.tape.zero()
+        return grads
 
     def _record_and_backward(self) -> None:
         self.run(self.tape)
