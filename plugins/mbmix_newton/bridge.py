@@ -13,14 +13,17 @@ and the solver. Its torch views of
 
 Forward: copy the step's inputs ``(q [N, nq], qd [N, nd], joint_f [N, nd])`` into state 0 and the control,
 then forward kinematics and ``collide`` into the step's ``Contacts`` (robots with contacts) and per substep
-``solver.step``; return copies of the last state's ``(q, qd)``. No tape.
+``solver.step``; return copies of the last state's ``(q, qd)``. No tape when nothing is differentiated.
 
-Backward (recompute, the cloth's pattern and Rewarped's): the same forward recorded on a fresh ``wp.Tape``,
-the cotangents written into the last state's ``.grad``, ``tape.backward()`` (after undoing an in-place
-overwrite of Newton's that its adjoint would otherwise read: :meth:`_Workspace.restore_external_wrenches`),
-and the gradients read from
-state 0's ``joint_q.grad``/``joint_qd.grad`` and ``joint_f.grad``; then ``tape.zero()``. The autograd graph keeps
-only each step's inputs.
+Backward, by default (``keep_tapes``): a differentiated step runs on a workspace leased from a pool
+(:class:`_TapePool`: its own states, contacts, control and solver, the model shared), recorded on that
+workspace's ``wp.Tape``, which the autograd graph keeps as the step's residual; the backward writes the
+cotangents into the last state's ``.grad``, replays ``tape.backward()`` (the forward having undone an in-place
+overwrite of Newton's that the adjoint would otherwise read: :meth:`_Workspace.restore_external_wrenches`),
+reads the gradients of state 0's ``joint_q``/``joint_qd`` and of ``joint_f``, and zeroes the tape's gradients;
+the workspace returns to the pool when the graph lets go of it. ``keep_tapes=False``: recompute (the cloth's
+pattern and Rewarped's): the same forward recorded on a fresh tape in backward, one workspace per batch size,
+the autograd graph keeping only each step's inputs (a sixth more CPU time on the ant, less memory).
 
 **The mass-matrix pitfall** (``newton.md``): Featherstone keeps the joint-space mass matrix and its Cholesky
 factor in buffers it owns and overwrites on each update; a tape that spans two updates back-propagates every
@@ -30,8 +33,8 @@ call runs exactly ``substeps`` steps, so each taped step computes the factor onc
 backward that follows at once uses that factor. :meth:`_Workspace.run` refuses a solver whose interval is
 anything else (an error, not a silent wrong gradient; tested).
 
-**Graphs**: the forward, the taped recompute with its backward, and the gradient zeroing are each captured once
-per workspace as a warp graph and replayed (bit-identical to launching, tested): on a CPU the step was mostly
+**Graphs**: the forward, the taped forward, its backward (or the taped recompute with its backward), and the
+gradient zeroing are each captured once per workspace as a warp graph and replayed (bit-identical to launching, tested): on a CPU the step was mostly
 Python packing kernel arguments (see :meth:`_Workspace.forward`). CPU only for now: on CUDA the step launches
 one by one, because ordering the captures against torch's stream (what the cloth bridge does) is not done and
 no GPU was at hand to test it.
