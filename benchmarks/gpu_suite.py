@@ -21,9 +21,10 @@ part  what                                                                      
 5     ``benchmarks/brax_bridge.py``: the Brax bridge against pure JAX on ant, 2048 envs, H = 32 —    60–120 s
       goal ≥ 0.9 (compilation dominates; one window is ~0.7 s at the reference's 97.6k steps/s)
 6     the seed's H_max sweep: SHAC (``recipes/ant_shac.toml``) and MB-MIX (``recipes/ant_mbmix.toml``)  300 s
-      on Brax ant at its shipped size (128 envs, 1000-step episodes), and the same on the Newton     (the rest)
-      ant (``recipes/ant_newton_{shac,mbmix}.toml`` at their GPU size, 256 envs) when ``newton`` is
-      installed; H_max ∈ {16, 32, 48, 64, 96}; every run ``mbmix-fw run RECIPE --set ...``
+      on Brax ant at its shipped size (128 envs, 1000-step episodes); H_max ∈ {16, 32, 48, 64, 96};  (the rest)
+      every run ``mbmix-fw run RECIPE --set ...``
+7     **its own call** (``--newton-hmax``): the same sweep on the Newton ant at its GPU size            ≤ 180 s
+      (``recipes/ant_newton_{shac,mbmix}.toml``, 256 envs); see "Part 7" below
 ====  =========================================================================================  ==========
 
 The whole suite has a budget (``--budget``, default 540 s = 9 minutes; 15 s of it kept to write the files).
@@ -104,7 +105,24 @@ four quarters, one call each, each call following the last within the machine's 
 image: brax 0.14.2 with its jax 0.11.2 (tested here with jax 0.10.2); the entry points of a ``--target``
 install were checked here (``importlib.metadata`` finds them on ``PYTHONPATH``).
 
-Dry run anywhere: ``python benchmarks/gpu_suite.py --dry-run --out DIR``.
+Part 7, the Newton ant's H_max sweep (``--newton-hmax``, section "the Newton ant's H_max sweep" below). A
+call of its own, after the suite's, on the same warm machine (``timeout_s=240``)::
+
+    export PYTHONPATH=$PWD:$PWD/plugins:/tmp/site PYTHONUNBUFFERED=1 &&
+    python3 benchmarks/gpu_suite.py --newton-hmax --out $OUT --runs /tmp/gpu_runs
+
+It writes ``newton_hmax.json`` and ``newton_hmax.md`` (not the suite's files) within ``--newton-budget``
+(default 180 s, 10 s of it kept to write them). Sizes: 256 ants (the recipes' GPU size), ``256 × 192``
+env steps per run (49 152: 12 iterations at H = 16, 2 at H = 96), 4 evaluations on the recipes' 8 episodes,
+MB-MIX's warm-up the first quarter, runs 8 at a time, seed-major, the same study code as part 6. Planned
+(**estimates**: the Newton bridge has not run on a GPU; on CUDA it launches kernels one by one, about 200
+launches a step forward and 400 forward+backward, planned at ~15 ms an env step): warp compiles Newton's
+CUDA kernels cold in the first wave (~60 s, 16 host cores), then a run is ~192 steps × 15 ms ≈ 3 s of
+training plus its evaluations (untrained ants fall within ~30 steps, so episodes are short) and start-up;
+so the 180 s are planned to finish seed 0 (10 runs) and part of seed 1. A second call with the same
+``--runs`` adds seeds (finished runs are reused).
+
+Dry run anywhere: ``python benchmarks/gpu_suite.py --dry-run --out DIR`` (part 7 included, at 2 envs).
 """
 from __future__ import annotations
 
@@ -140,10 +158,7 @@ LEARNING = {
         "horizons": HMAX, "unit": 192, "units": 4, "evaluations": 4, "seeds": 5, "jobs": 8,
         "backends": {
             "brax": {"label": "Brax ant, 128 envs", "needs": ("jax", "brax", "mujoco"), "envs": 128, "sets": [],
-                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
-            "newton": {"label": "Newton ant, 256 envs", "needs": ("newton", "warp"), "envs": 256, "sets": [],
-                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
-                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}}}},
     "dry": {
         "horizons": [2, 4], "unit": 4, "units": 2, "evaluations": 2, "seeds": 1, "jobs": 2,
         "backends": {
@@ -153,16 +168,12 @@ LEARNING = {
                     "recipes": {"shac": "recipes/pendulum_shac.toml", "mbmix": "recipes/pendulum_mbmix.toml"}},
             "brax": {"label": "Brax ant, 2 envs", "needs": ("jax", "brax", "mujoco"),
                      "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
-                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}},
-            "newton": {"label": "Newton ant, 2 envs", "needs": ("newton", "warp"), "horizons": [2],
-                       "envs": 2, "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
-                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
-                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+                     "recipes": {"shac": "recipes/ant_shac.toml", "mbmix": "recipes/ant_mbmix.toml"}}}},
 }
-"""The H_max study's sizes. Full: each recipe at its GPU size (Brax ant 128 envs as shipped, Newton ant 256
-envs as its recipe says), episodes of 1000 steps, ``envs × unit × units`` env steps per run (Brax
-128 × 192 × 4 = 98 304: 48 iterations at H = 16, 8 at H = 96; Newton 196 608), four evaluations on the
-recipes' 16 (Brax) / 8 (Newton) episodes. Dry: 2 envs, 8-step episodes, H ∈ {2, 4} (Newton H = 2 only)."""
+"""The H_max study's sizes (part 6). Full: the recipe at its GPU size (Brax ant 128 envs as shipped), episodes
+of 1000 steps, ``envs × unit × units`` env steps per run (128 × 192 × 4 = 98 304: 48 iterations at H = 16,
+8 at H = 96), four evaluations on the recipe's 16 episodes. Dry: 2 envs, 8-step episodes, H ∈ {2, 4}. The
+Newton ant's sweep is part 7 (``NEWTON_HMAX``)."""
 MBMIX_STUDY_SETS = {"full": [], "dry": ["scheduler.warmup_env_steps=0", "scheduler.model_fit_steps=2",
                                          "scheduler.model_branches=2", "world_model.batch_size=8"]}
 """MB-MIX's own settings in the study beyond the recipe's (whose warm-up the study sets to the first quarter of
@@ -436,6 +447,57 @@ def learning_markdown(study: dict) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- the Newton ant's H_max sweep (part 7)
+NEWTON_HMAX = {
+    "full": {
+        "horizons": HMAX, "unit": 192, "units": 1, "evaluations": 4, "seeds": 5, "jobs": 8,
+        "backends": {
+            "newton": {"label": "Newton ant, 256 envs", "needs": ("newton", "warp"), "envs": 256, "sets": [],
+                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
+                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+    "dry": {
+        "horizons": [2], "unit": 4, "units": 2, "evaluations": 2, "seeds": 1, "jobs": 2,
+        "backends": {
+            "newton": {"label": "Newton ant, 2 envs", "needs": ("newton", "warp"), "envs": 2,
+                       "sets": ["env.episode_length=8", "run.eval_envs=2", "critic.iterations=1"],
+                       "recipes": {"shac": "recipes/ant_newton_shac.toml",
+                                   "mbmix": "recipes/ant_newton_mbmix.toml"}}}},
+}
+"""Part 7's sizes. Full: 256 ants (the Newton recipes' GPU size), 1000-step episodes, ``256 × 192`` env steps
+per run (one unit: 12 iterations at H = 16, 2 at H = 96; a single unit is what fits 180 s, planned in the
+module docstring), four evaluations on the recipes' 8 episodes. Dry: 2 ants, 8-step episodes, H = 2 (two
+runs: CI pays for the path, not for a sweep)."""
+NEWTON_BUDGET_S = 180.0
+"""Part 7's default time (``--newton-budget``): ~3 minutes of a lent H100, 10 s of them to write the files."""
+
+
+def newton_hmax(mode: str, device: str, deadline: float, root: Path) -> dict:
+    """Part 7: the seed's H_max sweep on the Newton ant (SHAC and MB-MIX), with :func:`learning_study`'s
+    runner, after validating the full-size runs' recipes and settings (so a dry run in CI catches a setting
+    the Newton recipes no longer take)."""
+    problems = check_settings(NEWTON_HMAX["full"], "full")
+    if problems:
+        return {"status": "failed (settings)", "seconds": 0.0, "tail": "\n".join(problems)[-2000:], "summary": {},
+                "skipped_backends": {}, "runs": []}
+    return learning_study(NEWTON_HMAX[mode], mode, device, deadline, root)
+
+
+def newton_hmax_call(args, started: float) -> dict:
+    """``--newton-hmax``: part 7 alone, in its own call on the lent machine (the suite's call has no time
+    left for it); writes ``newton_hmax.json`` and ``newton_hmax.md``."""
+    deadline = started + args.newton_budget - 10.0
+    runs = Path(args.runs) if args.runs else Path(args.out) / "learning_runs"
+    results = {"machine": machine("cuda"), "dry_run": False, "steps": {}}
+    try:
+        results["steps"]["newton_hmax"] = newton_hmax("full", "cuda", deadline, runs)
+    except Exception:  # noqa: BLE001 - the files are written whatever happens
+        import traceback
+
+        results["steps"]["newton_hmax"] = {"status": "failed (suite error)", "tail": traceback.format_exc()[-2000:],
+                                           "summary": {}, "skipped_backends": {}, "runs": []}
+    return results
+
+
 # ---------------------------------------------------------------- the suite
 def machine(device: str) -> dict:
     import torch
@@ -512,6 +574,14 @@ def suite(args, started: float) -> dict:
             name: backend if name != "brax" or name in args.with_learning else {**backend, "skip": why}
             for name, backend in learning["backends"].items()}}
     runs = Path(args.runs) if args.runs else Path(args.out) / "learning_runs"
+    if args.dry_run:  # part 7 has a call of its own on a GPU (--newton-hmax); the dry run covers its path here
+        try:
+            steps["newton_hmax"] = newton_hmax(mode, device, deadline, runs)
+        except Exception:  # noqa: BLE001
+            import traceback
+
+            steps["newton_hmax"] = {"status": "failed (suite error)", "tail": traceback.format_exc()[-2000:],
+                                    "summary": {}, "skipped_backends": {}, "runs": []}
     try:  # the measurements above are written whatever happens here
         steps["learning_hmax"] = learning_study(learning, mode, device, deadline, runs)
     except Exception:  # noqa: BLE001
@@ -539,8 +609,9 @@ def markdown(results: dict) -> str:
         else:
             shown = ""
         lines.append(f"| {name} | {step['status']} | {step.get('seconds', '')} | {shown} | {goals.get(name, '')} |")
-    if "learning_hmax" in results["steps"]:
-        lines += learning_markdown(results["steps"]["learning_hmax"])
+    for study in ("learning_hmax", "newton_hmax"):
+        if study in results["steps"] and "labels" in results["steps"][study]:
+            lines += learning_markdown(results["steps"][study])
     return "\n".join(lines) + "\n"
 
 
@@ -554,6 +625,10 @@ def main() -> None:
     parser.add_argument("--runs", default=None, help="folder for the H_max study's runs (default OUT/learning_runs)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole suite (default 540 on a GPU, 900 in a dry run)")
+    parser.add_argument("--newton-hmax", action="store_true",
+                        help="run only part 7, the Newton ant's H_max sweep (its own call on a lent GPU)")
+    parser.add_argument("--newton-budget", type=float, default=NEWTON_BUDGET_S,
+                        help=f"seconds for --newton-hmax (default {NEWTON_BUDGET_S:.0f})")
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -564,6 +639,20 @@ def main() -> None:
 
     if not args.dry_run and not torch.cuda.is_available():
         sys.exit("gpu_suite: no CUDA device here; use --dry-run to exercise the suite on the CPU")
+    if args.newton_hmax:
+        if args.dry_run:
+            sys.exit("gpu_suite: --newton-hmax is a GPU call; --dry-run runs part 7 at toy sizes already")
+        started = time.perf_counter()
+        results = newton_hmax_call(args, started)
+        results["total_seconds"] = round(time.perf_counter() - started, 1)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "newton_hmax.json").write_text(json.dumps(results, indent=2))
+        table = markdown(results)
+        (out / "newton_hmax.md").write_text(table)
+        print(table)
+        print(f"wrote {out / 'newton_hmax.json'} and {out / 'newton_hmax.md'} in {results['total_seconds']} s")
+        return
     if args.budget is None:
         args.budget = 900.0 if args.dry_run else 540.0
     started = time.perf_counter()

@@ -46,6 +46,10 @@ from .configs import NewtonAntConfig
 HINGES = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")
 START_ANGLES = (0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0)
 """DiffRL's ant start angles (rad), hinge-dof order; each ankle's inside its range in ``nv_ant.xml``."""
+CONTACTS_PER_ENV = 32
+"""The contact buffer per ant: a torso sphere and 12 capsules touch the ground (self collisions off; the asset's
+own floor plane makes none), at most one contact per sphere and two per capsule: 25 (an ant lying flat has
+exactly 25). Newton's own bound, from every shape pair, is 65."""
 DENSITY = 1000.0
 """DiffRL's shape density (kg/m³) for the ant; ``nv_ant.xml`` says 5."""
 
@@ -107,7 +111,8 @@ class NewtonAnt(mb.DiffEnv):
         self.device, self.dtype = torch.device(ctx.device), ctx.dtype
         self.num_envs, self.episode_length = c.num_envs, c.episode_length
         self.sim = NewtonSimulator(build_ant(c), dt=c.dt, substeps=c.substeps, contacts=True, ground=True,
-                                   device=self.device, ground_config=ground_material(c))
+                                   device=self.device, ground_config=ground_material(c),
+                                   contacts_per_env=CONTACTS_PER_ENV)
         self.nq, self.nd = self.sim.nq, self.sim.nd  # 15, 14
         self.action_dim = self.nd - 6
         self.state_dim = self.nq + self.nd + self.action_dim

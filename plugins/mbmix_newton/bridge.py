@@ -7,19 +7,23 @@ state an ``mb.DiffEnv`` wants (DiffRL's tasks were generalized-coordinate too).
 
 One :class:`NewtonSimulator` serves every batch size: a :class:`_Workspace` per ``num_envs`` holds **one Newton
 model with all the envs of that batch** (``ModelBuilder.replicate``: one world per env, so envs never collide
-with each other), ``substeps + 1`` states, one ``Contacts`` buffer per substep and the solver. Its torch views of
+with each other), ``substeps + 1`` states, one ``Contacts`` buffer (contacts are detected once per env step: :meth:`_Workspace.run`)
+and the solver. Its torch views of
 ``joint_q``, ``joint_qd`` and ``Control.joint_f`` are ``wp.to_torch`` views of warp's own memory (no copy).
 
 Forward: copy the step's inputs ``(q [N, nq], qd [N, nd], joint_f [N, nd])`` into state 0 and the control,
-then per substep forward kinematics and ``collide`` into that substep's ``Contacts`` (robots with contacts)
-and ``solver.step``; return copies of the last state's ``(q, qd)``. No tape.
+then forward kinematics and ``collide`` into the step's ``Contacts`` (robots with contacts) and per substep
+``solver.step``; return copies of the last state's ``(q, qd)``. No tape when nothing is differentiated.
 
-Backward (recompute, the cloth's pattern and Rewarped's): the same forward recorded on a fresh ``wp.Tape``,
-the cotangents written into the last state's ``.grad``, ``tape.backward()`` (after undoing an in-place
-overwrite of Newton's that its adjoint would otherwise read: :meth:`_Workspace.restore_external_wrenches`),
-and the gradients read from
-state 0's ``joint_q.grad``/``joint_qd.grad`` and ``joint_f.grad``; then ``tape.zero()``. The autograd graph keeps
-only each step's inputs.
+Backward, by default (``keep_tapes``): a differentiated step runs on a workspace leased from a pool
+(:class:`_TapePool`: its own states, contacts, control and solver, the model shared), recorded on that
+workspace's ``wp.Tape``, which the autograd graph keeps as the step's residual; the backward writes the
+cotangents into the last state's ``.grad``, replays ``tape.backward()`` (the forward having undone an in-place
+overwrite of Newton's that the adjoint would otherwise read: :meth:`_Workspace.restore_external_wrenches`),
+reads the gradients of state 0's ``joint_q``/``joint_qd`` and of ``joint_f``, and zeroes the tape's gradients;
+the workspace returns to the pool when the graph lets go of it. ``keep_tapes=False``: recompute (the cloth's
+pattern and Rewarped's): the same forward recorded on a fresh tape in backward, one workspace per batch size,
+the autograd graph keeping only each step's inputs (a sixth more CPU time on the ant, less memory).
 
 **The mass-matrix pitfall** (``newton.md``): Featherstone keeps the joint-space mass matrix and its Cholesky
 factor in buffers it owns and overwrites on each update; a tape that spans two updates back-propagates every
@@ -29,8 +33,8 @@ call runs exactly ``substeps`` steps, so each taped step computes the factor onc
 backward that follows at once uses that factor. :meth:`_Workspace.run` refuses a solver whose interval is
 anything else (an error, not a silent wrong gradient; tested).
 
-**Graphs**: the forward, the taped recompute with its backward, and the gradient zeroing are each captured once
-per workspace as a warp graph and replayed (bit-identical to launching, tested): on a CPU the step was mostly
+**Graphs**: the forward, the taped forward, its backward (or the taped recompute with its backward), and the
+gradient zeroing are each captured once per workspace as a warp graph and replayed (bit-identical to launching, tested): on a CPU the step was mostly
 Python packing kernel arguments (see :meth:`_Workspace.forward`). CPU only for now: on CUDA the step launches
 one by one, because ordering the captures against torch's stream (what the cloth bridge does) is not done and
 no GPU was at hand to test it.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+import weakref
 from typing import Callable
 
 import torch
@@ -62,7 +67,8 @@ class NewtonSimulator:
     def __init__(self, build_env: Callable, *, dt: float, substeps: int, contacts: bool, ground: bool = False,
                  device: torch.device | str | None = None, gravity: float = -9.81,
                  configure_builder: Callable | None = None, mass_matrix_interval: int | None = None,
-                 ground_config=None, use_graphs: bool = True):
+                 ground_config=None, use_graphs: bool = True, contacts_per_env: int | None = None,
+                 collide_every_substep: bool = False, keep_tapes: bool = True):
         init_warp()
         self.build_env, self.dt, self.substeps = build_env, dt, substeps
         self.use_contacts, self.ground, self.gravity = contacts, ground, gravity
@@ -73,11 +79,24 @@ class NewtonSimulator:
         self.device = torch.device(device or "cpu")
         self.use_graphs = use_graphs
         """Replay the step's launches as captured warp graphs (CPU only; see :meth:`_Workspace.forward`)."""
+        self.contacts_per_env = contacts_per_env
+        """The contact buffer's size per env (None: Newton's bound from the shape pairs, 65 per ant). Every
+        contact kernel runs over the whole buffer, so a robot that knows its bound says it (the ant: 32)."""
+        self.collide_every_substep = collide_every_substep
+        """Detect contacts before every substep instead of once per env step (see :meth:`_Workspace.run`):
+        the reference the tests compare the once-per-step detection against."""
         self._workspaces: dict[int, _Workspace] = {}
+        self.keep_tapes = keep_tapes
+        """Record each differentiated step on a tape of its own and keep it for the backward (``mb.ExternalFunction``'s
+        residuals) instead of recomputing the step there: one forward per step instead of two (the recompute
+        was a sixth of the ant's step, measured), at the memory of one set of buffers per step alive in the
+        autograd graph (:class:`_TapePool`). False: the recompute, one set of buffers per batch size."""
+        self._tapes: dict[int, _TapePool] = {}
         probe = self.workspace(1)
         self.nq, self.nd = probe.nq, probe.nd
         self.function = mb.ExternalFunction(
             self._forward, self._vjp, name="newton step", outputs=("joint_q", "joint_qd"),
+            forward_with_residuals=self._forward_taped if keep_tapes else None,
             output_shapes=lambda inputs: (inputs[0].shape, inputs[1].shape), dtypes=(torch.float32,),
             check_finite=False)  # the trainer skips and counts non-finite updates
 
@@ -142,10 +161,50 @@ class NewtonSimulator:
         return ws.q[-1].clone(), ws.qd[-1].clone()
 
     @torch.no_grad()
-    def _vjp(self, inputs, cotangents):
-        ws = self.workspace(inputs[0].shape[0])
+    def _forward_taped(self, inputs):
+        """The step recorded on the tape of a workspace leased from the pool; the lease is the residual."""
+        n = inputs[0].shape[0]
+        if n not in self._tapes:
+            self._tapes[n] = _TapePool(self, self.workspace(n))
+        lease = self._tapes[n].lease()
+        ws = lease.workspace
         ws.load(inputs)
+        ws.forward_taped()
+        return (ws.q[-1].clone(), ws.qd[-1].clone()), lease
+
+    @torch.no_grad()
+    def _vjp(self, saved, cotangents):
+        if isinstance(saved, _Lease):  # the step's own tape, kept from its forward
+            return saved.workspace.backward_taped(cotangents)
+        ws = self.workspace(saved[0].shape[0])
+        ws.load(saved)
         return ws.adjoint(cotangents)
+
+
+class _Lease:
+    """A taped workspace lent to one differentiated step; back in its pool when the autograd graph lets go of
+    it (``weakref.finalize``: the graph holds the lease as the step's residual)."""
+
+    def __init__(self, pool: "_TapePool", workspace: "_Workspace"):
+        self.workspace = workspace
+        weakref.finalize(self, pool.free.append, workspace)
+
+
+class _TapePool:
+    """Taped workspaces of one batch size: each its own states, contacts, control, solver (so its own mass-matrix
+    factor: a later step must not overwrite the one an earlier step's backward reads) and tape, all sharing
+    one Newton model. Grows to the number of steps alive at once in autograd graphs (a window's ``H``)."""
+
+    def __init__(self, sim: NewtonSimulator, shared: "_Workspace"):
+        self.sim, self.shared = sim, shared
+        self.free: list[_Workspace] = []
+        self.size = 0
+
+    def lease(self) -> _Lease:
+        if not self.free:
+            self.free.append(_Workspace(self.sim, self.shared.n, model_of=self.shared))
+            self.size += 1
+        return _Lease(self, self.free.pop())
 
 
 class _Workspace:
@@ -153,33 +212,52 @@ class _Workspace:
 
     capture_warned = False
 
-    def __init__(self, sim: NewtonSimulator, n: int):
+    def __init__(self, sim: NewtonSimulator, n: int, model_of: "_Workspace | None" = None):
+        """``model_of``: share that workspace's Newton model and collision pipeline (a taped workspace of
+        :class:`_TapePool`); the buffers below are this workspace's own."""
         import newton
 
-        one = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
-        if sim.configure_builder is not None:
-            sim.configure_builder(one)
-        sim.build_env(one)
-        scene = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
-        if sim.configure_builder is not None:
-            sim.configure_builder(scene)
-        scene.replicate(one, n)
-        if sim.ground:
-            scene.add_ground_plane(cfg=sim.ground_config)
         device = wp.device_from_torch(sim.device)
-        self.model = model = scene.finalize(device=device, requires_grad=True)
+        if model_of is None:
+            one = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+            if sim.configure_builder is not None:
+                sim.configure_builder(one)
+            sim.build_env(one)
+            scene = newton.ModelBuilder(gravity=(0.0, 0.0, sim.gravity))
+            if sim.configure_builder is not None:
+                sim.configure_builder(scene)
+            scene.replicate(one, n)
+            if sim.ground:
+                scene.add_ground_plane(cfg=sim.ground_config)
+            model = scene.finalize(device=device, requires_grad=True)
+        else:
+            model = model_of.model
+        self.model = model
         self.n, self.substeps, self.dt = n, sim.substeps, sim.dt / sim.substeps
         self.nq, self.nd = model.joint_coord_count // n, model.joint_dof_count // n
-        self.solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval)
+        self.solver = solver = newton.solvers.SolverFeatherstone(model, update_mass_matrix_interval=sim.mass_matrix_interval,
+                                                        use_tile_gemm=True, fuse_cholesky=False)
+        """``use_tile_gemm``: the joint-space mass matrix ``H = Jᵀ M J`` summed over 6×6 body blocks (Newton's tile
+        kernel) instead of two dense batched GEMMs over the whole block-diagonal ``M``: on the ant at 64 envs
+        the dense GEMMs' forward and adjoint were the largest kernels of a step (measured, RESULTS.md).
+        ``fuse_cholesky=False``: the factor is computed by the dense Cholesky kernel, whose adjoint the tape
+        replays (the fused tile Cholesky's adjoint is not what the FD tests checked)."""
+        self.drop_constant_gradients(solver)
         S = sim.substeps
         self.states = [model.state(requires_grad=True) for _ in range(S + 1)]
         """``states[0]``: the step's input; substep ``k`` steps ``states[k]`` into ``states[k + 1]``."""
-        self.poses = [model.state(requires_grad=True) for _ in range(S)] if sim.use_contacts else []
-        """Where the collision pipeline reads body poses: forward kinematics of substep ``k``'s input into a
-        state of its own, off the tape (see :meth:`run`)."""
+        self.collide_every_substep = sim.collide_every_substep
+        detections = S if sim.collide_every_substep else 1
+        self.poses = [model.state(requires_grad=True) for _ in range(detections)] if sim.use_contacts else []
+        """Where the collision pipeline reads body poses: forward kinematics of the step's (or substep's) input
+        into a state of its own, off the tape (see :meth:`run`)."""
         self.control = model.control(requires_grad=True)
-        self.pipeline = newton.CollisionPipeline(model, requires_grad=True) if sim.use_contacts else None
-        self.contacts = [self.pipeline.contacts() for _ in range(S)] if self.pipeline else [None] * S
+        limit = {} if sim.contacts_per_env is None else {"rigid_contact_max": sim.contacts_per_env * n}
+        if model_of is not None:
+            self.pipeline = model_of.pipeline
+        else:
+            self.pipeline = newton.CollisionPipeline(model, requires_grad=True, **limit) if sim.use_contacts else None
+        self.contacts = [self.pipeline.contacts() for _ in range(detections)] if self.pipeline else [None]
         view = lambda a, width: wp.to_torch(a, requires_grad=False).view(n, width)  # noqa: E731 - zero-copy views of warp memory
         self.q = [view(s.joint_q, self.nq) for s in self.states]
         self.qd = [view(s.joint_qd, self.nd) for s in self.states]
@@ -191,6 +269,21 @@ class _Workspace:
         self.use_graphs = sim.use_graphs and device.is_cpu  # CUDA: see the module docstring
         self.graphs: dict[str, object] = {}
         self.tape: wp.Tape | None = None
+
+    def drop_constant_gradients(self, solver) -> None:
+        """No gradient buffers on the model's arrays (masses, inertias, joint frames, materials...) nor on the
+        solver's copies of them: gradients flow through ``joint_q``, ``joint_qd`` and ``joint_f`` only, and
+        every adjoint kernel otherwise accumulates into a gradient of each constant it reads (about 5 % of the
+        ant's backward, measured; gradients bit-identical). The model is still finalised with
+        ``requires_grad=True``: Featherstone sizes its mass-matrix buffers (``M``, ``J``, ``H``, ``L``) with
+        gradients from that flag, and the tape needs them."""
+        for value in vars(self.model).values():
+            if isinstance(value, wp.array) and value.requires_grad:
+                value.requires_grad = False
+        for name in ("body_I_m", "body_X_com"):
+            constant = getattr(solver, name, None)
+            if isinstance(constant, wp.array) and constant.requires_grad:
+                constant.requires_grad = False
 
     def forward(self) -> None:
         """The step without a tape: its captured graph when ``use_graphs`` (captured on first use).
@@ -228,6 +321,36 @@ class _Workspace:
                 g.zero_()
             return grads
         return self.q_grad[0].clone(), self.qd_grad[0].clone(), self.f_grad.clone()
+
+    def forward_taped(self) -> None:
+        """The step recorded on this workspace's own tape, kept for :meth:`backward_taped`, then the wrench
+        fix-up (:meth:`restore_external_wrenches`: once per forward, however many backwards follow). With
+        graphs, recorded once at capture and replayed: the tape's launches point into this workspace's fixed
+        buffers."""
+        if self.use_graphs and self._replay("taped_forward", self._record):
+            return
+        self._record()
+
+    def _record(self) -> None:
+        self.tape = wp.Tape()
+        self.run(self.tape)
+        self.restore_external_wrenches()
+
+    def backward_taped(self, cotangents) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(dq, dqd, djoint_f)`` of the step :meth:`forward_taped` recorded, for ``cotangents``: seed the last
+        state's gradient, replay the adjoint, read the inputs' gradients, zero every gradient the tape touched
+        (so the next backward -- another probe, or the next step leasing this workspace -- starts clean).
+
+        With graphs the zeroing graph is captured after the adjoint's: a tape learns which gradient arrays it
+        touches while its backward is recorded."""
+        self.q_grad[-1].copy_(cotangents[0])
+        self.qd_grad[-1].copy_(cotangents[1])
+        if not (self.use_graphs and self._replay("taped_backward", self.tape.backward)):
+            self.tape.backward()
+        grads = self.q_grad[0].clone(), self.qd_grad[0].clone(), self.f_grad.clone()
+        if not (self.use_graphs and self._replay("taped_zero", self.tape.zero)):
+            self.tape.zero()
+        return grads
 
     def _record_and_backward(self) -> None:
         self.run(self.tape)
@@ -291,10 +414,17 @@ class _Workspace:
         """``substeps`` substeps from state 0, recorded on ``tape`` when given; the step starts a mass-matrix
         update period exactly once.
 
-        Collision detection runs off the tape, on poses of its own (forward kinematics of the substep's input):
+        Collision detection runs off the tape, on poses of its own (forward kinematics of the step's input):
         its output for Featherstone (contact points in body frames at sphere and capsule-end centres, normals,
-        margins) is treated as constant within the substep, so gradients flow through the body poses the
-        solver computes from ``joint_q``. Newton's differentiable contact augmentation fills the deprecated
+        margins) is treated as constant within the step, so gradients flow through the body poses the
+        solver computes from ``joint_q``. **Once per env step** (ours), not per substep: Featherstone's
+        contact force recomputes each candidate's penetration from the current body poses and acts only
+        below zero, so a candidate list taken at the step's start gives the same forces as one taken before
+        each substep unless a point closes more than Newton's contact gap (0.1 m) within one step (faster
+        than 6 m/s at 60 Hz) -- measured on the ant: 600 steps of random and bang-bang actions, 8 envs, the
+        two agree to 1.2e-5 (float32 summation order), and detecting once cut the forward's CPU time by a
+        quarter at 64 ants, 7.5 → 5.6 ms (``collide_every_substep`` keeps the per-substep detection; tested
+        against it). Newton's differentiable contact augmentation fills the deprecated
         ``rigid_contact_diff_*`` arrays, which Featherstone does not read: recording it changed no gradient
         (measured), so it is not paid for."""
         interval = self.solver.update_mass_matrix_interval
@@ -307,12 +437,13 @@ class _Workspace:
             state, following = self.states[k], self.states[k + 1]
             with recording:
                 state.clear_forces()
-            if self.pipeline is not None:
-                pose = self.poses[k]
+            detection = k if self.collide_every_substep else 0
+            if self.pipeline is not None and (k == 0 or self.collide_every_substep):
+                pose = self.poses[detection]
                 self._eval_fk(self.model, state.joint_q, state.joint_qd, pose)
-                self.pipeline.collide(pose, self.contacts[k])
+                self.pipeline.collide(pose, self.contacts[detection])
             with recording:
-                self.solver.step(state, following, self.control, self.contacts[k], self.dt)
+                self.solver.step(state, following, self.control, self.contacts[detection], self.dt)
 
 
 @wp.kernel

@@ -1,5 +1,5 @@
 """``benchmarks/gpu_suite.py --dry-run``: the GPU suite's whole path at tiny sizes on the CPU (CI), the H_max
-learning study included (a pendulum stand-in at H = 2 and 4, the Newton ant at toy size when it is installed,
+learning studies included (a pendulum stand-in at H = 2 and 4; part 7, the Newton ant at toy size, when it is installed;
 and every full-size run's settings validated), so a broken path fails here rather than on a lent GPU."""
 from __future__ import annotations
 
@@ -42,11 +42,17 @@ def test_the_dry_run_writes_one_json_and_one_table(tmp_path):
                    for c in cells.values())
     assert all(r["env_steps"] == 16 for r in study["runs"] if r["backend"] == "toy")  # equal env steps per H_max
     assert "brax" in study["skipped_backends"]
-    if importlib.util.find_spec("newton") and importlib.util.find_spec("warp"):
-        assert set(study["summary"]["newton"]) == {"shac", "mbmix"}
-    else:
-        assert study["skipped_backends"]["newton"].startswith("skipped (not importable")
+    assert "newton" not in study["summary"]  # the Newton ant's sweep is part 7, below
     assert "| H_max | shac | mbmix |" in table and "| 4 |" in table and "| worst |" in table
+
+    newton = steps["newton_hmax"]
+    if importlib.util.find_spec("newton") and importlib.util.find_spec("warp"):
+        assert newton["status"] == "ok", newton
+        assert newton["result"]["runs_finished"] == newton["result"]["runs_planned"] == 2, newton["runs"]
+        assert set(newton["summary"]["newton"]) == {"shac", "mbmix"}
+        assert "| newton_hmax | ok |" in table and "Newton ant, 2 envs" in table
+    else:
+        assert newton["skipped_backends"]["newton"].startswith("skipped (not importable")
 
 
 def test_the_full_study_plans_the_seed_sweep_at_equal_env_steps():
@@ -57,12 +63,15 @@ def test_the_full_study_plans_the_seed_sweep_at_equal_env_steps():
         import gpu_suite
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    full = gpu_suite.LEARNING["full"]
-    assert full["horizons"] == [16, 32, 48, 64, 96]
-    assert all(full["unit"] % h == 0 for h in full["horizons"])
-    assert {b["recipes"]["shac"] for b in full["backends"].values()} == {"recipes/ant_shac.toml",
-                                                                        "recipes/ant_newton_shac.toml"}
-    planned, _ = gpu_suite.learning_jobs({**full, "backends": {k: {**b, "needs": ()}
-                                                              for k, b in full["backends"].items()}}, "full")
-    assert len(planned) == full["seeds"] * 2 * 2 * 5
-    assert [job["seed"] for job in planned] == sorted(job["seed"] for job in planned)  # seed-major
+    for full, recipe in ((gpu_suite.LEARNING["full"], "recipes/ant_shac.toml"),
+                         (gpu_suite.NEWTON_HMAX["full"], "recipes/ant_newton_shac.toml")):
+        assert full["horizons"] == [16, 32, 48, 64, 96]
+        assert all(full["unit"] % h == 0 for h in full["horizons"])
+        assert {b["recipes"]["shac"] for b in full["backends"].values()} == {recipe}
+        planned, _ = gpu_suite.learning_jobs({**full, "backends": {k: {**b, "needs": ()}
+                                                                  for k, b in full["backends"].items()}}, "full")
+        assert len(planned) == full["seeds"] * 2 * 5
+        budgets = {x for job in planned for x in job["sets"] if x.startswith("run.env_steps=")}
+        assert len(budgets) == 1  # one env-step budget for every H_max and method
+        assert [job["seed"] for job in planned] == sorted(job["seed"] for job in planned)  # seed-major
+    assert gpu_suite.NEWTON_HMAX["full"]["backends"]["newton"]["envs"] == 256  # the Newton recipes' GPU size

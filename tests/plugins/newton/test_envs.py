@@ -359,3 +359,48 @@ def test_the_contact_signal_is_zero_in_the_air_and_about_the_weight_on_the_groun
         assert (resting > share * weight).all(), (resting, weight)
         if env is hopper:
             assert (resting < 1.1 * weight).all(), (resting, weight)
+
+
+def test_contacts_detected_once_per_step_give_the_per_substep_dynamics(ant):
+    """The bridge detects contacts once per env step (its candidate list, with Newton's 0.1 m gap, holds
+    every contact that can close within one step); bang-bang steps from a fall through a settled pose agree
+    with detection before every substep to float32 summation order."""
+    reference = NewtonAnt(NewtonAntConfig(num_envs=2))
+    reference.sim.collide_every_substep = True
+    reference.sim._workspaces.clear()
+    assert len(reference.sim.workspace(2).contacts) == ant.config.substeps and len(ant.sim.workspace(2).contacts) == 1
+    g = torch.Generator().manual_seed(7)
+    s = ant.reset(2, g)
+    with torch.no_grad():
+        for _ in range(40):
+            a = (2 * torch.rand(2, ant.action_dim, generator=g) - 1).sign()
+            once, every = ant.step(s, a), reference.step(s, a)
+            assert (once - every).abs().max() < 1e-4
+            s = every
+    assert (s[:, 2] < 0.5).all()  # the ants reached the ground: the steps above were taken in contact
+
+
+def test_kept_tapes_give_the_recomputed_gradients_bit_for_bit(ant):
+    """Each differentiated step keeps its own tape and solver (the default) instead of recomputing in
+    backward: over a three-step window, two backward passes of the same graph (as probes do) equal the
+    recompute's, and each live step holds one pooled workspace."""
+    recompute = NewtonAnt(NewtonAntConfig(num_envs=2))
+    recompute.sim.function.forward_with_residuals = None
+    s0 = settled_ant(ant, steps=5)
+    g = torch.Generator().manual_seed(11)
+    a = 2 * torch.rand(3, 2, ant.action_dim, generator=g, dtype=F64) - 1
+    us = [torch.randn(2, ant.state_dim, generator=g, dtype=F64) for _ in range(2)]
+    results = []
+    for env in (ant, recompute):
+        x, act = s0.clone().requires_grad_(True), a.clone().requires_grad_(True)
+        y = x
+        for t in range(3):
+            y = env.step(y, act[t])
+        grads = [torch.autograd.grad((y * u).sum(), (x, act), retain_graph=True) for u in us]
+        results.append((y.detach(), grads))
+    assert ant.sim._tapes[2].size >= 3 and not recompute.sim._tapes
+    (y_kept, kept), (y_recomputed, recomputed) = results
+    assert torch.equal(y_kept, y_recomputed)
+    for mine, reference in zip(kept, recomputed):
+        for g_mine, g_reference in zip(mine, reference):
+            assert torch.equal(g_mine, g_reference)
