@@ -6,11 +6,15 @@ Every env of ``brax.envs`` becomes an :class:`mbmix_fw.DiffEnv` whose state is `
 (backward), sharing memory with torch through DLPack. See :mod:`mbmix_brax.env` for the mechanism and
 :mod:`mbmix_brax.bridge` for the bridge.
 
-Backends: ``generalized``, ``positional``, ``spring`` (gradients checked against float64 finite
-differences in the tests). ``mjx`` is not offered: it was not verified here (every Brax compile costs
-minutes on the 2-core CPU this plugin was built on), and its pipeline state is MuJoCo's ``mjx.Data``, whose
-reverse-mode gradients run through an iterative constraint solver with line search; a backend is listed
-only once its window gradients pass the float64 finite-difference test.
+Backends: ``generalized``, ``positional``, ``spring`` and ``mjx`` (gradients checked against float64
+finite differences in the tests). ``mjx`` (MuJoCo MJX, ``mujoco-mjx``) runs with **one constraint-solver
+iteration** (``opt.iterations = 1``, set by the plugin): MJX's solver iterates in a ``lax.while_loop``,
+which JAX cannot differentiate in reverse mode (``jax.grad`` raises "Reverse-mode differentiation does not
+work for lax.while_loop"; measured with mujoco-mjx 3.17, brax 0.14.2); with one iteration the loop is a
+single Newton step (its line search is a ``scan``), differentiable, and the constraint forces are that
+step's, not the converged solve's — close for gentle contacts, coarser for stiff contact-rich envs.
+Checked here: inverted_pendulum, a window's gradient against finite differences (the test suite). MJX's
+pipeline state is MuJoCo's ``mjx.Data`` (hundreds of arrays), carried like the others.
 
 Registration imports only the pydantic config; jax and brax load when a run builds the env. Without the
 ``[brax]`` extra the kind is still registered (brax recipes validate), ``mbmix-fw plugins`` lists it as
