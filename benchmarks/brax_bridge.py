@@ -6,9 +6,9 @@ Measured in one run, same env, backend, batch ``N`` and horizon ``H``, open-loop
   own state carried between steps) summing the rewards; differentiated w.r.t. the actions;
 - **bridged, fused**: the trainer's rollout code (``mb.rollout``) through ``BraxEnv``, one bridge crossing
   per step for the transition (the next step's observation is the transition's), then ``loss.backward()``;
-  the bridge's backward is the env's default (``bridge_backward = "auto"``: residuals while they fit in memory,
-  see ``mbmix_brax.bridge``; checkouts before it recomputed the step fused with its VJP);
-- **bridged, recompute** (checkouts with ``auto``): the same with ``bridge_backward = "recompute"``;
+  the bridge's backward recomputes the step fused with its VJP (``bridge_backward = "recompute"``, default);
+- **bridged, auto** (checkouts that have it): the same with ``bridge_backward = "auto"`` (residuals while they
+  fit in memory, see ``mbmix_brax.bridge``);
 - **bridged, residuals**: the same with ``bridge_backward = "residuals"`` (the forward returns JAX's
   residuals, the backward only applies the pullback);
 - **bridged, rebuilt** (when the checkout has ``carry_pipeline``): the fused bridge with
@@ -100,8 +100,8 @@ def main() -> None:
     if "ratio" in result:
         print(f"bridged (fused) / pure JAX diff-steps/s: {result['ratio']:.3f}")
     rates = result.get("diff_steps_per_s", {})
-    if "bridged_recompute" in rates:
-        print(f"bridged, bridge_backward = recompute / pure JAX: {rates['bridged_recompute'] / rates['pure_jax']:.3f}")
+    if "bridged_auto" in rates:
+        print(f"bridged, bridge_backward = auto / pure JAX: {rates['bridged_auto'] / rates['pure_jax']:.3f}")
     if "bridged_rebuild" in rates:
         print(f"bridged, pipeline state rebuilt every step (carry_pipeline = false) / pure JAX: "
               f"{rates['bridged_rebuild'] / rates['pure_jax']:.3f}")
@@ -164,9 +164,8 @@ def measure_window(args) -> dict:
     variants = {"pure_jax": pure_jax, "bridged_fused": bridged(env)}
     if "carry_pipeline" in BraxConfig.model_fields:  # this checkout carries Brax's pipeline state
         variants["bridged_rebuild"] = bridged(BraxEnv(config.model_copy(update={"carry_pipeline": False}), ctx))
-    if "auto" in str(BraxConfig.model_fields["bridge_backward"].annotation):  # this checkout chooses residuals
-        variants["bridged_recompute"] = bridged(BraxEnv(config.model_copy(update={"bridge_backward": "recompute"}),
-                                                        ctx))
+    if "auto" in str(BraxConfig.model_fields["bridge_backward"].annotation):  # this checkout can choose residuals
+        variants["bridged_auto"] = bridged(BraxEnv(config.model_copy(update={"bridge_backward": "auto"}), ctx))
     seconds = time_interleaved(variants, args.repeats)
     if args.fused_only:
         rates = {k: H * N / v for k, v in seconds.items()}
@@ -222,11 +221,11 @@ def compare_with_baseline(args) -> None:
                if all("bridged_rebuild" in r["diff_steps_per_s"] for r in results)}
     print(json.dumps({"env": args.env, "num_envs": args.num_envs, "horizon": args.horizon,
                       "median_ratio": medians, "median_ratio_rebuilt": rebuilt, "runs": runs}, indent=2))
-    recompute = {side: statistics.median(r["diff_steps_per_s"]["bridged_recompute"] / r["diff_steps_per_s"]["pure_jax"]
-                                         for r in results) for side, results in runs.items()
-                 if all("bridged_recompute" in r["diff_steps_per_s"] for r in results)}
-    if recompute:
-        print(f"bridge_backward = recompute / pure JAX, median: {json.dumps(recompute)}")
+    auto = {side: statistics.median(r["diff_steps_per_s"]["bridged_auto"] / r["diff_steps_per_s"]["pure_jax"]
+                                    for r in results) for side, results in runs.items()
+            if all("bridged_auto" in r["diff_steps_per_s"] for r in results)}
+    if auto:
+        print(f"bridge_backward = auto / pure JAX, median: {json.dumps(auto)}")
     print(f"bridged / pure JAX, median of {args.rounds}: before {medians['before']:.3f}, after {medians['after']:.3f} "
           f"(after/before {medians['after'] / medians['before']:.3f})")
 

@@ -12,25 +12,28 @@ pullback of a step whose observation is unused costs about half of one fed torch
 pullback compiled per pattern of unused outputs (a rollout shows two or three: a middle step, the last
 step, a step whose next state is reset). Its backward comes in three flavours (``backward=``):
 
-- ``"recompute"``: torch keeps only the inputs, and ``backward`` runs one jitted
+- ``"recompute"`` (the Brax env's default): torch keeps only the inputs, and ``backward`` runs one jitted
   ``lambda inputs, cotangents: jax.vjp(fn, *inputs)[1](cotangents)`` -- the forward is evaluated again,
-  fused with its transpose in one XLA program. Memory: a Brax step's linearisation has about 1 480 residual
-  arrays, 435 kB per ant env-step (93 kB for reacher), so a 32-step window of 2 048 ants would hold 28 GB
-  of them; recomputing keeps 148 bytes per ant env-step.
+  fused with its transpose in one XLA program, which prunes whatever no used output needs. Memory: a Brax
+  step's linearisation has about 1 480 residual arrays, 435 kB per ant env-step (93 kB for reacher), so a
+  32-step window of 2 048 ants would hold 28 GB of them; recomputing keeps 148 bytes per ant env-step.
 - ``"residuals"``: the forward runs ``jax.jit(lambda *x: jax.vjp(fn, *x))``, keeps the residuals, and
   ``backward`` runs the pullback on them (no second forward).
-- ``"auto"`` (the Brax env's default): residuals while they fit, recompute beyond. **The rule**: a call
-  keeps its residuals if the residual bytes held alive by all bridged calls of the process (those whose
-  backward has not run and been freed yet), plus this call's, stay within :data:`RESIDUAL_MEMORY_FRACTION`
-  (1/8) of the device's memory (physical RAM on the CPU, the GPU's total memory on CUDA; JAX's own share
-  of a GPU is 1/2, see :mod:`mbmix_brax.jax_setup`); otherwise that call recomputes. The window's length
-  never needs to be known: the first steps of a window too long for the budget keep residuals, the rest
-  recompute. A call's residual size is measured at its shape's first call (the sum of the residual
-  arrays' bytes). Reacher (93 kB per env-step) at 32 envs holds 3 MB per step, ant at 2 048 envs 0.9 GB.
-  Why: on the CPU the second forward costs (reacher, 32 envs: residuals 26 % faster per step than
-  recompute, ``benchmarks/brax_bridge.py``), and memory is only the constraint at large batches. Note
-  that residuals are not torch tensors: a checkpointed rollout segment (``checkpoint_segments``) cannot
-  drop them, which the budget bounds.
+- ``"auto"``: residuals while they fit, recompute beyond. **The rule**: a call keeps its residuals if the
+  residual bytes held alive by all bridged calls of the process (those whose backward has not run and been
+  freed yet), plus this call's, stay within :data:`RESIDUAL_MEMORY_FRACTION` (1/8) of the device's memory
+  (physical RAM on the CPU, the GPU's total memory on CUDA; JAX's own share of a GPU is 1/2, see
+  :mod:`mbmix_brax.jax_setup`); otherwise that call recomputes. The window's length never needs to be
+  known: the first steps of a window too long for the budget keep residuals, the rest recompute. A call's
+  residual size is measured at its shape's first call (the sum of the residual arrays' bytes). Reacher at
+  32 envs holds 3 MB per step, ant at 2 048 envs 0.9 GB. Residuals are not torch tensors: a checkpointed
+  rollout segment (``checkpoint_segments``) cannot drop them, which the budget bounds.
+
+  Why ``auto`` is not the default: measured on a 2-core CPU (``benchmarks/brax_bridge.py``, reacher, 32
+  envs, 2026-12-01), residuals were about 20 % *slower* per window than recompute once unused outputs'
+  cotangents stay ``None``: the recompute is pruned to what the used outputs need, while the residual
+  forward linearises every output and hands ~800 arrays back to Python. Where the forward is expensive
+  and memory plentiful (a GPU, large batches: not measured) ``auto`` may win; the setting is there to try.
 
 Each ``(variant, shapes, dtypes, pattern of unused outputs)`` compiles once; the no-grad path and the autograd
 forward share the ``forward`` executable under ``"recompute"``.

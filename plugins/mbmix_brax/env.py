@@ -201,7 +201,7 @@ def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=None)
-def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, backward: str = "auto"):
+def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, backward: str = "recompute"):
     """The Brax env and its bridged functions, shared by every ``BraxEnv`` of one configuration in a process
     (``num_envs`` and ``episode_length`` aside): an evaluation env, a resumed run or the next recipe in a
     test reuses the traced and compiled functions instead of tracing Brax again."""
