@@ -18,8 +18,9 @@ any other state (a world model's prediction, a checkpoint, a detached copy, a pr
 ``pipeline_init``. Through the trainer's adjoint tap (a world model is configured) the state arrives as
 the tap's identity view of that tensor (:func:`mbmix_fw.untapped` finds it): the step then takes its
 values from the carried pipeline state and its gradient from the ``(q, qd)`` step
-(``transition_carried_values`` in :mod:`mbmix_brax.functional`), so the tap records the step's own VJP. Resets keep the carry: fresh rows take the pipeline state Brax's reset computed. The
-remembered tensors are the last step's only (the state by a weak reference).
+(``transition_carried_values`` in :mod:`mbmix_brax.functional`), so the tap records the step's own VJP.
+Resets keep the carry: fresh rows take the pipeline state Brax's reset computed. The remembered tensors
+are the last step's only (the state by a weak reference).
 
 **One compilation per bucket of batch sizes.** JAX compiles each function once per input shape (tens of
 seconds to minutes per Brax function on a CPU). The training batch (``num_envs``) runs as it is; any other
