@@ -452,3 +452,19 @@ def test_other_batch_sizes_share_one_padded_executable_and_keep_their_values_and
     torch.testing.assert_close(obs[:N], env.observe(x2))
     torch.testing.assert_close(grads[0][:N], exact_grads[0])
     torch.testing.assert_close(grads[1][:N], exact_grads[1])
+
+
+@pytest.mark.parametrize("backward", ["recompute", "residuals"])
+def test_unused_outputs_reach_the_jitted_pullback_as_none_and_become_zeros_there(backward, monkeypatch):
+    """An output nothing downstream used gets no torch zeros: its cotangent is ``None`` up to the jitted
+    pullback (which builds the zeros and lets XLA prune that output's transpose); the gradient is exact."""
+    fn = JaxFunction(lambda x: (jnp.sin(x), x ** 3, x.sum(-1) > 0), (True, True, False), x64=True,
+                     backward=backward)
+    name = "recompute_pullback" if backward == "recompute" else "pullback"
+    seen, original = [], getattr(fn, name)
+    monkeypatch.setattr(fn, name, lambda *args: (seen.append(args[-1]), original(*args))[1])
+    x = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    sine, cube, _ = fn(x)
+    (grad,) = torch.autograd.grad(sine.sum(), x)  # the cube is unused
+    assert [c is None for c in seen[0]] == [False, True, True]
+    torch.testing.assert_close(grad, torch.cos(x.detach()))
