@@ -32,8 +32,9 @@ step, a step whose next state is reset). Its backward comes in three flavours (`
   Why ``auto`` is not the default: measured on a 2-core CPU (``benchmarks/brax_bridge.py``, reacher, 32
   envs, 2026-12-01), residuals were about 20 % *slower* per window than recompute once unused outputs'
   cotangents stay ``None``: the recompute is pruned to what the used outputs need, while the residual
-  forward linearises every output and hands ~800 arrays back to Python. Where the forward is expensive
-  and memory plentiful (a GPU, large batches: not measured) ``auto`` may win; the setting is there to try.
+  forward linearises every output and hands ~800 arrays back to Python. On ant (64 envs, one round) the
+  residuals were faster (its step is ~5x dearer): which wins depends on the env and the machine (a GPU:
+  not measured), so both remain settings.
 
 Each ``(variant, shapes, dtypes, pattern of unused outputs)`` compiles once; the no-grad path and the autograd
 forward share the ``forward`` executable under ``"recompute"``.

@@ -50,8 +50,8 @@ class BraxConfig(mb.EnvConfig):
     needs); ``residuals``: keep JAX's residuals from the forward (one forward less; 435 kB per ant env-step,
     93 kB for reacher); ``auto``: residuals while those held alive by the process fit in 1/8 of the device's
     memory (RAM on the CPU, the GPU's memory on CUDA), recompute beyond (the rule: ``mbmix_brax.bridge``).
-    Not the default: on a CPU (reacher, 32 envs) residuals were 20 % slower than recompute
-    (``benchmarks/brax_bridge.py`` times both; RESULTS.md)."""
+    Not the default: on a CPU residuals were 20 % slower than recompute on reacher (32 envs), faster on ant
+    (64 envs, one round): ``benchmarks/brax_bridge.py`` times both; RESULTS.md."""
     carry_pipeline: bool = True
     """Step from Brax's own pipeline state when a transition is given the previous transition's next state
     (skips rebuilding it from (q, qd) every step: forward kinematics, mass-matrix inverse, constraint
