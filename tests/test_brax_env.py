@@ -191,15 +191,26 @@ def test_a_long_random_rollout_stays_finite_and_resets(pendulums):
 
 @pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
 def test_each_function_compiles_once_per_shape(reacher):
+    """The no-grad call and the autograd forward share one executable; the backward adds one per pattern of
+    unused outputs (here: the observation unused), which earlier tests of the module may have compiled
+    already, so the count is taken relative to before, and repeating the calls compiles nothing."""
     x = reacher.reset(N, torch.Generator().manual_seed(7)).double().requires_grad_(True)
     a = torch.zeros(N, reacher.action_dim, dtype=torch.float64, requires_grad=True)
-    for _ in range(3):
+
+    def forward_backward_no_grad():
         out = reacher.transition(x, a)
         (out.reward.sum() + out.next_state.sum()).backward()
         with torch.no_grad():
             reacher.transition(x, a)
-    # the no-grad call and the autograd forward share one executable; the backward is one more
-    assert reacher._transition.compiled_shapes() == {"forward": 1, "recompute_pullback": 1}
+
+    before = reacher._transition.compiled_shapes()
+    forward_backward_no_grad()
+    first = reacher._transition.compiled_shapes()
+    for _ in range(2):
+        forward_backward_no_grad()
+    assert reacher._transition.compiled_shapes() == first
+    assert first["forward"] == 1
+    assert first["recompute_pullback"] - before["recompute_pullback"] in (0, 1)
 
 
 @pytest.mark.slow  # compiles Brax (minutes on a 2-core CPU without the JAX cache)
@@ -430,6 +441,7 @@ def test_other_batch_sizes_share_one_padded_executable_and_keep_their_values_and
     g = torch.Generator().manual_seed(31)
     states = {n: env.reset(n, g).double().clone().requires_grad_(True) for n in (3, 5)}  # not carried
     before = env._transition.compiled_shapes()["forward"], env._observe.compiled_shapes()["forward"]
+    pullbacks_before = env._transition.recompute_pullback._cache_size()
     outputs = {}
     for n, x in states.items():
         a = torch.linspace(-0.5, 0.5, n, dtype=torch.float64).unsqueeze(-1).requires_grad_(True)
@@ -440,7 +452,8 @@ def test_other_batch_sizes_share_one_padded_executable_and_keep_their_values_and
         outputs[n] = (x, a, out, grads, env.observe(x))
     after = env._transition.compiled_shapes()["forward"], env._observe.compiled_shapes()["forward"]
     assert (after[0] - before[0], after[1] - before[1]) == (1, 1)  # one bucket, one executable each
-    assert env._transition.recompute_pullback._cache_size() <= 2  # at most one more: the bucket's
+    # one more pullback at most: the bucket's (earlier tests of the module may have compiled it already)
+    assert env._transition.recompute_pullback._cache_size() - pullbacks_before <= 1
     # the first N rows, computed at the training batch size without padding
     x, a, out, grads, obs = outputs[5]
     x2, a2 = x[:N].detach().requires_grad_(True), a[:N].detach().requires_grad_(True)
