@@ -9,7 +9,7 @@ smallest system that has contact: a free sphere on a plane, float64, two cases:
 - ``resting``: the sphere starts touching the plane, at rest (the contact is active every step);
 - ``hitting``: the sphere starts above the plane falling, and hits it within the window.
 
-For each: ``loss = final height + 0.1·final vertical velocity`` after ``--steps`` steps, its ``jax.grad``
+float64 by default (``--float32``: the Brax plugin's default dtype). For each: ``loss = final height + 0.1·final vertical velocity`` after ``--steps`` steps, its ``jax.grad``
 w.r.t. the initial vertical velocity and height, against central differences (``--eps``). Prints one JSON
 line per case (the analytic and numeric directional derivatives, their relative error, finiteness) and
 exits 0 whatever the outcome: it reports, it does not assert (the plugin's decision is written in
@@ -45,12 +45,14 @@ def main() -> None:
     parser.add_argument("--ls-iterations", type=int, default=None, help="line-search iterations (default: MJX's)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eps", type=float, default=1e-6)
+    parser.add_argument("--float32", action="store_true",
+                        help="float32 (the Brax plugin's default dtype); central differences then need --eps 1e-3")
     parser.add_argument("--case", choices=sorted(CASES), action="append", help="default: every case")
     args = parser.parse_args()
 
     import jax
 
-    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", not args.float32)
     import jax.numpy as jnp
     import mujoco
     from mujoco import mjx
@@ -73,7 +75,7 @@ def main() -> None:
         value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
         direction = (0.3, 0.7)
         try:
-            value, (grad_z, grad_v) = value_and_grad(jnp.float64(height), jnp.float64(velocity))
+            value, (grad_z, grad_v) = value_and_grad(jnp.asarray(height), jnp.asarray(velocity))
             analytic = float(direction[0] * grad_z + direction[1] * grad_v)
             error = None
         except Exception as exc:  # noqa: BLE001 - report, e.g. "Reverse-mode differentiation does not work..."
@@ -88,7 +90,7 @@ def main() -> None:
         relative = abs(analytic - numeric) / max(abs(numeric), 1e-12)
         print(json.dumps({
             "case": case, "iterations": args.iterations, "ls_iterations": int(model.opt.ls_iterations),
-            "steps": args.steps, "loss": float(value), "analytic": analytic, "numeric": numeric,
+            "steps": args.steps, "dtype": str(jnp.asarray(height).dtype), "eps": eps, "loss": float(value), "analytic": analytic, "numeric": numeric,
             "relative_error": relative, "finite": bool(jnp.isfinite(analytic)), "error": error,
             "steps_in_contact": int(touching.sum()), "seconds": round(time.perf_counter() - started, 1),
             "mujoco": mujoco.__version__, "jax": jax.__version__}))

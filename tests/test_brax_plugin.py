@@ -32,8 +32,8 @@ def test_unknown_env_name_and_backend_list_the_valid_ones():
         BraxConfig(name="antt")
     assert "'ant'" in str(err.value) and "'reacher'" in str(err.value)
     with pytest.raises(ValidationError) as err:
-        BraxConfig(backend="mujoco")
-    assert all(f"'{b}'" in str(err.value) for b in BRAX_BACKENDS) and "mjx" in BRAX_BACKENDS
+        BraxConfig(backend="mjx")
+    assert all(f"'{b}'" in str(err.value) for b in BRAX_BACKENDS)
     with pytest.raises(ValidationError) as err:
         BraxConfig(bridge_backward="store")
     assert all(f"'{mode}'" in str(err.value) for mode in ("auto", "recompute", "residuals"))

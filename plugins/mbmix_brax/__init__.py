@@ -6,15 +6,15 @@ Every env of ``brax.envs`` becomes an :class:`mbmix_fw.DiffEnv` whose state is `
 (backward), sharing memory with torch through DLPack. See :mod:`mbmix_brax.env` for the mechanism and
 :mod:`mbmix_brax.bridge` for the bridge.
 
-Backends: ``generalized``, ``positional``, ``spring`` and ``mjx`` (gradients checked against float64
-finite differences in the tests). ``mjx`` (MuJoCo MJX, ``mujoco-mjx``) runs with **one constraint-solver
-iteration** (``opt.iterations = 1``, set by the plugin): MJX's solver iterates in a ``lax.while_loop``,
-which JAX cannot differentiate in reverse mode (``jax.grad`` raises "Reverse-mode differentiation does not
-work for lax.while_loop"; measured with mujoco-mjx 3.17, brax 0.14.2); with one iteration the loop is a
-single Newton step (its line search is a ``scan``), differentiable, and the constraint forces are that
-step's, not the converged solve's — close for gentle contacts, coarser for stiff contact-rich envs.
-Checked here: inverted_pendulum, a window's gradient against finite differences (the test suite). MJX's
-pipeline state is MuJoCo's ``mjx.Data`` (hundreds of arrays), carried like the others.
+Backends: ``generalized``, ``positional``, ``spring`` (gradients checked against float64 finite
+differences in the tests). ``mjx`` is not offered. MJX solves contact in a ``lax.while_loop``, which JAX
+cannot differentiate in reverse mode; with one solver iteration (``opt.iterations = 1``) the loop is one
+Newton step and ``jax.grad`` traces. On the smallest contact system (a sphere resting on, or hitting, a
+plane; float64; ``benchmarks/mjx_contact_gradient.py``) that gradient is finite and matches central
+differences. What a backend needs here was not shown: a window gradient through contact *through Brax's
+mjx pipeline* on a contact env (an earlier check, mujoco-mjx 3.17, one iteration, gave NaN against a
+finite difference of 0.033), and a test of it costs minutes of MJX compilation in a test suite already
+over its time budget. The numbers: ``benchmarks/RESULTS.md``, the re-landed Brax speed-up's section.
 
 Registration imports only the pydantic config; jax and brax load when a run builds the env. Without the
 ``[brax]`` extra the kind is still registered (brax recipes validate), ``mbmix-fw plugins`` lists it as

@@ -257,14 +257,7 @@ def make_brax_env(config: BraxConfig):
     cls = brax.envs._envs[config.name]
     check_env_kwargs(config.name, cls, config.env_kwargs)
     with jax.enable_x64(config.float64), quiet_brax():
-        env = cls(backend=config.backend, **config.brax_kwargs())
-    if config.backend == "mjx":  # the solver's while_loop has no reverse-mode derivative (see the plugin docs)
-        env.sys = env.sys.tree_replace({"opt.iterations": MJX_SOLVER_ITERATIONS})
-    return env
-
-
-MJX_SOLVER_ITERATIONS = 1
-"""Constraint-solver iterations of the ``mjx`` backend: 1 makes MJX's solver loop one differentiable step."""
+        return cls(backend=config.backend, **config.brax_kwargs())
 
 
 def accepted_kwargs(cls) -> list[str]:
