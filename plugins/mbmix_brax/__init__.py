@@ -12,7 +12,7 @@ cannot differentiate in reverse mode; with one solver iteration (``opt.iteration
 Newton step and ``jax.grad`` traces. On the smallest contact system (a sphere resting on, or hitting, a
 plane; float64; ``benchmarks/mjx_contact_gradient.py``) that gradient is finite and matches central
 differences. What a backend needs here was not shown: a window gradient through contact *through Brax's
-mjx pipeline* on a contact env (an earlier check, mujoco-mjx 3.17, one iteration, gave NaN against a
+mjx pipeline* on a contact env (an earlier report, mujoco 3.17, one iteration, gave NaN against a
 finite difference of 0.033), and a test of it costs minutes of MJX compilation in a test suite already
 over its time budget. The numbers: ``benchmarks/RESULTS.md``, the re-landed Brax speed-up's section.
 
