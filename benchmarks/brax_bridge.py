@@ -7,8 +7,6 @@ Measured in one run, same env, backend, batch ``N`` and horizon ``H``, open-loop
 - **bridged, fused**: the trainer's rollout code (``mb.rollout``) through ``BraxEnv``, one bridge crossing
   per step for the transition (the next step's observation is the transition's), then ``loss.backward()``;
   the bridge's backward recomputes the step fused with its VJP (``bridge_backward = "recompute"``, default);
-- **bridged, auto** (checkouts that have it): the same with ``bridge_backward = "auto"`` (residuals while they
-  fit in memory, see ``mbmix_brax.bridge``);
 - **bridged, residuals**: the same with ``bridge_backward = "residuals"`` (the forward returns JAX's
   residuals, the backward only applies the pullback);
 - **bridged, rebuilt** (when the checkout has ``carry_pipeline``): the fused bridge with
@@ -21,11 +19,6 @@ bridged/pure-JAX last. ``--cache`` also times the first use of the env (build, t
 processes sharing an empty compilation cache: the second one should load instead of compiling.
 
 Run: ``python benchmarks/brax_bridge.py --env ant --num-envs 64 --horizon 16 [--cache]``.
-
-Before/after: ``--baseline DIR`` (a checkout of an older commit, e.g. a ``git worktree``) runs this script's
-``--fused-only`` measurement in fresh processes, alternating the baseline's code and this checkout's for
-``--rounds`` rounds, so that a change of machine load hits both alike; each process's bridged/pure-JAX ratio
-is measured within that process, and the figure is the median ratio after over the median ratio before.
 """
 from __future__ import annotations
 
@@ -82,13 +75,7 @@ def main() -> None:
     parser.add_argument("--fused-only", action="store_true",
                         help="time only pure JAX and the default bridge (skips compiling the unfused and residual "
                              "variants; also runs against older checkouts, for before/after figures)")
-    parser.add_argument("--baseline", default=None,
-                        help="checkout of an older commit: alternate fresh processes of it and of this checkout")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --baseline")
     args = parser.parse_args()
-    if args.baseline:
-        compare_with_baseline(args)
-        return
 
     import torch
 
@@ -100,8 +87,6 @@ def main() -> None:
     if "ratio" in result:
         print(f"bridged (fused) / pure JAX diff-steps/s: {result['ratio']:.3f}")
     rates = result.get("diff_steps_per_s", {})
-    if "bridged_auto" in rates:
-        print(f"bridged, bridge_backward = auto / pure JAX: {rates['bridged_auto'] / rates['pure_jax']:.3f}")
     if "bridged_rebuild" in rates:
         print(f"bridged, pipeline state rebuilt every step (carry_pipeline = false) / pure JAX: "
               f"{rates['bridged_rebuild'] / rates['pure_jax']:.3f}")
@@ -164,8 +149,6 @@ def measure_window(args) -> dict:
     variants = {"pure_jax": pure_jax, "bridged_fused": bridged(env)}
     if "carry_pipeline" in BraxConfig.model_fields:  # this checkout carries Brax's pipeline state
         variants["bridged_rebuild"] = bridged(BraxEnv(config.model_copy(update={"carry_pipeline": False}), ctx))
-    if "auto" in str(BraxConfig.model_fields["bridge_backward"].annotation):  # this checkout can choose residuals
-        variants["bridged_auto"] = bridged(BraxEnv(config.model_copy(update={"bridge_backward": "auto"}), ctx))
     seconds = time_interleaved(variants, args.repeats)
     if args.fused_only:
         rates = {k: H * N / v for k, v in seconds.items()}
@@ -187,47 +170,6 @@ def measure_window(args) -> dict:
             "fused_over_unfused": round(rates["bridged_fused"] / rates["bridged_unfused"], 3),
             "residuals_over_pure_jax": round(rates["bridged_residuals"] / rates["pure_jax"], 3),
             "ratio": rates["bridged_fused"] / rates["pure_jax"]}
-
-
-def run_checkout(root: str, args) -> dict:
-    """``--fused-only`` of the benchmark script of the checkout at ``root``, in a fresh process."""
-    root = os.path.abspath(root)
-    command = [sys.executable, os.path.join(root, "benchmarks", "brax_bridge.py"), "--fused-only", "--env", args.env,
-               "--backend", args.backend, "--num-envs", str(args.num_envs), "--horizon", str(args.horizon),
-               "--repeats", str(args.repeats), "--device", args.device]
-    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.path.join(root, "plugins")])}
-    done = subprocess.run(command, capture_output=True, text=True, env=environ, check=True)
-    lines = done.stdout.splitlines()
-    start, end = lines.index("{"), lines.index("}")
-    return json.loads("\n".join(lines[start:end + 1]))
-
-
-def compare_with_baseline(args) -> None:
-    """Alternate fresh processes of the baseline checkout and of this one (see the module docstring)."""
-    import statistics
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sides = {"before": args.baseline, "after": here}
-    runs: dict[str, list] = {side: [] for side in sides}
-    for round_ in range(args.rounds):
-        for side, root in sides.items():
-            result = run_checkout(root, args)
-            runs[side].append(result)
-            print(f"round {round_} {side}: ratio {result['ratio']:.3f} {json.dumps(result['diff_steps_per_s'])}",
-                  flush=True)
-    medians = {side: statistics.median(r["ratio"] for r in results) for side, results in runs.items()}
-    rebuilt = {side: statistics.median(r["diff_steps_per_s"]["bridged_rebuild"] / r["diff_steps_per_s"]["pure_jax"]
-                                       for r in results) for side, results in runs.items()
-               if all("bridged_rebuild" in r["diff_steps_per_s"] for r in results)}
-    print(json.dumps({"env": args.env, "num_envs": args.num_envs, "horizon": args.horizon,
-                      "median_ratio": medians, "median_ratio_rebuilt": rebuilt, "runs": runs}, indent=2))
-    auto = {side: statistics.median(r["diff_steps_per_s"]["bridged_auto"] / r["diff_steps_per_s"]["pure_jax"]
-                                    for r in results) for side, results in runs.items()
-            if all("bridged_auto" in r["diff_steps_per_s"] for r in results)}
-    if auto:
-        print(f"bridge_backward = auto / pure JAX, median: {json.dumps(auto)}")
-    print(f"bridged / pure JAX, median of {args.rounds}: before {medians['before']:.3f}, after {medians['after']:.3f} "
-          f"(after/before {medians['after'] / medians['before']:.3f})")
 
 
 def measure_first_use(args) -> dict:

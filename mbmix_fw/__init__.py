@@ -31,7 +31,6 @@ _LAZY = {
     ".contracts.env": ["DiffEnv", "Transition", "reports_contact"],
     ".contracts.particles": ["ParticleLayout", "checked_particle_layout"],
     ".contracts.estimator": ["Estimate", "EstimatorInput", "GradientEstimator"],
-    ".maths.adjoint_tap": ["untapped"],
     ".maths.bridge": ["BridgeError", "ExternalFunction", "current_stream_handle", "from_foreign", "to_foreign"],
     ".maths.mix_returns": ["bootstrap_values", "mix_objective", "mix_weights", "mixed_returns", "segment_offsets", "shac_objective"],
     ".maths.nets": ["Critic", "ObsNormalizer", "RunningMoments", "TanhGaussianPolicy", "mlp"],
@@ -80,7 +79,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .contracts.env import DiffEnv, Transition, reports_contact
     from .contracts.particles import ParticleLayout, checked_particle_layout
     from .contracts.estimator import Estimate, EstimatorInput, GradientEstimator
-    from .maths.adjoint_tap import untapped
     from .maths.bridge import BridgeError, ExternalFunction, current_stream_handle, from_foreign, to_foreign
     from .maths.mix_returns import (bootstrap_values, mix_objective, mix_weights, mixed_returns, segment_offsets,
                                     shac_objective)

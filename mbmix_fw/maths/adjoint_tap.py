@@ -15,12 +15,6 @@ same factor), so a world model fitted on them learns its Jacobian in the directi
 policy gradient flows; one literal reading of MB-MIX's remark that its model training and policy
 training are consistent (our reconstruction; the paper's method section is not available to us).
 Rows whose cotangent is zero or non-finite carry no information and are dropped.
-
-**Identity of the tapped tensors.** The tap's outputs are new tensor objects (views of its inputs), so a
-simulator that recognises its own previous output by identity (Brax's carried pipeline state) would no
-longer see it. :func:`untapped` maps a tapped tensor back to the tensor it wraps, through any chain of
-taps; such a simulator resolves its input with it, and must still give the tapped input a gradient (the
-tap records it), e.g. by using its cache for values only.
 """
 from __future__ import annotations
 
@@ -29,22 +23,6 @@ import torch
 
 from ..contracts.rollout_types import Dynamics
 from ..contracts.world_model import TransitionBatch
-
-
-_SOURCE = "_mbmix_tap_source"  # attribute of a tap's output: the tensor it is an identity view of
-
-
-def untapped(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor an adjoint tap's identity output wraps (following a chain of taps), else ``tensor``.
-    The two share memory and version counter, so an in-place change of either shows in both."""
-    while (source := getattr(tensor, _SOURCE, None)) is not None:
-        tensor = source
-    return tensor
-
-
-def _alias(tapped: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    setattr(tapped, _SOURCE, source)
-    return tapped
 
 
 @attrs.define(eq=False)
@@ -106,9 +84,9 @@ class TappedDynamics:
         record = _Record(state.detach(), action.detach())
         self.tap.records.append(record)
         tapped_state, tapped_action = _TapIn.apply(state, action, record)
-        next_state = self.dynamics.step(_alias(tapped_state, state), tapped_action, generator)
+        next_state = self.dynamics.step(tapped_state, tapped_action, generator)
         record.next_state = next_state.detach()
-        return _alias(_TapOut.apply(next_state, record), next_state)
+        return _TapOut.apply(next_state, record)
 
 
 class AdjointTap:

@@ -7,14 +7,10 @@ Every env of ``brax.envs`` becomes an :class:`mbmix_fw.DiffEnv` whose state is `
 :mod:`mbmix_brax.bridge` for the bridge.
 
 Backends: ``generalized``, ``positional``, ``spring`` (gradients checked against float64 finite
-differences in the tests). ``mjx`` is not offered. MJX solves contact in a ``lax.while_loop``, which JAX
-cannot differentiate in reverse mode; with one solver iteration (``opt.iterations = 1``) the loop is one
-Newton step and ``jax.grad`` traces. On the smallest contact system (a sphere resting on, or hitting, a
-plane; float64; ``benchmarks/mjx_contact_gradient.py``) that gradient is finite and matches central
-differences. What a backend needs here was not shown: a window gradient through contact *through Brax's
-mjx pipeline* on a contact env (an earlier report, mujoco 3.17, one iteration, gave NaN against a
-finite difference of 0.033), and a test of it costs minutes of MJX compilation in a test suite already
-over its time budget. The numbers: ``benchmarks/RESULTS.md``, the re-landed Brax speed-up's section.
+differences in the tests). ``mjx`` is not offered: it was not verified here (every Brax compile costs
+minutes on the 2-core CPU this plugin was built on), and its pipeline state is MuJoCo's ``mjx.Data``, whose
+reverse-mode gradients run through an iterative constraint solver with line search; a backend is listed
+only once its window gradients pass the float64 finite-difference test.
 
 Registration imports only the pydantic config; jax and brax load when a run builds the env. Without the
 ``[brax]`` extra the kind is still registered (brax recipes validate), ``mbmix-fw plugins`` lists it as

@@ -42,14 +42,11 @@ class BraxConfig(mb.EnvConfig):
     """Steps per episode; the time limit is applied by the rollout, not by a Brax wrapper."""
     float64: bool = False
     """Run the JAX physics in float64 (``jax_enable_x64`` scoped to this env's calls); tensors keep their dtype."""
-    bridge_backward: Literal["auto", "recompute", "residuals"] = "recompute"
-    """How the JAX bridge differentiates a step. ``recompute`` (default): run it again fused with its VJP during
-    backward (a window holds only each step's inputs, and XLA prunes the parts of the step that no used output
-    needs); ``residuals``: keep JAX's residuals from the forward (one forward less; 435 kB per ant env-step,
-    93 kB for reacher); ``auto``: residuals while those held alive by the process fit in 1/8 of the device's
-    memory (RAM on the CPU, the GPU's memory on CUDA), recompute beyond (the rule: ``mbmix_brax.bridge``).
-    Not the default: on a CPU residuals were 20 % slower than recompute on reacher (32 envs), faster on ant
-    (64 envs, one round): ``benchmarks/brax_bridge.py`` times both; RESULTS.md."""
+    bridge_backward: Literal["recompute", "residuals"] = "recompute"
+    """How the JAX bridge differentiates a step: recompute it fused with its VJP during backward (default:
+    a window holds only each step's inputs; as fast as ``residuals`` for ant on a CPU), or keep JAX's
+    residuals from the forward (one forward less, but 435 kB per ant env-step; can pay off for small
+    states at large batches: ``benchmarks/brax_bridge.py`` times both)."""
     carry_pipeline: bool = True
     """Step from Brax's own pipeline state when a transition is given the previous transition's next state
     (skips rebuilding it from (q, qd) every step: forward kinematics, mass-matrix inverse, constraint

@@ -15,19 +15,8 @@ transition also returns Brax's pipeline state after the step (a differentiable `
 ``transition`` is given that very tensor (same object, not modified in place: the rollout's next step), it
 steps from the remembered pipeline state instead of rebuilding it from ``(q, qd)`` — Brax's own scan step;
 any other state (a world model's prediction, a checkpoint, a detached copy, a probe's) falls back to
-``pipeline_init``. Through the trainer's adjoint tap (a world model is configured) the state arrives as
-the tap's identity view of that tensor (:func:`mbmix_fw.untapped` finds it): the step then takes its
-values from the carried pipeline state and its gradient from the ``(q, qd)`` step
-(``transition_carried_values`` in :mod:`mbmix_brax.functional`), so the tap records the step's own VJP.
-Resets keep the carry: fresh rows take the pipeline state Brax's reset computed. The remembered tensors
-are the last step's only (the state by a weak reference).
-
-**One compilation per bucket of batch sizes.** JAX compiles each function once per input shape (tens of
-seconds to minutes per Brax function on a CPU). The training batch (``num_envs``) runs as it is; any other
-batch size — evaluation episodes, probe and held-out batches, a world model's states — is padded to the next
-power of two, at least 8 rows (:func:`padded_rows`), by repeating its first row, and the outputs are cut
-back. Rows are independent (vmapped) and the padding rows' outputs are discarded, so values and gradients
-are those of the unpadded batch; batches of 3 and of 5 rows share one executable.
+``pipeline_init``. Resets keep the carry: fresh rows take the pipeline state Brax's reset computed. The
+remembered tensors are the last step's only (the state by a weak reference).
 
 dtypes: the JAX side computes in float32, or float64 with ``float64 = true``; tensors keep the caller's
 dtype (inputs are cast to the JAX dtype, outputs back), and ``reset`` returns the run's dtype
@@ -62,8 +51,7 @@ class BraxEnv(mb.DiffEnv):
             require_jax_gpu()
         self.jax_dtype = torch.float64 if config.float64 else torch.float32
         (self.brax_env, self._transition, self._score, self._observe, self._reset,
-         self._transition_from_pipeline, self._transition_state_only,
-         self._transition_carried_values) = bridged_functions(
+         self._transition_from_pipeline, self._transition_state_only) = bridged_functions(
             config.name, config.backend, config.float64, tuple(sorted(config.brax_kwargs().items())),
             config.bridge_backward)
         self.carry_pipeline = config.carry_pipeline
@@ -88,10 +76,8 @@ class BraxEnv(mb.DiffEnv):
         pipeline = self._carried_pipeline(state)
         if pipeline is None:
             outputs = self._call(self._transition, state, action)
-        elif mb.untapped(state) is state:
+        else:
             outputs = self._call(self._transition_from_pipeline, pipeline, action)
-        else:  # the adjoint tap's view of the carried state: it records the gradient of the state itself
-            outputs = self._call(self._transition_carried_values, state, pipeline.detach(), action)
         next_state, reward, done, next_obs, next_pipeline = (o.to(state.dtype) for o in outputs)
         self._carry(next_state, next_pipeline)
         return mb.Transition(next_state, reward, done > 0.5, next_obs)
@@ -157,9 +143,8 @@ class BraxEnv(mb.DiffEnv):
 
     # ---- the carried pipeline state ----
     def _carried_pipeline(self, state: torch.Tensor) -> torch.Tensor | None:
-        """The pipeline vector remembered with ``state``, if ``state`` is that very tensor (or the adjoint tap's
-        identity view of it, :func:`mbmix_fw.untapped`), unmodified."""
-        state, carried = mb.untapped(state), self._carried
+        """The pipeline vector remembered with ``state``, if ``state`` is that very tensor, unmodified."""
+        carried = self._carried
         if not self.carry_pipeline or carried is None or carried[0]() is not state or state._version != carried[1]:
             return None
         return carried[2]
@@ -170,11 +155,9 @@ class BraxEnv(mb.DiffEnv):
 
     # ---- plumbing ----
     def _call(self, function: JaxFunction, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``function`` on the rows of ``tensors`` (all ``[n, ...]``), padded to ``padded_rows(n)`` rows."""
-        dtype, n = tensors[0].dtype, tensors[0].shape[0]
-        rows = padded_rows(n, self.num_envs)
-        outputs = function(*(pad_rows(t.to(self.jax_dtype), rows) for t in tensors))
-        return tuple(o[:n].to(dtype) if rows != n else o.to(dtype) for o in outputs)
+        dtype = tensors[0].dtype
+        outputs = function(*(t.to(self.jax_dtype) for t in tensors))
+        return tuple(o.to(dtype) for o in outputs)
 
     def _reset_with_obs(self, n: int, generator: torch.Generator | None, keep: bool = True):
         """States ``[n, S]`` (run dtype, detached), their observations and pipeline vectors from Brax's own
@@ -182,34 +165,13 @@ class BraxEnv(mb.DiffEnv):
         ``keep``: remember the pipeline vectors with the returned states (see the module docstring)."""
         device = generator.device if generator is not None else self.device
         seeds = torch.randint(0, 2**31 - 1, (n, 2), generator=generator, device=device, dtype=torch.int32)
-        seeds = pad_rows(seeds.to(self.device), padded_rows(n, self.num_envs))
         with jax.enable_x64(self.x64):
-            keys = jax.lax.bitcast_convert_type(to_jax(seeds), jax.numpy.uint32)
-            state, obs, pipeline = (to_torch(o)[:n] for o in self._reset(keys))
-        state, pipeline = state.to(self.dtype), pipeline.to(self.dtype)
+            keys = jax.lax.bitcast_convert_type(to_jax(seeds.to(self.device)), jax.numpy.uint32)
+            state, obs, pipeline = self._reset(keys)
+        state, pipeline = to_torch(state).to(self.dtype), to_torch(pipeline).to(self.dtype)
         if keep:
             self._carry(state, pipeline)
-        return state, obs.to(self.dtype), pipeline
-
-
-MIN_PADDED_ROWS = 8
-
-
-def padded_rows(n: int, exact: int) -> int:
-    """Rows a batch of ``n`` is computed with: ``n`` itself for the training batch (``exact``, the env's
-    ``num_envs``), else the next power of two, at least :data:`MIN_PADDED_ROWS` (see the module docstring)."""
-    if n in (0, exact):
-        return n
-    return max(MIN_PADDED_ROWS, 1 << (n - 1).bit_length())
-
-
-def pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """``tensor [n, ...]`` with its first row repeated up to ``rows`` rows (differentiable; a copy only if
-    ``rows > n``). A real row, not zeros: a physics step of an all-zero state may not be finite."""
-    n = tensor.shape[0]
-    if rows == n:
-        return tensor
-    return torch.cat([tensor, tensor[:1].expand(rows - n, *tensor.shape[1:])])
+        return state, to_torch(obs).to(self.dtype), pipeline
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,9 +196,6 @@ def bridged_functions(name: str, backend: str, float64: bool, kwargs: tuple, bac
                     outputs=("next_state", "reward", "done", "next_obs", "pipeline"), **options),
         JaxFunction(vmap(lambda x, a: fns.transition(x, a)[:4]), (True, True, False, True), name="transition",
                     outputs=("next_state", "reward", "done", "next_obs"), **options),
-        JaxFunction(vmap(fns.transition_carried_values), (True, True, False, True, True),
-                    name="transition from the carried pipeline state, through the adjoint tap",
-                    outputs=("next_state", "reward", "done", "next_obs", "pipeline"), **options),
     )
 
 

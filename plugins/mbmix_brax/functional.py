@@ -37,13 +37,6 @@ step, slow), and the step is Brax's own ``lax.scan`` step (with the pipeline's r
 inverse, where ``pipeline_init`` computes it exactly: the two paths agree to rounding, tested). The
 vector is a differentiable output and input, so gradients flow through the derived quantities exactly
 as in Brax's scan.
-
-**Carried values, Markov derivatives** (``transition_carried_values(x, p, a)``): the values of stepping from
-the carried vector ``p``, the derivatives of ``transition(x, a)`` (``jax.custom_vjp``; ``p`` gets none).
-For a state that went through an identity which records its gradient (the trainer's adjoint tap, see
-:func:`mbmix_fw.untapped`): the forward skips ``pipeline_init`` as the carried path does, while the
-gradient reaches ``x`` as the step's own VJP in ``(q, qd)`` — the Sobolev target a world model of
-``(q, qd)`` is fitted to. Its backward recomputes ``transition``, ``pipeline_init`` included.
 """
 from __future__ import annotations
 
@@ -60,7 +53,6 @@ class BraxFunctions(NamedTuple):
     observe: Any     # (x,) -> (obs,)
     reset: Any       # (key uint32[2],) -> (x, obs, pipeline)
     transition_from_pipeline: Any  # (pipeline, a) -> (x', reward, done, obs', pipeline')
-    transition_carried_values: Any  # (x, pipeline, a) -> as transition_from_pipeline; derivatives of transition
 
 
 def _with(env, **methods):
@@ -116,20 +108,6 @@ def brax_functions(env) -> BraxFunctions:
     def transition_from_pipeline(vector, action):
         return step_from(unflatten_pipeline(vector), action, vector)
 
-    @jax.custom_vjp
-    def transition_carried_values(x, vector, action):
-        return transition_from_pipeline(vector, action)
-
-    def carried_values_forward(x, vector, action):
-        return transition_from_pipeline(vector, action), (x, vector, action)
-
-    def markov_pullback(saved, cotangents):
-        x, vector, action = saved
-        grad_x, grad_action = jax.vjp(transition, x, action)[1](cotangents)
-        return grad_x, jnp.zeros_like(vector), grad_action
-
-    transition_carried_values.defvjp(carried_values_forward, markov_pullback)
-
     def score(x, action, x_next):
         reached = pipeline_state(x_next)
         scorer = _with(env, pipeline_step=lambda *args, **kwargs: reached)
@@ -143,7 +121,7 @@ def brax_functions(env) -> BraxFunctions:
         state = env.reset(key)
         return flat(state.pipeline_state), _obs(state), flatten_pipeline(state.pipeline_state)
 
-    return BraxFunctions(transition, score, observe, reset, transition_from_pipeline, transition_carried_values)
+    return BraxFunctions(transition, score, observe, reset, transition_from_pipeline)
 
 
 def contact_stiffness_function(env):

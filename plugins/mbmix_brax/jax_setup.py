@@ -1,20 +1,7 @@
 """Process-wide JAX settings the plugin needs, applied once, before the first JAX computation.
 
-- GPU memory, shared with torch, which owns the policy, the critic, the world model and the window's autograd
-  graph. Both variables are read when JAX initialises its GPU backend (the first JAX computation), and each
-  is set here only if the user has not set it:
-
-  - ``XLA_PYTHON_CLIENT_PREALLOCATE=false``: JAX otherwise reserves 75 % of the GPU at start-up and torch
-    runs out of memory at its first allocation;
-  - ``XLA_PYTHON_CLIENT_MEM_FRACTION=0.5`` (:data:`DEFAULT_MEM_FRACTION`): without preallocation JAX's
-    allocator still grows up to this fraction of the GPU (75 % by default) and keeps what it took, so
-    after a few windows torch would be left a quarter of the device. Half each is the default split; a
-    run whose simulator needs more (thousands of ant envs with ``bridge_backward = "residuals"``) raises it.
-    jaxlib ≥ 0.9 also reads the newer name ``XLA_CLIENT_MEM_FRACTION`` and refuses both set at once, so
-    neither is touched when either is set.
-
-  If JAX was already initialised when the plugin configures it (a script that ran a JAX computation
-  before building a Brax env), these settings come too late: one warning says so.
+- ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (set before jax is imported): JAX otherwise reserves 75% of the
+  GPU at start-up and torch, which owns the policy, the critic and the world model, runs out of memory.
 - The persistent compilation cache: compiling Brax's physics takes 3–50 s per function on a CPU; with the
   cache a second process (resume, the next seed, the next test) loads the executables instead.
 
@@ -44,11 +31,6 @@ from .jax_cache import GuardedFileCache
 
 DEFAULT_CACHE_MAX_MB = 2048
 OFF_VALUES = ("", "0", "off", "none", "false")
-
-DEFAULT_MEM_FRACTION = "0.5"
-"""JAX's share of a GPU it shares with torch (see the module docstring)."""
-
-MEM_FRACTION_VARIABLES = ("XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_CLIENT_MEM_FRACTION")
 
 _configured = False
 
@@ -88,34 +70,11 @@ def install_cache(jax, path: Path, max_bytes: int) -> GuardedFileCache | None:
     return cache
 
 
-def jax_already_initialised() -> bool:
-    """Whether JAX has created its backends (read its environment variables) in this process already."""
-    jax = sys.modules.get("jax")
-    if jax is None:
-        return False
-    # jax has no public API for this; should the internal one move, the warning is lost, nothing else
-    xla_bridge = getattr(getattr(jax, "_src", None), "xla_bridge", None)
-    check = getattr(xla_bridge, "backends_are_initialized", None)
-    return bool(check and check())
-
-
-def set_memory_environment() -> None:
-    """The GPU memory settings above, each only if the user left it unset."""
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    if not any(os.environ.get(name) for name in MEM_FRACTION_VARIABLES):
-        os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = DEFAULT_MEM_FRACTION
-
-
 def configure_jax():
     """Import jax with the settings above (idempotent) and return the module."""
     global _configured
     if not _configured:
-        if jax_already_initialised():
-            warnings.warn("mbmix_brax: JAX was initialised before the plugin could configure it, so its GPU "
-                          "memory settings (XLA_PYTHON_CLIENT_PREALLOCATE=false, XLA_PYTHON_CLIENT_MEM_FRACTION="
-                          f"{DEFAULT_MEM_FRACTION}) do not apply; build the Brax env first or set them yourself",
-                          RuntimeWarning, stacklevel=2)
-        set_memory_environment()
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
 
     if not _configured:

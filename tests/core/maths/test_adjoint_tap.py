@@ -103,26 +103,3 @@ def test_jacobian_blend_has_the_simulators_value_and_the_blended_jacobian(w):
 def test_jacobian_blend_rejects_weights_outside_the_unit_interval():
     with pytest.raises(ValueError, match="model_weight"):
         JacobianBlend(LinearEnv(), LinearEnv(), 1.5)
-
-
-def test_untapped_maps_the_tap_s_identity_views_back_to_the_tensors_they_wrap():
-    """A simulator keyed on its own previous output (Brax's carried pipeline state) recognises it through a
-    chain of taps with ``mb.untapped``; anything else resolves to itself."""
-    env = LinearEnv(3, 2, num_envs=4, seed=0)
-    seen = []
-
-    class Recording:
-        def step(self, state, action, generator=None):
-            seen.append(state)
-            return env.step(state, action)
-
-    dynamics = AdjointTap().wrap(Recording())
-    state, action = torch.randn(4, 3, requires_grad=True), torch.randn(4, 2)
-    first = dynamics.step(state, action)
-    second = dynamics.step(first, action)
-    assert seen[0] is not state and mb.untapped(seen[0]) is state
-    assert first is not seen[0] and mb.untapped(seen[1]) is mb.untapped(first)
-    assert mb.untapped(first) is not first and mb.untapped(first).data_ptr() == first.data_ptr()
-    assert mb.untapped(second) is not second and mb.untapped(state) is state
-    other = first.clone()
-    assert mb.untapped(other) is other

@@ -36,7 +36,7 @@ def test_unknown_env_name_and_backend_list_the_valid_ones():
     assert all(f"'{b}'" in str(err.value) for b in BRAX_BACKENDS)
     with pytest.raises(ValidationError) as err:
         BraxConfig(bridge_backward="store")
-    assert all(f"'{mode}'" in str(err.value) for mode in ("auto", "recompute", "residuals"))
+    assert "'recompute'" in str(err.value) and "'residuals'" in str(err.value)
 
 
 def test_env_kwargs_accept_plain_values_and_turn_lists_into_tuples():
