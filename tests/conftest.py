@@ -26,6 +26,29 @@ def jax_cache_dir_for_tests() -> str:
 os.environ["MBMIX_FW_JAX_CACHE"] = jax_cache_dir_for_tests()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_jax_executables():
+    """After each test module, drop JAX's compiled executables (``jax.clear_caches()``), so one pytest
+    process does not run out of memory mappings.
+
+    Why: XLA's CPU JIT maps every compiled kernel's code and data as separate memory regions (about ten per
+    small executable) and frees them only with the executable. The whole suite runs in one process; with
+    every Brax function of every test kept compiled, it reached 60 000 of Linux's default 65 530 mappings
+    (``vm.max_map_count``) inside the Brax tests, and a run that compiled a few more died in LLVM's JIT
+    linker (``RuntimeDyldImpl::emitSection`` → ``report_fatal_error``: SIGABRT, or SIGSEGV), which is what
+    killed the two runs of the reverted Brax speed-up. A module that needs an executable again reloads it
+    from the test run's persistent compilation cache (set above), which is cheap.
+    """
+    yield
+    import sys
+
+    if "jax" in sys.modules:
+        import gc
+
+        sys.modules["jax"].clear_caches()
+        gc.collect()
+
+
 def _train_until_checkpoint_at(trainer, iteration: int) -> None:
     """Train until the checkpoint of ``iteration`` is on disk, then stop as a crash would."""
     save = trainer.save_checkpoint
