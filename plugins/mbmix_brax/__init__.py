@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import mbmix_fw as mb
 
-from .config import BRAX_BACKENDS, BRAX_ENV_NAMES, BraxConfig
+from .configs import BRAX_BACKENDS, BRAX_ENV_NAMES, BraxConfig
 
 __all__ = ["BRAX_BACKENDS", "BRAX_ENV_NAMES", "BraxConfig", "BraxEnv", "JaxFunction"]
 

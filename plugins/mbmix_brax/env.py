@@ -33,7 +33,7 @@ import torch
 import mbmix_fw as mb
 
 from .bridge import JaxFunction, jax, to_jax, to_torch
-from .config import BraxConfig
+from .configs import BraxConfig
 from .functional import brax_functions, contact_events_function, contact_stiffness_function
 from .quiet import quiet_brax
 
