@@ -139,6 +139,8 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
+from study_jobs import finished  # noqa: E402
 
 FULL = {"cloth": {"grids": [8, 32], "envs": [1024, 4096], "substeps": 16, "steps": 5},
         "gpu_loop": {"envs": [64, 4096], "iterations": 5},
@@ -327,17 +329,6 @@ def check_settings(sizes: dict, mode: str) -> list[str]:
         except Exception as error:  # noqa: BLE001 - every problem is reported, not only the first
             problems.append(f"{job['backend']} {job['method']} H={job['horizon']}: {error}")
     return problems
-
-
-def finished(out: Path) -> bool:
-    """Whether a run folder holds a finished run: its last checkpoint and a last metrics row with a wall time."""
-    import csv
-
-    metrics = out / "metrics.csv"
-    if not (out / "checkpoints" / "last.pt").exists() or not metrics.exists():
-        return False
-    rows = list(csv.DictReader(metrics.open()))
-    return bool(rows) and rows[-1].get("time/wall_s") not in (None, "")
 
 
 def learning_run(job: dict, root: Path, device: str, timeout: float, threads: int) -> dict:

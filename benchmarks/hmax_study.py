@@ -30,16 +30,14 @@ seed 1: a study stopped early leaves whole seeds); finished runs are reused (del
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
-import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
+from study_jobs import finished, report, run_jobs, train  # noqa: E402
 
 HMAX = [16, 32, 48, 64, 96]
 UNIT = 192
@@ -73,26 +71,15 @@ def run_one(root: Path, env: str, method: str, horizon: int, seed: int, units: i
     metrics = out / "metrics.csv"
     key = {"env": env, "method": method, "horizon": horizon, "seed": seed}
     if not finished(out):
-        args = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / recipe), "--out", str(out), "--no-progress",
-                "--set", f"run.seed={seed}", *(x for s in sets for x in ("--set", s))]
-        child_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run(args, capture_output=True, text=True, env=child_env, cwd=REPO)
-        if done.returncode != 0:
-            return {**key, "error": done.stderr.strip().splitlines()[-1:]}
+        error = train(recipe, out, seed, sets)
+        if error is not None:
+            return {**key, "error": error}
     rows = list(csv.DictReader(metrics.open()))
     evals = [float(r["eval/return"]) for r in rows if r.get("eval/return") and int(r["iteration"]) > 0]
     last = rows[-1]
     return {**key, "score": sum(evals[-3:]) / len(evals[-3:]), "evals": evals,
             "wall_s": float(last["time/wall_s"]), "env_steps": float(last["env/steps"]),
             "sim_steps": float(last["sim/steps"]), "sim_vjps": float(last["sim/vjps"])}
-
-
-def finished(out: Path) -> bool:
-    metrics = out / "metrics.csv"
-    if not (out / "checkpoints" / "last.pt").exists() or not metrics.exists():
-        return False
-    rows = list(csv.DictReader(metrics.open()))
-    return bool(rows) and rows[-1].get("time/wall_s") not in (None, "")
 
 
 def table(results: list[dict], methods: list[str], horizons: list[int]) -> str:
@@ -164,20 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             for m in args.methods for h in args.horizons]
     if args.collect_only:
         jobs = [job for job in jobs if finished(args.root / job[0] / f"{job[1]}_H{job[2]}_s{job[3]}")]
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: run_one(args.root, *job), jobs))
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        print(f"FAILED {r['method']} H={r['horizon']} seed {r['seed']}: {r['error']}")
-    ok = [r for r in results if "error" not in r]
-    if args.json is not None:
-        args.json.write_text(json.dumps(ok, indent=1))
-    text = table(ok, args.methods, args.horizons) if ok else "no finished runs"
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
-    return 1 if failed else 0
-
+    results = run_jobs(jobs, lambda *job: run_one(args.root, *job), args.jobs)
+    return report(results, lambda ok: table(ok, args.methods, args.horizons),
+                  lambda r: f"{r['method']} H={r['horizon']} seed {r['seed']}",
+                  json_path=args.json, markdown_path=args.markdown)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,16 +35,16 @@ the mix estimator's λ and interval. (Until commit d2fbd9d this script was ``clo
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
+from study_jobs import finished, run_jobs  # noqa: E402
+from study_jobs import train as train_run  # noqa: E402
 
 ROOM = ["scheduler.warmup_env_steps=1280", "scheduler.model_error_gate=1e9", "scheduler.model_fit_steps=0",
         "scheduler.model_fit_per_transition=8.0"]
@@ -143,16 +143,13 @@ def run_one(root: Path, variant: str, seed: int, suite: str = "cloth", evals: in
     recipe, sets = settings(variant, suite, evals)
     out = root / f"{variant}_s{seed}"
     metrics = out / "metrics.csv"
-    done_before = (out / "checkpoints" / "last.pt").exists() and _finished(metrics)
+    done_before = finished(out)
     if not done_before and not train:
         return {"variant": variant, "seed": seed, "error": ["not finished"]}
     if not done_before:
-        args = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / recipe), "--out", str(out),
-                "--set", f"run.seed={seed}", *(x for s in sets for x in ("--set", s))]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
-        if done.returncode != 0:
-            return {"variant": variant, "seed": seed, "error": done.stderr.strip().splitlines()[-1:]}
+        error = train_run(recipe, out, seed, sets)
+        if error is not None:
+            return {"variant": variant, "seed": seed, "error": error}
     return read_run(list(csv.DictReader(metrics.open())), SUITES[suite][1]) | {"variant": variant, "seed": seed}
 
 
@@ -180,17 +177,6 @@ def read_run(rows: list[dict], budget: int) -> dict:
             "env_steps": float(last["env/steps"])}
 
 
-def paired(runs: list[dict], base: list[dict], key: str = "score") -> tuple[float, float, int, int]:
-    """Mean and standard error of ``run − base`` over the seeds both have, the seeds above, the pairs."""
-    by_seed = {r["seed"]: r[key] for r in base}
-    diffs = [r[key] - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
-    if not diffs:
-        return math.nan, math.nan, 0, 0
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
-    return mean, sd / math.sqrt(len(diffs)), sum(d > 0 for d in diffs), len(diffs)
-
-
 def curve_summary(runs: list[dict]) -> list[tuple[float, "object"]]:
     """Per evaluation env-step count that every run has: the IQM of ``eval/return`` over the runs with its
     95 % bootstrap interval (``mb.summarize_scores``). Runs evaluated at other counts are not merged."""
@@ -205,13 +191,6 @@ def curve_summary(runs: list[dict]) -> list[tuple[float, "object"]]:
 def steps_to_reach(curve: list[tuple[float, "object"]], target: float) -> float | None:
     """The first evaluation env-step count whose IQM reaches ``target`` (None: never)."""
     return next((steps for steps, summary in curve if summary.iqm >= target), None)
-
-
-def _finished(metrics: Path) -> bool:
-    if not metrics.exists():
-        return False
-    rows = list(csv.DictReader(metrics.open()))
-    return bool(rows) and rows[-1].get("time/wall_s") not in (None, "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     import mbmix_fw as mb
 
     jobs = [(v, s) for _, vs in groups for s in range(args.first_seed, args.first_seed + args.seeds) for v in vs]
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(
-            lambda job: run_one(root, *job, args.suite, args.evals, train=not args.report_only), jobs))
+    results = run_jobs(jobs, lambda *job: run_one(root, *job, args.suite, args.evals, train=not args.report_only),
+                       args.jobs)
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"FAILED {r['variant']} seed {r['seed']}: {r['error']}")
@@ -267,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     for suffix, _ in groups:
         for pair in args.pairs:
             a, b = (f"{x}{suffix}" for x in pair.split(":"))
-            mean, se, above, n = paired(by_variant.get(a, []), by_variant.get(b, []))
-            print(f"paired {a} − {b}: {mean:+.2f} ± {se:.2f} ({above}/{n} seeds above)")
+            by_seed = lambda v: {r["seed"]: r["score"] for r in by_variant.get(v, [])}  # noqa: E731
+            print(f"paired {a} − {b}: {mb.paired_difference(by_seed(a), by_seed(b))} seeds above")
     curves = {v: curve_summary(rs) for v, rs in by_variant.items()}
     target = args.target or variants[0]
     goal = curves[target][-1][1].iqm if target in curves else None

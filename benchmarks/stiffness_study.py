@@ -36,16 +36,14 @@ against SHAC and MIX it is equal in learning calls and pays the monitor on top.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
-import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
+from study_jobs import finished, report, run_jobs, train  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "shac": ("recipes/wall_shac.toml", []),
@@ -83,14 +81,10 @@ def run_one(root: Path, variant: str, stiffness: float, seed: int, task: str = "
     recipe, sets = settings(variant, stiffness, task)
     out = root / f"k{stiffness:g}" / f"{variant}_s{seed}"
     metrics = out / "metrics.csv"
-    if not (out / "checkpoints" / "last.pt").exists() or not _finished(metrics):
-        args = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / recipe), "--out", str(out), "--no-progress",
-                "--set", f"run.seed={seed}", *(x for s in sets for x in ("--set", s))]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO)
-        if done.returncode != 0:
-            return {"variant": variant, "stiffness": stiffness, "seed": seed,
-                    "error": done.stderr.strip().splitlines()[-1:]}
+    if not finished(out):
+        error = train(recipe, out, seed, sets)
+        if error is not None:
+            return {"variant": variant, "stiffness": stiffness, "seed": seed, "error": error}
     rows = list(csv.DictReader(metrics.open()))
     evals = [float(r["eval/return"]) for r in rows if r.get("eval/return") and int(r["iteration"]) > 0]
     last = rows[-1]
@@ -115,24 +109,6 @@ def model_numbers(rows: list[dict]) -> dict:
             "jacobian_error_a": jac[-1] if jac else math.nan, "rollbacks": rollbacks[-1] if rollbacks else 0.0}
 
 
-def _finished(metrics: Path) -> bool:
-    if not metrics.exists():
-        return False
-    rows = list(csv.DictReader(metrics.open()))
-    return bool(rows) and rows[-1].get("time/wall_s") not in (None, "")
-
-
-def paired(runs: list[dict], base: list[dict], key: str) -> tuple[float, float, int, int]:
-    """Mean and standard error of ``run − base`` over the seeds both have, the seeds above, the pairs."""
-    by_seed = {r["seed"]: r[key] for r in base}
-    diffs = [r[key] - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
-    if not diffs:
-        return math.nan, math.nan, 0, 0
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
-    return mean, sd / math.sqrt(len(diffs)), sum(d > 0 for d in diffs), len(diffs)
-
-
 def table(results: list[dict], variants: list[str], stiffnesses: list[float]) -> str:
     """The markdown table: per stiffness and variant, both scores' IQM [95 % CI], paired difference to SHAC,
     wall time and simulator work."""
@@ -149,8 +125,9 @@ def table(results: list[dict], variants: list[str], stiffnesses: list[float]) ->
         for v, rs in groups.items():
             cells = []
             for key in ("final", "curve"):
-                mean, se, above, n = paired(rs, base, key) if v != "shac" else (math.nan, math.nan, 0, 0)
-                cells.append("—" if not n else f"{mean:+.2f} ± {se:.2f} ({above}/{n})")
+                by_seed = lambda runs: {r["seed"]: r[key] for r in runs}  # noqa: E731
+                difference = mb.paired_difference(by_seed(rs), by_seed(base))
+                cells.append("—" if v == "shac" else str(difference))
             avg = lambda key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
             lines.append(f"| {k:g} | {v} | {len(rs)} | {final[v]} | {curve[v]} | {cells[0]} | {cells[1]} | "
                          f"{avg('wall_s'):.1f} | {avg('sim_steps'):.0f} | {avg('sim_vjps'):.0f} |")
@@ -185,20 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         settings(variant, 1.0)  # unknown names fail here, before any run
     jobs = [(v, k, s) for s in range(args.first_seed, args.first_seed + args.seeds)
             for k in args.stiffness for v in args.variants]
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda job: run_one(args.root, *job, task=args.task), jobs))
-    failed = [r for r in results if "error" in r]
-    for r in failed:
-        print(f"FAILED {r['variant']} k={r['stiffness']:g} seed {r['seed']}: {r['error']}")
-    ok = [r for r in results if "error" not in r]
-    if args.json is not None:
-        args.json.write_text(json.dumps(ok, indent=1))
-    text = table(ok, args.variants, args.stiffness) if ok else "no finished runs"
-    print(text)
-    if args.markdown is not None:
-        args.markdown.write_text(text + "\n")
-    return 1 if failed else 0
-
+    results = run_jobs(jobs, lambda *job: run_one(args.root, *job, task=args.task), args.jobs)
+    return report(results, lambda ok: table(ok, args.variants, args.stiffness),
+                  lambda r: f"{r['variant']} k={r['stiffness']:g} seed {r['seed']}",
+                  json_path=args.json, markdown_path=args.markdown)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,7 +39,8 @@ _LAZY = {
     ".maths.returns": ["lambda_returns", "safe_values"],
     ".contracts.rollout_types": ["Cursor", "Dynamics", "Rollout"],
     ".maths.rollouts": ["healthy_envs", "masked_actor_loss", "rollout"],
-    ".maths.statistics": ["ScoreSummary", "bootstrap_interval", "iqm", "summarize_scores"],
+    ".maths.statistics": ["PairedDifference", "ScoreSummary", "bootstrap_interval", "iqm", "paired_difference",
+                           "summarize_scores"],
     ".contracts.scheduler": ["NO_METRICS", "Plan", "Scheduler"],
     ".contracts.metrics": ["ACTOR_UPDATED", "EVAL_RETURN", "HELD_OUT_MODEL_ERRORS", "MODEL_JACOBIAN_ERROR_A",
                            "MODEL_JACOBIAN_ERROR_S"],
@@ -87,7 +88,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
                          collect_transitions, random_unit_vectors, vector_jacobian_products)
     from .maths.returns import lambda_returns, safe_values
     from .contracts.rollout_types import Cursor, Dynamics, Rollout
-    from .maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
+    from .maths.statistics import (PairedDifference, ScoreSummary, bootstrap_interval, iqm, paired_difference,
+                                   summarize_scores)
     from .maths.rollouts import healthy_envs, masked_actor_loss, rollout
     from .contracts.scheduler import NO_METRICS, Plan, Scheduler
     from .contracts.metrics import (ACTOR_UPDATED, EVAL_RETURN, HELD_OUT_MODEL_ERRORS, MODEL_JACOBIAN_ERROR_A,

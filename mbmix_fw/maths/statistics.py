@@ -16,7 +16,9 @@ library), written here in numpy alone so a report needs no extra dependency:
   ``(1 + confidence)/2`` percentiles. Seeded, so a report is reproducible.
 
 :func:`summarize_scores` applies both to a ``{group: scores}`` mapping; it is what ``mbmix-fw report --group``
-and the sweep summary print, and what a benchmark script calls.
+and the sweep summary print, and what a benchmark script calls. :func:`paired_difference` compares two methods
+run on the same seeds (a method and its ablation twin share every random number up to where they differ), which
+sees far smaller effects than two independent IQMs do.
 """
 from __future__ import annotations
 
@@ -120,3 +122,30 @@ def summarize_scores(scores: Mapping[str, Sequence[float] | np.ndarray], *, resa
             raise ValueError(f"group {name!r}: {error}") from None
         summaries[name] = ScoreSummary(iqm(x), low, high, runs=x.shape[0], tasks=x.shape[1])
     return summaries
+
+
+@attrs.frozen
+class PairedDifference:
+    """``method − base`` over the seeds both ran: the mean, its standard error, the seeds where the method
+    is above, and the number of pairs."""
+
+    mean: float
+    stderr: float
+    above: int
+    pairs: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} ± {self.stderr:.2f} ({self.above}/{self.pairs})" if self.pairs else "—"
+
+
+def paired_difference(scores: Mapping[object, float], base: Mapping[object, float]) -> PairedDifference:
+    """The per-seed difference ``scores[seed] − base[seed]`` over the seeds in both mappings (``{seed:
+    score}``): its mean, standard error (sample s.d. / √pairs; NaN for one pair) and how many are above 0.
+    No common seed gives NaN mean and error and 0 pairs, so a table can print "—" instead of failing."""
+    diffs = [float(scores[seed]) - float(base[seed]) for seed in scores if seed in base]
+    if not diffs:
+        return PairedDifference(float("nan"), float("nan"), 0, 0)
+    n = len(diffs)
+    mean = sum(diffs) / n
+    stderr = float(np.std(diffs, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return PairedDifference(mean, stderr, sum(d > 0 for d in diffs), n)

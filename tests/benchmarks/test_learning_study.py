@@ -57,12 +57,9 @@ def test_read_run_scores_the_second_half_and_counts_the_model_acting(study):
     assert run["final"] == 40.0 and run["model_used"] == 2 and run["grad_share"] == [0.0, 0.0, 0.2, 0.3]
 
 
-def test_paired_difference_and_env_steps_to_reach_a_goal(study):
+def test_env_steps_to_reach_a_goal(study):
     runs = [{"seed": s, "score": v, "curve": [[0.0, 0.0], [512.0, v / 2], [1024.0, v]]}
             for s, v in enumerate([10.0, 12.0, 14.0, 16.0, 18.0])]
-    base = [{"seed": s, "score": v} for s, v in enumerate([11.0, 11.0, 11.0, 11.0, 11.0, 99.0])]
-    mean, se, above, n = study.paired(runs, base)
-    assert (mean, above, n) == (pytest.approx(3.0), 4, 5) and se == pytest.approx(2 ** 0.5)
     curve = study.curve_summary(runs)
     assert [s for s, _ in curve] == [0.0, 512.0, 1024.0] and curve[2][1].iqm == pytest.approx(14.0)
     assert study.steps_to_reach(curve, 6.9) == 512.0

@@ -1,10 +1,12 @@
-"""IQM and stratified-bootstrap intervals (mbmix_fw.maths.statistics) against hand-computed values."""
+"""IQM, stratified-bootstrap intervals and paired differences (mbmix_fw.maths.statistics) against
+hand-computed values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mbmix_fw.maths.statistics import ScoreSummary, bootstrap_interval, iqm, summarize_scores
+from mbmix_fw.maths.statistics import (PairedDifference, ScoreSummary, bootstrap_interval, iqm, paired_difference,
+                                      summarize_scores)
 
 
 @pytest.mark.parametrize("scores, expected", [
@@ -95,3 +97,21 @@ def test_grouped_curves_use_shared_x_or_interpolate_where_runs_differ():
     xs, ys = _group_grid(adaptive)
     assert len(xs) == 50 and xs[0] == 64.0 and xs[-1] == 512.0
     np.testing.assert_allclose(ys[0], np.interp(xs, adaptive[0][1], adaptive[0][2]))
+
+
+def test_paired_difference_uses_only_the_seeds_both_ran():
+    """Differences 1, -1, 3, 5 (seed 9 has no partner): mean 2, sample s.d. sqrt(20/3), 3 of 4 above."""
+    scores = {0: 11.0, 1: 10.0, 2: 14.0, 3: 16.0, 9: 100.0}
+    base = {0: 10.0, 1: 11.0, 2: 11.0, 3: 11.0, 7: -50.0}
+    difference = paired_difference(scores, base)
+    assert (difference.mean, difference.above, difference.pairs) == (pytest.approx(2.0), 3, 4)
+    assert difference.stderr == pytest.approx((20 / 3) ** 0.5 / 2)
+    assert str(difference) == "+2.00 ± 1.29 (3/4)"
+
+
+def test_paired_difference_without_common_seeds_or_with_one_pair():
+    empty = paired_difference({0: 1.0}, {1: 1.0})
+    assert empty.pairs == 0 and np.isnan(empty.mean) and np.isnan(empty.stderr) and str(empty) == "—"
+    one = paired_difference({4: 3.0}, {4: 1.0})
+    assert (one.mean, one.above, one.pairs) == (2.0, 1, 1) and np.isnan(one.stderr)
+    assert isinstance(one, PairedDifference)
