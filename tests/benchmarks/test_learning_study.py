@@ -23,7 +23,7 @@ def study():
     return module
 
 
-@pytest.mark.parametrize("horizon", [16, 32, 64])
+@pytest.mark.parametrize("horizon", [8, 16, 32, 64])
 def test_room_gives_the_model_the_same_data_budget_at_every_window_length(study, horizon):
     """``mbmix_room@H<n>``: branches from env step 1 280 on and 320 fit steps a run, whatever H; the twin
     ``beta1_room`` fits the same and never branches."""
