@@ -39,6 +39,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
+from .input_vjp import forward_with_input_vjp
 
 from .loss import sobolev_loss
 
@@ -198,6 +199,18 @@ class SobolevMLP(mb.WorldModel):
         mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
         return state + mean + std * self._members_delta_n(x)
 
+    def predict_members_with_vjp(self, state: torch.Tensor, action: torch.Tensor, u: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_members` and the VJP ``(uᵀ∂ŝ'/∂s, uᵀ∂ŝ'/∂a)`` of cotangents ``u [M, B, S]`` in one
+        hand-differentiated pass (:mod:`mbmix_world_models.input_vjp`): differentiable w.r.t. the parameters
+        only, with the same values and parameter gradients as autograd's double backward, at about half the
+        cost."""
+        x = self._normalised_input(state, action)
+        mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
+        out, xi = forward_with_input_vjp(self.net, x, u * std)
+        s = self.state_dim
+        return state + mean + std * out, u + xi[..., :s] / self.state_stats.std(state.dtype), xi[..., s:]
+
     def loss(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
         w.r.t. parameters): the balanced loss of :mod:`mbmix_world_models.loss` with the state error in units
@@ -218,6 +231,7 @@ class SobolevMLP(mb.WorldModel):
             members=self.members, jacobian_rows=self.jacobian_rows(len(batch)),
             probe_generator=self._mixing if self.probe_mixing else None,
             smoothness=self.smoothness if self.probes else 0.0,
+            predict_vjp=self.predict_members_with_vjp if self.net.activation is F.silu else None,
         )
 
     def jacobian_rows(self, batch_size: int) -> int:
