@@ -20,7 +20,7 @@ with ``a = ⟨g⟩, b = ⟨g x̂⟩, m = ⟨h⟩, c = ⟨h x̂⟩``::
 
     ∂⟨h, r·(g − a − x̂ b)⟩/∂z = −r²·( c·(g − a) + b·(h − m) + x̂·(⟨h g⟩ − a·m − 3·b·c) )
 
-exact for any ``ε``. SiLU: ``silu' = σ·(1 + y(1 − σ))``, ``silu'' = σ(1 − σ)·(2 + y(1 − 2σ))``.
+exact for any ``ε``. SiLU: ``silu' = σ·(1 + y(1 − σ))``, ``silu'' = σ(1 − σ)·(2 + y(1 − 2σ)) = σ(1 − σ)·(2 + y − 2·silu(y))``.
 
 Only the parameters get gradients (the inputs ``x`` and ``v`` are data); only SiLU; second order only (the
 result's backward is not itself differentiable). Checked against autograd and finite differences in
@@ -129,9 +129,9 @@ class _ForwardInputVJP(torch.autograd.Function):
                 else:
                     d_eta = d_gamma
                 d_xi = _silu_backward(d_eta, y)
-                sig = torch.sigmoid(y)
-                d2 = (1 - 2 * sig).mul_(y).add_(2).mul_(sig).mul_(1 - sig)  # silu''(y)
-                d_y_vjp[i] = d2.mul_(d_eta).mul_(xis[i + 1])
+                # silu''(y)·p = σ(1 − σ)·(2 + y − 2·silu(y))·p, σ(1 − σ)·p fused in sigmoid_backward
+                d_y_vjp[i] = torch.ops.aten.sigmoid_backward(d_eta * xis[i + 1], torch.sigmoid(y)).mul_(
+                    torch.add(y, inputs[i + 1], alpha=-2).add_(2))
                 d_w[i + 1] = torch.bmm(d_xi.transpose(1, 2), gammas[i + 1])
                 if i + 1 < layers - 1:
                     d_gamma = torch.bmm(d_xi, weights[i + 1])
