@@ -46,15 +46,14 @@ def _ln_backward(g: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, rstd: tor
 
 
 def _ln_second(g: torch.Tensor, h: torch.Tensor, h_back: torch.Tensor, g_back: torch.Tensor, x_hat: torch.Tensor,
-               rstd: torch.Tensor) -> torch.Tensor:
-    """``∂⟨h, LN'(z)ᵀg⟩/∂z`` (module docstring), rewritten with the two LayerNorm backwards already at hand,
-    ``g_back = r·(g − a − x̂ b)`` and ``h_back = r·(h − m − x̂ c)``, so it costs three full-size passes:
-    ``−r·(c·g_back + b·h_back) − r²·x̂·(⟨h g⟩ − a·m − b·c)``."""
+               rstd: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """``∂⟨h, LN'(z)ᵀg⟩/∂z`` (module docstring) as ``Σ tensor·coefficient`` (per-row coefficients), rewritten
+    with the two LayerNorm backwards already at hand, ``g_back = r·(g − a − x̂ b)`` and ``h_back = r·(h − m −
+    x̂ c)``: ``−r·(c·g_back + b·h_back) − r²·x̂·(⟨h g⟩ − a·m − b·c)``, three full-size passes where the caller
+    accumulates it."""
     a, m = g.mean(-1, keepdim=True), h.mean(-1, keepdim=True)
     b, c, hg = _row_mean(g, x_hat), _row_mean(h, x_hat), _row_mean(h, g)
-    out = g_back * (-rstd * c)
-    out.addcmul_(h_back, -rstd * b)
-    return out.addcmul_(x_hat, rstd.square().mul_(a * m + b * c - hg))
+    return (g_back, -rstd * c), (h_back, -rstd * b), (x_hat, rstd.square().mul_(a * m + b * c - hg))
 
 
 def _silu_backward(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -111,10 +110,11 @@ class _ForwardInputVJP(torch.autograd.Function):
         weights, scales = params[:layers], params[2 * layers:3 * layers - 1] if layer_norm else ()
         inputs, saved, gammas, xis, etas, nus = ctx.inner
         del ctx.inner
-        d_w = [None] * layers
-        d_b = [None] * layers
+        d_w, d_b = [None] * layers, [None] * layers
         d_s, d_t = [None] * (layers - 1), [None] * (layers - 1)
-        d_z_vjp, d_y_vjp = [None] * (layers - 1), [None] * (layers - 1)
+        # What the VJP chain adds to each hidden layer's d_y and d_z: ``d_y += p·q`` and ``d_z += Σ u·k``
+        # (pairs of a full-size tensor and a per-row coefficient), applied in place in the forward chain.
+        y_terms, z_terms, s_terms = [None] * (layers - 1), [None] * (layers - 1), [None] * (layers - 1)
         # The VJP chain, differentiated in its reverse (= the forward's) order.
         if d_xi0 is not None:
             d_w[0] = torch.bmm(d_xi0.transpose(1, 2), gammas[0])
@@ -123,15 +123,15 @@ class _ForwardInputVJP(torch.autograd.Function):
                 z, mean, rstd, x_hat, y = saved[i]
                 if layer_norm:
                     d_nu = _ln_backward(d_gamma, z, mean, rstd)
-                    d_z_vjp[i] = _ln_second(nus[i], d_gamma, d_nu, gammas[i], x_hat, rstd)
-                    d_s[i] = (d_nu * etas[i]).sum(1, keepdim=True)
-                    d_eta = d_nu.mul_(scales[i])
+                    z_terms[i] = _ln_second(nus[i], d_gamma, d_nu, gammas[i], x_hat, rstd)
+                    s_terms[i] = d_nu * etas[i]
+                    d_eta = d_nu * scales[i]  # d_nu stays: z_terms holds it
                 else:
                     d_eta = d_gamma
                 d_xi = _silu_backward(d_eta, y)
                 # silu''(y)·p = σ(1 − σ)·(2 + y − 2·silu(y))·p, σ(1 − σ)·p fused in sigmoid_backward
-                d_y_vjp[i] = torch.ops.aten.sigmoid_backward(d_eta * xis[i + 1], torch.sigmoid(y)).mul_(
-                    torch.add(y, inputs[i + 1], alpha=-2).add_(2))
+                y_terms[i] = (torch.ops.aten.sigmoid_backward(d_eta.mul_(xis[i + 1]), torch.sigmoid(y)),
+                              torch.add(y, inputs[i + 1], alpha=-2).add_(2))
                 d_w[i + 1] = torch.bmm(d_xi.transpose(1, 2), gammas[i + 1])
                 if i + 1 < layers - 1:
                     d_gamma = torch.bmm(d_xi, weights[i + 1])
@@ -143,17 +143,17 @@ class _ForwardInputVJP(torch.autograd.Function):
             d_b[i] = d_z.sum(1, keepdim=True)
             if i == 0:
                 break
-            z, mean, rstd, x_hat, y = saved[i - 1]
+            j = i - 1
+            z, mean, rstd, x_hat, y = saved[j]
             d_y = _silu_backward(torch.bmm(d_z, weights[i].transpose(1, 2)), y)
-            if d_y_vjp[i - 1] is not None:
-                d_y.add_(d_y_vjp[i - 1])
+            if y_terms[j] is not None:
+                d_y.addcmul_(*y_terms[j])
             if layer_norm:
-                d_t[i - 1] = d_y.sum(1, keepdim=True)
-                d_s[i - 1] = (d_y * x_hat).sum(1, keepdim=True) if d_s[i - 1] is None else \
-                    d_s[i - 1].add_((d_y * x_hat).sum(1, keepdim=True))
-                d_z = _ln_backward(d_y.mul_(scales[i - 1]), z, mean, rstd)
-                if d_z_vjp[i - 1] is not None:
-                    d_z.add_(d_z_vjp[i - 1])
+                d_t[j] = d_y.sum(1, keepdim=True)
+                d_s[j] = (d_y * x_hat if s_terms[j] is None else s_terms[j].addcmul_(d_y, x_hat)).sum(1, keepdim=True)
+                d_z = _ln_backward(d_y.mul_(scales[j]), z, mean, rstd)
+                for tensor, coefficient in z_terms[j] or ():
+                    d_z.addcmul_(tensor, coefficient)
             else:
                 d_z = d_y
         grads = (*d_w, *d_b, *(d_s + d_t if layer_norm else []))
