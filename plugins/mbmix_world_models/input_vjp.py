@@ -20,7 +20,8 @@ with ``a = ⟨g⟩, b = ⟨g x̂⟩, m = ⟨h⟩, c = ⟨h x̂⟩``::
 
     ∂⟨h, r·(g − a − x̂ b)⟩/∂z = −r²·( c·(g − a) + b·(h − m) + x̂·(⟨h g⟩ − a·m − 3·b·c) )
 
-exact for any ``ε``. SiLU: ``silu' = σ·(1 + y(1 − σ))``, ``silu'' = σ(1 − σ)·(2 + y(1 − 2σ)) = σ(1 − σ)·(2 + y − 2·silu(y))``.
+exact for any ``ε``. SiLU: ``silu' = σ·(1 + y(1 − σ))``,
+``silu'' = σ(1 − σ)·(2 + y(1 − 2σ)) = σ(1 − σ)·(2 + y − 2·silu(y))``.
 
 Only the parameters get gradients (the inputs ``x`` and ``v`` are data); only SiLU; second order only (the
 result's backward is not itself differentiable). Checked against autograd and finite differences in
@@ -109,7 +110,6 @@ class _ForwardInputVJP(torch.autograd.Function):
         params = ctx.saved_tensors
         weights, scales = params[:layers], params[2 * layers:3 * layers - 1] if layer_norm else ()
         inputs, saved, gammas, xis, etas, nus = ctx.inner
-        del ctx.inner
         d_w, d_b = [None] * layers, [None] * layers
         d_s, d_t = [None] * (layers - 1), [None] * (layers - 1)
         # What the VJP chain adds to each hidden layer's d_y and d_z: ``d_y += p·q`` and ``d_z += Σ u·k``
