@@ -235,8 +235,12 @@ class SobolevMLP(mb.WorldModel):
             members=self.members, jacobian_rows=self.jacobian_rows(len(batch)),
             probe_generator=self._mixing if self.probe_mixing else None,
             smoothness=self.smoothness if self.probes else 0.0,
-            predict_vjp=self.predict_members_with_vjp if self.net.activation is F.silu else None,
+            predict_vjp=self._vjp_route(),
         )
+
+    def _vjp_route(self):
+        """:meth:`predict_members_with_vjp` where the hand-differentiated pass applies (SiLU), else ``None``."""
+        return self.predict_members_with_vjp if self.net.activation is F.silu else None
 
     def jacobian_rows(self, batch_size: int) -> int:
         """Rows of a ``batch_size`` minibatch that also get the Jacobian term (at least one)."""
@@ -292,7 +296,15 @@ class SobolevMLP(mb.WorldModel):
           consistent ratio estimate. ``model/jacobian_error_s`` / ``_a`` are the two blocks alone.
           Targets are never clipped here.
         """
-        return held_out_errors(self, batch, self.delta_stats.std(batch.state.dtype))
+        products = None
+        if batch.probe_u is not None and batch.probe_u.shape[1] == 1 and self._vjp_route() is not None:
+            with torch.no_grad():  # the fused pass without its graph: one forward for s' and the VJP
+                expand = lambda x: x.unsqueeze(0).expand(self.members, *x.shape)  # noqa: E731
+                u = batch.probe_u[:, 0].to(batch.state.dtype)
+                products = tuple(v.mean(0) for v in self.predict_members_with_vjp(
+                    expand(batch.state), expand(batch.action), expand(u)))
+                products = (products[0], products[1].unsqueeze(1), products[2].unsqueeze(1))
+        return held_out_errors(self, batch, self.delta_stats.std(batch.state.dtype), products)
 
     # --- checkpointing ------------------------------------------------------------------------
 

@@ -129,3 +129,26 @@ def test_fit_takes_the_fused_route():
     finally:
         torch.autograd.grad = original
     assert calls == []
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_held_out_errors_through_the_pass_are_autograds(layer_norm):
+    """``evaluate`` on one-probe batches (the adjoint source's held-out rows) uses the pass without its graph;
+    the errors are those of :func:`mbmix_fw.vector_jacobian_products` (float64, an ensemble's mean)."""
+    env = LinearEnv(3, 2, seed=1)
+    env.A, env.B = env.A.double(), env.B.double()
+    g = torch.Generator().manual_seed(2)
+    state = torch.randn(40, 3, generator=g, dtype=F64) * torch.tensor([0.1, 3.0, 20.0], dtype=F64)
+    batch = mb.collect_transitions(env, state, torch.rand(40, 2, generator=g, dtype=F64) * 2 - 1, 1, g)
+    model = SobolevMLP(3, 2, hidden=[16, 12], layer_norm=layer_norm, members=3, dtype=F64)
+    for _ in range(3):
+        model.fit(batch)
+    calls, route = [], model.predict_members_with_vjp
+    model.predict_members_with_vjp = lambda *args: calls.append(1) or route(*args)  # counts the pass's uses
+    fused = model.evaluate(batch)
+    assert calls == [1]
+    model.predict_members_with_vjp = None  # the autograd route
+    reference = model.evaluate(batch)
+    assert set(fused) == set(reference) and "model/jacobian_error_a" in fused
+    for key, value in reference.items():
+        assert fused[key] == pytest.approx(value, rel=1e-10), key
