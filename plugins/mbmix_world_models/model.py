@@ -26,7 +26,7 @@ the default update costs 2.1-2.35x a plain-MSE update; ``jacobian_fraction=0.25`
 With one cotangent per row (the adjoint probe, or probe mixing: the defaults) the SiLU network's forward, its
 input VJP and their parameter gradient are one hand-differentiated pass (:mod:`mbmix_world_models.input_vjp`):
 the same loss and gradient as ``autograd.grad(create_graph=True)`` (tested to float64 round-off), without
-autograd's second-order graph, about 20 % cheaper per update (``benchmarks/RESULTS.md``). Several probes per
+autograd's second-order graph, about 15 % cheaper per update (``benchmarks/RESULTS.md``). Several probes per
 step unmixed, or ELU, go through autograd (``torch.func.vjp`` there gives bit-identical gradients at the same
 cost, measured 18.7 vs 17.9 ms per step).
 """
