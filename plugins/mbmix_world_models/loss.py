@@ -58,6 +58,10 @@ Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``predict(state [M, B, S], action [M, B, A]) -> next_state [M, B, S]``, raw coordinates, member ``m``
 evaluated on row ``m`` of its inputs (so per-member Jacobians come out of one backward)."""
 
+PredictVJP = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+"""``predict_vjp(state, action, u [M, B, S]) -> (next_state, uᵀ∂f/∂s, uᵀ∂f/∂a)``: ``predict`` and its input VJP
+in one pass, differentiable w.r.t. the parameters (a model's cheaper route than autograd's double backward)."""
+
 
 @attrs.frozen(eq=False)
 class SobolevTerms:
@@ -74,7 +78,8 @@ class SobolevTerms:
 
 def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tensor, alpha_s: float,
                  alpha_a: float, *, members: int = 1, jacobian_rows: int | None = None,
-                 probe_generator: torch.Generator | None = None, smoothness: float = 0.0) -> SobolevTerms:
+                 probe_generator: torch.Generator | None = None, smoothness: float = 0.0,
+                 predict_vjp: PredictVJP | None = None) -> SobolevTerms:
     """The balanced Sobolev loss of ``predict`` on ``batch`` (module docstring), differentiable w.r.t. the
     model's parameters.
 
@@ -82,6 +87,8 @@ def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tenso
     ``jacobian_rows`` rows (default: all) also get the Jacobian terms; they go through their own forward
     so the double backward runs on those rows only (buffer samples are i.i.d., so the first ``k`` are a
     uniform subset). ``smoothness`` weighs the penalty on the model's own Jacobian (module docstring).
+    ``predict_vjp`` (optional) replaces the forward and ``autograd.grad(create_graph=True)`` of the Jacobian
+    rows when each row has one cotangent (one probe, or mixing); the loss is the same.
     """
     state, action, target = batch.state, batch.action, batch.next_state
     expand = lambda x: x.unsqueeze(0).expand(members, *x.shape)  # noqa: E731 - [B, D] -> [M, B, D]
@@ -90,14 +97,7 @@ def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tenso
         state_loss = ((predict(expand(state), expand(action)) - target) / scale).pow(2).mean()
         return SobolevTerms(state_loss, state_loss)
     k = len(batch) if jacobian_rows is None else max(1, min(len(batch), jacobian_rows))
-    s_leaf = expand(state[:k]).detach().requires_grad_(True)
-    a_leaf = expand(action[:k]).detach().requires_grad_(True)
-    pred = predict(s_leaf, a_leaf)
-    if k < len(batch):
-        pred = torch.cat([pred, predict(expand(state[k:]), expand(action[k:]))], 1)
-    state_loss = ((pred - target) / scale).pow(2).mean()
-
-    u, t_s, t_a = batch.probe_u[:k].to(pred.dtype), batch.probe_s[:k], batch.probe_a[:k]  # [k, P, ·]
+    u, t_s, t_a = batch.probe_u[:k].to(state.dtype), batch.probe_s[:k], batch.probe_a[:k]  # [k, P, ·]
     probes = u.shape[1]
     # Denominators from the stored probes, exact: mean over probes of the summed squared target sizes.
     den_s = (t_s - u).pow(2).sum() / probes
@@ -107,13 +107,22 @@ def sobolev_loss(predict: Predict, batch: mb.TransitionBatch, scale: torch.Tenso
         u, t_s, t_a = ((c * v.unsqueeze(0)).sum(2, keepdim=True) for v in (u, t_s, t_a))  # [M, k, 1, ·]
     else:
         u, t_s, t_a = (v.unsqueeze(0).expand(members, *v.shape) for v in (u, t_s, t_a))  # [M, k, P, ·]
-    pred_jac = pred[:, :k]
-    rows_s, rows_a = [], []
-    for p in range(u.shape[2]):
-        g_s, g_a = torch.autograd.grad(pred_jac, (s_leaf, a_leaf), u[:, :, p], create_graph=True)
-        rows_s.append(g_s)
-        rows_a.append(g_a)
-    model_s, model_a = torch.stack(rows_s, 2), torch.stack(rows_a, 2)
+    if predict_vjp is not None and u.shape[2] == 1:  # one cotangent per row: the fused pass
+        pred, model_s, model_a = predict_vjp(expand(state[:k]), expand(action[:k]), u[:, :, 0])
+        model_s, model_a = model_s.unsqueeze(2), model_a.unsqueeze(2)
+    else:
+        s_leaf = expand(state[:k]).detach().requires_grad_(True)
+        a_leaf = expand(action[:k]).detach().requires_grad_(True)
+        pred = predict(s_leaf, a_leaf)
+        rows_s, rows_a = [], []
+        for p in range(u.shape[2]):
+            g_s, g_a = torch.autograd.grad(pred, (s_leaf, a_leaf), u[:, :, p], create_graph=True)
+            rows_s.append(g_s)
+            rows_a.append(g_a)
+        model_s, model_a = torch.stack(rows_s, 2), torch.stack(rows_a, 2)
+    if k < len(batch):
+        pred = torch.cat([pred, predict(expand(state[k:]), expand(action[k:]))], 1)
+    state_loss = ((pred - target) / scale).pow(2).mean()
     num_s = (model_s - t_s).pow(2).sum() / (members * u.shape[2])
     num_a = (model_a - t_a).pow(2).sum() / (members * u.shape[2])
     tiny = torch.finfo(pred.dtype).tiny

@@ -23,8 +23,12 @@ term always sees every row): cheaper, noisier. Measured on the 2-core CPU sandbo
 (``benchmarks/sobolev_cost.py``, ``sobolev_accuracy.py``) with the previous network-coordinate loss:
 the default update costs 2.1-2.35x a plain-MSE update; ``jacobian_fraction=0.25`` 1.75x.
 
-Why autograd and not ``torch.func``: ``torch.func.vjp`` gives bit-identical gradients at the same cost
-(measured 18.7 vs 17.9 ms per step); ``autograd.grad(create_graph=True)`` keeps the code plain.
+With one cotangent per row (the adjoint probe, or probe mixing: the defaults) the SiLU network's forward, its
+input VJP and their parameter gradient are one hand-differentiated pass (:mod:`mbmix_world_models.input_vjp`):
+the same loss and gradient as ``autograd.grad(create_graph=True)`` (tested to float64 round-off), without
+autograd's second-order graph, about 15 % cheaper per update (``benchmarks/RESULTS.md``). Several probes per
+step unmixed, or ELU, go through autograd (``torch.func.vjp`` there gives bit-identical gradients at the same
+cost, measured 18.7 vs 17.9 ms per step).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
+from .input_vjp import forward_with_input_vjp
 
 from .loss import sobolev_loss
 
@@ -198,6 +203,18 @@ class SobolevMLP(mb.WorldModel):
         mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
         return state + mean + std * self._members_delta_n(x)
 
+    def predict_members_with_vjp(self, state: torch.Tensor, action: torch.Tensor, u: torch.Tensor
+                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_members` and the VJP ``(uᵀ∂ŝ'/∂s, uᵀ∂ŝ'/∂a)`` of cotangents ``u [M, B, S]`` in one
+        hand-differentiated pass (:mod:`mbmix_world_models.input_vjp`): differentiable w.r.t. the parameters
+        only, with the same values and parameter gradients as autograd's double backward, at about half the
+        cost."""
+        x = self._normalised_input(state, action)
+        mean, std = self.delta_stats.mean.to(state.dtype), self.delta_stats.std(state.dtype)
+        out, xi = forward_with_input_vjp(self.net, x, u * std)
+        s = self.state_dim
+        return state + mean + std * out, u + xi[..., :s] / self.state_stats.std(state.dtype), xi[..., s:]
+
     def loss(self, batch: mb.TransitionBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(total, state_loss, jacobian_loss)`` on ``batch`` with the current statistics (differentiable
         w.r.t. parameters): the balanced loss of :mod:`mbmix_world_models.loss` with the state error in units
@@ -218,7 +235,12 @@ class SobolevMLP(mb.WorldModel):
             members=self.members, jacobian_rows=self.jacobian_rows(len(batch)),
             probe_generator=self._mixing if self.probe_mixing else None,
             smoothness=self.smoothness if self.probes else 0.0,
+            predict_vjp=self._vjp_route(),
         )
+
+    def _vjp_route(self):
+        """:meth:`predict_members_with_vjp` where the hand-differentiated pass applies (SiLU), else ``None``."""
+        return self.predict_members_with_vjp if self.net.activation is F.silu else None
 
     def jacobian_rows(self, batch_size: int) -> int:
         """Rows of a ``batch_size`` minibatch that also get the Jacobian term (at least one)."""
@@ -274,7 +296,15 @@ class SobolevMLP(mb.WorldModel):
           consistent ratio estimate. ``model/jacobian_error_s`` / ``_a`` are the two blocks alone.
           Targets are never clipped here.
         """
-        return held_out_errors(self, batch, self.delta_stats.std(batch.state.dtype))
+        products = None
+        if batch.probe_u is not None and batch.probe_u.shape[1] == 1 and self._vjp_route() is not None:
+            with torch.no_grad():  # the fused pass without its graph: one forward for s' and the VJP
+                expand = lambda x: x.unsqueeze(0).expand(self.members, *x.shape)  # noqa: E731
+                u = batch.probe_u[:, 0].to(batch.state.dtype)
+                products = tuple(v.mean(0) for v in self.predict_members_with_vjp(
+                    expand(batch.state), expand(batch.action), expand(u)))
+                products = (products[0], products[1].unsqueeze(1), products[2].unsqueeze(1))
+        return held_out_errors(self, batch, self.delta_stats.std(batch.state.dtype), products)
 
     # --- checkpointing ------------------------------------------------------------------------
 
