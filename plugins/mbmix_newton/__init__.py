@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import mbmix_fw as mb
 
-from .configs import NewtonAntConfig, NewtonCartPoleConfig, NewtonHopperConfig
+from .configs import NewtonAntConfig, NewtonCartPoleConfig, NewtonHopperConfig, NewtonHumanoidConfig
 
 __all__ = ["NewtonAnt", "NewtonAntConfig", "NewtonCartPole", "NewtonCartPoleConfig", "NewtonHopper",
-           "NewtonHopperConfig", "NewtonSimulator"]
+           "NewtonHopperConfig", "NewtonHumanoid", "NewtonHumanoidConfig", "NewtonSimulator"]
 
 __getattr__ = mb.lazy_attributes(__name__, {"NewtonCartPole": ".cartpole", "NewtonAnt": ".ant",
-                                            "NewtonHopper": ".hopper",
+                                            "NewtonHopper": ".hopper", "NewtonHumanoid": ".humanoid",
                                             "NewtonSimulator": ".bridge"})
 
 _REQUIRES = ("newton", "warp")
@@ -50,3 +50,5 @@ def register_envs(register):
     register(NewtonAntConfig, mb.lazy_factory(f"{__name__}.ant:NewtonAnt", requires=_REQUIRES, extra="newton"))
     register(NewtonHopperConfig, mb.lazy_factory(f"{__name__}.hopper:NewtonHopper", requires=_REQUIRES,
                                                  extra="newton"))
+    register(NewtonHumanoidConfig, mb.lazy_factory(f"{__name__}.humanoid:NewtonHumanoid", requires=_REQUIRES,
+                                                   extra="newton"))
