@@ -9,12 +9,14 @@ Env kinds: ``newton_cartpole`` (swing-up, the cheap CPU learning check), ``newto
 central differences w.r.t. the hinge angles in ground contact and suspected the off-tape contact detection or
 Newton's D6 joint adjoint. Neither: differences with the detection frozen at the unperturbed pose agree with
 re-detected ones to 0.2 % or better, and with the contact damping, friction and limit damping off the tape
-agrees within 0.2 % (D6 and revolute coordinates alike). What was off was the step itself: DiffRL's humanoid contact damping
-(5e3) and, at 16 substeps, its friction are past explicit stability on ``nv_humanoid``'s 1.1 kg feet, which then
-chatter (about 100 stick/slip flips per step), so the step jumps at the scale of a finite difference; with 48
-substeps (DiffRL's humanoid value) and damping 1e3 it agrees within 1e-2 standing on its feet (tested), and
-where differences still disagree they straddle a contact starting or a limit reached within the step
-(benchmarks/RESULTS.md, "Newton humanoid"). Each is an :class:`mbmix_fw.DiffEnv` whose
+agrees within 0.2 % (D6 and revolute coordinates alike). What was off was the step itself: DiffRL's humanoid
+contact damping (5e3) and, at 16 substeps, its friction are past explicit stability on ``nv_humanoid``'s 1.1 kg
+feet, which then chatter between sticking and slipping within the step, so the step jumps at the scale of a
+finite difference; with 48 substeps (DiffRL's humanoid value) and damping 1e3 it agrees within 1e-2 standing on
+its feet (tested), and where differences still disagree they straddle a contact starting or a limit reached
+within the step (benchmarks/RESULTS.md, "Newton humanoid").
+
+Each is an :class:`mbmix_fw.DiffEnv` whose
 step crosses into Newton once through :class:`mbmix_fw.ExternalFunction` (:mod:`mbmix_newton.bridge`:
 Featherstone substeps, all envs of a batch in one Newton model, torch views of warp memory, recompute on a
 ``wp.Tape`` in backward).

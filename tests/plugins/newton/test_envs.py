@@ -1,5 +1,5 @@
-"""The Newton plugin (``newton``): cart-pole, ant and hopper gradients against central finite differences, the
-mass-matrix guard, the DiffEnv contract, long episodes staying finite, AHAC's contact signal, the recipes, and
+"""The Newton plugin (``newton``): cart-pole, ant, hopper and humanoid gradients against central finite differences,
+the mass-matrix guard, the DiffEnv contract, long episodes staying finite, AHAC's contact signal, the recipes, and
 the cart-pole recipe learning.
 
 Newton is float32 only, so the finite differences are float32 too: the step is evaluated in float32 (the env
