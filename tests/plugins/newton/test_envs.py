@@ -496,6 +496,20 @@ def test_humanoid_torques_follow_diffrl_motor_strengths(humanoid):
     assert f[0, 6 + 6] == pytest.approx(140.0) and f[0, 6] == pytest.approx(70.0)
 
 
+def test_the_humanoid_contact_signal_is_zero_in_the_air_and_a_share_of_its_weight_standing(humanoid):
+    """AHAC's ``contact_stiffness`` (kg): 1 m up, 0; standing on its feet, above half its weight in newtons (its
+    bodies still accelerate as the feet settle: measured 272 for 400 N)."""
+    s = standing_humanoid(humanoid)
+    a = torch.zeros(2, humanoid.action_dim, dtype=F64)
+    assert mb.reports_contact(humanoid)
+    lifted = s.clone()
+    lifted[:, 2] += 1.0
+    assert torch.equal(humanoid.contact_stiffness(lifted, a, lifted), torch.zeros(2, dtype=F64))
+    weight = 9.81 * float(humanoid.sim.workspace(2).model.body_mass.numpy().sum()) / 2
+    resting = humanoid.contact_stiffness(s, a, s)
+    assert ((resting > 0.5 * weight) & (resting < 1.1 * weight)).all(), (resting, weight)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["random", "bang_bang"])
 def test_a_humanoid_episode_of_1000_steps_stays_finite(humanoid, policy):
