@@ -424,7 +424,10 @@ class _Workspace:
         than 6 m/s at 60 Hz) -- measured on the ant: 600 steps of random and bang-bang actions, 8 envs, the
         two agree to 1.2e-5 (float32 summation order), and detecting once cut the forward's CPU time by a
         quarter at 64 ants, 7.5 → 5.6 ms (``collide_every_substep`` keeps the per-substep detection; tested
-        against it). Newton's differentiable contact augmentation fills the deprecated
+        against it). The humanoid's flat capsule feet make the detected contacts depend on the pose, which the
+        tape does not see: measured, central differences with the detection frozen at the unperturbed pose
+        match re-detected ones to 0.2 % or better (``benchmarks/newton_humanoid_gradient.py``), so detection
+        stays off the tape there too. Newton's differentiable contact augmentation fills the deprecated
         ``rigid_contact_diff_*`` arrays, which Featherstone does not read: recording it changed no gradient
         (measured), so it is not paid for."""
         interval = self.solver.update_mass_matrix_interval

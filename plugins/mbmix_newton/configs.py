@@ -139,3 +139,58 @@ class NewtonHopperConfig(NewtonLocomotionConfig):
     action_penalty: float = Field(0.1, ge=0)
     """Reward weight of −|a|²: DiffRL's hopper 0.1."""
 
+
+
+class NewtonHumanoidConfig(NewtonLocomotionConfig):
+    """Humanoid on Newton (Newton's ``nv_humanoid.xml``); DiffRL's observation, reward and termination
+    (:mod:`mbmix_newton.humanoid`). Heights are the torso's z in metres (the ground at 0)."""
+
+    kind: Literal["newton_humanoid"] = "newton_humanoid"
+    substeps: int = Field(48, ge=1, le=256)
+    """Featherstone substeps per env step: DiffRL's humanoid 48 (sim dt 1/2880 s). Also what the gradient needs
+    here: at 16 the feet's contact friction flips between sticking and slipping within most substeps and the
+    step is not smooth at the scale of a finite difference (benchmarks/RESULTS.md, "Newton humanoid")."""
+    action_strength: float = Field(70.0, gt=0)
+    """Torque (N·m) at action ±1 times the joint's gear (:data:`mbmix_newton.humanoid.GEARS`): DiffRL's humanoid
+    scales its per-joint motor strengths (200 to 600 N·m) by 0.35, i.e. 70 N·m times strength/200."""
+    contact_ke: float = Field(2.0e4, gt=0)
+    """Contact normal stiffness: DiffRL's humanoid 2e4."""
+    contact_kd: float = Field(1.0e3, ge=0)
+    """Contact damping: **ours**, DiffRL's ant and hopper 1e3; DiffRL's humanoid says 5e3. Why not 5e3: the
+    damper is integrated explicitly, and ``n·kd·dt/m`` -- four contacts (two capsules, two ends each) under a
+    1.1 kg foot at dt 1/2880 s -- is 6.3 at 5e3, past explicit stability (2): measured, the feet chatter
+    (about 100 stick/slip flips per step) and a dropped humanoid bounces to 2 m; at 1e3 the same product is
+    1.3 (benchmarks/RESULTS.md, "Newton humanoid")."""
+    contact_kf: float = Field(1.0e3, ge=0)
+    """Contact friction stiffness: DiffRL's humanoid 1e3."""
+    contact_mu: float = Field(0.75, ge=0)
+    """Friction coefficient: DiffRL's humanoid 0.75."""
+    reset_noise: float = Field(0.1, ge=0)
+    """Reset: ``U(-1, 1)·reset_noise`` (m) on the torso position: DiffRL's humanoid 0.1."""
+    reset_angle_noise: float = Field(0.2, ge=0)
+    """Reset: ``U(-1, 1)·this`` (rad) on every hinge angle: DiffRL's humanoid 0.2."""
+    reset_velocity_noise: float = Field(0.25, ge=0)
+    """Reset: ``U(-1, 1)·this`` on every velocity: DiffRL's humanoid ``0.5·U(-0.5, 0.5)``, the same."""
+    reset_tilt: float = Field(0.1309, ge=0)
+    """Reset: the torso turned by ``U(-1, 1)·this`` rad about a random axis: DiffRL's humanoid ``U(-π/24, π/24)``
+    (0.1309 rad)."""
+    start_height: float = Field(1.35, gt=0)
+    """Torso height (m) of the start pose: DiffRL's humanoid 1.35 (``nv_humanoid`` touches the ground with its
+    feet at 1.2855, so an episode starts with a 6.5 cm drop)."""
+    termination_height: float = Field(0.74, ge=0)
+    """Torso height (m) below which the episode ends: DiffRL's humanoid 0.74."""
+    termination_height_tolerance: float = Field(0.1, ge=0)
+    """The height reward is zero at ``termination_height + this`` and capped at ``this`` above it: DiffRL's
+    humanoid 0.1."""
+    height_reward_scale: float = Field(10.0, ge=0)
+    """Scale of the positive part of the height reward: DiffRL's humanoid 10."""
+    height_penalty: float = Field(200.0, ge=0)
+    """Below the threshold the height reward is ``−height_penalty·Δh²``: DiffRL's humanoid 200."""
+    up_weight: float = Field(0.1, ge=0)
+    """Reward weight of the up-projection: DiffRL's humanoid 0.1."""
+    heading_weight: float = Field(1.0, ge=0)
+    """Reward weight of the heading projection: DiffRL's humanoid 1."""
+    action_penalty: float = Field(0.002, ge=0)
+    """Reward weight of −|a|²: DiffRL's humanoid 0.002."""
+    joint_velocity_scale: float = Field(0.1, ge=0)
+    """The observation's hinge rates are scaled by this: DiffRL's humanoid 0.1."""

@@ -33,7 +33,8 @@ def test_without_newton_a_newton_recipe_stops_with_the_install_hint(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["plugins"] == 0 and result["run"] == 2 and result["hopper"] == 2 and result["validate"] == 0
     assert result["heavy"] == []  # listing the plugins imported neither newton nor warp
-    assert {r["kind"] for r in result["rows"]} == {"newton_cartpole", "newton_ant", "newton_hopper"}
+    assert {r["kind"] for r in result["rows"]} == {"newton_cartpole", "newton_ant", "newton_hopper",
+                                                 "newton_humanoid"}
     assert all(r["status"] == "needs_extra" for r in result["rows"]), result["rows"]
     errors = [line for line in done.stderr.splitlines() if line.startswith("mbmix-fw: error:")]
     assert len(errors) == 2, done.stderr  # one line per refused run
