@@ -26,6 +26,27 @@ def jax_cache_dir_for_tests() -> str:
 os.environ["MBMIX_FW_JAX_CACHE"] = jax_cache_dir_for_tests()
 
 
+def threads_per_worker() -> int | None:
+    """Under pytest-xdist (README's test command runs ``-n 2``): the cores this process may use divided by
+    the workers, at least 1; None outside xdist.
+
+    Why: torch (and the training runs a test starts as subprocesses) would otherwise use every core in every
+    worker, and OpenMP's threads spin while they wait for a core another worker holds — on a 2-core machine
+    that made the pendulum learning tests ten times slower than run alone.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(workers))
+
+
+# set at import, before torch is imported (xdist sets the worker variables before it loads this file)
+if threads_per_worker() is not None:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads_per_worker())
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_jax_executables():
     """After each test module, drop JAX's compiled executables (``jax.clear_caches()``), so one pytest
