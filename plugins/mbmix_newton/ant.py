@@ -42,6 +42,7 @@ import mbmix_fw as mb
 
 from .bridge import NewtonSimulator
 from .configs import NewtonAntConfig
+from .floating_base import FloatingBaseRobot, up_and_heading
 
 HINGES = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")
 START_ANGLES = (0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0)
@@ -98,7 +99,7 @@ def build_ant(config: NewtonAntConfig):
     return build
 
 
-class NewtonAnt(mb.DiffEnv):
+class NewtonAnt(FloatingBaseRobot):
     """DiffRL's ant on Newton (module docstring)."""
 
     diverged_magnitude = 1e4
@@ -121,10 +122,6 @@ class NewtonAnt(mb.DiffEnv):
         start[7:] = torch.tensor(START_ANGLES, dtype=torch.float64)
         self.start_q = start
 
-    def split(self, state):
-        """``q [N, 15]``, ``qd [N, 14]``, previous action ``[N, 8]`` (views)."""
-        return state[:, :self.nq], state[:, self.nq:self.nq + self.nd], state[:, self.nq + self.nd:]
-
     def reset(self, n, generator=None):
         s = self.config.reset_noise
         like = dict(device=self.device, dtype=torch.float64)
@@ -143,40 +140,16 @@ class NewtonAnt(mb.DiffEnv):
         torque = self.config.action_strength * action.float()
         return torch.cat([torch.zeros(action.shape[0], 6, device=action.device), torque], 1)
 
-    def step(self, state, action, generator=None):
-        q, qd, _ = self.split(state)
-        action = action.to(state.dtype).clamp(-1.0, 1.0)
-        q_next, qd_next = self.sim.step(q.float().contiguous(), qd.float().contiguous(), self.joint_forces(action))
-        return torch.cat([q_next.to(state.dtype), qd_next.to(state.dtype), action], 1)
-
-    @torch.no_grad()
-    def contact_stiffness(self, state, action, next_state):
-        """AHAC's ``‖F_contact / max(|a|, 1 m/s²)‖`` (kg) per transition, the step recomputed: see
-        :meth:`mbmix_newton.bridge.NewtonSimulator.contact_stiffness` (an ant resting on its legs scores
-        about its weight in newtons)."""
-        q, qd, _ = self.split(state)
-        joint_f = self.joint_forces(action.to(state.dtype).clamp(-1.0, 1.0))
-        return self.sim.contact_stiffness(q.float().contiguous(), qd.float().contiguous(), joint_f).to(state.dtype)
-
-    @staticmethod
-    def _axes(quat):
-        """The z component of the body z axis (up) and the x component of the body x axis (heading) of
-        quaternions ``[N, 4]`` (xyzw)."""
-        x, y, z, w = quat.unbind(-1)
-        up = 1 - 2 * (x * x + y * y)
-        heading = 1 - 2 * (y * y + z * z)
-        return up, heading
-
     def observe(self, state):
         q, qd, previous = self.split(state)
-        up, heading = self._axes(q[:, 3:7])
+        up, heading = up_and_heading(q[:, 3:7])
         return torch.cat([q[:, 2:3], q[:, 3:7], qd[:, :3], qd[:, 3:6], q[:, 7:], 0.1 * qd[:, 6:],
                           up[:, None], heading[:, None], previous], 1)
 
     def reward(self, state, action, next_state):
         c = self.config
         q, qd, _ = self.split(next_state)
-        up, heading = self._axes(q[:, 3:7])
+        up, heading = up_and_heading(q[:, 3:7])
         return (qd[:, 0] + c.up_weight * up + c.heading_weight * heading
                 + c.height_weight * (q[:, 2] - c.termination_height)
                 - c.action_penalty * action.to(next_state.dtype).pow(2).sum(-1))

@@ -54,6 +54,7 @@ import mbmix_fw as mb
 from .ant import ground_material, set_contact_and_limits
 from .bridge import NewtonSimulator
 from .configs import NewtonHumanoidConfig
+from .floating_base import FloatingBaseRobot, up_and_heading
 
 HINGES = ("abdomen_z", "abdomen_y", "abdomen_x",
           "right_hip_x", "right_hip_z", "right_hip_y", "right_knee", "right_ankle_y", "right_ankle_x",
@@ -85,7 +86,7 @@ def build_humanoid(config: NewtonHumanoidConfig):
     return build
 
 
-class NewtonHumanoid(mb.DiffEnv):
+class NewtonHumanoid(FloatingBaseRobot):
     """DiffRL's humanoid on Newton (module docstring)."""
 
     diverged_magnitude = 1e4
@@ -108,10 +109,6 @@ class NewtonHumanoid(mb.DiffEnv):
         self.start_q = start
         self.gears = torch.tensor(GEARS, device=self.device)
 
-    def split(self, state):
-        """``q [N, 28]``, ``qd [N, 27]``, previous action ``[N, 21]`` (views)."""
-        return state[:, :self.nq], state[:, self.nq:self.nq + self.nd], state[:, self.nq + self.nd:]
-
     def reset(self, n, generator=None):
         c = self.config
         like = dict(device=self.device, dtype=torch.float64)
@@ -131,30 +128,9 @@ class NewtonHumanoid(mb.DiffEnv):
         torque = self.config.action_strength * self.gears * action.float()
         return torch.cat([torch.zeros(action.shape[0], ROOT_DOFS, device=action.device), torque], 1)
 
-    def step(self, state, action, generator=None):
-        q, qd, _ = self.split(state)
-        action = action.to(state.dtype).clamp(-1.0, 1.0)
-        q_next, qd_next = self.sim.step(q.float().contiguous(), qd.float().contiguous(), self.joint_forces(action))
-        return torch.cat([q_next.to(state.dtype), qd_next.to(state.dtype), action], 1)
-
-    @torch.no_grad()
-    def contact_stiffness(self, state, action, next_state):
-        """AHAC's ``‖F_contact / max(|a|, 1 m/s²)‖`` (kg) per transition, the step recomputed: see
-        :meth:`mbmix_newton.bridge.NewtonSimulator.contact_stiffness`."""
-        q, qd, _ = self.split(state)
-        joint_f = self.joint_forces(action.to(state.dtype).clamp(-1.0, 1.0))
-        return self.sim.contact_stiffness(q.float().contiguous(), qd.float().contiguous(), joint_f).to(state.dtype)
-
-    @staticmethod
-    def _axes(quat):
-        """The z component of the body z axis (up) and the x component of the body x axis (heading) of
-        quaternions ``[N, 4]`` (xyzw)."""
-        x, y, z, w = quat.unbind(-1)
-        return 1 - 2 * (x * x + y * y), 1 - 2 * (y * y + z * z)
-
     def observe(self, state):
         q, qd, previous = self.split(state)
-        up, heading = self._axes(q[:, 3:7])
+        up, heading = up_and_heading(q[:, 3:7])
         return torch.cat([q[:, 2:3], q[:, 3:7], qd[:, :3], qd[:, 3:6], q[:, ROOT_Q:],
                           self.config.joint_velocity_scale * qd[:, ROOT_DOFS:], up[:, None], heading[:, None],
                           previous], 1)
@@ -162,7 +138,7 @@ class NewtonHumanoid(mb.DiffEnv):
     def reward(self, state, action, next_state):
         c = self.config
         q, qd, _ = self.split(next_state)
-        up, heading = self._axes(q[:, 3:7])
+        up, heading = up_and_heading(q[:, 3:7])
         tolerance = c.termination_height_tolerance
         height = (q[:, 2] - (c.termination_height + tolerance)).clamp(-1.0, tolerance)
         height_reward = torch.where(height < 0, -c.height_penalty * height * height, c.height_reward_scale * height)
