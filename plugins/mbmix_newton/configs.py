@@ -140,7 +140,6 @@ class NewtonHopperConfig(NewtonLocomotionConfig):
     """Reward weight of −|a|²: DiffRL's hopper 0.1."""
 
 
-
 class NewtonHumanoidConfig(NewtonLocomotionConfig):
     """Humanoid on Newton (Newton's ``nv_humanoid.xml``); DiffRL's observation, reward and termination
     (:mod:`mbmix_newton.humanoid`). Heights are the torso's z in metres (the ground at 0)."""
