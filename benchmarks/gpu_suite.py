@@ -606,6 +606,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+
+def write_results(results: dict, started: float, out: Path, stem: str) -> None:
+    """Stamp the total time, write ``<stem>.json`` and the markdown table ``<stem>.md`` under ``out``, print
+    the table: what the one prepared GPU command brings back, whichever part it ran."""
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / f"{stem}.md").write_text(table)
+    print(table)
+    print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'} in {results['total_seconds']} s")
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (CI)")
@@ -634,28 +646,12 @@ def main() -> None:
         if args.dry_run:
             sys.exit("gpu_suite: --newton-hmax is a GPU call; --dry-run runs part 7 at toy sizes already")
         started = time.perf_counter()
-        results = newton_hmax_call(args, started)
-        results["total_seconds"] = round(time.perf_counter() - started, 1)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "newton_hmax.json").write_text(json.dumps(results, indent=2))
-        table = markdown(results)
-        (out / "newton_hmax.md").write_text(table)
-        print(table)
-        print(f"wrote {out / 'newton_hmax.json'} and {out / 'newton_hmax.md'} in {results['total_seconds']} s")
+        write_results(newton_hmax_call(args, started), started, Path(args.out), "newton_hmax")
         return
     if args.budget is None:
         args.budget = 900.0 if args.dry_run else 540.0
     started = time.perf_counter()
-    results = suite(args, started)
-    results["total_seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_suite.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results)
-    (out / "gpu_suite.md").write_text(table)
-    print(table)
-    print(f"wrote {out / 'gpu_suite.json'} and {out / 'gpu_suite.md'} in {results['total_seconds']} s")
+    write_results(suite(args, started), started, Path(args.out), "gpu_suite")
 
 
 if __name__ == "__main__":
