@@ -13,6 +13,7 @@ import concurrent.futures
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,13 @@ REPO = Path(__file__).resolve().parents[1]
 def train(recipe: str | Path, out: Path, seed: int, sets: Sequence[str]) -> list[str] | None:
     """Train one run, ``python -m mbmix_fw run RECIPE --out OUT`` with ``run.seed`` and the ``--set``
     overrides, one torch thread (so runs side by side do not fight over cores and scores do not depend on how
-    many run at once). Returns None on success, else the run's last stderr line (its one-line error)."""
+    many run at once). Returns None on success, else the run's last stderr line (its one-line error).
+
+    An unfinished run already in ``out`` (a study killed mid-run) is removed first and the run starts over:
+    ``mbmix-fw run`` refuses a folder that holds a run, and a study's runs have no checkpoints worth resuming
+    (they checkpoint at the end), so restarting the study would otherwise fail every run it had cut short."""
+    if out.exists() and not finished(out):
+        shutil.rmtree(out)
     args = [sys.executable, "-m", "mbmix_fw", "run", str(REPO / recipe), "--out", str(out), "--no-progress",
             "--set", f"run.seed={seed}", *(x for s in sets for x in ("--set", s))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

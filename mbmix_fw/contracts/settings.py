@@ -60,6 +60,17 @@ class RunSettings(_Settings):
     to make a recipe's numbers the same on every machine with the same software; ``None`` keeps torch's
     default (the machine's cores, or ``OMP_NUM_THREADS``). The count a run used is recorded in its
     ``environment.json`` either way. See README, "Reproducibility"."""
+    model_error_probes: Literal["auto", "window"] = "auto"
+    """Where a run with a world model gets the probes of its held-out Jacobian errors
+    (``model/jacobian_error*``, what a Dyna gate reads), measured each iteration on the new window before the
+    model trains on it. ``auto``: on small envs (state + action dims at most 64) the simulator's full
+    Jacobians of 256 of the window's transitions — exact, at a cost: 256 extra simulator steps and 256 ×
+    state-dim VJPs per iteration, counted in ``sim/steps`` and ``sim/vjps`` (as many steps as a 16-env,
+    16-step window); on larger envs the window's own probes. ``window``: always the window's own probes (the
+    actor backward's adjoint probes, or the buffer's random ones), so the model's bookkeeping costs no
+    simulator call — what a study that gives every method the same simulator calls needs. A consistent
+    ratio estimate either way (:meth:`mbmix_fw.WorldModel.evaluate`); with no probes at all (an MSE-only
+    model fed nothing) only ``model/state_error`` is reported."""
     dtype: Literal["auto", "float32", "float64"] = "auto"
     """Floating-point type of the env, nets, replay buffer and world model. ``auto``: the env's (the
     dtype of its ``reset`` states; the built-in envs build in float32); ``float64`` builds the env in it."""

@@ -137,7 +137,8 @@ class Trainer:
         self.critic_update = CriticLearner(self.networks, self.critic_opt, critic, estimator.gamma,
                                            env.diverged_magnitude, self.guard, self.generator)
         self.model_update = None if world_model is None else WorldModelLearner(
-            world_model, env, self.guard, self.cost, run.seed, self.device, self.dtype)
+            world_model, env, self.guard, self.cost, run.seed, self.device, self.dtype,
+            exact_small_jacobians=run.model_error_probes == "auto")
         self.buffer = None if self.model_update is None else self.model_update.buffer
         self.evaluator = Evaluator(env, self.policy, self.networks.normalize, run.seed, run.eval_envs, self.device)
 

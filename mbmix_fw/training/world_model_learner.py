@@ -54,8 +54,11 @@ class WorldModelLearner:
     """
 
     def __init__(self, world_model: WorldModel, env: DiffEnv, guard: DivergenceGuard, cost: SimulatorCost,
-                 seed: int, device: torch.device, dtype: torch.dtype):
+                 seed: int, device: torch.device, dtype: torch.dtype, *, exact_small_jacobians: bool = True):
         self.world_model, self.env, self.guard, self.cost = world_model, env, guard, cost
+        self.exact_small_jacobians = exact_small_jacobians
+        """Held-out Jacobian errors from the simulator's full Jacobians on small envs (``run.model_error_probes
+        = "auto"``); off, always from the window's own probes, at no simulator cost."""
         self.device = device
         self.fit_generator = torch.Generator(device=device).manual_seed(seed + FIT_SEED_OFFSET)
         self.branch_generator = torch.Generator(device=device).manual_seed(seed + BRANCH_SEED_OFFSET)
@@ -101,8 +104,9 @@ class WorldModelLearner:
         transitions (and finite simulator probes) enter the buffer.
 
         Held-out error: the new window before the model trains on it — with full simulator Jacobians on
-        small envs (``S + A <= FULL_JACOBIAN_MAX_DIM``: exact, and cheap there), else on the window's own
-        probes (no simulator work beyond what the buffer gets anyway). A fit that leaves any parameter,
+        small envs (``S + A <= FULL_JACOBIAN_MAX_DIM``: exact, and cheap there) unless the run asks for the
+        window's probes (``run.model_error_probes = "window"``), else on the window's own probes (no simulator
+        work beyond what the buffer gets anyway). A fit that leaves any parameter,
         statistic or optimiser state non-finite is undone and counted as skipped world-model updates; a
         held-out state error above ``MODEL_EXPLOSION`` × its best rolls the model back to its best.
         """
@@ -132,7 +136,7 @@ class WorldModelLearner:
             # The new window is held out (the model never trained on it), for every model (the α = 0
             # ablation included), on a random subsample to bound the cost.
             small = states.shape[1] + actions.shape[1] <= FULL_JACOBIAN_MAX_DIM
-            if small:
+            if small and self.exact_small_jacobians:
                 pick = torch.randperm(states.shape[0], generator=self.fit_generator, device=self.device)
                 pick = pick[:EVAL_TRANSITIONS]
                 held_out = collect_eval_transitions(

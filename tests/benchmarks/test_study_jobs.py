@@ -51,3 +51,17 @@ def test_failed_runs_are_named_counted_in_the_exit_code_and_kept_out_of_the_outp
 def test_a_failed_training_run_returns_its_one_line_error(jobs, tmp_path):
     error = jobs.train("recipes/does_not_exist.toml", tmp_path / "run", 0, [])
     assert error is not None and len(error) == 1 and "does_not_exist.toml" in error[0]
+
+
+def test_a_run_cut_short_is_started_over_and_a_finished_one_is_never_touched(jobs, tmp_path):
+    recipe = "recipes/pendulum_shac.toml"
+    sets = ["run.iterations=1", "run.eval_every=0", "run.checkpoint_every=1", "env.num_envs=2"]
+    killed = tmp_path / "killed"
+    write_run(killed, "")  # what a study killed mid-run leaves: `mbmix-fw run` refuses such a folder
+    assert jobs.train(recipe, killed, 0, sets) is None
+    assert jobs.finished(killed)
+    done = tmp_path / "done"
+    write_run(done, "12.5")
+    error = jobs.train(recipe, done, 0, sets)  # a finished run is the study's to reuse, never overwritten
+    assert error is not None and "already holds a run" in error[0]
+    assert (done / "checkpoints" / "last.pt").read_bytes() == b"x"

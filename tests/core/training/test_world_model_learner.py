@@ -17,7 +17,8 @@ from mbmix_world_models import SobolevConfig, make_sobolev
 H, N = 8, 8
 
 
-def dyna_trainer(iterations=4, probe_source="adjoint", probes=1, branch_steps=0, blend=0.0, warmup=1, **model):
+def dyna_trainer(iterations=4, probe_source="adjoint", probes=1, branch_steps=0, blend=0.0, warmup=1, run=None,
+                 **model):
     env = LinearEnv(num_envs=N, episode_length=16)
     config = SobolevConfig(hidden=[16], probes=probes, probe_source=probe_source, batch_size=32,
                            buffer_capacity=1000, **model)
@@ -25,7 +26,8 @@ def dyna_trainer(iterations=4, probe_source="adjoint", probes=1, branch_steps=0,
     scheduler = Dyna(DynaConfig(env_weight=0.5, model_branches=4, model_fit_steps=2, warmup_iterations=warmup,
                                 jacobian_blend=blend))
     return tiny_trainer(env, Mix(MixConfig(horizon=H, lam=0.9)), scheduler, world_model=world_model,
-                        critic={"minibatches": 1, "model_branch_steps": branch_steps}, iterations=iterations)
+                        critic={"minibatches": 1, "model_branch_steps": branch_steps}, iterations=iterations,
+                        **(run or {}))
 
 
 def test_adjoint_probes_fill_the_buffer_with_the_simulators_own_vjps():
@@ -55,6 +57,22 @@ def test_simulator_cost_counts_rollout_steps_backward_vjps_and_probes():
     random = dyna_trainer(iterations=3, probe_source="random", probes=2).train()
     assert random["sim/steps"] == 3 * rows + 3 * rows + evaluated
     assert random["sim/vjps"] == 3 * rows + 3 * rows * 2 + evaluated * env.state_dim
+
+
+@pytest.mark.parametrize("probe_source, probes", [("adjoint", 1), ("random", 2)])
+def test_held_out_errors_from_the_windows_probes_cost_no_simulator_call(probe_source, probes):
+    """``run.model_error_probes = "window"`` on a small env: the held-out Jacobian errors come from the
+    window's own probes, so the simulator work is the windows' (plus random probes, if any) and nothing else,
+    and the errors are still reported every iteration after the first."""
+    rows = H * N
+    trainer = dyna_trainer(iterations=3, probe_source=probe_source, probes=probes,
+                           run={"model_error_probes": "window"})
+    last = trainer.train()
+    probe_vjps = 0 if probe_source == "adjoint" else 3 * rows * probes
+    probe_steps = 0 if probe_source == "adjoint" else 3 * rows
+    assert last["sim/steps"] == 3 * rows + probe_steps
+    assert last["sim/vjps"] == 3 * rows + probe_vjps
+    assert 0 <= last["model/jacobian_error_a"] < 10 and 0 <= last["model/jacobian_error_s"] < 10
 
 
 @pytest.mark.parametrize("branch_steps, expected", [(0, [[H]] * 3), (3, [[H], [H, 3], [H, 3]])])
