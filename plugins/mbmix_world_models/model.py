@@ -43,6 +43,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
+from .fit_step import adamw, all_finite
 from .input_vjp import forward_with_input_vjp
 
 from .loss import sobolev_loss
@@ -65,7 +66,9 @@ class RunningMoments(mb.RunningMoments):
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        self.fold(x.mean(0), x.var(0, unbiased=False), x.shape[0])
+        mean = x.mean(0)
+        deviation = x - mean  # two passes by hand: ``x.var(0)`` reduces across rows 8x slower on a CPU
+        self.fold(mean, (deviation * deviation).mean(0), x.shape[0])
 
     def std(self, dtype: torch.dtype) -> torch.Tensor:
         return self.var.sqrt().clamp_min(self.min_std).to(dtype)
@@ -151,7 +154,7 @@ class SobolevMLP(mb.WorldModel):
         self.state_stats = RunningMoments(state_dim)
         self.delta_stats = RunningMoments(state_dim)
         self.to(device=device, dtype=dtype)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = adamw(self.net.parameters(), lr, weight_decay)
         self._mixing = torch.Generator().manual_seed(seed + 1)
         self.fit_steps = 0
 
@@ -255,8 +258,7 @@ class SobolevMLP(mb.WorldModel):
         moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
         optimiser state never become non-finite. Under data parallelism a skip on one rank is a skip on
         every rank (:func:`mbmix_fw.any_rank`)."""
-        finite_batch = torch.stack([torch.isfinite(v).all() for v in (batch.state, batch.action, batch.next_state)
-                                    if v is not None]).all()
+        finite_batch = all_finite((batch.state, batch.action, batch.next_state))
         if bool(mb.any_rank(~finite_batch)):  # data-parallel: every rank skips together (no one left waiting
             return {"model/skipped": 1.0}    # in the gradient all-reduce of the optimiser's pre-hook)
         saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
@@ -267,7 +269,7 @@ class SobolevMLP(mb.WorldModel):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        finite = torch.isfinite(total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        finite = all_finite([total.detach(), *grads])
         if bool(mb.any_rank(~finite)):
             for buffer, value in zip((*self.state_stats.buffers(), *self.delta_stats.buffers()), saved):
                 buffer.copy_(value)

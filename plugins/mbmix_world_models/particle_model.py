@@ -51,6 +51,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
+from .fit_step import adamw, all_finite
 from .loss import sobolev_loss
 from .model import RunningMoments
 from .particle_integrator import LearnedForces
@@ -208,7 +209,7 @@ class ParticleGNN(mb.WorldModel):
         self.correction_stats = RunningMoments(d)
         self.position_change_stats = RunningMoments(d)
         self.to(device=device, dtype=dtype)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = adamw(self.net.parameters(), lr, weight_decay)
         self._probe_generator = torch.Generator().manual_seed(seed + 1)
         self.fit_steps = 0
 
@@ -425,7 +426,7 @@ class ParticleGNN(mb.WorldModel):
         on one rank is a skip on every rank (:func:`mbmix_fw.any_rank`): a rank that skipped alone would leave
         the others waiting in the gradient all-reduce of the optimiser's pre-hook."""
         columns = (batch.state, batch.action, batch.next_state)
-        finite_batch = torch.stack([torch.isfinite(v).all() for v in columns]).all()
+        finite_batch = all_finite(columns)
         if bool(mb.any_rank(~finite_batch)):
             return {"model/skipped": 1.0}
         stats = [b for m in self.modules() if isinstance(m, RunningMoments) for b in m.buffers()]
@@ -440,7 +441,7 @@ class ParticleGNN(mb.WorldModel):
         for parameter, grad in zip(parameters, grads):
             parameter.grad = grad
         grads = [g for g in grads if g is not None]
-        finite = torch.isfinite(terms.total.detach()) & torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        finite = all_finite([terms.total.detach(), *grads])
         if bool(mb.any_rank(~finite)):
             for buffer, value in zip(stats, saved):
                 buffer.copy_(value)

@@ -1,0 +1,48 @@
+"""``mbmix_world_models.fit_step``: the finite check that decides whether a world model's fit step runs, and
+the optimiser it runs — what both built-in models use, so a NaN in one element of one gradient still skips."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mbmix_fw as mb
+from mbmix_fw.testing import LinearEnv
+from mbmix_world_models import SobolevConfig, make_sobolev
+from mbmix_world_models.fit_step import adamw, all_finite
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_non_finite_entry_anywhere_is_found(bad, dtype):
+    tensors = [torch.randn(4, 5, dtype=dtype), torch.randn(7, dtype=dtype), torch.randn(3, 2, 2, dtype=dtype)]
+    assert bool(all_finite(tensors))
+    tensors[1][6] = bad
+    assert not bool(all_finite(tensors))
+    assert not bool(all_finite([torch.tensor(bad, dtype=dtype)]))  # a 0-dim loss
+
+
+def test_opposite_infinities_and_large_finite_values_read_right():
+    assert not bool(all_finite([torch.tensor([float("inf"), -float("inf")])]))  # their sum is NaN
+    near_max = torch.full((1000,), 3.0e38)  # finite float32 entries whose float32 sum would overflow
+    assert bool(all_finite([near_max, -near_max]))
+    assert bool(all_finite([None, torch.ones(2)])) and bool(all_finite([]))
+
+
+def test_the_model_steps_on_the_fused_kernel_and_skips_a_nan_gradient():
+    env = LinearEnv(num_envs=2, episode_length=4)
+    model = make_sobolev(SobolevConfig(hidden=[16], probes=1, batch_size=8), mb.BuildContext.cpu().with_env(env))
+    assert model.optimizer.defaults["fused"] is True
+    assert adamw([torch.nn.Parameter(torch.zeros(2))], 1e-3, 0.0).defaults["fused"] is True
+    gen = torch.Generator().manual_seed(0)
+    s, a = torch.randn(8, env.state_dim, generator=gen), torch.randn(8, env.action_dim, generator=gen)
+    u = torch.nn.functional.normalize(torch.randn(8, 1, env.state_dim, generator=gen), dim=-1)
+    batch = mb.TransitionBatch(s, a, env.step(s, a), u, u @ env.A, u @ env.B)
+    assert "model/skipped" not in model.fit(batch)
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    weight = next(model.net.parameters())
+    hook = weight.register_hook(lambda g: g.index_put((torch.tensor([0]),) * g.dim(), torch.tensor(float("nan"))))
+    assert model.fit(batch) == {"model/skipped": 1.0}  # one NaN entry of one parameter's gradient
+    hook.remove()
+    for name, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, before[name]), name
