@@ -45,6 +45,7 @@ _LAZY = {
     ".contracts.metrics": ["ACTOR_UPDATED", "EVAL_RETURN", "HELD_OUT_MODEL_ERRORS", "MODEL_JACOBIAN_ERROR_A",
                            "MODEL_JACOBIAN_ERROR_S"],
     ".maths.ranks": ["any_rank"],
+    ".maths.finite": ["all_finite"],
     ".training.trainer": ["Trainer"],
     ".contracts.world_model": ["TransitionBatch", "WorldModel"],
 }
@@ -95,5 +96,6 @@ if TYPE_CHECKING:  # static checkers and IDEs see the lazy names as ordinary imp
     from .contracts.metrics import (ACTOR_UPDATED, EVAL_RETURN, HELD_OUT_MODEL_ERRORS, MODEL_JACOBIAN_ERROR_A,
                                     MODEL_JACOBIAN_ERROR_S)
     from .maths.ranks import any_rank
+    from .maths.finite import all_finite
     from .training.trainer import Trainer
     from .contracts.world_model import TransitionBatch, WorldModel

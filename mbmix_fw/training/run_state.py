@@ -15,17 +15,12 @@ import torch
 
 from ..contracts.component import component_label
 from ..errors import UserError
+from ..maths.finite import all_finite, floating_tensors
 
 
 def nonfinite_entries(obj: Any) -> bool:
     """Whether any floating tensor inside ``obj`` (a state dict, possibly nested) is NaN/inf."""
-    if isinstance(obj, torch.Tensor):
-        return obj.is_floating_point() and not bool(torch.isfinite(obj).all())
-    if isinstance(obj, dict):
-        return any(nonfinite_entries(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(nonfinite_entries(v) for v in obj)
-    return False
+    return not bool(all_finite(floating_tensors(obj)))
 
 
 def component_state(component: Any, slot: str | None = None) -> Any:

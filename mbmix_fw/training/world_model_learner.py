@@ -7,7 +7,6 @@ rollback's best model, the simulator work its probes cost); a model-free run has
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -22,6 +21,7 @@ from ..contracts.rollout_types import Rollout
 from ..contracts.scheduler import Plan
 from ..contracts.world_model import WorldModel
 from ..maths.adjoint_tap import AdjointTap
+from ..maths.finite import cloned
 from ..maths.jacobian_blend import JacobianBlend
 from .buffer import ReplayBuffer
 from .cost import SimulatorCost
@@ -182,7 +182,7 @@ class WorldModelLearner:
         steps = self.fit_steps(plan, added)
         empty = torch.tensor(len(self.buffer) == 0, device=self.device)
         if steps and not bool(any_rank(empty)):  # data-parallel: fit on every rank or none
-            before = copy.deepcopy(self.world_model.state_dict())
+            before = cloned(self.world_model.state_dict())
             for _ in range(steps):
                 batch = self.buffer.sample(self.world_model.batch_size, self.fit_generator)
                 for key, value in self.world_model.fit(batch).items():
@@ -213,10 +213,10 @@ class WorldModelLearner:
         if error is None or not math.isfinite(error):
             return
         if self.best is None or error <= self.best[0]:
-            self.best = (error, copy.deepcopy(self.world_model.state_dict()))
+            self.best = (error, cloned(self.world_model.state_dict()))
         elif error > MODEL_EXPLOSION * self.best[0]:
             best, saved = self.best
-            self.world_model.load_state_dict(copy.deepcopy(saved))
+            self.world_model.load_state_dict(cloned(saved))
             self.rollbacks += 1
             log.warning("world model: held-out state error %.3g exceeds %g x its best %.3g; rolled back to that "
                         "model (rollback %d)", error, MODEL_EXPLOSION, best, self.rollbacks)

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
-from .fit_step import adamw, all_finite
+from .fit_step import adamw
 from .input_vjp import forward_with_input_vjp
 
 from .loss import sobolev_loss
@@ -258,7 +258,7 @@ class SobolevMLP(mb.WorldModel):
         moves, and ``model/skipped = 1`` is returned (the trainer counts it), so weights, statistics and
         optimiser state never become non-finite. Under data parallelism a skip on one rank is a skip on
         every rank (:func:`mbmix_fw.any_rank`)."""
-        finite_batch = all_finite((batch.state, batch.action, batch.next_state))
+        finite_batch = mb.all_finite((batch.state, batch.action, batch.next_state))
         if bool(mb.any_rank(~finite_batch)):  # data-parallel: every rank skips together (no one left waiting
             return {"model/skipped": 1.0}    # in the gradient all-reduce of the optimiser's pre-hook)
         saved = [b.clone() for b in (*self.state_stats.buffers(), *self.delta_stats.buffers())]
@@ -269,7 +269,7 @@ class SobolevMLP(mb.WorldModel):
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        finite = all_finite([total.detach(), *grads])
+        finite = mb.all_finite([total.detach(), *grads])
         if bool(mb.any_rank(~finite)):
             for buffer, value in zip((*self.state_stats.buffers(), *self.delta_stats.buffers()), saved):
                 buffer.copy_(value)

@@ -51,7 +51,7 @@ from torch.nn import functional as F
 import mbmix_fw as mb
 
 from .evaluation import held_out_errors
-from .fit_step import adamw, all_finite
+from .fit_step import adamw
 from .loss import sobolev_loss
 from .model import RunningMoments
 from .particle_integrator import LearnedForces
@@ -426,7 +426,7 @@ class ParticleGNN(mb.WorldModel):
         on one rank is a skip on every rank (:func:`mbmix_fw.any_rank`): a rank that skipped alone would leave
         the others waiting in the gradient all-reduce of the optimiser's pre-hook."""
         columns = (batch.state, batch.action, batch.next_state)
-        finite_batch = all_finite(columns)
+        finite_batch = mb.all_finite(columns)
         if bool(mb.any_rank(~finite_batch)):
             return {"model/skipped": 1.0}
         stats = [b for m in self.modules() if isinstance(m, RunningMoments) for b in m.buffers()]
@@ -441,7 +441,7 @@ class ParticleGNN(mb.WorldModel):
         for parameter, grad in zip(parameters, grads):
             parameter.grad = grad
         grads = [g for g in grads if g is not None]
-        finite = all_finite([terms.total.detach(), *grads])
+        finite = mb.all_finite([terms.total.detach(), *grads])
         if bool(mb.any_rank(~finite)):
             for buffer, value in zip(stats, saved):
                 buffer.copy_(value)
