@@ -1,12 +1,14 @@
-"""SHAC on the Newton hopper: run ``recipes/hopper_newton_shac.toml`` for several seeds and summarize.
+"""SHAC on a Newton robot: run a recipe (default ``recipes/hopper_newton_shac.toml``) for several seeds and summarize.
 
-    python benchmarks/newton_hopper_learning.py --seeds 0 1 2 3 4 --jobs 2 --out runs/hopper_newton_shac
-    python benchmarks/newton_hopper_learning.py --summarize-only --out runs/hopper_newton_shac
+    python benchmarks/newton_learning.py --seeds 0 1 2 3 4 --jobs 2 --out runs/hopper_newton_shac
+    python benchmarks/newton_learning.py --summarize-only --out runs/hopper_newton_shac
+    python benchmarks/newton_learning.py --recipe recipes/humanoid_newton_shac.toml \
+        --set run.iterations=100 --out runs/humanoid_newton_shac
 
-Each run: the recipe unchanged but ``run.seed`` and ``run.threads = 1``. Per seed it prints the return of the
-initial policy (``eval/return`` at iteration 0), the final one, the score (mean of the last 3 evaluations,
-the project's convention) and the run's wall time; then the IQM of initial and final scores with 95 %
-stratified-bootstrap intervals (``mb.summarize_scores``).
+Each run: the recipe with ``run.seed``, ``run.threads = 1`` and any ``--set`` overrides. Per seed it prints the
+return of the initial policy (``eval/return`` at iteration 0), the final one, the score (mean of the last 3
+evaluations, the project's convention) and the run's wall time; then the IQM of initial and final scores with
+95 % stratified-bootstrap intervals (``mb.summarize_scores``).
 """
 from __future__ import annotations
 
@@ -24,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "hopper_newton_shac.toml"
 
 
-def run(seed: int, out: Path) -> None:
+def run(seed: int, out: Path, recipe: Path = RECIPE, sets: tuple[str, ...] = ()) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "mbmix_fw", "run", str(RECIPE), "--out", str(out / f"seed{seed}"),
-                    "--no-progress", "--set", f"run.seed={seed}", "--set", "run.threads=1"], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "mbmix_fw", "run", str(recipe), "--out", str(out / f"seed{seed}"),
+                    "--no-progress", "--set", f"run.seed={seed}", "--set", "run.threads=1",
+                    *(x for s in sets for x in ("--set", s))], check=True, env=env)
 
 
 def summary(folder: Path) -> dict[str, float]:
@@ -43,11 +46,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "hopper_newton_shac")
+    parser.add_argument("--recipe", type=Path, default=RECIPE)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every run (repeatable)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
     if not args.summarize_only:
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda s: run(s, args.out), args.seeds))
+            list(pool.map(lambda s: run(s, args.out, args.recipe.resolve(), tuple(args.sets)), args.seeds))
     seeds = sorted(args.out.glob("seed*"), key=lambda p: int(p.name[4:]))
     rows = {p.name: summary(p) for p in seeds}
     print("| seed | initial eval/return | final eval/return | score (last 3) | wall s | env steps |")
