@@ -18,11 +18,12 @@ iterations at H = 16, 8 at H = 96), so the same forward simulator steps and, eve
 once, the same VJPs (the table reports both, from each run's ``sim/steps`` and ``sim/vjps``: MB-MIX's
 Jacobian probes ride on the adjoint tap, and its held-out model errors are measured on the window's own
 probes, ``run.model_error_probes = "window"``, so neither costs a simulator call; the cart-pole table in
-RESULTS.md predates that setting and shows what the exact held-out Jacobians cost). Each run is evaluated 4 times at equal
-env-step spacing on the recipe's evaluation episodes; MB-MIX's model-free warm-up is the first quarter of the
-env steps for every H_max (``scheduler.warmup_env_steps``) and its fit budget is counted per transition
-(``FIT_PER_TRANSITION``), so each H_max fits its model as often and as long before using it. A run's
-score is the mean of its last 3 evaluations (``learning_study.py``'s score); a (method, H_max) cell is the IQM over seeds with a 95 % stratified-bootstrap interval (``mb.summarize_scores``); each
+RESULTS.md predates that setting and shows what the exact held-out Jacobians cost). Each run is evaluated 4
+times at equal env-step spacing on the recipe's evaluation episodes; MB-MIX's model-free warm-up is the first
+quarter of the env steps for every H_max (``scheduler.warmup_env_steps``) and its fit budget is counted per
+transition (``FIT_PER_TRANSITION``), so each H_max fits its model as often and as long before using it. A
+run's score is the mean of its last 3 evaluations (``learning_study.py``'s score); a (method, H_max) cell is
+the IQM over seeds with a 95 % stratified-bootstrap interval (``mb.summarize_scores``); each
 method's row of worst cells and its spread (best IQM − worst IQM over H_max) answer the question.
 
 Runs use one torch thread each (``run.threads = 1``), ``--jobs`` at once, seed-major (all of seed 0 before

@@ -1,6 +1,6 @@
 """Finite checks and snapshots cheap enough to run every step: the guards of a fit step or of a world model's
 iteration (is this batch, gradient or state finite; keep a copy to restore) ran as often as the work they
-guarded and, written the obvious way, cost a fifth of a cloth world model's fit on a CPU
+guarded and, written the obvious way, cost about a fifth of a cloth world model's update per iteration on a CPU
 (``benchmarks/RESULTS.md``, "The MB-MIX iteration's cost")."""
 from __future__ import annotations
 
