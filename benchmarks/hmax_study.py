@@ -76,10 +76,17 @@ def settings(env: str, method: str, horizon: int, units: int) -> tuple[str, list
     return ENVS[env]["recipes"][method], sets
 
 
-def run_one(root: Path, env: str, method: str, horizon: int, seed: int, units: int) -> dict:
+def run_folder(root: Path, env: str, method: str, horizon: int, seed: int, label: str = "") -> Path:
+    """Where one run lives: ``ROOT/ENV/METHOD[LABEL]_H<h>_s<seed>`` (a label keeps an ablation's runs apart)."""
+    return root / env / f"{method}{label}_H{horizon}_s{seed}"
+
+
+def run_one(root: Path, env: str, method: str, horizon: int, seed: int, units: int,
+            extra: tuple[str, ...] = (), label: str = "") -> dict:
     """Train one run (or reuse a finished one) and read its score and costs."""
     recipe, sets = settings(env, method, horizon, units)
-    out = root / env / f"{method}_H{horizon}_s{seed}"
+    sets = [*sets, *extra]
+    out = run_folder(root, env, method, horizon, seed, label)
     metrics = out / "metrics.csv"
     key = {"env": env, "method": method, "horizon": horizon, "seed": seed}
     if not finished(out):
@@ -150,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / "runs" / "hmax_study")
     parser.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table here")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for every run after the study's own (an ablation); use with --label")
+    parser.add_argument("--label", default="", help="suffix of the methods' run folders, e.g. '_mh16' for an "
+                        "ablation, so its runs never mix with the study's")
     parser.add_argument("--collect-only", action="store_true",
                         help="start no run: tabulate the finished runs under --root (a study stopped at a deadline)")
     args = parser.parse_args(argv)
@@ -162,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(args.env, m, h, s, args.units) for s in range(args.first_seed, args.first_seed + args.seeds)
             for m in args.methods for h in args.horizons]
     if args.collect_only:
-        jobs = [job for job in jobs if finished(args.root / job[0] / f"{job[1]}_H{job[2]}_s{job[3]}")]
-    results = run_jobs(jobs, lambda *job: run_one(args.root, *job), args.jobs)
+        jobs = [job for job in jobs if finished(run_folder(args.root, *job[:4], args.label))]
+    results = run_jobs(jobs, lambda *job: run_one(args.root, *job, tuple(args.extra), args.label), args.jobs)
     return report(results, lambda ok: table(ok, args.methods, args.horizons),
                   lambda r: f"{r['method']} H={r['horizon']} seed {r['seed']}",
                   json_path=args.json, markdown_path=args.markdown)

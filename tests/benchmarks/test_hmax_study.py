@@ -4,6 +4,7 @@ of a Newton robot costs minutes)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -47,3 +48,35 @@ def test_every_method_and_window_gets_the_same_budget_in_valid_recipes(study, en
 def test_an_unknown_method_stops_before_any_run(study):
     with pytest.raises(SystemExit, match="unknown method"):
         study.settings("hopper", "ppo", 16, 4)
+
+
+def test_an_ablations_runs_live_apart_and_are_collected_by_their_label(study, tmp_path, capsys):
+    out = study.run_folder(tmp_path, "hopper", "mbmix", 64, 3, "_mh16")
+    assert out == tmp_path / "hopper" / "mbmix_mh16_H64_s3"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.pt").write_bytes(b"x")
+    header = "iteration,eval/return,time/wall_s,env/steps,sim/steps,sim/vjps\n"
+    rows = "".join(f"{i},{10.0 * i},{i},{i * 1536},{i * 1536},{i * 1536}\n" for i in range(5))
+    (out / "metrics.csv").write_text(header + rows)
+    common = ["--env", "hopper", "--methods", "mbmix", "--horizons", "64", "--units", "32", "--seeds", "1",
+              "--first-seed", "3", "--root", str(tmp_path), "--collect-only", "--json", str(tmp_path / "runs.json")]
+    assert study.main([*common, "--label", "_mh16", "--set", "scheduler.model_horizon=16"]) == 0
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert [(r["method"], r["horizon"], r["seed"], r["score"]) for r in runs] == [("mbmix", 64, 3, 30.0)]
+    assert study.main(common) == 0  # without the label the study's own folder is looked for: none finished
+    assert json.loads((tmp_path / "runs.json").read_text()) == []
+
+
+def test_an_ablations_overrides_come_after_the_studys_own(study, tmp_path, monkeypatch):
+    seen = {}
+
+    def train(recipe, out, seed, sets):
+        seen.update(recipe=recipe, out=out, seed=seed, sets=list(sets))
+        return ["stopped before training"]
+
+    monkeypatch.setattr(study, "train", train)
+    result = study.run_one(tmp_path, "hopper", "mbmix", 64, 4, 32, ("scheduler.model_horizon=16",), "_mh16")
+    assert result["error"] == ["stopped before training"]
+    assert seen["out"] == tmp_path / "hopper" / "mbmix_mh16_H64_s4" and seen["seed"] == 4
+    assert seen["sets"][-1] == "scheduler.model_horizon=16"  # last, so it wins over the study's settings
+    assert seen["sets"][:-1] == study.settings("hopper", "mbmix", 64, 32)[1]
