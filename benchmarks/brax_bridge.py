@@ -14,6 +14,10 @@ Measured in one run, same env, backend, batch ``N`` and horizon ``H``, open-loop
 - **bridged, unfused**: the same with ``DiffEnv``'s default ``transition`` (``step`` then ``score``: two
   crossings per step), to show what fusing buys.
 
+``--closed-loop`` replaces the open-loop actions by a policy, ``tanh(obs @ W)``, in both (the gradient is taken
+with respect to ``W``): every step's observation then feeds the next action, as in training. Open loop, no
+observation is used, so the bridge's unused outputs and pure JAX's pruning make a different comparison.
+
 Prints differentiable env-steps per second (``H·N`` per forward+backward) for each and the ratio
 bridged/pure-JAX last. ``--cache`` also times the first use of the env (build, trace, compile) in two fresh
 processes sharing an empty compilation cache: the second one should load instead of compiling.
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--cache", action="store_true", help="also time first use with an empty, then a warm cache")
     parser.add_argument("--cache-env", default=None, help="env for --cache (default: --env)")
     parser.add_argument("--skip-window", action="store_true", help="only the --cache measurement")
+    parser.add_argument("--closed-loop", action="store_true",
+                        help="actions from a policy tanh(obs @ W), gradient w.r.t. W (as in training)")
     parser.add_argument("--fused-only", action="store_true",
                         help="time only pure JAX and the default bridge (skips compiling the unfused and residual "
                              "variants; also runs against older checkouts, for before/after figures)")
@@ -117,14 +123,20 @@ def measure_window(args) -> dict:
     unfused = Unfused(config, ctx)
     residuals = BraxEnv(config.model_copy(update={"bridge_backward": "residuals"}), ctx)
 
+    weights = (0.3 * torch.randn(env.obs_dim, A, generator=gen, device=args.device)).requires_grad_(True)
+    leaf = weights if args.closed_loop else actions  # what the gradient is taken with respect to
+
     def bridged(which):
         def run():
             steps = iter(range(H))
-            policy = lambda obs, g: actions[next(steps)]  # noqa: E731 - open loop, as the JAX baseline
+            if args.closed_loop:
+                policy = lambda obs, g: torch.tanh(obs @ weights)  # noqa: E731
+            else:
+                policy = lambda obs, g: actions[next(steps)]  # noqa: E731 - open loop, as the JAX baseline
             out = mb.rollout(policy, which, which, mb.Cursor(start, None), H)
-            actions.grad = None
+            leaf.grad = None
             out.rewards.sum().backward()
-            actions.grad.sum().item()  # wait for the result
+            leaf.grad.sum().item()  # wait for the result
         return run
 
     brax_env = env.brax_env
@@ -132,6 +144,7 @@ def measure_window(args) -> dict:
     state0 = jax.vmap(brax_env.reset)(keys)
     state0 = state0.replace(pipeline_state=jax.vmap(brax_env.pipeline_init)(
         to_jax(start[:, :env.q_size].contiguous()), to_jax(start[:, env.q_size:].contiguous())))
+    state0 = state0.replace(obs=to_jax(env.observe(start).contiguous()))
     step = jax.vmap(brax_env.step)
 
     def loss(acts, state):
@@ -140,11 +153,17 @@ def measure_window(args) -> dict:
             return s, s.reward
         return jax.lax.scan(body, state, acts)[1].sum()
 
-    grad = jax.jit(jax.grad(loss))
-    jax_actions = to_jax(actions.detach())
+    def closed_loop_loss(w, state):
+        def body(s, _):
+            s = step(s, jax.numpy.tanh(s.obs @ w))
+            return s, s.reward
+        return jax.lax.scan(body, state, None, length=H)[1].sum()
+
+    grad = jax.jit(jax.grad(closed_loop_loss if args.closed_loop else loss))
+    jax_leaf = to_jax(leaf.detach())
 
     def pure_jax():
-        grad(jax_actions, state0).block_until_ready()
+        grad(jax_leaf, state0).block_until_ready()
 
     variants = {"pure_jax": pure_jax, "bridged_fused": bridged(env)}
     if "carry_pipeline" in BraxConfig.model_fields:  # this checkout carries Brax's pipeline state
@@ -153,7 +172,7 @@ def measure_window(args) -> dict:
     if args.fused_only:
         rates = {k: H * N / v for k, v in seconds.items()}
         return {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
-                "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
+                "closed_loop": args.closed_loop, "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
                 "ratio": rates["bridged_fused"] / rates["pure_jax"]}
     seconds.update(time_interleaved({"bridged_unfused": bridged(unfused), "bridged_residuals": bridged(residuals)},
                                     args.repeats))
@@ -165,7 +184,7 @@ def measure_window(args) -> dict:
     memory = {"residuals": sum(leaf.size * leaf.dtype.itemsize for leaf in leaves) // N,
               "recompute": 4 * (env.state_dim + A)}
     return {"env": args.env, "backend": args.backend, "num_envs": N, "horizon": H, "device": args.device,
-            "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "closed_loop": args.closed_loop, "diff_steps_per_s": {k: round(v, 1) for k, v in rates.items()},
             "backward_bytes_per_env_step": memory,
             "fused_over_unfused": round(rates["bridged_fused"] / rates["bridged_unfused"], 3),
             "residuals_over_pure_jax": round(rates["bridged_residuals"] / rates["pure_jax"], 3),
