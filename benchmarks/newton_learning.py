@@ -14,23 +14,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mbmix_fw as mb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
+from study_jobs import finished, run_jobs, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "hopper_newton_shac.toml"
 
 
-def run(seed: int, out: Path, recipe: Path = RECIPE, sets: tuple[str, ...] = ()) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-m", "mbmix_fw", "run", str(recipe), "--out", str(out / f"seed{seed}"),
-                    "--no-progress", "--set", f"run.seed={seed}", "--set", "run.threads=1",
-                    *(x for s in sets for x in ("--set", s))], check=True, env=env)
+def run(seed: int, out: Path, recipe: Path = RECIPE, sets: tuple[str, ...] = ()) -> dict:
+    """One seed through the studies' shared ``train`` (one torch thread, an unfinished folder started over);
+    a failed run is named and the script exits 1 (``{"error": ...}``)."""
+    error = train(recipe, out / f"seed{seed}", seed, ["run.threads=1", *sets])
+    return {"seed": seed} if error is None else {"seed": seed, "error": error}
 
 
 def summary(folder: Path) -> dict[str, float]:
@@ -41,7 +41,7 @@ def summary(folder: Path) -> dict[str, float]:
             "wall_s": float(rows[-1]["time/wall_s"]), "env_steps": float(rows[-1]["env/steps"])}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=2)
@@ -51,11 +51,18 @@ def main() -> None:
                         help="a recipe override for every run (repeatable)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
+    failed = []
     if not args.summarize_only:
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda s: run(s, args.out, args.recipe.resolve(), tuple(args.sets)), args.seeds))
-    seeds = sorted(args.out.glob("seed*"), key=lambda p: int(p.name[4:]))
+        results = run_jobs([(s,) for s in args.seeds],
+                           lambda s: run(s, args.out, args.recipe.resolve(), tuple(args.sets)), args.jobs)
+        failed = [r for r in results if "error" in r]
+        for r in failed:
+            print(f"FAILED seed {r['seed']}: {r['error']}")
+    seeds = sorted((p for p in args.out.glob("seed*") if finished(p)), key=lambda p: int(p.name[4:]))
     rows = {p.name: summary(p) for p in seeds}
+    if not rows:
+        print("no finished runs")
+        return 1
     print("| seed | initial eval/return | final eval/return | score (last 3) | wall s | env steps |")
     print("|---|---|---|---|---|---|")
     for name, r in rows.items():
@@ -65,7 +72,8 @@ def main() -> None:
                                  "score": [r["score"] for r in rows.values()]})
     for name, s in stats.items():
         print(f"{name}: IQM {s} over {s.runs} seeds")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
