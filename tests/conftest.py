@@ -26,6 +26,32 @@ def jax_cache_dir_for_tests() -> str:
 os.environ["MBMIX_FW_JAX_CACHE"] = jax_cache_dir_for_tests()
 
 
+# XLA's flags for the test run's JAX programs: the cheap compile settings.
+CHEAP_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def xla_flags_for_tests(user_flags: str | None) -> str:
+    """``XLA_FLAGS`` for the tests and the processes they start: XLA's cheap CPU compile settings first, then
+    the caller's own ``XLA_FLAGS`` (XLA lets a later flag override an earlier one, so the caller's win).
+
+    Why: on a 2-core CPU with empty caches most of the Brax tests' time is XLA compiling programs that then
+    run for milliseconds (a positional pendulum's step and its pullback: 47 s to compile). With LLVM at -O0
+    and XLA's older CPU emitters the same compile took 20 s and the executable ran 1.6x slower, which the
+    tests, on 2-env batches, do not feel. What runs is the same program: only code generation changes, and
+    every numeric check (finite differences, equality with Brax's own step) is made under these flags.
+    Users' runs keep XLA's defaults. ``MBMIX_FW_TEST_XLA_FLAGS`` replaces the cheap settings (set it empty
+    to test under XLA's defaults).
+    """
+    cheap = os.environ.get("MBMIX_FW_TEST_XLA_FLAGS", CHEAP_COMPILE_XLA_FLAGS)
+    if cheap.strip() and user_flags and user_flags.startswith(cheap):  # an xdist worker inherits the main's
+        return user_flags
+    return " ".join(flags for flags in (cheap, user_flags) if flags and flags.strip())
+
+
+# set at import, before any test imports jax (XLA reads its flags when the first backend starts)
+os.environ["XLA_FLAGS"] = xla_flags_for_tests(os.environ.get("XLA_FLAGS"))
+
+
 def threads_per_worker() -> int | None:
     """Under pytest-xdist (README's test command runs ``-n 2``): the cores this process may use divided by
     the workers, at least 1; None outside xdist.
