@@ -35,10 +35,12 @@ def xla_flags_for_tests(user_flags: str | None) -> str:
     the caller's own ``XLA_FLAGS`` (XLA lets a later flag override an earlier one, so the caller's win).
 
     Why: on a 2-core CPU with empty caches most of the Brax tests' time is XLA compiling programs that then
-    run for milliseconds (a positional pendulum's step and its pullback: 47 s to compile). With LLVM at -O0
-    and XLA's older CPU emitters the same compile took 20 s and the executable ran 1.6x slower, which the
-    tests, on 2-env batches, do not feel. What runs is the same program: only code generation changes, and
-    every numeric check (finite differences, equality with Brax's own step) is made under these flags.
+    run for milliseconds (a positional pendulum's step and its pullback: 47 s to compile; 20 s with these
+    flags). ``benchmarks/xla_cpu_flags.py`` on reacher at 32 envs: first use 0.60x as long, the window 2.5x
+    slower, which tests on 2-env batches do not feel, and the one that trains reacher at its recipe's size
+    still gains (its compiles dominate). The suite from empty caches took 19.6 min instead of 27.4 on the
+    same machine (``benchmarks/RESULTS.md``). What runs is the same program: only code generation changes,
+    and every numeric check (finite differences, equality with Brax's own step) is made under these flags.
     Users' runs keep XLA's defaults. ``MBMIX_FW_TEST_XLA_FLAGS`` replaces the cheap settings (set it empty
     to test under XLA's defaults).
     """
