@@ -136,10 +136,8 @@ def slowest_files_first(items: list) -> list:
     """``items`` with the tests of :data:`SLOWEST_FILES_FIRST` first, in that order; the rest keep theirs.
 
     Why: ``--dist loadfile`` hands the two workers whole files in collection order, and xdist by default
-    reorders files by their number of tests, which put the Brax recipe file (4 tests, five minutes) 66th of 84
-    files and the GPU suite's and the Brax model accuracy's dry runs (2 tests, a minute or more each) 79th and
-    80th: the suite ended with one worker running them while the other idled. Longest first is the classic
-    remedy for such a schedule.
+    reorders files by their number of tests, which put the Brax recipe file (a few tests, five minutes) last:
+    one worker ran it alone while the other idled. Longest first is the classic remedy for such a schedule.
     """
     rank = {path: index for index, path in enumerate(SLOWEST_FILES_FIRST)}
     position = {id(item): index for index, item in enumerate(items)}
