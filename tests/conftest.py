@@ -118,43 +118,9 @@ def crash_after_checkpoint():
     return _train_until_checkpoint_at
 
 
-# The test files that take minutes each from empty caches on a 2-core CPU, longest first (clean clone, cheap
-# XLA settings, 2026-12-08: the Brax physics and recipe files ~5 min each, the Newton envs ~4, the Brax env
-# ~3.5, the GPU suite's and the Brax model accuracy's dry runs and the two-rank run ~1 each).
-SLOWEST_FILES_FIRST = (
-    "tests/plugins/brax/test_env_physics.py",
-    "tests/plugins/brax/test_recipes.py",
-    "tests/plugins/newton/test_envs.py",
-    "tests/plugins/brax/test_env.py",
-    "tests/benchmarks/test_gpu_suite.py",
-    "tests/benchmarks/test_brax_model_accuracy.py",
-    "tests/core/distributed/test_ddp.py",
-)
-
-
-def slowest_files_first(items: list) -> list:
-    """``items`` with the tests of :data:`SLOWEST_FILES_FIRST` first, in that order; the rest keep theirs.
-
-    Why: ``--dist loadfile`` hands the two workers whole files in collection order, and xdist by default
-    reorders files by their number of tests, which put the Brax recipe file (a few tests, five minutes) last:
-    one worker ran it alone while the other idled. Longest first is the classic remedy for such a schedule.
-    """
-    rank = {path: index for index, path in enumerate(SLOWEST_FILES_FIRST)}
-    position = {id(item): index for index, item in enumerate(items)}
-    return sorted(items, key=lambda item: (rank.get(item.nodeid.split("::")[0], len(rank)), position[id(item)]))
-
-
-def pytest_configure(config):
-    """Under xdist, schedule files in the collected order (``slowest_files_first``), not by test count."""
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False
-
-
 def pytest_collection_modifyitems(config, items):
-    """The slowest files first (:func:`slowest_files_first`). Tests marked ``cuda`` are skipped, not failed,
-    where torch sees no CUDA device (``pytest -m cuda`` runs them on a GPU machine;
-    ``benchmarks/gpu_suite.py`` does it with the GPU measurements)."""
-    items[:] = slowest_files_first(items)
+    """Tests marked ``cuda`` are skipped, not failed, where torch sees no CUDA device (``pytest -m cuda``
+    runs them on a GPU machine; ``benchmarks/gpu_suite.py`` does it with the GPU measurements)."""
     marked = [item for item in items if item.get_closest_marker("cuda")]
     if not marked:
         return

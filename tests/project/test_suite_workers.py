@@ -61,33 +61,3 @@ def test_an_empty_override_tests_under_xla_s_defaults(conftest, monkeypatch):
 @pytest.mark.skipif("MBMIX_FW_TEST_XLA_FLAGS" in os.environ, reason="the run chose its own XLA flags")
 def test_this_process_and_its_subprocesses_compile_with_the_cheap_settings(conftest):
     assert os.environ["XLA_FLAGS"].startswith(conftest.CHEAP_COMPILE_XLA_FLAGS)
-
-
-class Item:
-    def __init__(self, nodeid):
-        self.nodeid = nodeid
-
-
-def test_the_slowest_files_run_first_in_their_listed_order_and_the_rest_keep_theirs(conftest):
-    first, second = conftest.SLOWEST_FILES_FIRST[:2]
-    collected = [Item(n) for n in ("tests/a.py::t1", f"{second}::t1", "tests/b.py::t1", f"{first}::t1",
-                                   "tests/a.py::t2", f"{second}::t2")]
-    ordered = [item.nodeid for item in conftest.slowest_files_first(collected)]
-    assert ordered == [f"{first}::t1", f"{second}::t1", f"{second}::t2", "tests/a.py::t1", "tests/b.py::t1",
-                       "tests/a.py::t2"]
-
-
-def test_every_listed_slow_file_exists(conftest):
-    root = CONFTEST.parents[1]
-    assert [path for path in conftest.SLOWEST_FILES_FIRST if not (root / path).is_file()] == []
-
-
-def test_this_run_collected_the_slowest_files_first(request, conftest):
-    paths = list(dict.fromkeys(item.nodeid.split("::")[0] for item in request.session.items))
-    listed = [path for path in paths if path in conftest.SLOWEST_FILES_FIRST]
-    assert paths[:len(listed)] == listed
-
-
-@pytest.mark.skipif(not os.environ.get("PYTEST_XDIST_WORKER_COUNT"), reason="runs under pytest-xdist (CI's -n 2)")
-def test_xdist_keeps_the_collected_order_of_files(request):
-    assert request.config.option.loadscopereorder is False
