@@ -20,7 +20,7 @@ from pathlib import Path
 import mbmix_fw as mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_jobs, a sibling module
-from study_jobs import finished, run_jobs, train  # noqa: E402
+from study_jobs import finished, report, run_jobs, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "hopper_newton_shac.toml"
@@ -41,6 +41,17 @@ def summary(folder: Path) -> dict[str, float]:
             "wall_s": float(rows[-1]["time/wall_s"]), "env_steps": float(rows[-1]["env/steps"])}
 
 
+def table(rows: list[dict]) -> str:
+    """One line per finished seed, then the IQM of the initial and final scores with their intervals."""
+    lines = ["| seed | initial eval/return | final eval/return | score (last 3) | wall s | env steps |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['initial']:.1f} | {r['final']:.1f} | {r['score']:.1f} | {r['wall_s']:.0f} "
+              f"| {r['env_steps']:.0f} |" for r in rows]
+    stats = mb.summarize_scores({"initial": [r["initial"] for r in rows], "score": [r["score"] for r in rows]})
+    lines += [f"{name}: IQM {s} over {s.runs} seeds" for name, s in stats.items()]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -51,28 +62,13 @@ def main() -> int:
                         help="a recipe override for every run (repeatable)")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
-    failed = []
-    if not args.summarize_only:
-        results = run_jobs([(s,) for s in args.seeds],
-                           lambda s: run(s, args.out, args.recipe.resolve(), tuple(args.sets)), args.jobs)
-        failed = [r for r in results if "error" in r]
-        for r in failed:
-            print(f"FAILED seed {r['seed']}: {r['error']}")
-    seeds = sorted((p for p in args.out.glob("seed*") if finished(p)), key=lambda p: int(p.name[4:]))
-    rows = {p.name: summary(p) for p in seeds}
-    if not rows:
-        print("no finished runs")
-        return 1
-    print("| seed | initial eval/return | final eval/return | score (last 3) | wall s | env steps |")
-    print("|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name[4:]} | {r['initial']:.1f} | {r['final']:.1f} | {r['score']:.1f} | {r['wall_s']:.0f} "
-              f"| {r['env_steps']:.0f} |")
-    stats = mb.summarize_scores({"initial": [r["initial"] for r in rows.values()],
-                                 "score": [r["score"] for r in rows.values()]})
-    for name, s in stats.items():
-        print(f"{name}: IQM {s} over {s.runs} seeds")
-    return 1 if failed else 0
+    results = [] if args.summarize_only else run_jobs(
+        [(s,) for s in args.seeds], lambda s: run(s, args.out, args.recipe.resolve(), tuple(args.sets)), args.jobs)
+    folders = sorted((p for p in args.out.glob("seed*") if finished(p)), key=lambda p: int(p.name[4:]))
+    rows = [{"seed": int(p.name[4:]), **summary(p)} for p in folders]
+    failed = [r for r in results if "error" in r]
+    code = report([*failed, *rows], table, lambda r: f"seed {r['seed']}", json_path=None, markdown_path=None)
+    return code if rows else 1  # nothing to summarise is a failure too
 
 
 if __name__ == "__main__":
