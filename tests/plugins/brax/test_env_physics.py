@@ -99,8 +99,8 @@ def test_ant_window_gradient_through_contacts_matches_float64_finite_differences
 
     with jax.enable_x64(True):
         q, qd = to_jax(x0[:, :env.q_size].contiguous()), to_jax(x0[:, env.q_size:].contiguous())
-        links = jax.vmap(env.brax_env.pipeline_init)(q, qd).x
-        distances = jax.jit(jax.vmap(lambda x: contact.get(env.brax_env.sys, x).dist))(links)
+        distances = jax.jit(jax.vmap(lambda q, qd: contact.get(env.brax_env.sys, env.brax_env.pipeline_init(q, qd).x)
+                                     .dist))(q, qd)
     assert (as_torch(distances) < 0).any(dim=-1).all()  # a foot of each ant is in contact at the start
     opens = 0.5 * torch.randn(2, N, env.action_dim, generator=g, dtype=torch.float64)
     weights = torch.randn(N, env.obs_dim, generator=g, dtype=torch.float64)
@@ -145,8 +145,8 @@ def test_contact_stiffness_is_the_constraint_force_over_acceleration(ant):
     ours = ant.contact_stiffness(state, still, None)
     with jax.enable_x64(True):
         x = to_jax(state.double())
-        reached = jax.vmap(lambda row, a: ant.brax_env.pipeline_step(
-            ant.brax_env.pipeline_init(row[:ant.q_size], row[ant.q_size:]), a))(x, to_jax(still.double()))
+        reached = jax.jit(jax.vmap(lambda row, a: ant.brax_env.pipeline_step(
+            ant.brax_env.pipeline_init(row[:ant.q_size], row[ant.q_size:]), a)))(x, to_jax(still.double()))
         expected = jnp.linalg.norm(reached.qf_constraint / jnp.maximum(jnp.abs(reached.qdd), 1.0), axis=-1)
     torch.testing.assert_close(ours, to_torch(expected).to(ours.dtype), rtol=1e-10, atol=1e-10)
     assert (ours > 1.0).all()
@@ -167,8 +167,8 @@ def test_contact_events_count_the_penetrating_points_of_every_substep(ant):
         state = ant.step(state, still)
     with jax.enable_x64(True):
         x = to_jax(state.double())
-        links = jax.vmap(lambda row: ant.brax_env.pipeline_init(row[:ant.q_size], row[ant.q_size:]))(x).x
-        at_start = as_torch(jax.jit(jax.vmap(lambda lx: jnp.sum(contact.get(ant.brax_env.sys, lx).dist < 0)))(links))
+        at_start = as_torch(jax.jit(jax.vmap(lambda row: jnp.sum(contact.get(ant.brax_env.sys, ant.brax_env.pipeline_init(
+            row[:ant.q_size], row[ant.q_size:]).x).dist < 0)))(x))
     substeps = round(float(ant.brax_env.dt) / float(ant.brax_env.sys.opt.timestep))
     assert substeps > 1 and (at_start > 0).all()
     torch.testing.assert_close(ant.contact_events(state, still), substeps * at_start.to(state.dtype))
