@@ -98,6 +98,35 @@ def _free_compiled_jax_executables():
         gc.collect()
 
 
+_CLI_CALLS_SCRIPT = (  # argv: one entry per CLI call, its arguments joined by \x1f
+    "import sys\nfrom mbmix_fw.commands.cli import main\n"
+    "for args in sys.argv[1:]:\n"
+    "    rc = main(args.split('\\x1f'))\n"
+    "    assert rc == 0, (rc, args)\n"
+)
+
+
+def _run_cli_calls(calls: list[list[str]], timeout: float):
+    """Run ``mbmix-fw`` CLI calls one after another in ONE fresh Python process (the repository as its working
+    directory); stop at the first that does not return 0 (its arguments end the process's stderr).
+
+    Why one process: each process pays its imports and its simulators' set-up once (torch, Brax's import of
+    MJX and warp: ~7 s; Newton's warp modules: ~5 s per process), which for a dozen tiny recipe runs was
+    most of their time. Still a fresh process, apart from pytest's own.
+    """
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _CLI_CALLS_SCRIPT, *("\x1f".join(call) for call in calls)],
+                          capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture
+def run_cli_calls():
+    """``run_cli_calls(calls, timeout)``: see :func:`_run_cli_calls`; returns the ``CompletedProcess``."""
+    return _run_cli_calls
+
+
 def _train_until_checkpoint_at(trainer, iteration: int) -> None:
     """Train until the checkpoint of ``iteration`` is on disk, then stop as a crash would."""
     save = trainer.save_checkpoint

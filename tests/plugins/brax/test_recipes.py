@@ -32,13 +32,6 @@ PER_ESTIMATOR = {
 }
 
 
-CLI_CALLS = (  # one process, several CLI calls (argv entries, their arguments joined by \x1f)
-    "import sys\nfrom mbmix_fw.commands.cli import main\n"
-    "for args in sys.argv[1:]:\n"
-    "    rc = main(args.split('\\x1f'))\n"
-    "    assert rc == 0, (rc, args)\n"
-)
-
 
 def metrics(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv") as handle:
@@ -52,15 +45,14 @@ def test_every_brax_recipe_is_smoke_tested():
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # first compile of Brax: minutes per function on a 2-core CPU
-def test_every_estimator_path_runs_tiny_on_brax(tmp_path):
+def test_every_estimator_path_runs_tiny_on_brax(tmp_path, run_cli_calls):
     """The four hopper recipes in one process (the CLI's ``main``), their env swapped for inverted_pendulum:
     one Brax trace per function, every estimator path (shac, mix, bptt, the Sobolev model on Brax's
     Jacobians) through the bridge. That the recipes themselves, hopper's and ant's, are valid with these
     overrides is :func:`test_gpu_sized_recipes_validate`."""
     runs = {kind: ["run", str(ROOT / "recipes" / f"hopper_{kind}.toml"), "--out", str(tmp_path / kind),
                    "--no-progress", *SMOKE, *extra, *PATHS_ENV] for kind, extra in PER_ESTIMATOR.items()}
-    done = subprocess.run([sys.executable, "-c", CLI_CALLS, *("\x1f".join(a) for a in runs.values())],
-                          capture_output=True, text=True, timeout=3500, cwd=ROOT)
+    done = run_cli_calls(list(runs.values()), timeout=3500)
     assert done.returncode == 0, done.stderr[-3000:]
     for kind in runs:
         rows = metrics(tmp_path / kind)
@@ -72,13 +64,12 @@ def test_every_estimator_path_runs_tiny_on_brax(tmp_path):
     assert model_rows, "the Sobolev model was never evaluated against Brax's Jacobians"
 
 
-def test_gpu_sized_recipes_validate():
+def test_gpu_sized_recipes_validate(run_cli_calls):
     """The ant and hopper recipes with the same smoke overrides are valid recipes (env, estimator, scheduler,
     model), checked in one process."""
     checks = [["validate", str(ROOT / "recipes" / f"{env}_{kind}.toml"), *SMOKE, *extra]
               for env in ("ant", "hopper") for kind, extra in PER_ESTIMATOR.items()]
-    done = subprocess.run([sys.executable, "-c", CLI_CALLS, *("\x1f".join(a) for a in checks)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    done = run_cli_calls(checks, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
