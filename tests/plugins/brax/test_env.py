@@ -41,7 +41,7 @@ def brax_reference(env: BraxEnv, seed: int, action: torch.Tensor):
     seeds = torch.randint(0, 2**31 - 1, (N, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.int32)
     with jax.enable_x64(True):
         keys = jax.lax.bitcast_convert_type(to_jax(seeds), jnp.uint32)
-        state = jax.jit(jax.vmap(env.brax_env.reset))(keys)  # jitted: op by op, reset dispatches for ~20 s
+        state = jax.jit(jax.vmap(env.brax_env.reset))(keys)  # jitted: run op by op, every operation compiles alone
         after = jax.jit(jax.vmap(env.brax_env.step))(state, to_jax(action.double()))
     return state, after
 

@@ -32,7 +32,6 @@ PER_ESTIMATOR = {
 }
 
 
-
 def metrics(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "metrics.csv") as handle:
         return list(csv.DictReader(handle))
